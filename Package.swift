@@ -1,0 +1,69 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Hardware popcount for the Swift side (`nonzeroBitCount`); the C kernels pick
+// AVX-512 VPOPCNTDQ at run time where the CPU has it.
+let popcnt: [SwiftSetting] = [.unsafeFlags(["-Xcc", "-mpopcnt"])]
+
+let package = Package(
+    name: "gdh-index",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "gdhd", targets: ["gdhd"]),
+        .executable(name: "gdh", targets: ["gdh"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+    ],
+    targets: [
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .target(
+            name: "CHammingKernels",
+            cSettings: [.unsafeFlags(["-O3", "-mpopcnt"])]
+        ),
+        .target(name: "HammingCode", dependencies: ["CHammingKernels"], swiftSettings: popcnt),
+        .target(name: "MultiIndex", dependencies: ["HammingCode", "CHammingKernels"], swiftSettings: popcnt),
+        .target(name: "HashStore", dependencies: ["CLMDB", "HammingCode", "MultiIndex"], swiftSettings: popcnt),
+        .target(name: "WireProtocol", dependencies: ["HammingCode"], swiftSettings: popcnt),
+        .target(
+            name: "Daemon",
+            dependencies: [
+                "HashStore", "MultiIndex", "WireProtocol", "HammingCode",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: popcnt
+        ),
+        .executableTarget(
+            name: "gdhd",
+            dependencies: [
+                "Daemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: popcnt
+        ),
+        .executableTarget(
+            name: "gdh",
+            dependencies: [
+                "WireProtocol", "HammingCode", "MultiIndex",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: popcnt
+        ),
+        .testTarget(name: "HammingCodeTests", dependencies: ["HammingCode"], swiftSettings: popcnt),
+        .testTarget(name: "MultiIndexTests", dependencies: ["MultiIndex", "HammingCode"], swiftSettings: popcnt),
+        .testTarget(name: "HashStoreTests", dependencies: ["HashStore", "MultiIndex", "HammingCode"], swiftSettings: popcnt),
+        .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "HammingCode"], swiftSettings: popcnt),
+        .testTarget(
+            name: "DaemonTests",
+            dependencies: ["Daemon", "WireProtocol", "HammingCode", "HashStore"],
+            swiftSettings: popcnt
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

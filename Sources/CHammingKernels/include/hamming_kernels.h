@@ -1,0 +1,27 @@
+#ifndef GDH_HAMMING_KERNELS_H
+#define GDH_HAMMING_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/// Scans `n` packed codes of `words` 64-bit words each (code i at codes[i*words])
+/// and writes the index and distance of every code whose Hamming distance to `q`
+/// is at most `threshold`, in index order. Returns how many were written; at most
+/// `n` entries are written, so `out_index` and `out_dist` must hold `n` each.
+size_t gdh_scan_leq(const uint64_t *codes, size_t words, size_t n,
+                    const uint64_t *q, uint32_t threshold,
+                    uint32_t *out_index, uint16_t *out_dist);
+
+/// The scalar POPCNT path of `gdh_scan_leq`, always; the reference for tests.
+size_t gdh_scan_leq_reference(const uint64_t *codes, size_t words, size_t n,
+                              const uint64_t *q, uint32_t threshold,
+                              uint32_t *out_index, uint16_t *out_dist);
+
+/// Writes the Hamming distance of each of `n` codes to `q` into `out_dist`.
+void gdh_distances(const uint64_t *codes, size_t words, size_t n,
+                   const uint64_t *q, uint16_t *out_dist);
+
+/// 1 when the vectorised AVX-512 VPOPCNTDQ path is in use, 0 for the scalar POPCNT path.
+/// Setting GDH_SCALAR_KERNELS=1 in the environment forces the scalar path.
+int gdh_kernels_vectorised(void);
+
+#endif

@@ -1,0 +1,161 @@
+/// Fixed-width binary codes: their width, hex text form and Hamming distance.
+///
+/// A code of `bits` bits (32...1024, a multiple of 32) is held as `words` 64-bit
+/// words, most significant bit first: bit 0 of the code is the top bit of word 0.
+/// When `bits` is not a multiple of 64 the low 32 bits of the last word are zero,
+/// so the padding never adds to a distance. The hex form is exactly `bits / 4`
+/// lower-case digits, most significant byte first (upper case is accepted on input).
+
+public enum CodeError: Error, Equatable, CustomStringConvertible {
+    case badWidth(Int)
+    case badLength(expected: Int, got: Int)
+    case badDigit(position: Int)
+
+    public var description: String {
+        switch self {
+        case .badWidth(let b):
+            return "code width \(b) is not supported (32 to 1024 bits in steps of 32)"
+        case .badLength(let expected, let got):
+            return "code must be \(expected) hex digits, got \(got)"
+        case .badDigit(let p):
+            return "code has a non-hex character at position \(p + 1)"
+        }
+    }
+}
+
+/// The shape shared by every code of one database.
+public struct CodeWidth: Hashable, Sendable, CustomStringConvertible {
+    /// b: bits per code.
+    public let bits: Int
+    /// 64-bit words per code in memory (the last one padded with zero bits).
+    public var words: Int { (bits + 63) / 64 }
+    /// Bytes per code in its packed, stored form (`bits / 8`).
+    public var bytes: Int { bits / 8 }
+    /// Hex digits per code in the text form.
+    public var hexDigits: Int { bits / 4 }
+
+    public static let supported = stride(from: 32, through: 1024, by: 32)
+
+    public init(bits: Int) throws {
+        guard bits >= 32, bits <= 1024, bits % 32 == 0 else { throw CodeError.badWidth(bits) }
+        self.bits = bits
+    }
+
+    public var description: String { "\(bits) bits" }
+}
+
+/// One code, owning its words.
+public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
+    public let width: CodeWidth
+    /// `width.words` words, most significant bit first.
+    public private(set) var words: [UInt64]
+
+    public init(width: CodeWidth, words: [UInt64]) {
+        precondition(words.count == width.words, "word count does not match the width")
+        self.width = width
+        var w = words
+        if width.bits % 64 != 0 { w[w.count - 1] &= ~UInt64(0) << 32 }
+        self.words = w
+    }
+
+    /// The all-zero code.
+    public init(zeroOf width: CodeWidth) {
+        self.width = width
+        self.words = Array(repeating: 0, count: width.words)
+    }
+
+    /// Parses the hex text form (exactly `bits / 4` digits).
+    public init(hex: some StringProtocol, width: CodeWidth) throws {
+        try self.init(hexUTF8: Array(hex.utf8), width: width)
+    }
+
+    /// Parses the hex text form from its UTF-8 bytes.
+    public init(hexUTF8 digits: some Collection<UInt8>, width: CodeWidth) throws {
+        guard digits.count == width.hexDigits else {
+            throw CodeError.badLength(expected: width.hexDigits, got: digits.count)
+        }
+        var words = [UInt64](repeating: 0, count: width.words)
+        for (i, c) in digits.enumerated() {
+            guard let v = hexValue(c) else { throw CodeError.badDigit(position: i) }
+            let bit = i * 4
+            words[bit >> 6] |= UInt64(v) << UInt64(60 - (bit & 63))
+        }
+        self.width = width
+        self.words = words
+    }
+
+    /// Builds a code from its packed bytes (`bits / 8` bytes, most significant first).
+    public init(bytes: some Collection<UInt8>, width: CodeWidth) throws {
+        guard bytes.count == width.bytes else {
+            throw CodeError.badLength(expected: width.hexDigits, got: bytes.count * 2)
+        }
+        var words = [UInt64](repeating: 0, count: width.words)
+        for (i, byte) in bytes.enumerated() {
+            words[i >> 3] |= UInt64(byte) << UInt64(56 - 8 * (i & 7))
+        }
+        self.width = width
+        self.words = words
+    }
+
+    /// The packed bytes, most significant first (`bits / 8` of them).
+    public var bytes: [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(width.bytes)
+        for i in 0..<width.bytes {
+            out.append(UInt8(truncatingIfNeeded: words[i >> 3] >> UInt64(56 - 8 * (i & 7))))
+        }
+        return out
+    }
+
+    /// The hex text form: `bits / 4` lower-case digits.
+    public var hex: String {
+        let table = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(width.hexDigits)
+        for i in 0..<width.hexDigits {
+            let bit = i * 4
+            out.append(table[Int((words[bit >> 6] >> UInt64(60 - (bit & 63))) & 0xF)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    public var description: String { hex }
+
+    /// Hamming distance to another code of the same width.
+    public func distance(to other: HammingCode) -> Int {
+        precondition(width == other.width, "codes of different widths")
+        var d = 0
+        for i in 0..<words.count { d &+= (words[i] ^ other.words[i]).nonzeroBitCount }
+        return d
+    }
+
+    /// The value of bit `i` (0 is the most significant).
+    public func bit(_ i: Int) -> Bool {
+        (words[i >> 6] >> UInt64(63 - (i & 63))) & 1 == 1
+    }
+
+    /// A copy with bit `i` flipped.
+    public func flipping(_ i: Int) -> HammingCode {
+        var c = self
+        c.words[i >> 6] ^= UInt64(1) << UInt64(63 - (i & 63))
+        return c
+    }
+}
+
+@inline(__always)
+func hexValue(_ c: UInt8) -> UInt8? {
+    switch c {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): return c &- UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): return c &- UInt8(ascii: "a") &+ 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): return c &- UInt8(ascii: "A") &+ 10
+    default: return nil
+    }
+}
+
+/// Hamming distance between two packed codes of `words` words.
+@inline(__always)
+public func hammingDistance(_ a: UnsafePointer<UInt64>, _ b: UnsafePointer<UInt64>, words: Int) -> Int {
+    var d = 0
+    for i in 0..<words { d &+= (a[i] ^ b[i]).nonzeroBitCount }
+    return d
+}

@@ -1,0 +1,501 @@
+import CHammingKernels
+import HammingCode
+
+/// Which search path answered a query.
+public enum SearchPath: String, Sendable {
+    case multiIndex = "mih"
+    case linearScan = "scan"
+}
+
+/// How the planner may answer a query.
+public enum PlannerMode: String, Sendable, CaseIterable {
+    /// Estimate both costs and take the cheaper one (the default).
+    case automatic = "auto"
+    /// Always probe the multi-index tables.
+    case multiIndex = "mih"
+    /// Always scan every code.
+    case linearScan = "scan"
+}
+
+/// What one query did; returned with every answer.
+public struct SearchStats: Sendable, Equatable {
+    public var path: SearchPath = .multiIndex
+    /// Bucket look-ups made in the tables.
+    public var probes: Int = 0
+    /// Ids read from posting lists (before de-duplication).
+    public var candidates: Int = 0
+    /// The substring radius the probing reached.
+    public var radius: Int = 0
+    /// True when probing was started and then abandoned for a scan.
+    public var switchedToScan: Bool = false
+    public init() {}
+}
+
+/// Costs, in nanoseconds, with which the planner compares the two paths.
+/// Measured on the development machine (Docs/design.md); only their ratios matter.
+public struct PlannerCosts: Sendable {
+    /// Scanning one 64-bit word of codes (memory bandwidth bound).
+    public var scanPerWord: Double = 0.35
+    /// One bucket look-up, including enumerating its substring value.
+    public var probe: Double = 12
+    /// Reading and checking one candidate id from a posting list.
+    public var candidate: Double = 6
+    public init() {}
+}
+
+/// Exact Hamming k-NN and range search over codes held in a `CodeArray`, by
+/// multi-index hashing (Norouzi, Punjani, Fleet) or by a linear popcount scan.
+///
+/// Symbols follow the papers: b bits per code, m substrings (tables), N items,
+/// K neighbours, r a radius, s the substring radius being probed.
+///
+/// Each table j is direct-addressed: `offsets[v] ..< offsets[v+1]` index the ids whose
+/// substring j equals v (ascending ids). Items added or changed since the last
+/// `rebuild` live in a small per-table delta map; entries whose item has since been
+/// changed or deleted are stale and are recognised at verification (the item's current
+/// substring no longer equals the bucket's value, or the id is dead), so answers stay
+/// exact at all times.
+///
+/// Not synchronised: any number of concurrent searches, or one mutation, at a time.
+public final class MultiIndex {
+    public let codes: CodeArray
+    public var width: CodeWidth { codes.width }
+    /// The substring split (m = layout.count).
+    public private(set) var layout: SubstringLayout
+    /// The operator's fixed m, or nil to choose m from N at every rebuild.
+    public let fixedM: Int?
+    public var planner: PlannerMode = .automatic
+    public var costs = PlannerCosts()
+
+    private var tables: [BaseTable]
+    private var delta: [DeltaTable]
+    /// Entries in the delta maps (stale ones included).
+    public private(set) var deltaEntries: Int = 0
+    /// Bit i set when id i may have entries in some table. An id without them is
+    /// appended to the delta directly, without looking for an existing entry.
+    private var mayHaveEntries: [UInt64] = []
+
+    /// Creates an empty index. `m` nil chooses m automatically.
+    public init(width: CodeWidth, m: Int? = nil) throws {
+        codes = CodeArray(width: width)
+        fixedM = m
+        let mm = m ?? SubstringLayout.automaticCount(for: width, items: 0)
+        layout = try SubstringLayout(width: width, count: mm)
+        tables = layout.sizes.map { BaseTable(bits: $0) }
+        delta = layout.sizes.map { DeltaTable(bits: $0) }
+    }
+
+    public var count: Int { codes.liveCount }
+    public var m: Int { layout.count }
+
+    // MARK: - Mutation
+
+    /// Adds a new id or replaces the code of a live one.
+    public func upsert(_ id: UInt32, _ code: HammingCode) {
+        codes.set(id, code)
+        indexInDelta(id)
+    }
+
+    /// Deletes an id; returns whether it was live. Its table entries become stale.
+    @discardableResult
+    public func remove(_ id: UInt32) -> Bool {
+        codes.remove(id)
+    }
+
+    /// Makes sure every table can find `id` under its current code: adds a delta entry
+    /// for each table whose bucket does not already hold it.
+    public func indexInDelta(_ id: UInt32) {
+        guard codes.isLive(id) else { return }
+        let p = codes.pointer(id)
+        let i = Int(id)
+        if i >> 6 >= mayHaveEntries.count {
+            mayHaveEntries.append(contentsOf: repeatElement(0, count: max(i >> 6 + 1, mayHaveEntries.count * 2) - mayHaveEntries.count))
+        }
+        let known = (mayHaveEntries[i >> 6] >> UInt64(i & 63)) & 1 == 1
+        for j in 0..<layout.count {
+            let v = layout.substring(j, of: p)
+            // Each (bucket, id) pair is held once: the first-encounter rule depends on it.
+            if known && (tables[j].contains(v, id) || delta[j].contains(v, id)) { continue }
+            delta[j].append(v, id)
+            deltaEntries += 1
+        }
+        mayHaveEntries[i >> 6] |= UInt64(1) << UInt64(i & 63)
+    }
+
+    /// Marks every id below the slot count as possibly having entries (after loading
+    /// tables from storage), or exactly the live ids (after a rebuild).
+    private func resetEntryMarks(allSlots: Bool) {
+        let n = codes.slotCount
+        mayHaveEntries = [UInt64](repeating: 0, count: n / 64 + 1)
+        if allSlots {
+            for i in 0..<n { mayHaveEntries[i >> 6] |= UInt64(1) << UInt64(i & 63) }
+        } else {
+            codes.forEachLive { id in mayHaveEntries[Int(id) >> 6] |= UInt64(1) << UInt64(id & 63) }
+        }
+    }
+
+    /// Rebuilds every table from the live codes (folding in the delta), with a new m
+    /// if given, else the fixed m, else m chosen from N and b.
+    public func rebuild(m newM: Int? = nil) throws {
+        let mm = newM ?? fixedM ?? SubstringLayout.automaticCount(for: width, items: count)
+        let newLayout = try SubstringLayout(width: width, count: mm)
+        var newTables = [BaseTable]()
+        for j in 0..<newLayout.count {
+            newTables.append(BaseTable.build(codes: codes, layout: newLayout, table: j))
+        }
+        layout = newLayout
+        tables = newTables
+        delta = newLayout.sizes.map { DeltaTable(bits: $0) }
+        deltaEntries = 0
+        resetEntryMarks(allSlots: false)
+    }
+
+    /// Replaces the tables with ones loaded from storage (offsets and ids per table),
+    /// then indexes the given ids (changed since those tables were written) in the delta.
+    public func load(layout newLayout: SubstringLayout,
+                     tables loaded: [(offsets: [UInt32], ids: [UInt32])],
+                     pending: some Sequence<UInt32>) throws {
+        precondition(loaded.count == newLayout.count)
+        var newTables = [BaseTable]()
+        for (j, t) in loaded.enumerated() {
+            newTables.append(try BaseTable(bits: newLayout.sizes[j], offsets: t.offsets, ids: t.ids))
+        }
+        layout = newLayout
+        tables = newTables
+        delta = newLayout.sizes.map { DeltaTable(bits: $0) }
+        deltaEntries = 0
+        resetEntryMarks(allSlots: true)
+        for id in pending { indexInDelta(id) }
+    }
+
+    /// The base table j as stored: offsets (2^size + 1) and ids.
+    public func baseTable(_ j: Int) -> (offsets: UnsafeBufferPointer<UInt32>, ids: UnsafeBufferPointer<UInt32>) {
+        tables[j].buffers
+    }
+
+    // MARK: - Consistency
+
+    /// A problem found by `check()`.
+    public struct Inconsistency: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    /// Checks that every live item can be found in every table under its current
+    /// substring, and that every table entry names a valid id. Returns the number of
+    /// stale entries (entries of deleted or changed items awaiting a rebuild).
+    public func check() throws -> Int {
+        var stale = 0
+        for j in 0..<layout.count {
+            let (offsets, ids) = tables[j].buffers
+            guard offsets.count == (1 << layout.sizes[j]) + 1, offsets.last.map(Int.init) == ids.count else {
+                throw Inconsistency(description: "table \(j) has a malformed offset array")
+            }
+            for v in 0..<(offsets.count - 1) {
+                let lo = Int(offsets[v]), hi = Int(offsets[v + 1])
+                guard lo <= hi else { throw Inconsistency(description: "table \(j) offsets decrease at \(v)") }
+                var prev: Int64 = -1
+                for i in lo..<hi {
+                    let id = ids[i]
+                    guard Int64(id) > prev else {
+                        throw Inconsistency(description: "table \(j) bucket \(v) is not in ascending id order")
+                    }
+                    prev = Int64(id)
+                    if !codes.isLive(id) || layout.substring(j, of: codes.pointer(id)) != UInt32(v) { stale += 1 }
+                }
+            }
+            stale += delta[j].staleCount(codes: codes, layout: layout, table: j)
+        }
+        var failure: Inconsistency?
+        codes.forEachLive { id in
+            guard failure == nil else { return }
+            let p = codes.pointer(id)
+            for j in 0..<layout.count {
+                let v = layout.substring(j, of: p)
+                if !tables[j].contains(v, id) && !delta[j].contains(v, id) {
+                    failure = Inconsistency(description: "item \(id) is missing from table \(j)")
+                    return
+                }
+            }
+        }
+        if let failure { throw failure }
+        return stale
+    }
+
+    // MARK: - Search
+
+    /// The K nearest live items to `query`, ordered by (distance, id); exact.
+    public func knn(_ query: HammingCode, k: Int, stats: inout SearchStats) -> [Neighbor] {
+        precondition(query.width == width, "query width does not match the index")
+        guard k > 0, count > 0 else { stats.path = .linearScan; return [] }
+        return query.words.withUnsafeBufferPointer { qp in
+            let q = qp.baseAddress!
+            if planner != .linearScan, codes.slotCount > 64 {
+                if let r = knnByProbing(q, k: k, stats: &stats, mayGiveUp: planner == .automatic) {
+                    stats.path = .multiIndex
+                    return r
+                }
+                stats.switchedToScan = true
+            }
+            stats.path = .linearScan
+            return knnByScan(q, k: k)
+        }
+    }
+
+    public func knn(_ query: HammingCode, k: Int) -> [Neighbor] {
+        var s = SearchStats()
+        return knn(query, k: k, stats: &s)
+    }
+
+    /// Every live item within distance ≤ r of `query`, ordered by (distance, id); exact.
+    public func range(_ query: HammingCode, radius r: Int, stats: inout SearchStats) -> [Neighbor] {
+        precondition(query.width == width, "query width does not match the index")
+        guard r >= 0, count > 0 else { stats.path = .linearScan; return [] }
+        let r = min(r, width.bits)
+        return query.words.withUnsafeBufferPointer { qp in
+            let q = qp.baseAddress!
+            if planner != .linearScan, codes.slotCount > 64 {
+                if let res = rangeByProbing(q, radius: r, stats: &stats, mayGiveUp: planner == .automatic) {
+                    stats.path = .multiIndex
+                    return res
+                }
+                stats.switchedToScan = true
+            }
+            stats.path = .linearScan
+            return rangeByScan(q, radius: r)
+        }
+    }
+
+    public func range(_ query: HammingCode, radius r: Int) -> [Neighbor] {
+        var s = SearchStats()
+        return range(query, radius: r, stats: &s)
+    }
+
+    // MARK: Linear scan
+
+    private static let block = 4096
+
+    func knnByScan(_ q: UnsafePointer<UInt64>, k: Int) -> [Neighbor] {
+        var top = TopK(k: k)
+        let words = codes.words, n = codes.slotCount, bits = width.bits
+        let idx = UnsafeMutablePointer<UInt32>.allocate(capacity: Self.block)
+        let dist = UnsafeMutablePointer<UInt16>.allocate(capacity: Self.block)
+        defer { idx.deallocate(); dist.deallocate() }
+        var start = 0
+        while start < n {
+            let len = min(Self.block, n - start)
+            // Ids ascend with the scan, so once K are kept a later item must be strictly
+            // nearer than the K-th to enter: ties go to the older id.
+            var threshold = bits
+            if top.isFull {
+                let w = top.worstDistance
+                if w == 0 { break }
+                threshold = w - 1
+            }
+            let got = gdh_scan_leq(codes.base + start * words, words, len, q, UInt32(threshold), idx, dist)
+            for i in 0..<got {
+                let id = UInt32(start) + idx[i]
+                guard codes.isLive(id) else { continue }
+                let key = TopK.key(Int(dist[i]), id)
+                if top.accepts(key) { top.insert(key) }
+            }
+            start += len
+        }
+        return top.sorted()
+    }
+
+    func rangeByScan(_ q: UnsafePointer<UInt64>, radius r: Int) -> [Neighbor] {
+        var keys = [UInt64]()
+        let words = codes.words, n = codes.slotCount
+        let idx = UnsafeMutablePointer<UInt32>.allocate(capacity: Self.block)
+        let dist = UnsafeMutablePointer<UInt16>.allocate(capacity: Self.block)
+        defer { idx.deallocate(); dist.deallocate() }
+        var start = 0
+        while start < n {
+            let len = min(Self.block, n - start)
+            let got = gdh_scan_leq(codes.base + start * words, words, len, q, UInt32(r), idx, dist)
+            for i in 0..<got {
+                let id = UInt32(start) + idx[i]
+                if codes.isLive(id) { keys.append(TopK.key(Int(dist[i]), id)) }
+            }
+            start += len
+        }
+        keys.sort()
+        return keys.map { Neighbor(id: UInt32(truncatingIfNeeded: $0), distance: Int($0 >> 32)) }
+    }
+
+    private var scanCost: Double {
+        Double(codes.slotCount * codes.words) * costs.scanPerWord
+    }
+
+    // MARK: Multi-index probing
+
+    /// Exact K-NN by probing radius s = 0, 1, … in each table in turn.
+    ///
+    /// Stopping rule (Norouzi et al.): after table j (0-based) at substring radius s,
+    /// every item at distance ≤ s·m + j has been found. Proof: an item missed so far has
+    /// d_i ≥ s+1 in tables i ≤ j and d_i ≥ s in tables i > j, so its distance is at least
+    /// (j+1)(s+1) + (m−j−1)s = s·m + j + 1. Hence once K found items lie within s·m + j,
+    /// the K nearest are among the found ones, ties included (every item at the K-th
+    /// distance is within the bound, so ties break by id exactly as a scan would).
+    ///
+    /// Each item is counted once: it is accepted only at its first encounter, the
+    /// lexicographically smallest (d_j, j) over tables, and only from the bucket of its
+    /// current substring (a stale entry never matches).
+    ///
+    /// Returns nil when `mayGiveUp` and the planner predicts that finishing costs more
+    /// than a linear scan.
+    func knnByProbing(_ q: UnsafePointer<UInt64>, k: Int, stats: inout SearchStats, mayGiveUp: Bool) -> [Neighbor]? {
+        let m = layout.count
+        var qsub = [UInt32](repeating: 0, count: m)
+        for j in 0..<m { qsub[j] = layout.substring(j, of: q) }
+        let maxSize = layout.sizes.max() ?? 0
+        var top = TopK(k: k)
+        let words = codes.words
+        let n = Double(count)
+        for s in 0...maxSize {
+            if mayGiveUp && s > 0 && shouldGiveUp(level: s, top: top, k: k, n: n, stats: stats) {
+                return nil
+            }
+            stats.radius = s
+            for j in 0..<m {
+                let size = layout.sizes[j]
+                if s <= size {
+                    enumerateValues(qsub[j], bits: size, radius: s) { v in
+                        stats.probes += 1
+                        forEachCandidate(table: j, value: v) { id in
+                            stats.candidates += 1
+                            guard codes.isLive(id) else { return }
+                            let p = codes.pointer(id)
+                            let key = TopK.key(hammingDistance(p, q, words: words), id)
+                            guard top.accepts(key) else { return }
+                            guard layout.substring(j, of: p) == v,
+                                  firstEncounter(p, qsub: qsub, table: j, radius: s, limits: nil) else { return }
+                            top.insert(key)
+                        }
+                    }
+                }
+                if top.isFull && top.worstDistance <= s * m + j { return top.sorted() }
+            }
+        }
+        return top.sorted()
+    }
+
+    /// Exact range search for radius r = q·m + a (0 ≤ a < m): tables 0…a are probed up to
+    /// substring radius q and the others up to q−1. A missed item would have d_i ≥ q+1
+    /// in a+1 tables and d_i ≥ q in the rest: distance ≥ q·m + a + 1 > r.
+    func rangeByProbing(_ qp: UnsafePointer<UInt64>, radius r: Int, stats: inout SearchStats, mayGiveUp: Bool) -> [Neighbor]? {
+        let m = layout.count
+        let q = r / m, a = r % m
+        var limits = [Int](repeating: 0, count: m)
+        for j in 0..<m { limits[j] = min(layout.sizes[j], j <= a ? q : q - 1) }
+        if mayGiveUp {
+            var probes = 0.0, cands = 0.0
+            for j in 0..<m where limits[j] >= 0 {
+                var p = 0.0
+                for s in 0...limits[j] { p += binomial(layout.sizes[j], s) }
+                probes += p
+                cands += p * Double(count) / Double(1 << layout.sizes[j])
+            }
+            if probes * costs.probe + cands * costs.candidate > scanCost { return nil }
+        }
+        var qsub = [UInt32](repeating: 0, count: m)
+        for j in 0..<m { qsub[j] = layout.substring(j, of: qp) }
+        var keys = [UInt64]()
+        let words = codes.words
+        let budget = mayGiveUp ? scanCost * 2 : .infinity
+        let maxLimit = limits.max() ?? -1
+        if maxLimit < 0 { return [] }
+        var gaveUp = false
+        levels: for s in 0...maxLimit {
+            stats.radius = s
+            for j in 0..<m where s <= limits[j] {
+                enumerateValues(qsub[j], bits: layout.sizes[j], radius: s) { v in
+                    stats.probes += 1
+                    forEachCandidate(table: j, value: v) { id in
+                        stats.candidates += 1
+                        guard codes.isLive(id) else { return }
+                        let p = codes.pointer(id)
+                        let d = hammingDistance(p, qp, words: words)
+                        guard d <= r, layout.substring(j, of: p) == v,
+                              firstEncounter(p, qsub: qsub, table: j, radius: s, limits: limits) else { return }
+                        keys.append(TopK.key(d, id))
+                    }
+                }
+                if Double(stats.probes) * costs.probe + Double(stats.candidates) * costs.candidate > budget {
+                    gaveUp = true
+                    break levels
+                }
+            }
+        }
+        if gaveUp { return nil }
+        keys.sort()
+        return keys.map { Neighbor(id: UInt32(truncatingIfNeeded: $0), distance: Int($0 >> 32)) }
+    }
+
+    /// Whether (radius, table) is the first probe that reaches this item: no other table
+    /// j' has (d_j', j') < (radius, table) among the probes made (d_j' ≤ limits[j']).
+    @inline(__always)
+    private func firstEncounter(_ p: UnsafePointer<UInt64>, qsub: [UInt32], table: Int, radius s: Int, limits: [Int]?) -> Bool {
+        for j in 0..<layout.count where j != table {
+            let dj = (layout.substring(j, of: p) ^ qsub[j]).nonzeroBitCount
+            if let limits, dj > limits[j] { continue }
+            if dj < s || (dj == s && j < table) { return false }
+        }
+        return true
+    }
+
+    /// Before probing level s: estimates the cost of the levels still needed and
+    /// compares it with a scan. The K-th distance found so far bounds the final
+    /// K-th distance from above, so no level past floor(that / m) is ever needed.
+    private func shouldGiveUp(level s: Int, top: TopK, k: Int, n: Double, stats: SearchStats) -> Bool {
+        let m = layout.count
+        let lastLevel: Int
+        if top.isFull {
+            lastLevel = top.worstDistance / m
+            if lastLevel < s { return false }
+        } else {
+            lastLevel = s
+        }
+        var estimate = 0.0
+        let observed = stats.probes > 0 ? Double(stats.candidates) / Double(stats.probes) : 0
+        for level in s...lastLevel {
+            for j in 0..<m where level <= layout.sizes[j] {
+                let probes = binomial(layout.sizes[j], level)
+                let occupancy = max(n / Double(1 << layout.sizes[j]), observed * 0.5)
+                estimate += probes * (costs.probe + occupancy * costs.candidate)
+            }
+            if estimate > scanCost { return true }
+        }
+        return false
+    }
+
+    /// Calls `body` with every `bits`-bit value at Hamming distance exactly `radius`
+    /// from `center` (Gosper's hack over masks with `radius` bits set).
+    @inline(__always)
+    private func enumerateValues(_ center: UInt32, bits: Int, radius: Int, _ body: (UInt32) -> Void) {
+        if radius == 0 { body(center); return }
+        if radius > bits { return }
+        let limit = UInt64(1) << UInt64(bits)
+        var mask = (UInt64(1) << UInt64(radius)) - 1
+        while mask < limit {
+            body(center ^ UInt32(truncatingIfNeeded: mask))
+            let c = mask & (~mask &+ 1)
+            let r = mask &+ c
+            mask = (((r ^ mask) >> 2) / c) | r
+        }
+    }
+
+    @inline(__always)
+    private func forEachCandidate(table j: Int, value v: UInt32, _ body: (UInt32) -> Void) {
+        tables[j].forEach(v, body)
+        if deltaEntries > 0 { delta[j].forEach(v, body) }
+    }
+}
+
+/// C(n, k) as a Double, for cost estimates.
+func binomial(_ n: Int, _ k: Int) -> Double {
+    if k < 0 || k > n { return 0 }
+    var r = 1.0
+    for i in 0..<min(k, n - k) { r = r * Double(n - i) / Double(i + 1) }
+    return r
+}

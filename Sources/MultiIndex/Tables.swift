@@ -1,0 +1,151 @@
+import HammingCode
+
+/// One direct-addressed multi-index table: for each substring value v, the ids whose
+/// substring equals v are `ids[offsets[v] ..< offsets[v+1]]`, in ascending order.
+/// Built by a counting sort over the live ids.
+final class BaseTable {
+    let bits: Int
+    /// 2^bits + 1 entries.
+    private let offsets: UnsafeMutablePointer<UInt32>
+    private let offsetCount: Int
+    /// offsets[2^bits] entries.
+    private let ids: UnsafeMutablePointer<UInt32>
+    private let idCount: Int
+
+    /// An empty table.
+    init(bits: Int) {
+        self.bits = bits
+        offsetCount = (1 << bits) + 1
+        offsets = .allocate(capacity: offsetCount)
+        offsets.initialize(repeating: 0, count: offsetCount)
+        ids = .allocate(capacity: 1)
+        idCount = 0
+    }
+
+    struct Malformed: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// A table from stored arrays; checks their shape.
+    init(bits: Int, offsets o: [UInt32], ids i: [UInt32]) throws {
+        self.bits = bits
+        offsetCount = (1 << bits) + 1
+        guard o.count == offsetCount else {
+            throw Malformed(description: "table has \(o.count) offsets, expected \(offsetCount)")
+        }
+        guard o.first == 0, Int(o[o.count - 1]) == i.count else {
+            throw Malformed(description: "table offsets do not cover its \(i.count) ids")
+        }
+        for v in 0..<(o.count - 1) where o[v] > o[v + 1] {
+            throw Malformed(description: "table offsets decrease at bucket \(v)")
+        }
+        let off = UnsafeMutablePointer<UInt32>.allocate(capacity: o.count)
+        off.initialize(from: o, count: o.count)
+        let idp = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, i.count))
+        if !i.isEmpty { idp.initialize(from: i, count: i.count) }
+        offsets = off
+        ids = idp
+        idCount = i.count
+    }
+
+    private init(bits: Int, offsets: UnsafeMutablePointer<UInt32>, ids: UnsafeMutablePointer<UInt32>, idCount: Int) {
+        self.bits = bits
+        self.offsetCount = (1 << bits) + 1
+        self.offsets = offsets
+        self.ids = ids
+        self.idCount = idCount
+    }
+
+    deinit {
+        offsets.deallocate()
+        ids.deallocate()
+    }
+
+    /// Table j of `layout` over the live codes, by counting sort.
+    static func build(codes: CodeArray, layout: SubstringLayout, table j: Int) -> BaseTable {
+        let bits = layout.sizes[j]
+        let buckets = 1 << bits
+        let offsets = UnsafeMutablePointer<UInt32>.allocate(capacity: buckets + 1)
+        offsets.initialize(repeating: 0, count: buckets + 1)
+        let n = codes.liveCount
+        let ids = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, n))
+        // Count each value into offsets[v + 1], prefix-sum, then place ids in order.
+        codes.forEachLive { id in
+            offsets[Int(layout.substring(j, of: codes.pointer(id))) + 1] += 1
+        }
+        for v in 0..<buckets { offsets[v + 1] += offsets[v] }
+        let cursor = UnsafeMutablePointer<UInt32>.allocate(capacity: buckets)
+        cursor.initialize(from: offsets, count: buckets)
+        codes.forEachLive { id in
+            let v = Int(layout.substring(j, of: codes.pointer(id)))
+            ids[Int(cursor[v])] = id
+            cursor[v] += 1
+        }
+        cursor.deallocate()
+        return BaseTable(bits: bits, offsets: offsets, ids: ids, idCount: n)
+    }
+
+    var buffers: (offsets: UnsafeBufferPointer<UInt32>, ids: UnsafeBufferPointer<UInt32>) {
+        (UnsafeBufferPointer(start: offsets, count: offsetCount), UnsafeBufferPointer(start: ids, count: idCount))
+    }
+
+    @inline(__always)
+    func forEach(_ v: UInt32, _ body: (UInt32) -> Void) {
+        let lo = Int(offsets[Int(v)]), hi = Int(offsets[Int(v) + 1])
+        var i = lo
+        while i < hi { body(ids[i]); i += 1 }
+    }
+
+    /// Whether bucket v holds id (binary search: buckets are in ascending id order).
+    func contains(_ v: UInt32, _ id: UInt32) -> Bool {
+        var lo = Int(offsets[Int(v)]), hi = Int(offsets[Int(v) + 1])
+        while lo < hi {
+            let mid = (lo + hi) >> 1
+            let x = ids[mid]
+            if x == id { return true }
+            if x < id { lo = mid + 1 } else { hi = mid }
+        }
+        return false
+    }
+}
+
+/// Entries added since the table was built: substring value → ids. A bitmap over
+/// the values lets a probe skip the hash look-up for the (usual) empty bucket.
+struct DeltaTable {
+    let bits: Int
+    private var map: [UInt32: [UInt32]] = [:]
+    private var present: [UInt64]
+
+    init(bits: Int) {
+        self.bits = bits
+        present = []
+    }
+
+    @inline(__always)
+    func forEach(_ v: UInt32, _ body: (UInt32) -> Void) {
+        guard !present.isEmpty, (present[Int(v >> 6)] >> UInt64(v & 63)) & 1 == 1, let list = map[v] else { return }
+        for id in list { body(id) }
+    }
+
+    func contains(_ v: UInt32, _ id: UInt32) -> Bool {
+        guard !present.isEmpty, (present[Int(v >> 6)] >> UInt64(v & 63)) & 1 == 1 else { return false }
+        return map[v]?.contains(id) ?? false
+    }
+
+    mutating func append(_ v: UInt32, _ id: UInt32) {
+        if present.isEmpty { present = [UInt64](repeating: 0, count: ((1 << bits) + 63) / 64) }
+        present[Int(v >> 6)] |= UInt64(1) << UInt64(v & 63)
+        map[v, default: []].append(id)
+    }
+
+    /// Entries whose item is dead or no longer has this substring value.
+    func staleCount(codes: CodeArray, layout: SubstringLayout, table j: Int) -> Int {
+        var stale = 0
+        for (v, list) in map {
+            for id in list where !codes.isLive(id) || layout.substring(j, of: codes.pointer(id)) != v {
+                stale += 1
+            }
+        }
+        return stale
+    }
+}

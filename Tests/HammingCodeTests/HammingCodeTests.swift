@@ -1,0 +1,94 @@
+import Testing
+import CHammingKernels
+@testable import HammingCode
+
+@Suite("HammingCode")
+struct HammingCodeTests {
+    @Test("widths 32...1024 in steps of 32 are accepted, others refused")
+    func widths() throws {
+        for b in stride(from: 32, through: 1024, by: 32) { #expect(try CodeWidth(bits: b).bits == b) }
+        for b in [0, 16, 31, 33, 48, 1056, -32] { #expect(throws: CodeError.self) { try CodeWidth(bits: b) } }
+    }
+
+    @Test("hex round-trips, lower case, MSB first", arguments: [32, 64, 96, 128, 256, 1024])
+    func hexRoundTrip(bits: Int) throws {
+        let w = try CodeWidth(bits: bits)
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<50 {
+            let c = HammingCode(width: w, words: (0..<w.words).map { _ in rng.next() })
+            #expect(c.hex.count == bits / 4)
+            #expect(c.hex == c.hex.lowercased())
+            #expect(try HammingCode(hex: c.hex, width: w) == c)
+            #expect(try HammingCode(hex: c.hex.uppercased(), width: w) == c)
+            #expect(try HammingCode(bytes: c.bytes, width: w) == c)
+        }
+        let one = try HammingCode(hex: "8" + String(repeating: "0", count: bits / 4 - 1), width: w)
+        #expect(one.bit(0) && !one.bit(1))
+        #expect(one.bytes[0] == 0x80)
+    }
+
+    @Test("bad hex is refused with its reason")
+    func badHex() throws {
+        let w = try CodeWidth(bits: 32)
+        #expect(throws: CodeError.badLength(expected: 8, got: 7)) { try HammingCode(hex: "0123456", width: w) }
+        #expect(throws: CodeError.badLength(expected: 8, got: 9)) { try HammingCode(hex: "012345678", width: w) }
+        #expect(throws: CodeError.badDigit(position: 3)) { try HammingCode(hex: "012g4567", width: w) }
+        #expect(throws: CodeError.self) { try HammingCode(hex: "0123456 ", width: w) }
+    }
+
+    @Test("distance is the popcount of the xor, padding never counts")
+    func distance() throws {
+        for bits in [32, 64, 96, 160, 1024] {
+            let w = try CodeWidth(bits: bits)
+            let z = HammingCode(zeroOf: w)
+            var c = z
+            for i in stride(from: 0, to: bits, by: 3) { c = c.flipping(i) }
+            #expect(z.distance(to: c) == (bits + 2) / 3)
+            let ones = try HammingCode(hex: String(repeating: "f", count: bits / 4), width: w)
+            #expect(ones.distance(to: z) == bits)
+        }
+    }
+
+    @Test("substrings split b bits into m runs differing by at most one bit")
+    func substrings() throws {
+        let w = try CodeWidth(bits: 64)
+        let l = try SubstringLayout(width: w, count: 3)
+        #expect(l.sizes == [22, 21, 21])
+        #expect(l.offsets == [0, 22, 43])
+        let c = try HammingCode(hex: "fedcba9876543210", width: w)
+        let v = l.substrings(of: c)
+        // Reassembling the substrings gives the code back.
+        let whole = (UInt64(v[0]) << 42) | (UInt64(v[1]) << 21) | UInt64(v[2])
+        #expect(whole == 0xfedc_ba98_7654_3210)
+        // Across a word boundary (96 bits, m = 5: sizes 20,19,19,19,19).
+        let w96 = try CodeWidth(bits: 96)
+        let l96 = try SubstringLayout(width: w96, count: 5)
+        let c96 = try HammingCode(hex: "0123456789abcdef01234567", width: w96)
+        var bits = ""
+        for (j, s) in l96.substrings(of: c96).enumerated() {
+            let b = String(s, radix: 2)
+            bits += String(repeating: "0", count: l96.sizes[j] - b.count) + b
+        }
+        #expect(bits == (0..<96).map { c96.bit($0) ? "1" : "0" }.joined())
+        #expect(throws: SubstringLayout.LayoutError.self) { try SubstringLayout(width: w, count: 2) }
+        #expect(throws: SubstringLayout.LayoutError.self) { try SubstringLayout(width: w, count: 65) }
+    }
+
+    @Test("vectorised and scalar scan kernels agree", arguments: [1, 2, 3, 4, 16])
+    func kernelsAgree(words: Int) {
+        var rng = SystemRandomNumberGenerator()
+        let n = 1000 + Int.random(in: 0..<17)
+        var codes = (0..<(n * words)).map { _ in rng.next() }
+        for i in stride(from: 0, to: n, by: 7) { for w in 0..<words { codes[i * words + w] = codes[w] } }
+        let q = Array(codes[0..<words])
+        for thr in [0, 1, 20, 32 * words, 64 * words] {
+            var i1 = [UInt32](repeating: 0, count: n), d1 = [UInt16](repeating: 0, count: n)
+            var i2 = i1, d2 = d1
+            let a = gdh_scan_leq(codes, words, n, q, UInt32(thr), &i1, &d1)
+            let b = gdh_scan_leq_reference(codes, words, n, q, UInt32(thr), &i2, &d2)
+            #expect(a == b)
+            #expect(Array(i1[0..<a]) == Array(i2[0..<b]))
+            #expect(Array(d1[0..<a]) == Array(d2[0..<b]))
+        }
+    }
+}

@@ -1,0 +1,133 @@
+import Testing
+import HammingCode
+@testable import MultiIndex
+
+/// A small deterministic generator (SplitMix64) so failures replay from their seed.
+struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func randomCode(_ w: CodeWidth, _ rng: inout SplitMix) -> HammingCode {
+    HammingCode(width: w, words: (0..<w.words).map { _ in rng.next() })
+}
+
+/// A code near `center`: each bit flipped with probability p.
+func noisy(_ center: HammingCode, p: Double, _ rng: inout SplitMix) -> HammingCode {
+    var c = center
+    for i in 0..<center.width.bits where Double.random(in: 0..<1, using: &rng) < p { c = c.flipping(i) }
+    return c
+}
+
+/// The oracle: every live item, distance by distance, ties by id.
+func bruteForce(_ items: [UInt32: HammingCode], _ q: HammingCode) -> [Neighbor] {
+    items.map { Neighbor(id: $0.key, distance: $0.value.distance(to: q)) }.sorted()
+}
+
+@Suite("MultiIndex against brute force")
+struct MultiIndexTests {
+    func check(seed: UInt64, bits: Int, n: Int, clustered: Bool, m: Int?, ops: Int) throws {
+        var rng = SplitMix(seed: seed)
+        let w = try CodeWidth(bits: bits)
+        let index = try MultiIndex(width: w, m: m)
+        var items: [UInt32: HammingCode] = [:]
+        let centres = (0..<8).map { _ in randomCode(w, &rng) }
+        func make() -> HammingCode {
+            clustered ? noisy(centres[Int.random(in: 0..<centres.count, using: &rng)], p: 0.08, &rng) : randomCode(w, &rng)
+        }
+        for i in 0..<n {
+            let c = make()
+            index.upsert(UInt32(i), c)
+            items[UInt32(i)] = c
+            if i == n / 2 { try index.rebuild() }
+        }
+        // Deletes and replacements after the build go to the delta and stale entries.
+        for _ in 0..<ops {
+            let id = UInt32.random(in: 0..<UInt32(n), using: &rng)
+            if Bool.random(using: &rng) {
+                index.remove(id); items[id] = nil
+            } else {
+                let c = make(); index.upsert(id, c); items[id] = c
+            }
+        }
+        #expect(try index.check() >= 0)
+        for mode in PlannerMode.allCases {
+            index.planner = mode
+            for t in 0..<12 {
+                let q = t % 3 == 0 ? randomCode(w, &rng) : make()
+                let truth = bruteForce(items, q)
+                let k = [1, 3, 10, 50, n + 5][t % 5]
+                let got = index.knn(q, k: k)
+                let want = Array(truth.prefix(k))
+                #expect(got == want, "knn k=\(k) mode=\(mode) seed=\(seed) bits=\(bits)")
+                let r = Int.random(in: 0...(bits / 3), using: &rng)
+                let gotR = index.range(q, radius: r)
+                #expect(gotR == truth.filter { $0.distance <= r }, "range r=\(r) mode=\(mode) seed=\(seed)")
+            }
+        }
+    }
+
+    @Test("k-NN and range equal brute force over widths, sizes and m", arguments: [32, 64, 96, 128, 256])
+    func matchesBruteForce(bits: Int) throws {
+        for seed in UInt64(1)...4 {
+            try check(seed: seed &* 7919 &+ UInt64(bits), bits: bits, n: 300 + Int(seed) * 250,
+                      clustered: seed % 2 == 0, m: seed == 3 ? nil : SubstringLayout.minimumCount(for: try CodeWidth(bits: bits)) + Int(seed % 3), ops: 200)
+        }
+    }
+
+    @Test("rebuild with another m keeps answers exact")
+    func rebuildOtherM() throws {
+        var rng = SplitMix(seed: 42)
+        let w = try CodeWidth(bits: 64)
+        let index = try MultiIndex(width: w, m: 4)
+        var items: [UInt32: HammingCode] = [:]
+        for i in 0..<2000 { let c = randomCode(w, &rng); index.upsert(UInt32(i), c); items[UInt32(i)] = c }
+        for m in [3, 5, 8, 16] {
+            try index.rebuild(m: m)
+            #expect(index.m == m)
+            #expect(try index.check() == 0)
+            index.planner = .multiIndex
+            let q = randomCode(w, &rng)
+            #expect(index.knn(q, k: 10) == Array(bruteForce(items, q).prefix(10)))
+            #expect(index.range(q, radius: 20) == bruteForce(items, q).filter { $0.distance <= 20 })
+        }
+    }
+
+    @Test("ties at the k-th distance break by id")
+    func tiesByID() throws {
+        let w = try CodeWidth(bits: 64)
+        let index = try MultiIndex(width: w, m: 4)
+        let c = HammingCode(zeroOf: w)
+        for i in (0..<200).reversed() { index.upsert(UInt32(i), c) }
+        for mode in PlannerMode.allCases {
+            index.planner = mode
+            #expect(index.knn(c, k: 5).map(\.id) == [0, 1, 2, 3, 4])
+        }
+    }
+
+    @Test("the planner scans random codes and probes clustered ones")
+    func plannerChoice() throws {
+        var rng = SplitMix(seed: 9)
+        let w = try CodeWidth(bits: 64)
+        let random = try MultiIndex(width: w)
+        for i in 0..<50_000 { random.upsert(UInt32(i), randomCode(w, &rng)) }
+        try random.rebuild()
+        var s = SearchStats()
+        _ = random.knn(randomCode(w, &rng), k: 10, stats: &s)
+        #expect(s.path == .linearScan)
+        let clustered = try MultiIndex(width: w)
+        let centre = randomCode(w, &rng)
+        for i in 0..<50_000 { clustered.upsert(UInt32(i), i % 2 == 0 ? noisy(centre, p: 0.03, &rng) : randomCode(w, &rng)) }
+        try clustered.rebuild()
+        var s2 = SearchStats()
+        _ = clustered.knn(noisy(centre, p: 0.03, &rng), k: 10, stats: &s2)
+        #expect(s2.path == .multiIndex)
+    }
+}
