@@ -63,7 +63,7 @@ public final class MultiIndex {
     /// The substring split (m = layout.count).
     public private(set) var layout: SubstringLayout
     /// The operator's fixed m, or nil to choose m from N at every rebuild.
-    public let fixedM: Int?
+    public var fixedM: Int?
     public var planner: PlannerMode = .automatic
     public var costs = PlannerCosts()
 
@@ -137,15 +137,38 @@ public final class MultiIndex {
     /// Rebuilds every table from the live codes (folding in the delta), with a new m
     /// if given, else the fixed m, else m chosen from N and b.
     public func rebuild(m newM: Int? = nil) throws {
+        install(try prepareTables(m: newM))
+    }
+
+    /// New tables built from the current codes, not yet in use.
+    public struct PreparedTables {
+        public let layout: SubstringLayout
+        fileprivate let tables: [BaseTable]
+        /// The base table j as it will be stored: offsets (2^size + 1) and ids.
+        public func table(_ j: Int) -> (offsets: UnsafeBufferPointer<UInt32>, ids: UnsafeBufferPointer<UInt32>) {
+            tables[j].buffers
+        }
+    }
+
+    /// Builds tables from the live codes with m = `newM`, else the fixed m, else m
+    /// chosen from N and b. Only reads the codes: may run beside searches, but not
+    /// beside a mutation. `install` then swaps them in.
+    public func prepareTables(m newM: Int? = nil) throws -> PreparedTables {
         let mm = newM ?? fixedM ?? SubstringLayout.automaticCount(for: width, items: count)
         let newLayout = try SubstringLayout(width: width, count: mm)
         var newTables = [BaseTable]()
         for j in 0..<newLayout.count {
             newTables.append(BaseTable.build(codes: codes, layout: newLayout, table: j))
         }
-        layout = newLayout
-        tables = newTables
-        delta = newLayout.sizes.map { DeltaTable(bits: $0) }
+        return PreparedTables(layout: newLayout, tables: newTables)
+    }
+
+    /// Puts prepared tables in use and empties the delta. The codes must not have
+    /// changed since `prepareTables`.
+    public func install(_ prepared: PreparedTables) {
+        layout = prepared.layout
+        tables = prepared.tables
+        delta = prepared.layout.sizes.map { DeltaTable(bits: $0) }
         deltaEntries = 0
         resetEntryMarks(allSlots: false)
     }

@@ -1,0 +1,605 @@
+import CLMDB
+import HammingCode
+import MultiIndex
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors of the store, each with a message fit for a client.
+public enum StoreError: Error, CustomStringConvertible, Equatable {
+    /// Another process holds the database.
+    case locked(String)
+    /// The database exists with other settings than asked for.
+    case mismatch(String)
+    /// A bad argument (for example a substring count out of range).
+    case invalid(String)
+    /// Stored data disagree with themselves (VERIFY).
+    case corrupt(String)
+    /// The id space (2^32 − 1 ids) is used up.
+    case full(String)
+    /// LMDB or the file system failed; nothing was applied.
+    case io(String)
+
+    public var description: String {
+        switch self {
+        case .locked(let s), .mismatch(let s), .invalid(let s), .corrupt(let s), .full(let s), .io(let s): return s
+        }
+    }
+}
+
+/// A write, as the writer applies it.
+public enum WriteOp: Sendable {
+    case add(key: String, code: HammingCode)
+    case delete(key: String)
+}
+
+/// The outcome of one write.
+public enum WriteOutcome: Sendable, Equatable {
+    /// The item's id (new, or kept when the key existed).
+    case added(id: UInt32)
+    /// Whether the key existed.
+    case deleted(Bool)
+}
+
+/// Options for opening (and on first use, creating) a database.
+public struct StoreOptions: Sendable {
+    /// Code width for a new database; an existing one must match when given.
+    public var bits: Int?
+    /// Fixed substring count m; nil keeps the stored setting (automatic for a new one).
+    public var substrings: Int?
+    /// Initial map size in bytes; the map doubles whenever it fills up.
+    public var initialMapSize: Int = 64 << 20
+    /// Delta entries (per table, on average) after which the writer folds the tables.
+    /// nil: max(65,536, N / 4).
+    public var foldThreshold: Int?
+
+    public init(bits: Int? = nil, substrings: Int? = nil) {
+        self.bits = bits
+        self.substrings = substrings
+    }
+}
+
+/// The persistent hash store: one LMDB environment in a directory, holding
+///
+/// - `meta`: format version, code width, substring setting, next id, the m of the stored tables;
+/// - `items`: id (u32) → code bytes (b/8) followed by the external key's UTF-8 bytes;
+/// - `tables`: table j (u32) → the direct-addressed table as one value:
+///   offsets (u32 × (2^size + 1)) then ids (u32 × N), ids ascending per bucket;
+/// - `pending`: ids added or changed since the tables were written.
+///
+/// and an exact in-memory mirror (codes by id, multi-index tables, keys) that all
+/// queries read, so no query touches LMDB. LMDB is the durable truth: the mirror is
+/// rebuilt from it at open and changed only after a commit has succeeded.
+///
+/// Threading: searches and look-ups may run on any number of threads at once; every
+/// write, compaction, rebuild and verify must come from one writer thread at a time.
+public final class HashStore {
+    public static let formatVersion = 1
+    public let directory: String
+    public let width: CodeWidth
+    public var dataPath: String { directory + "/data.mdb" }
+
+    private var env: Environment
+    private var dbMeta: MDB_dbi = 0
+    private var dbItems: MDB_dbi = 0
+    private var dbTables: MDB_dbi = 0
+    private var dbPending: MDB_dbi = 0
+    private let lockFD: Int32
+
+    private let index: MultiIndex
+    private let keys: KeyIndex
+    private let rw = ReadWriteLock()
+    private var nextID: UInt32
+    private let foldThreshold: Int?
+
+    /// Counters for STATS.
+    public private(set) var commits = 0
+    public private(set) var folds = 0
+
+    // MARK: - Open and close
+
+    public init(directory: String, options: StoreOptions = StoreOptions()) throws {
+        self.directory = directory
+        self.foldThreshold = options.foldThreshold
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw StoreError.io("cannot create database directory \(directory): \(String(cString: strerror(errno)))")
+        }
+        // One daemon per database: an exclusive lock held for the life of the store.
+        let fd = open(directory + "/gdhd.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw StoreError.io("cannot open \(directory)/gdhd.lock: \(String(cString: strerror(errno)))")
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            Glibc.close(fd)
+            throw StoreError.locked("database \(directory) is in use by another process")
+        }
+        lockFD = fd
+        var opened = false
+        defer { if !opened { Glibc.close(fd) } }
+
+        // A compaction that died before its rename left only a temporary copy.
+        unlink(directory + "/data.mdb.compact")
+
+        let fileSize = HashStore.fileSize(directory + "/data.mdb")
+        var mapSize = max(options.initialMapSize, 1 << 20)
+        while mapSize < fileSize * 2 { mapSize *= 2 }
+        do {
+            env = try Environment(path: directory + "/data.mdb", mapSize: mapSize, maxDatabases: 8)
+        } catch {
+            throw StoreError.io("cannot open database \(directory): \(error)")
+        }
+
+        // Read or create the settings.
+        var settings: (bits: Int, m: Int?, next: UInt32, tablesM: Int?)
+        do {
+            var dbs = (MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0))
+            settings = try env.write { txn in
+                dbs.0 = try txn.openDatabase("meta", flags: UInt32(MDB_CREATE))
+                dbs.1 = try txn.openDatabase("items", flags: UInt32(MDB_CREATE | MDB_INTEGERKEY))
+                dbs.2 = try txn.openDatabase("tables", flags: UInt32(MDB_CREATE | MDB_INTEGERKEY))
+                dbs.3 = try txn.openDatabase("pending", flags: UInt32(MDB_CREATE | MDB_INTEGERKEY))
+                if let format = try txn.getString(dbs.0, "format") {
+                    guard format == String(HashStore.formatVersion) else {
+                        throw StoreError.mismatch("database format \(format) is not supported (this build reads \(HashStore.formatVersion))")
+                    }
+                    guard let bitsText = try txn.getString(dbs.0, "bits"), let bits = Int(bitsText),
+                          let nextText = try txn.getString(dbs.0, "next_id"), let next = UInt32(nextText) else {
+                        throw StoreError.corrupt("database \(directory) has unreadable settings")
+                    }
+                    if let want = options.bits, want != bits {
+                        throw StoreError.mismatch("database \(directory) holds \(bits)-bit codes, not \(want)")
+                    }
+                    let mText = try txn.getString(dbs.0, "substrings") ?? "auto"
+                    var m = mText == "auto" ? nil : Int(mText)
+                    if let want = options.substrings, want != m {
+                        try txn.putString(dbs.0, "substrings", String(want))
+                        m = want
+                    }
+                    let tablesM = try txn.getString(dbs.0, "tables_m").flatMap { Int($0) }
+                    return (bits, m, next, tablesM)
+                }
+                let bits = options.bits ?? 64
+                try txn.putString(dbs.0, "format", String(HashStore.formatVersion))
+                try txn.putString(dbs.0, "bits", String(bits))
+                try txn.putString(dbs.0, "substrings", options.substrings.map { String($0) } ?? "auto")
+                try txn.putString(dbs.0, "next_id", "0")
+                return (bits, options.substrings, 0, nil)
+            }
+            (dbMeta, dbItems, dbTables, dbPending) = dbs
+        } catch let e as StoreError {
+            env.close()
+            throw e
+        } catch {
+            env.close()
+            throw StoreError.io("cannot read database \(directory): \(error)")
+        }
+
+        do {
+            width = try CodeWidth(bits: settings.bits)
+            if let m = settings.m { _ = try SubstringLayout(width: width, count: m) }
+            index = try MultiIndex(width: width, m: settings.m)
+        } catch {
+            env.close()
+            throw StoreError.invalid("\(error)")
+        }
+        keys = KeyIndex()
+        nextID = settings.next
+        do {
+            try loadMirror(tablesM: settings.tablesM)
+        } catch {
+            env.close()
+            throw error
+        }
+        opened = true
+    }
+
+    /// Fills the mirror from LMDB: codes and keys from `items`, tables from `tables`
+    /// plus `pending` (or rebuilt, when the stored tables do not fit the setting).
+    private func loadMirror(tablesM: Int?) throws {
+        let bytes = width.bytes
+        var pending = [UInt32]()
+        var stored: [(offsets: [UInt32], ids: [UInt32])] = []
+        var storedLayout: SubstringLayout?
+        do {
+            try env.read { txn in
+                let n = try txn.count(dbItems)
+                index.codes.reserve(Int(nextID))
+                _ = n
+                try txn.forEach(dbItems) { k, v in
+                    guard k.count == 4, v.count > bytes else {
+                        throw StoreError.corrupt("item record of \(v.count) bytes is malformed")
+                    }
+                    let id = k.loadUnaligned(as: UInt32.self)
+                    let code = try HammingCode(bytes: v[0..<bytes], width: width)
+                    index.codes.set(id, code)
+                    keys.insert(v[bytes...], id: id)
+                }
+                try txn.forEach(dbPending) { k, _ in
+                    if k.count == 4 { pending.append(k.loadUnaligned(as: UInt32.self)) }
+                }
+                if let tm = tablesM, index.fixedM == nil || index.fixedM == tm,
+                   let layout = try? SubstringLayout(width: width, count: tm) {
+                    for j in 0..<tm {
+                        guard let blob = try txn.get(dbTables, id: UInt32(j)) else { return }
+                        let nOffsets = (1 << layout.sizes[j]) + 1
+                        guard blob.count >= nOffsets * 4, (blob.count - nOffsets * 4) % 4 == 0 else { return }
+                        let all = blob.bindMemory(to: UInt32.self)
+                        stored.append((Array(all[0..<nOffsets]), Array(all[nOffsets...])))
+                    }
+                    storedLayout = layout
+                }
+            }
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError.io("cannot load database: \(error)")
+        }
+        if let layout = storedLayout, stored.count == layout.count,
+           (try? index.load(layout: layout, tables: stored, pending: pending)) != nil,
+           (try? index.check()) != nil {
+            return
+        }
+        // No usable stored tables: build them and store them.
+        try foldTables(m: nil)
+    }
+
+    /// Closes the environment and releases the database lock.
+    public func close() {
+        env.close()
+        flock(lockFD, LOCK_UN)
+        Glibc.close(lockFD)
+    }
+
+    static func fileSize(_ path: String) -> Int {
+        var st = stat()
+        return stat(path, &st) == 0 ? Int(st.st_size) : 0
+    }
+
+    // MARK: - Reads (any thread)
+
+    /// The K nearest items: (key, distance), nearest first, ties by id.
+    public func knn(_ query: HammingCode, k: Int, stats: inout SearchStats) -> [(key: String, distance: Int)] {
+        rw.withReadLock {
+            index.knn(query, k: k, stats: &stats).map { (keys.key($0.id) ?? "", $0.distance) }
+        }
+    }
+
+    /// Every item within distance ≤ r: (key, distance), nearest first, ties by id.
+    public func range(_ query: HammingCode, radius: Int, stats: inout SearchStats) -> [(key: String, distance: Int)] {
+        rw.withReadLock {
+            index.range(query, radius: radius, stats: &stats).map { (keys.key($0.id) ?? "", $0.distance) }
+        }
+    }
+
+    /// The code stored under a key.
+    public func get(_ key: String) -> HammingCode? {
+        rw.withReadLock { keys.lookup(key).flatMap { index.codes.code($0) } }
+    }
+
+    /// The id of a key.
+    public func id(of key: String) -> UInt32? {
+        rw.withReadLock { keys.lookup(key) }
+    }
+
+    public var count: Int { rw.withReadLock { index.count } }
+
+    /// The planner mode used by searches.
+    public var planner: PlannerMode {
+        get { rw.withReadLock { index.planner } }
+        set { rw.withWriteLock { index.planner = newValue } }
+    }
+
+    /// Named figures for STATS.
+    public func statistics() -> [(String, String)] {
+        rw.withReadLock {
+            [
+                ("bits", String(width.bits)),
+                ("items", String(index.count)),
+                ("substrings", String(index.m)),
+                ("substrings_setting", index.fixedM.map { String($0) } ?? "auto"),
+                ("delta_entries", String(index.deltaEntries)),
+                ("next_id", String(nextID)),
+                ("file_bytes", String(HashStore.fileSize(dataPath))),
+                ("map_bytes", String(env.mapSize)),
+                ("commits", String(commits)),
+                ("folds", String(folds)),
+                ("key_memory_bytes", String(keys.memoryBytes)),
+            ]
+        }
+    }
+
+    // MARK: - Writes (the writer thread)
+
+    /// Applies a batch of writes in one transaction (group commit) and, once it is
+    /// durable, to the mirror. Either every write of the batch is applied or none is:
+    /// on failure the error is thrown and nothing changed.
+    public func apply(_ batch: [WriteOp]) throws -> [WriteOutcome] {
+        guard !batch.isEmpty else { return [] }
+        var attempt = 0
+        while true {
+            do {
+                let (outcomes, changes, newNext) = try writeBatch(batch)
+                commits += 1
+                rw.withWriteLock {
+                    for change in changes {
+                        switch change {
+                        case .insert(let id, let key, let code):
+                            keys.insert(key.utf8, id: id)
+                            index.upsert(id, code)
+                        case .replace(let id, let code):
+                            index.upsert(id, code)
+                        case .remove(let id, let key):
+                            keys.remove(key.utf8)
+                            index.remove(id)
+                        }
+                    }
+                    nextID = newNext
+                }
+                try foldIfNeeded()
+                return outcomes
+            } catch let e as LMDBError where e.isMapFull && attempt < 40 {
+                attempt += 1
+                try growMap()
+            } catch let e as StoreError {
+                throw e
+            } catch {
+                throw StoreError.io("write failed, nothing was applied: \(error)")
+            }
+        }
+    }
+
+    private enum Change {
+        case insert(UInt32, String, HammingCode)
+        case replace(UInt32, HammingCode)
+        case remove(UInt32, String)
+    }
+
+    private func writeBatch(_ batch: [WriteOp]) throws -> ([WriteOutcome], [Change], UInt32) {
+        try env.write { txn in
+            var next = nextID
+            // Keys touched earlier in this batch: id, or nil when deleted.
+            var overlay: [String: UInt32?] = [:]
+            var outcomes = [WriteOutcome](), changes = [Change]()
+            outcomes.reserveCapacity(batch.count)
+            var record = [UInt8]()
+            let empty: [UInt8] = []
+            for op in batch {
+                switch op {
+                case .add(let key, let code):
+                    guard code.width == width else {
+                        throw StoreError.invalid("code has \(code.width.bits) bits, the database \(width.bits)")
+                    }
+                    let existing: UInt32? = overlay[key] ?? keys.lookup(key)
+                    let id: UInt32
+                    if let existing {
+                        id = existing
+                        changes.append(.replace(id, code))
+                    } else {
+                        guard next < UInt32.max else { throw StoreError.full("the database has used all 2^32 - 1 ids") }
+                        id = next
+                        next += 1
+                        changes.append(.insert(id, key, code))
+                    }
+                    record.removeAll(keepingCapacity: true)
+                    record.append(contentsOf: code.bytes)
+                    record.append(contentsOf: key.utf8)
+                    try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0) }
+                    try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0) }
+                    overlay[key] = .some(id)
+                    outcomes.append(.added(id: id))
+                case .delete(let key):
+                    let existing: UInt32? = overlay[key] ?? keys.lookup(key)
+                    if let id = existing {
+                        try txn.delete(dbItems, id: id)
+                        try txn.delete(dbPending, id: id)
+                        changes.append(.remove(id, key))
+                        overlay[key] = .some(nil)
+                        outcomes.append(.deleted(true))
+                    } else {
+                        outcomes.append(.deleted(false))
+                    }
+                }
+            }
+            if next != nextID { try txn.putString(dbMeta, "next_id", String(next)) }
+            return (outcomes, changes, next)
+        }
+    }
+
+    private func growMap() throws {
+        let size = env.mapSize * 2
+        do { try env.setMapSize(size) } catch {
+            throw StoreError.io("cannot grow the map to \(size) bytes: \(error)")
+        }
+    }
+
+    /// Folds the delta into new tables once it has grown past the threshold.
+    private func foldIfNeeded() throws {
+        let limit = foldThreshold ?? max(65_536, index.count / 4)
+        if index.deltaEntries > limit * max(1, index.m) || (index.fixedM == nil && index.count >= 65_536
+            && SubstringLayout.automaticCount(for: width, items: index.count) != index.m
+            && index.deltaEntries > index.count / 8) {
+            try foldTables(m: nil)
+        }
+    }
+
+    /// Builds tables from the current codes (m: the given one, else the setting),
+    /// stores them with an empty `pending` in one transaction, then swaps them in.
+    private func foldTables(m: Int?) throws {
+        let prepared: MultiIndex.PreparedTables
+        do {
+            prepared = try index.prepareTables(m: m)
+        } catch {
+            throw StoreError.invalid("\(error)")
+        }
+        var attempt = 0
+        while true {
+            do {
+                try env.write { txn in
+                    try txn.clear(dbTables)
+                    for j in 0..<prepared.layout.count {
+                        let (offsets, ids) = prepared.table(j)
+                        var key = UInt32(j)
+                        try withUnsafeBytes(of: &key) { kb in
+                            try txn.putReserved(dbTables, key: kb, size: (offsets.count + ids.count) * 4) { out in
+                                out.copyMemory(from: UnsafeRawBufferPointer(offsets))
+                                if !ids.isEmpty {
+                                    UnsafeMutableRawBufferPointer(rebasing: out[(offsets.count * 4)...])
+                                        .copyMemory(from: UnsafeRawBufferPointer(ids))
+                                }
+                            }
+                        }
+                    }
+                    try txn.clear(dbPending)
+                    try txn.putString(dbMeta, "tables_m", String(prepared.layout.count))
+                }
+                break
+            } catch let e as LMDBError where e.isMapFull && attempt < 40 {
+                attempt += 1
+                try growMap()
+            } catch {
+                throw StoreError.io("cannot store the tables: \(error)")
+            }
+        }
+        commits += 1
+        folds += 1
+        rw.withWriteLock { index.install(prepared) }
+    }
+
+    /// Recomputes the tables from the stored codes, with m substrings if given (kept
+    /// as the setting from then on). Returns the m in use.
+    public func rebuild(m: Int? = nil) throws -> Int {
+        if let m {
+            do { _ = try SubstringLayout(width: width, count: m) } catch {
+                throw StoreError.invalid("\(error)")
+            }
+            try env.write { txn in try txn.putString(dbMeta, "substrings", String(m)) }
+            rw.withWriteLock { index.fixedM = m }
+        }
+        try foldTables(m: m)
+        return rw.withReadLock { index.m }
+    }
+
+    /// Writes a compacted copy of the database (tables folded in first) and swaps it
+    /// in: the copy is synced, then renamed over the data file, then the directory is
+    /// synced. A crash at any point leaves either the old file or the new one whole.
+    /// Returns the file size before and after.
+    public func compact() throws -> (before: Int, after: Int) {
+        let before = HashStore.fileSize(dataPath)
+        try foldTables(m: nil)
+        let tmp = directory + "/data.mdb.compact"
+        unlink(tmp)
+        do {
+            try env.copyCompacted(to: tmp)
+        } catch {
+            unlink(tmp)
+            throw StoreError.io("compaction copy failed, the database is unchanged: \(error)")
+        }
+        try HashStore.fsyncPath(tmp)
+        let mapSize = env.mapSize
+        env.close()
+        let renamed = rename(tmp, dataPath) == 0
+        let renameError = errno
+        if renamed { try? HashStore.fsyncPath(directory) }
+        // Reopen whichever file is now in place.
+        do {
+            env = try Environment(path: dataPath, mapSize: mapSize, maxDatabases: 8)
+            try env.write { txn in
+                dbMeta = try txn.openDatabase("meta", flags: 0)
+                dbItems = try txn.openDatabase("items", flags: UInt32(MDB_INTEGERKEY))
+                dbTables = try txn.openDatabase("tables", flags: UInt32(MDB_INTEGERKEY))
+                dbPending = try txn.openDatabase("pending", flags: UInt32(MDB_INTEGERKEY))
+            }
+        } catch {
+            throw StoreError.io("cannot reopen the database after compaction: \(error)")
+        }
+        guard renamed else {
+            unlink(tmp)
+            throw StoreError.io("cannot replace the data file: \(String(cString: strerror(renameError)))")
+        }
+        return (before, HashStore.fileSize(dataPath))
+    }
+
+    static func fsyncPath(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw StoreError.io("cannot open \(path) to sync it") }
+        defer { Glibc.close(fd) }
+        guard fsync(fd) == 0 else { throw StoreError.io("cannot sync \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    /// Checks that stored items, stored tables and the mirror agree. Returns the item
+    /// count and the stale table entries awaiting a rebuild; throws `.corrupt`.
+    public func verify() throws -> (items: Int, stale: Int) {
+        let bytes = width.bytes
+        do {
+            return try env.read { txn in
+                let stored = try txn.count(dbItems)
+                guard stored == index.count else {
+                    throw StoreError.corrupt("\(stored) items stored but \(index.count) in the index")
+                }
+                guard keys.count == stored else {
+                    throw StoreError.corrupt("\(stored) items stored but \(keys.count) keys in the key index")
+                }
+                var pending = Set<UInt32>()
+                try txn.forEach(dbPending) { k, _ in pending.insert(k.loadUnaligned(as: UInt32.self)) }
+                try txn.forEach(dbItems) { k, v in
+                    let id = k.loadUnaligned(as: UInt32.self)
+                    guard v.count > bytes, let code = try? HammingCode(bytes: v[0..<bytes], width: width) else {
+                        throw StoreError.corrupt("item \(id) has a malformed record")
+                    }
+                    guard index.codes.code(id) == code else {
+                        throw StoreError.corrupt("item \(id) differs between the store and the index")
+                    }
+                    guard keys.lookup(v[bytes...]) == id else {
+                        throw StoreError.corrupt("item \(id)'s key does not lead back to it")
+                    }
+                }
+                // The stored tables: well formed, and every item not pending is in them.
+                guard let tmText = try txn.getString(dbMeta, "tables_m"), let tm = Int(tmText),
+                      let layout = try? SubstringLayout(width: width, count: tm) else {
+                    throw StoreError.corrupt("the stored tables are missing")
+                }
+                var stale = 0
+                for j in 0..<tm {
+                    guard let blob = try txn.get(dbTables, id: UInt32(j)) else {
+                        throw StoreError.corrupt("stored table \(j) is missing")
+                    }
+                    let nOffsets = (1 << layout.sizes[j]) + 1
+                    guard blob.count >= nOffsets * 4, blob.count % 4 == 0 else {
+                        throw StoreError.corrupt("stored table \(j) has a malformed size")
+                    }
+                    let all = blob.bindMemory(to: UInt32.self)
+                    guard all[0] == 0, Int(all[nOffsets - 1]) == all.count - nOffsets else {
+                        throw StoreError.corrupt("stored table \(j) has malformed offsets")
+                    }
+                    var seen = 0
+                    for v in 0..<(nOffsets - 1) {
+                        let lo = Int(all[v]), hi = Int(all[v + 1])
+                        guard lo <= hi else { throw StoreError.corrupt("stored table \(j) offsets decrease") }
+                        for i in lo..<hi {
+                            let id = all[nOffsets + i]
+                            if index.codes.isLive(id) && !pending.contains(id)
+                                && layout.substring(j, of: index.codes.pointer(id)) == UInt32(v) {
+                                seen += 1
+                            } else if !pending.contains(id) {
+                                stale += 1
+                            }
+                        }
+                    }
+                    var expected = 0
+                    index.codes.forEachLive { id in if !pending.contains(id) { expected += 1 } }
+                    guard seen == expected else {
+                        throw StoreError.corrupt("stored table \(j) holds \(seen) of the \(expected) items it should")
+                    }
+                }
+                let memStale = try rw.withReadLock { try index.check() }
+                return (stored, max(stale, memStale))
+            }
+        } catch let e as StoreError {
+            throw e
+        } catch let e as MultiIndex.Inconsistency {
+            throw StoreError.corrupt(e.description)
+        } catch {
+            throw StoreError.io("verify could not read the database: \(error)")
+        }
+    }
+}

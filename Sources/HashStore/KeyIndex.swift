@@ -1,0 +1,150 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// External keys in memory: id → key bytes (an append-only arena), and key → id
+/// (an open-addressing hash table of ids). Rebuilt from the `items` database at open;
+/// LMDB stays the durable truth, so no second key B-tree costs disk space.
+///
+/// Not synchronised: the store serialises mutation against reads.
+final class KeyIndex {
+    /// Key bytes of all ids, back to back; replaced or deleted keys leave garbage
+    /// that is dropped at the next open.
+    private var arena: [UInt8] = []
+    /// Per id: arena offset << 9 | length (lengths are ≤ 256), or 0 for no key.
+    private var location: [UInt64] = []
+    /// Hash slots holding id + 1; 0 is empty, `tombstone` a deleted entry.
+    private var slots: [UInt32]
+    private var used = 0     // live entries
+    private var filled = 0   // live entries + tombstones
+    private static let tombstone = UInt32.max
+
+    init(capacity: Int = 1024) {
+        var c = 1024
+        while c < capacity * 2 { c <<= 1 }
+        slots = [UInt32](repeating: 0, count: c)
+    }
+
+    var count: Int { used }
+
+    /// The key of an id, as bytes.
+    func keyBytes(_ id: UInt32) -> ArraySlice<UInt8>? {
+        let i = Int(id)
+        guard i < location.count, location[i] != 0 else { return nil }
+        let off = Int(location[i] >> 9), len = Int(location[i] & 0x1FF)
+        return arena[off..<(off + len)]
+    }
+
+    func key(_ id: UInt32) -> String? {
+        keyBytes(id).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    @inline(__always)
+    private static func hash(_ key: some Collection<UInt8>) -> UInt64 {
+        // FNV-1a, then a final mix so that low bits depend on every byte.
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in key { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+        h ^= h >> 33
+        h = h &* 0xff51_afd7_ed55_8ccd
+        h ^= h >> 33
+        return h
+    }
+
+    func lookup(_ key: some Collection<UInt8>) -> UInt32? {
+        let mask = slots.count - 1
+        var i = Int(truncatingIfNeeded: KeyIndex.hash(key)) & mask
+        while true {
+            let s = slots[i]
+            if s == 0 { return nil }
+            if s != KeyIndex.tombstone, let k = keyBytes(s - 1), k.elementsEqual(key) { return s - 1 }
+            i = (i + 1) & mask
+        }
+    }
+
+    func lookup(_ key: String) -> UInt32? { lookup(key.utf8) }
+
+    /// Records a new key for a new id (the key must not be present).
+    func insert(_ key: some Collection<UInt8>, id: UInt32) {
+        if (filled + 1) * 2 > slots.count { rehash(to: max(slots.count, used * 4)) }
+        let i = Int(id)
+        if i >= location.count { location.append(contentsOf: repeatElement(0, count: max(i + 1, location.count * 2) - location.count)) }
+        location[i] = UInt64(arena.count) << 9 | UInt64(key.count)
+        arena.append(contentsOf: key)
+        place(id, hash: KeyIndex.hash(key))
+        used += 1
+        filled += 1
+    }
+
+    private func place(_ id: UInt32, hash: UInt64) {
+        let mask = slots.count - 1
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while slots[i] != 0 { i = (i + 1) & mask }
+        slots[i] = id + 1
+    }
+
+    /// Forgets a key; returns its id if it was present.
+    @discardableResult
+    func remove(_ key: some Collection<UInt8>) -> UInt32? {
+        let mask = slots.count - 1
+        var i = Int(truncatingIfNeeded: KeyIndex.hash(key)) & mask
+        while true {
+            let s = slots[i]
+            if s == 0 { return nil }
+            if s != KeyIndex.tombstone, let k = keyBytes(s - 1), k.elementsEqual(key) {
+                slots[i] = KeyIndex.tombstone
+                location[Int(s - 1)] = 0
+                used -= 1
+                return s - 1
+            }
+            i = (i + 1) & mask
+        }
+    }
+
+    private func rehash(to size: Int) {
+        var c = 1024
+        while c < size { c <<= 1 }
+        let old = slots
+        slots = [UInt32](repeating: 0, count: c)
+        for s in old where s != 0 && s != KeyIndex.tombstone {
+            if let k = keyBytes(s - 1) { place(s - 1, hash: KeyIndex.hash(k)) }
+        }
+        filled = used
+    }
+
+    /// Bytes held in memory, for STATS.
+    var memoryBytes: Int { arena.capacity + location.capacity * 8 + slots.count * 4 }
+}
+
+/// A readers-writer lock that prefers writers, so a stream of queries cannot starve
+/// the writer applying committed changes.
+final class ReadWriteLock {
+    private let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+
+    init() {
+        var attr = pthread_rwlockattr_t()
+        pthread_rwlockattr_init(&attr)
+        #if os(Linux)
+        pthread_rwlockattr_setkind_np(&attr, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP))
+        #endif
+        lock.initialize(to: pthread_rwlock_t())
+        pthread_rwlock_init(lock, &attr)
+        pthread_rwlockattr_destroy(&attr)
+    }
+
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+
+    func withReadLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_rwlock_rdlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+
+    func withWriteLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_rwlock_wrlock(lock)
+        defer { pthread_rwlock_unlock(lock) }
+        return try body()
+    }
+}

@@ -1,0 +1,203 @@
+import CLMDB
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One LMDB failure, with LMDB's own message.
+public struct LMDBError: Error, CustomStringConvertible, Equatable {
+    public let code: Int32
+    public let operation: String
+    public var description: String {
+        "\(operation): \(String(cString: mdb_strerror(code)))"
+    }
+    public var isMapFull: Bool { code == MDB_MAP_FULL }
+}
+
+@inline(__always)
+func check(_ rc: Int32, _ operation: @autoclosure () -> String) throws {
+    if rc != 0 { throw LMDBError(code: rc, operation: operation()) }
+}
+
+/// An LMDB environment opened on a single data file (MDB_NOSUBDIR), with
+/// MDB_NOTLS so transactions are not tied to threads. Every commit is synced
+/// (no MDB_NOSYNC): a write acknowledged after `commit` survives a crash.
+final class Environment {
+    private(set) var env: OpaquePointer
+    let path: String
+
+    init(path: String, mapSize: Int, maxDatabases: UInt32) throws {
+        self.path = path
+        var e: OpaquePointer?
+        try check(mdb_env_create(&e), "mdb_env_create")
+        guard let e else { throw LMDBError(code: EINVAL, operation: "mdb_env_create") }
+        env = e
+        do {
+            try check(mdb_env_set_maxdbs(e, maxDatabases), "mdb_env_set_maxdbs")
+            try check(mdb_env_set_mapsize(e, mapSize), "mdb_env_set_mapsize")
+            try check(mdb_env_open(e, path, UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS), 0o600), "mdb_env_open \(path)")
+        } catch {
+            mdb_env_close(e)
+            throw error
+        }
+    }
+
+    func close() { mdb_env_close(env) }
+
+    var mapSize: Int {
+        var info = MDB_envinfo()
+        mdb_env_info(env, &info)
+        return info.me_mapsize
+    }
+
+    /// Grows the map; only while no transaction is open in this process.
+    func setMapSize(_ size: Int) throws {
+        try check(mdb_env_set_mapsize(env, size), "mdb_env_set_mapsize")
+    }
+
+    /// Writes a compacted copy of the environment to `path` (a file).
+    func copyCompacted(to path: String) throws {
+        try check(mdb_env_copy2(env, path, UInt32(MDB_CP_COMPACT)), "mdb_env_copy2")
+    }
+
+    /// Runs `body` in a write transaction and commits it; aborts on a thrown error.
+    func write<T>(_ body: (Transaction) throws -> T) throws -> T {
+        let txn = try Transaction(env: env, readOnly: false)
+        do {
+            let result = try body(txn)
+            try txn.commit()
+            return result
+        } catch {
+            txn.abort()
+            throw error
+        }
+    }
+
+    /// Runs `body` in a read-only transaction. Values read are valid only inside `body`.
+    func read<T>(_ body: (Transaction) throws -> T) throws -> T {
+        let txn = try Transaction(env: env, readOnly: true)
+        defer { txn.abort() }
+        return try body(txn)
+    }
+}
+
+/// A transaction. Byte buffers handed out by `get` and cursors point into the memory
+/// map and are valid only until the next update in this transaction or its end.
+final class Transaction {
+    let txn: OpaquePointer
+    private var finished = false
+
+    init(env: OpaquePointer, readOnly: Bool) throws {
+        var t: OpaquePointer?
+        try check(mdb_txn_begin(env, nil, readOnly ? UInt32(MDB_RDONLY) : 0, &t), "mdb_txn_begin")
+        txn = t!
+    }
+
+    func commit() throws {
+        finished = true
+        try check(mdb_txn_commit(txn), "mdb_txn_commit")
+    }
+
+    func abort() {
+        if !finished { mdb_txn_abort(txn) }
+        finished = true
+    }
+
+    func openDatabase(_ name: String, flags: UInt32) throws -> MDB_dbi {
+        var dbi: MDB_dbi = 0
+        try check(mdb_dbi_open(txn, name, flags, &dbi), "mdb_dbi_open \(name)")
+        return dbi
+    }
+
+    func put(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, flags: UInt32 = 0) throws {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
+        try check(mdb_put(txn, dbi, &k, &v, flags), "mdb_put")
+    }
+
+    /// Reserves `size` bytes for a value and lets `fill` write them in place.
+    func putReserved(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer, size: Int, fill: (UnsafeMutableRawBufferPointer) -> Void) throws {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val(mv_size: size, mv_data: nil)
+        try check(mdb_put(txn, dbi, &k, &v, UInt32(MDB_RESERVE)), "mdb_put reserve")
+        fill(UnsafeMutableRawBufferPointer(start: v.mv_data, count: size))
+    }
+
+    func get(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer) throws -> UnsafeRawBufferPointer? {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        var v = MDB_val()
+        let rc = mdb_get(txn, dbi, &k, &v)
+        if rc == MDB_NOTFOUND { return nil }
+        try check(rc, "mdb_get")
+        return UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size)
+    }
+
+    /// Deletes a key; returns whether it existed.
+    @discardableResult
+    func delete(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer) throws -> Bool {
+        var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
+        let rc = mdb_del(txn, dbi, &k, nil)
+        if rc == MDB_NOTFOUND { return false }
+        try check(rc, "mdb_del")
+        return true
+    }
+
+    /// Empties a database.
+    func clear(_ dbi: MDB_dbi) throws {
+        try check(mdb_drop(txn, dbi, 0), "mdb_drop")
+    }
+
+    func count(_ dbi: MDB_dbi) throws -> Int {
+        var st = MDB_stat()
+        try check(mdb_stat(txn, dbi, &st), "mdb_stat")
+        return st.ms_entries
+    }
+
+    /// Calls `body` with every key and value in key order.
+    func forEach(_ dbi: MDB_dbi, _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
+        var c: OpaquePointer?
+        try check(mdb_cursor_open(txn, dbi, &c), "mdb_cursor_open")
+        defer { mdb_cursor_close(c) }
+        var k = MDB_val(), v = MDB_val()
+        var op = MDB_FIRST
+        while true {
+            let rc = mdb_cursor_get(c, &k, &v, op)
+            if rc == MDB_NOTFOUND { break }
+            try check(rc, "mdb_cursor_get")
+            try body(UnsafeRawBufferPointer(start: k.mv_data, count: k.mv_size),
+                     UnsafeRawBufferPointer(start: v.mv_data, count: v.mv_size))
+            op = MDB_NEXT
+        }
+    }
+}
+
+extension Transaction {
+    func put(_ dbi: MDB_dbi, id: UInt32, value: UnsafeRawBufferPointer, flags: UInt32 = 0) throws {
+        var key = id
+        try withUnsafeBytes(of: &key) { try put(dbi, key: $0, value: value, flags: flags) }
+    }
+
+    func get(_ dbi: MDB_dbi, id: UInt32) throws -> UnsafeRawBufferPointer? {
+        var key = id
+        return try withUnsafeBytes(of: &key) { try get(dbi, key: $0) }
+    }
+
+    @discardableResult
+    func delete(_ dbi: MDB_dbi, id: UInt32) throws -> Bool {
+        var key = id
+        return try withUnsafeBytes(of: &key) { try delete(dbi, key: $0) }
+    }
+
+    func putString(_ dbi: MDB_dbi, _ key: String, _ value: String) throws {
+        var k = Array(key.utf8), v = Array(value.utf8)
+        try k.withUnsafeMutableBytes { kb in try v.withUnsafeMutableBytes { vb in
+            try put(dbi, key: UnsafeRawBufferPointer(kb), value: UnsafeRawBufferPointer(vb))
+        } }
+    }
+
+    func getString(_ dbi: MDB_dbi, _ key: String) throws -> String? {
+        let k = Array(key.utf8)
+        return try k.withUnsafeBytes { kb in
+            try get(dbi, key: kb).map { String(decoding: $0, as: UTF8.self) }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+import HammingCode
+import MultiIndex
+@testable import HashStore
+
+struct Rng: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+func tempDir() -> String {
+    let p = NSTemporaryDirectory() + "gdh-store-\(UUID().uuidString)"
+    return p
+}
+
+func code(_ w: CodeWidth, _ rng: inout Rng) -> HammingCode {
+    HammingCode(width: w, words: (0..<w.words).map { _ in rng.next() })
+}
+
+/// Brute force over a dictionary of key → code, ordered by (distance, insertion order).
+func oracle(_ items: [String: HammingCode], order: [String: UInt32], _ q: HammingCode) -> [(String, Int)] {
+    items.map { ($0.key, $0.value.distance(to: q)) }
+        .sorted { $0.1 != $1.1 ? $0.1 < $1.1 : order[$0.0]! < order[$1.0]! }
+}
+
+@Suite("HashStore on LMDB")
+struct HashStoreTests {
+    @Test("create, write, reopen: items, ids and answers persist")
+    func persistence() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = Rng(state: 1)
+        let w = try CodeWidth(bits: 128)
+        var items: [String: HammingCode] = [:]
+        var ids: [String: UInt32] = [:]
+        do {
+            let store = try HashStore(directory: dir, options: StoreOptions(bits: 128))
+            defer { store.close() }
+            var batch = [WriteOp]()
+            for i in 0..<3000 {
+                let c = code(w, &rng)
+                batch.append(.add(key: "k\(i)", code: c))
+                items["k\(i)"] = c
+            }
+            let out = try store.apply(batch)
+            for (i, o) in out.enumerated() {
+                #expect(o == .added(id: UInt32(i)))
+                ids["k\(i)"] = UInt32(i)
+            }
+            // Replace keeps the id; delete reports existence.
+            let c = code(w, &rng)
+            #expect(try store.apply([.add(key: "k5", code: c)]) == [.added(id: 5)])
+            items["k5"] = c
+            #expect(try store.apply([.delete(key: "k6"), .delete(key: "k6"), .delete(key: "nope")]) == [.deleted(true), .deleted(false), .deleted(false)])
+            items["k6"] = nil
+            // Add then delete then add again in one batch: a new id.
+            #expect(try store.apply([.add(key: "x", code: c), .delete(key: "x"), .add(key: "x", code: c)]) == [.added(id: 3000), .deleted(true), .added(id: 3001)])
+            items["x"] = c; ids["x"] = 3001
+            #expect(store.get("k5") == c)
+            #expect(store.get("k6") == nil)
+        }
+        let store = try HashStore(directory: dir)
+        defer { store.close() }
+        #expect(store.width.bits == 128)
+        #expect(store.count == items.count)
+        #expect(store.get("k5") == items["k5"])
+        #expect(store.id(of: "x") == 3001)
+        let v = try store.verify()
+        #expect(v.items == items.count)
+        for _ in 0..<20 {
+            let q = code(w, &rng)
+            var s = SearchStats()
+            let got = store.knn(q, k: 7, stats: &s).map { ($0.key, $0.distance) }
+            let want = Array(oracle(items, order: ids, q).prefix(7))
+            #expect(got.map(\.0) == want.map(\.0))
+            #expect(got.map(\.1) == want.map(\.1))
+            let r = store.range(q, radius: 50, stats: &s).map(\.distance)
+            #expect(r == oracle(items, order: ids, q).map(\.1).filter { $0 <= 50 })
+        }
+        // Adding after reopen continues the id sequence.
+        #expect(try store.apply([.add(key: "after", code: code(w, &rng))]) == [.added(id: 3002)])
+    }
+
+    @Test("a second store on the same directory is refused")
+    func exclusive() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let a = try HashStore(directory: dir)
+        #expect(throws: StoreError.self) { try HashStore(directory: dir) }
+        a.close()
+        let b = try HashStore(directory: dir)
+        b.close()
+    }
+
+    @Test("a width that differs from the database's is refused")
+    func widthMismatch() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try HashStore(directory: dir, options: StoreOptions(bits: 64)).close()
+        #expect(throws: StoreError.self) { try HashStore(directory: dir, options: StoreOptions(bits: 128)) }
+        #expect(throws: StoreError.self) { try HashStore(directory: tempDir(), options: StoreOptions(bits: 40)) }
+    }
+
+    @Test("the map grows by itself and rebuild with another m keeps answers exact")
+    func growAndRebuild() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var opts = StoreOptions(bits: 64)
+        opts.initialMapSize = 1 << 20
+        opts.foldThreshold = 500
+        let store = try HashStore(directory: dir, options: opts)
+        defer { store.close() }
+        var rng = Rng(state: 7)
+        let w = try CodeWidth(bits: 64)
+        var items: [String: HammingCode] = [:], order: [String: UInt32] = [:]
+        for b in 0..<20 {
+            var batch = [WriteOp]()
+            for i in 0..<1000 {
+                let key = "item-\(b)-\(i)-" + String(repeating: "p", count: 40)
+                let c = code(w, &rng)
+                batch.append(.add(key: key, code: c)); items[key] = c; order[key] = UInt32(b * 1000 + i)
+            }
+            _ = try store.apply(batch)
+        }
+        #expect(store.count == 20_000)
+        #expect(try store.verify().items == 20_000)
+        for m in [3, 5, 8] {
+            #expect(try store.rebuild(m: m) == m)
+            #expect(try store.verify().stale == 0)
+            store.planner = .multiIndex
+            let q = code(w, &rng)
+            var s = SearchStats()
+            #expect(store.knn(q, k: 10, stats: &s).map(\.distance) == oracle(items, order: order, q).prefix(10).map(\.1))
+        }
+        #expect(throws: StoreError.self) { try store.rebuild(m: 2) }
+        #expect(store.statistics().first { $0.0 == "substrings_setting" }?.1 == "8")
+    }
+
+    @Test("compact shrinks the file after deletes and keeps every item")
+    func compaction() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = Rng(state: 3)
+        let w = try CodeWidth(bits: 64)
+        let store = try HashStore(directory: dir, options: StoreOptions(bits: 64))
+        var batch = [WriteOp]()
+        for i in 0..<60_000 { batch.append(.add(key: "key-number-\(i)", code: code(w, &rng))) }
+        _ = try store.apply(batch)
+        _ = try store.apply((0..<55_000).map { .delete(key: "key-number-\($0)") })
+        let kept = (55_000..<60_000).map { ("key-number-\($0)", store.get("key-number-\($0)")!) }
+        let (before, after) = try store.compact()
+        #expect(after < before / 3, "before \(before) after \(after)")
+        #expect(try store.verify().items == 5000)
+        for (k, c) in kept { #expect(store.get(k) == c) }
+        // Raw bytes: codes + keys + table ids; the file stays within 2x of them.
+        let raw = kept.reduce(0) { $0 + 8 + $1.0.utf8.count + 4 * 4 }
+        #expect(after <= 2 * raw + 64 * 4096 + 4 * 4 * (1 << 16), "file \(after) raw \(raw)")
+        // Writes still work after the swap, and survive a reopen.
+        _ = try store.apply([.add(key: "late", code: kept[0].1)])
+        store.close()
+        let again = try HashStore(directory: dir)
+        defer { again.close() }
+        #expect(again.count == 5001)
+        #expect(again.get("late") == kept[0].1)
+        #expect(try again.verify().items == 5001)
+    }
+}
