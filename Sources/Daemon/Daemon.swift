@@ -1,0 +1,183 @@
+import Foundation
+import HashStore
+import Logging
+import MultiIndex
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything `gdhd` is started with.
+public struct DaemonConfiguration: Sendable {
+    public var databasePath: String
+    public var socketPath: String
+    /// Code width for a new database (an existing one must match when given).
+    public var bits: Int?
+    /// Fixed substring count m (nil: keep the database's setting).
+    public var substrings: Int?
+    /// The longest request line accepted, in bytes (without the `\n`).
+    public var maxLineBytes: Int = 4 << 20
+    /// Mode of the socket file.
+    public var socketMode: mode_t = 0o600
+    /// Query threads; 0 means one per core.
+    public var queryThreads: Int = 0
+    /// Event-loop threads; 0 means one per core.
+    public var loopThreads: Int = 0
+    public var planner: PlannerMode = .automatic
+    public var initialMapSize: Int = 64 << 20
+
+    public init(databasePath: String, socketPath: String) {
+        self.databasePath = databasePath
+        self.socketPath = socketPath
+    }
+}
+
+public enum DaemonError: Error, CustomStringConvertible {
+    case socket(String)
+    public var description: String {
+        switch self { case .socket(let s): return s }
+    }
+}
+
+/// The daemon: opens the store, listens on the Unix socket, serves until `shutdown`.
+public final class Daemon: @unchecked Sendable {
+    public let configuration: DaemonConfiguration
+    public let store: HashStore
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let pool: NIOThreadPool
+    private let writer: Writer
+    private let service: Service
+    private var serverChannel: Channel?
+    private let handlers = NIOLockedValueBox<[ObjectIdentifier: (Channel, ConnectionHandler)]>([:])
+    private let stopped = NIOLockedValueBox(false)
+    private let stopCondition = NSCondition()
+    private var finished = false
+
+    /// Opens (or creates) the database. Throws `StoreError` with a clear message.
+    public init(configuration: DaemonConfiguration, encoder: CodeEncoder? = nil, logger: Logger) throws {
+        self.configuration = configuration
+        self.logger = logger
+        var options = StoreOptions(bits: configuration.bits, substrings: configuration.substrings)
+        options.initialMapSize = configuration.initialMapSize
+        store = try HashStore(directory: configuration.databasePath, options: options)
+        store.planner = configuration.planner
+        let cores = System.coreCount
+        group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.loopThreads > 0 ? configuration.loopThreads : cores)
+        pool = NIOThreadPool(numberOfThreads: configuration.queryThreads > 0 ? configuration.queryThreads : cores)
+        pool.start()
+        writer = Writer(store: store)
+        writer.start()
+        service = Service(store: store, writer: writer, pool: pool, encoder: encoder, logger: logger)
+    }
+
+    /// Binds the socket (replacing a stale socket file, refusing a live one) and starts serving.
+    public func start() throws {
+        let path = configuration.socketPath
+        try Daemon.clearStaleSocket(path)
+        let maxLine = configuration.maxLineBytes
+        let service = self.service
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            .childChannelOption(ChannelOptions.autoRead, value: true)
+            .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { [weak self] channel in
+                let handler = ConnectionHandler(service: service, maxLineBytes: maxLine)
+                let id = ObjectIdentifier(channel)
+                self?.handlers.withLockedValue { $0[id] = (channel, handler) }
+                channel.closeFuture.whenComplete { _ in
+                    self?.handlers.withLockedValue { _ = $0.removeValue(forKey: id) }
+                }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder(maxLength: maxLine)))
+                    try channel.pipeline.syncOperations.addHandler(handler)
+                }
+            }
+        // The socket is created with the umask; narrow it so the file is never wider than asked.
+        let oldMask = umask(0o777 & ~configuration.socketMode)
+        defer { umask(oldMask) }
+        do {
+            serverChannel = try bootstrap.bind(unixDomainSocketPath: path).wait()
+        } catch {
+            throw DaemonError.socket("cannot listen on \(path): \(error)")
+        }
+        chmod(path, configuration.socketMode)
+        logger.info("gdhd serving", metadata: [
+            "socket": "\(path)", "database": "\(configuration.databasePath)",
+            "bits": "\(store.width.bits)", "items": "\(store.count)",
+        ])
+    }
+
+    /// A socket file left by a daemon that died is removed; a live one (something
+    /// accepts connections on it) or a non-socket file is refused.
+    static func clearStaleSocket(_ path: String) throws {
+        var st = stat()
+        guard lstat(path, &st) == 0 else { return }
+        guard (st.st_mode & S_IFMT) == S_IFSOCK else {
+            throw DaemonError.socket("\(path) exists and is not a socket; refusing to replace it")
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw DaemonError.socket("cannot create a socket: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            throw DaemonError.socket("socket path \(path) is too long")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if connected == 0 {
+            throw DaemonError.socket("another daemon is listening on \(path)")
+        }
+        unlink(path)
+    }
+
+    /// Stops accepting, answers every request already read, commits every queued
+    /// write, closes the connections and the database. Safe to call more than once.
+    public func shutdown() {
+        let already = stopped.withLockedValue { s -> Bool in
+            defer { s = true }
+            return s
+        }
+        if already { waitUntilStopped(); return }
+        logger.info("gdhd stopping")
+        try? serverChannel?.close().wait()
+        // Let every connection finish what it has read: replies are written in order.
+        let connections = handlers.withLockedValue { Array($0.values) }
+        for (channel, handler) in connections {
+            let drained = channel.eventLoop.flatSubmit { handler.drained(on: channel.eventLoop) }
+            _ = try? drained.wait()
+        }
+        writer.drainAndStop()
+        for (channel, _) in connections {
+            _ = try? channel.eventLoop.submit { channel.flush() }.wait()
+            try? channel.close().wait()
+        }
+        try? pool.syncShutdownGracefully()
+        try? group.syncShutdownGracefully()
+        store.close()
+        unlink(configuration.socketPath)
+        logger.info("gdhd stopped")
+        stopCondition.lock()
+        finished = true
+        stopCondition.broadcast()
+        stopCondition.unlock()
+    }
+
+    /// Blocks until `shutdown` has finished.
+    public func waitUntilStopped() {
+        stopCondition.lock()
+        while !finished { stopCondition.wait() }
+        stopCondition.unlock()
+    }
+}

@@ -1,0 +1,171 @@
+import CHammingKernels
+import Foundation
+import HammingCode
+import HashStore
+import Logging
+import MultiIndex
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import WireProtocol
+
+/// Turns images and sketches into codes. The GDH encoders plug in here; until a model
+/// is loaded the daemon has none and answers image and sketch requests with NOMODEL.
+public protocol CodeEncoder: Sendable {
+    func code(for source: Source) throws -> HammingCode
+}
+
+/// Executes parsed commands against the store: reads on a thread pool, writes through
+/// the single writer. Knows nothing of sockets; `ConnectionHandler` orders the answers.
+final class Service: @unchecked Sendable {
+    let store: HashStore
+    let writer: Writer
+    let pool: NIOThreadPool
+    let encoder: CodeEncoder?
+    let logger: Logger
+    let started = Date()
+
+    private struct Counters {
+        var queries = 0
+        var writes = 0
+        var connections = 0
+        var errors = 0
+    }
+    private let counters = NIOLockedValueBox(Counters())
+
+    init(store: HashStore, writer: Writer, pool: NIOThreadPool, encoder: CodeEncoder?, logger: Logger) {
+        self.store = store
+        self.writer = writer
+        self.pool = pool
+        self.encoder = encoder
+        self.logger = logger
+    }
+
+    func connectionOpened() { counters.withLockedValue { $0.connections += 1 } }
+    func connectionClosed() { counters.withLockedValue { $0.connections -= 1 } }
+
+    /// The code a request names: parsed hex, or the encoder's output for an image or sketch.
+    private func code(for source: Source) throws -> HammingCode {
+        if source.isCode { return try source.code(width: store.width) }
+        guard let encoder else { throw ProtocolError.noModel(for: source) }
+        return try encoder.code(for: source)
+    }
+
+    /// The response text for one command. Never fails: errors become `ERR` lines.
+    func execute(_ command: Command, on loop: EventLoop) -> EventLoopFuture<String> {
+        switch command {
+        case .ping:
+            return loop.makeSucceededFuture(ResponseFormatter.ok("PONG"))
+        case .quit:
+            return loop.makeSucceededFuture(ResponseFormatter.ok("BYE"))
+        case .add(let key, let source):
+            // Hex is parsed on the event loop (cheap); images go to the pool first.
+            if source.isCode {
+                do { return submitWrite(.add(key: key, code: try code(for: source)), on: loop) } catch {
+                    return loop.makeSucceededFuture(render(error))
+                }
+            }
+            return pool.runIfActive(eventLoop: loop) { try self.code(for: source) }
+                .flatMap { self.submitWrite(.add(key: key, code: $0), on: loop) }
+                .recover { self.render($0) }
+        case .del(let key):
+            return submitWrite(.delete(key: key), on: loop)
+        case .compact:
+            return submitAdmin(.compact, on: loop)
+        case .rebuild(let m):
+            return submitAdmin(.rebuild(m: m), on: loop)
+        case .verify:
+            return submitAdmin(.verify, on: loop)
+        case .get(let key):
+            return runRead(on: loop) {
+                guard let c = self.store.get(key) else { throw ProtocolError.notFound(key: key) }
+                return ResponseFormatter.ok(c.hex)
+            }
+        case .knn(let k, let source):
+            return runRead(on: loop) {
+                let q = try self.code(for: source)
+                var stats = SearchStats()
+                let r = self.store.knn(q, k: k, stats: &stats)
+                return ResponseFormatter.neighbors(r)
+            }
+        case .range(let radius, let source):
+            return runRead(on: loop) {
+                let q = try self.code(for: source)
+                var stats = SearchStats()
+                let r = self.store.range(q, radius: radius, stats: &stats)
+                return ResponseFormatter.neighbors(r)
+            }
+        case .stats:
+            return runRead(on: loop) { ResponseFormatter.stats(self.statistics()) }
+        }
+    }
+
+    func statistics() -> [(String, String)] {
+        let c = counters.withLockedValue { $0 }
+        var s: [(String, String)] = [("version", "1")]
+        s += store.statistics()
+        s += [
+            ("connections", String(c.connections)),
+            ("uptime_seconds", String(Int(Date().timeIntervalSince(started)))),
+            ("queries", String(c.queries)),
+            ("writes", String(c.writes)),
+            ("errors", String(c.errors)),
+            ("scan_kernel", gdh_kernels_vectorised() == 1 ? "avx512" : "popcnt"),
+            ("model", encoder == nil ? "none" : "loaded"),
+        ]
+        return s
+    }
+
+    private func runRead(on loop: EventLoop, _ body: @escaping @Sendable () throws -> String) -> EventLoopFuture<String> {
+        counters.withLockedValue { $0.queries += 1 }
+        return pool.runIfActive(eventLoop: loop, body).recover { self.render($0) }
+    }
+
+    private func submitWrite(_ op: WriteOp, on loop: EventLoop) -> EventLoopFuture<String> {
+        counters.withLockedValue { $0.writes += 1 }
+        let promise = loop.makePromise(of: String.self)
+        let accepted = writer.submit(.write(op) { result in
+            switch result {
+            case .success(.added(let id)): promise.succeed(ResponseFormatter.ok(String(id)))
+            case .success(.deleted(let existed)): promise.succeed(ResponseFormatter.ok(existed ? "1" : "0"))
+            case .failure(let e): promise.succeed(self.render(e))
+            }
+        })
+        if !accepted { promise.succeed(ResponseFormatter.error(ProtocolError.shutdown)) }
+        return promise.futureResult
+    }
+
+    private func submitAdmin(_ op: Writer.Admin, on loop: EventLoop) -> EventLoopFuture<String> {
+        let promise = loop.makePromise(of: String.self)
+        let accepted = writer.submit(.admin(op) { result in
+            switch result {
+            case .success(let text): promise.succeed(ResponseFormatter.ok(text))
+            case .failure(let e): promise.succeed(self.render(e))
+            }
+        })
+        if !accepted { promise.succeed(ResponseFormatter.error(ProtocolError.shutdown)) }
+        return promise.futureResult
+    }
+
+    /// An error as its `ERR` line.
+    func render(_ error: Error) -> String {
+        counters.withLockedValue { $0.errors += 1 }
+        switch error {
+        case let e as ProtocolError:
+            return ResponseFormatter.error(e)
+        case let e as StoreError:
+            switch e {
+            case .invalid(let m): return ResponseFormatter.error(.badRequest, m)
+            case .corrupt(let m): return ResponseFormatter.error(.corrupt, m)
+            default:
+                logger.error("store failure: \(e)")
+                return ResponseFormatter.error(.internalError, e.description)
+            }
+        case is NIOThreadPoolError.ThreadPoolInactive:
+            return ResponseFormatter.error(ProtocolError.shutdown)
+        default:
+            logger.error("internal failure: \(error)")
+            return ResponseFormatter.error(.internalError, "\(error)")
+        }
+    }
+}

@@ -1,0 +1,120 @@
+import Foundation
+import HashStore
+
+/// The single writer: a thread that takes queued writes in arrival order and applies
+/// every write waiting at that moment in one transaction (group commit). Nobody is
+/// told of success before the transaction is durable. Administrative jobs (compact,
+/// rebuild, verify) run alone, in their place in the queue.
+final class Writer: @unchecked Sendable {
+    enum Admin {
+        case compact
+        case rebuild(m: Int?)
+        case verify
+    }
+
+    enum Job {
+        case write(WriteOp, (Result<WriteOutcome, Error>) -> Void)
+        case admin(Admin, (Result<String, Error>) -> Void)
+    }
+
+    private let store: HashStore
+    private let maxBatch: Int
+    private let condition = NSCondition()
+    private var queue: [Job] = []
+    private var head = 0
+    private var stopping = false
+    private var finished = false
+    private var thread: Thread?
+
+    init(store: HashStore, maxBatch: Int = 8192) {
+        self.store = store
+        self.maxBatch = maxBatch
+    }
+
+    func start() {
+        let t = Thread { [self] in run() }
+        t.name = "gdhd-writer"
+        thread = t
+        t.start()
+    }
+
+    /// Queues a job; false once the writer is stopping (the job is not run).
+    func submit(_ job: Job) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        if stopping { return false }
+        queue.append(job)
+        condition.signal()
+        return true
+    }
+
+    /// Stops taking jobs, finishes every queued one, and returns when the thread is done.
+    func drainAndStop() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        while !finished { condition.wait() }
+        condition.unlock()
+    }
+
+    private func take() -> [Job]? {
+        condition.lock()
+        defer { condition.unlock() }
+        while head == queue.count && !stopping { condition.wait() }
+        if head == queue.count { return nil }
+        var jobs = [Job]()
+        if case .admin = queue[head] {
+            jobs.append(queue[head])
+            head += 1
+        } else {
+            while head < queue.count, jobs.count < maxBatch, case .write = queue[head] {
+                jobs.append(queue[head])
+                head += 1
+            }
+        }
+        if head == queue.count {
+            queue.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        return jobs
+    }
+
+    private func run() {
+        while let jobs = take() {
+            if case .admin(let op, let done)? = jobs.first {
+                done(Result { try runAdmin(op) })
+                continue
+            }
+            var ops = [WriteOp]()
+            var callbacks = [(Result<WriteOutcome, Error>) -> Void]()
+            ops.reserveCapacity(jobs.count)
+            for case .write(let op, let done) in jobs {
+                ops.append(op)
+                callbacks.append(done)
+            }
+            do {
+                let outcomes = try store.apply(ops)
+                for (done, outcome) in zip(callbacks, outcomes) { done(.success(outcome)) }
+            } catch {
+                for done in callbacks { done(.failure(error)) }
+            }
+        }
+        condition.lock()
+        finished = true
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func runAdmin(_ op: Admin) throws -> String {
+        switch op {
+        case .compact:
+            let (before, after) = try store.compact()
+            return "\(before) \(after)"
+        case .rebuild(let m):
+            return String(try store.rebuild(m: m))
+        case .verify:
+            let (items, stale) = try store.verify()
+            return "\(items) \(stale)"
+        }
+    }
+}
