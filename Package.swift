@@ -28,6 +28,7 @@ let package = Package(
         .target(name: "MultiIndex", dependencies: ["HammingCode", "CHammingKernels"], swiftSettings: popcnt),
         .target(name: "HashStore", dependencies: ["CLMDB", "HammingCode", "MultiIndex"], swiftSettings: popcnt),
         .target(name: "WireProtocol", dependencies: ["HammingCode"], swiftSettings: popcnt),
+        .target(name: "GDHClient", dependencies: ["WireProtocol"], swiftSettings: popcnt),
         .target(
             name: "Daemon",
             dependencies: [
@@ -50,7 +51,7 @@ let package = Package(
         .executableTarget(
             name: "gdh",
             dependencies: [
-                "WireProtocol", "HammingCode", "MultiIndex",
+                "WireProtocol", "HammingCode", "MultiIndex", "GDHClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: popcnt
@@ -61,7 +62,7 @@ let package = Package(
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "HammingCode"], swiftSettings: popcnt),
         .testTarget(
             name: "DaemonTests",
-            dependencies: ["Daemon", "WireProtocol", "HammingCode", "HashStore"],
+            dependencies: ["Daemon", "WireProtocol", "HammingCode", "HashStore", "GDHClient"],
             swiftSettings: popcnt
         ),
     ],

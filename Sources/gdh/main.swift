@@ -1,1 +1,3 @@
-print("gdh")
+import ArgumentParser
+
+GDH.main()

@@ -1,0 +1,96 @@
+import Foundation
+import WireProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
+
+public struct ClientError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ d: String) { description = d }
+}
+
+/// A blocking client connection to the daemon's Unix socket. Requests may be
+/// pipelined: `send` any number, then `receive` their responses in order.
+public final class LineClient {
+    private let fd: Int32
+    private var reader = ResponseReader(maxLineBytes: 64 << 20)
+    private var readBuffer = [UInt8](repeating: 0, count: 1 << 16)
+    private var outBuffer: [UInt8] = []
+
+    public init(socketPath: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ClientError("cannot create a socket: \(String(cString: strerror(errno)))") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(socketPath.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(fd)
+            throw ClientError("socket path \(socketPath) is too long")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard rc == 0 else {
+            let e = String(cString: strerror(errno))
+            close(fd)
+            throw ClientError("cannot connect to \(socketPath): \(e) (is gdhd running? see --socket)")
+        }
+    }
+
+    deinit { close(fd) }
+
+    /// Queues one request line (without `\n`); `flush` or `receive` sends it.
+    public func send(_ line: String) {
+        reader.expect(requestLine: line.utf8)
+        outBuffer.append(contentsOf: line.utf8)
+        outBuffer.append(0x0A)
+    }
+
+    /// Sends every queued request.
+    public func flush() throws {
+        var off = 0
+        while off < outBuffer.count {
+            let n = outBuffer.withUnsafeBytes { write(fd, $0.baseAddress! + off, outBuffer.count - off) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ClientError("cannot send to the daemon: \(String(cString: strerror(errno)))")
+            }
+            off += n
+        }
+        outBuffer.removeAll(keepingCapacity: true)
+    }
+
+    /// Requests sent whose responses have not been received.
+    public var awaiting: Int { reader.awaiting }
+
+    /// The next response, in request order (blocks).
+    public func receive() throws -> Response {
+        if !outBuffer.isEmpty { try flush() }
+        while true {
+            do {
+                if let r = try reader.next() { return r }
+            } catch {
+                throw ClientError("unexpected answer from the daemon: \(error)")
+            }
+            let n = readBuffer.withUnsafeMutableBytes { read(fd, $0.baseAddress!, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ClientError("cannot read from the daemon: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { throw ClientError("the daemon closed the connection") }
+            reader.feed(readBuffer[0..<n])
+        }
+    }
+
+    /// Sends one request and waits for its response.
+    public func request(_ line: String) throws -> Response {
+        send(line)
+        return try receive()
+    }
+}

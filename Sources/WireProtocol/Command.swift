@@ -1,0 +1,120 @@
+import HammingCode
+
+/// Where a request's code comes from (PROTOCOL.md section 4).
+public enum Source: Equatable, Hashable, Sendable {
+    /// `CODE <hex>`: the raw ASCII digits, checked against the database width by `code(width:)`.
+    case code(hexDigits: [UInt8])
+    /// `IMAGE <path>`.
+    case image(path: String)
+    /// `IMAGE64 <base64>` (not decoded here).
+    case image64(String)
+    /// `SKETCH <path>` (KNN and RANGE only).
+    case sketch(path: String)
+    /// `SKETCH64 <base64>` (KNN and RANGE only; not decoded here).
+    case sketch64(String)
+
+    /// The protocol word: `CODE`, `IMAGE`, `IMAGE64`, `SKETCH` or `SKETCH64`.
+    public var word: String {
+        switch self {
+        case .code: return "CODE"
+        case .image: return "IMAGE"
+        case .image64: return "IMAGE64"
+        case .sketch: return "SKETCH"
+        case .sketch64: return "SKETCH64"
+        }
+    }
+
+    /// The token after the word, as sent.
+    public var argument: String {
+        switch self {
+        case .code(let d): return String(decoding: d, as: UTF8.self)
+        case .image(let s), .image64(let s), .sketch(let s), .sketch64(let s): return s
+        }
+    }
+
+    /// True for `CODE <hex>`; the others need a model.
+    public var isCode: Bool {
+        if case .code = self { return true }
+        return false
+    }
+
+    /// The code of a `CODE <hex>` source for a database of `width`.
+    /// Throws `BADCODE` for a wrong digit count or a non-hex digit, and `NOMODEL` for
+    /// the image and sketch sources (no model support in this version).
+    public func code(width: CodeWidth) throws(ProtocolError) -> HammingCode {
+        guard case .code(let digits) = self else { throw ProtocolError.noModel(for: self) }
+        do {
+            return try HammingCode(hexUTF8: digits, width: width)
+        } catch let e as CodeError {
+            throw ProtocolError(.badCode, e.description)
+        } catch {
+            throw ProtocolError(.badCode, "bad code: \(error)")
+        }
+    }
+}
+
+/// One parsed request line.
+public enum Command: Equatable, Hashable, Sendable {
+    case ping
+    case quit
+    case stats
+    case compact
+    case verify
+    /// `REBUILD` (m = nil: use the setting) or `REBUILD <m>`.
+    case rebuild(m: Int?)
+    /// `ADD <key> CODE|IMAGE|IMAGE64 <value>` (never a sketch source).
+    case add(key: String, source: Source)
+    case del(key: String)
+    case get(key: String)
+    case knn(k: Int, query: Source)
+    case range(radius: Int, query: Source)
+
+    /// The command word, upper case.
+    public var name: String {
+        switch self {
+        case .ping: return "PING"
+        case .quit: return "QUIT"
+        case .stats: return "STATS"
+        case .compact: return "COMPACT"
+        case .verify: return "VERIFY"
+        case .rebuild: return "REBUILD"
+        case .add: return "ADD"
+        case .del: return "DEL"
+        case .get: return "GET"
+        case .knn: return "KNN"
+        case .range: return "RANGE"
+        }
+    }
+
+    /// ADD, DEL, COMPACT and REBUILD change the database (PROTOCOL.md section 6).
+    public var isWrite: Bool {
+        switch self {
+        case .add, .del, .compact, .rebuild: return true
+        case .ping, .quit, .stats, .verify, .get, .knn, .range: return false
+        }
+    }
+
+    /// KNN, RANGE and STATS answer `OK <n>` followed by n lines; the others one line.
+    public var isMultiLineResponse: Bool {
+        switch self {
+        case .knn, .range, .stats: return true
+        default: return false
+        }
+    }
+
+    /// Same as `isMultiLineResponse`.
+    public var expectsList: Bool { isMultiLineResponse }
+
+    /// The request in wire form, without the line feed (for clients and tests).
+    public var requestLine: String {
+        switch self {
+        case .ping, .quit, .stats, .compact, .verify, .rebuild(nil): return name
+        case .rebuild(let m?): return "REBUILD \(m)"
+        case .add(let key, let s): return "ADD \(key) \(s.word) \(s.argument)"
+        case .del(let key): return "DEL \(key)"
+        case .get(let key): return "GET \(key)"
+        case .knn(let k, let s): return "KNN \(k) \(s.word) \(s.argument)"
+        case .range(let r, let s): return "RANGE \(r) \(s.word) \(s.argument)"
+        }
+    }
+}

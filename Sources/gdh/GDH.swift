@@ -1,0 +1,210 @@
+import ArgumentParser
+import Foundation
+import GDHClient
+import WireProtocol
+
+struct GDH: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gdh",
+        abstract: "Client for the gdh-index daemon (gdhd).",
+        discussion: """
+        Talks to gdhd over its Unix socket (--socket, else $GDH_SOCKET, else /tmp/gdh.sock).
+        Exit status: 0 on success, 1 when the daemon answers ERR or cannot be reached
+        (the message goes to standard error), 64 on a usage error.
+        """,
+        subcommands: [
+            Ping.self, Add.self, Import.self, Get.self, Del.self, Knn.self, RangeQuery.self,
+            Stats.self, Compact.self, Rebuild.self, Verify.self, Bench.self,
+        ]
+    )
+}
+
+/// Options every verb that talks to the daemon shares.
+struct ConnectionOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The daemon's socket (default: $GDH_SOCKET or /tmp/gdh.sock).", valueName: "path"))
+    var socket: String?
+
+    var socketPath: String {
+        socket ?? ProcessInfo.processInfo.environment["GDH_SOCKET"] ?? "/tmp/gdh.sock"
+    }
+
+    func connect() throws -> LineClient {
+        do { return try LineClient(socketPath: socketPath) } catch {
+            throw Failure("\(error)")
+        }
+    }
+}
+
+/// A failure reported as `gdh: <message>` with exit status 1.
+struct Failure: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+func fail(_ message: String) -> ExitCode {
+    FileHandle.standardError.write(Data("gdh: \(message)\n".utf8))
+    return ExitCode(1)
+}
+
+/// Runs one request and returns its successful response; ERR becomes exit 1.
+func roundTrip(_ options: ConnectionOptions, _ line: String) throws -> Response {
+    do {
+        let client = try options.connect()
+        let response = try client.request(line)
+        if case .error(let code, let message) = response {
+            throw fail("ERR \(code) \(message)")
+        }
+        return response
+    } catch let e as ExitCode {
+        throw e
+    } catch {
+        throw fail("\(error)")
+    }
+}
+
+func printJSON(_ value: Any) {
+    if let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]),
+       let s = String(data: data, encoding: .utf8) {
+        print(s)
+    }
+}
+
+/// Checks a token the way the daemon will, so bad input fails before anything is sent.
+func validateKey(_ key: String) throws {
+    let bytes = Array(key.utf8)
+    guard !bytes.isEmpty, bytes.count <= 256 else {
+        throw ValidationError("a key is 1 to 256 bytes of UTF-8")
+    }
+    guard !bytes.contains(where: { $0 < 0x21 || $0 == 0x7F }) else {
+        throw ValidationError("a key may not contain spaces or control characters")
+    }
+}
+
+struct Ping: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check that the daemon answers.")
+    @OptionGroup var connection: ConnectionOptions
+    func run() throws {
+        if case .ok(let t) = try roundTrip(connection, "PING") { print(t) }
+    }
+}
+
+struct Add: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Store a code under a key (replacing the key's code if it exists); prints the item id.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The item's key: 1 to 256 bytes, no spaces.") var key: String
+    @Argument(help: "The code as hex, bits/4 digits.") var hex: String
+    func validate() throws { try validateKey(key) }
+    func run() throws {
+        if case .ok(let t) = try roundTrip(connection, "ADD \(key) CODE \(hex)") { print(t) }
+    }
+}
+
+struct Get: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the code stored under a key.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The item's key.") var key: String
+    @Flag(help: "Print JSON.") var json = false
+    func validate() throws { try validateKey(key) }
+    func run() throws {
+        guard case .ok(let hex) = try roundTrip(connection, "GET \(key)") else { return }
+        if json { printJSON(["key": key, "code": hex]) } else { print(hex) }
+    }
+}
+
+struct Del: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete a key; prints 1 if it existed, 0 if not.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The item's key.") var key: String
+    func validate() throws { try validateKey(key) }
+    func run() throws {
+        if case .ok(let t) = try roundTrip(connection, "DEL \(key)") { print(t) }
+    }
+}
+
+/// Prints neighbour lines (`key distance`) as text or JSON.
+func printNeighbors(_ response: Response, json: Bool) {
+    guard case .list(let lines) = response else { return }
+    if json {
+        let items: [[String: Any]] = lines.map { line in
+            let parts = line.split(separator: " ", maxSplits: 1)
+            return ["key": String(parts.first ?? ""), "distance": Int(parts.count > 1 ? parts[1] : "") ?? -1]
+        }
+        printJSON(["count": items.count, "results": items])
+    } else {
+        for l in lines { print(l) }
+    }
+}
+
+struct Knn: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "The k nearest items to a code: `key distance` lines, nearest first.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The query code as hex.") var hex: String
+    @Option(name: .short, help: "How many neighbours (1 to 1000000).") var k: Int = 10
+    @Flag(help: "Print JSON.") var json = false
+    func validate() throws {
+        guard (1...1_000_000).contains(k) else { throw ValidationError("-k must be 1 to 1000000") }
+    }
+    func run() throws {
+        printNeighbors(try roundTrip(connection, "KNN \(k) CODE \(hex)"), json: json)
+    }
+}
+
+struct RangeQuery: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "range", abstract: "Every item within Hamming distance r of a code, nearest first.")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The query code as hex.") var hex: String
+    @Option(name: .short, help: "The radius (0 to 65535).") var r: Int
+    @Flag(help: "Print JSON.") var json = false
+    func validate() throws {
+        guard (0...65_535).contains(r) else { throw ValidationError("-r must be 0 to 65535") }
+    }
+    func run() throws {
+        printNeighbors(try roundTrip(connection, "RANGE \(r) CODE \(hex)"), json: json)
+    }
+}
+
+struct Stats: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the daemon's statistics as `name value` lines.")
+    @OptionGroup var connection: ConnectionOptions
+    @Flag(help: "Print JSON.") var json = false
+    func run() throws {
+        guard case .list(let lines) = try roundTrip(connection, "STATS") else { return }
+        if json {
+            var d: [String: Any] = [:]
+            for l in lines {
+                let p = l.split(separator: " ", maxSplits: 1).map(String.init)
+                guard p.count == 2 else { continue }
+                d[p[0]] = Int(p[1]).map { $0 as Any } ?? p[1]
+            }
+            printJSON(d)
+        } else {
+            for l in lines { print(l) }
+        }
+    }
+}
+
+struct Compact: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Compact the database file; prints its size before and after, in bytes.")
+    @OptionGroup var connection: ConnectionOptions
+    func run() throws {
+        if case .ok(let t) = try roundTrip(connection, "COMPACT") { print(t) }
+    }
+}
+
+struct Rebuild: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Recompute the multi-index tables (optionally with a new substring count); prints the m in use.")
+    @OptionGroup var connection: ConnectionOptions
+    @Option(help: "New substring count m, kept as the database's setting.") var substrings: Int?
+    func run() throws {
+        let line = substrings.map { "REBUILD \($0)" } ?? "REBUILD"
+        if case .ok(let t) = try roundTrip(connection, line) { print(t) }
+    }
+}
+
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check that items and tables agree; prints the item count and stale table entries.")
+    @OptionGroup var connection: ConnectionOptions
+    func run() throws {
+        if case .ok(let t) = try roundTrip(connection, "VERIFY") { print(t) }
+    }
+}

@@ -1,0 +1,136 @@
+import ArgumentParser
+import Foundation
+import GDHClient
+import WireProtocol
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A progress line on standard error, redrawn at most ten times a second; silent
+/// when standard error is not a terminal.
+struct Progress {
+    let total: Int
+    let label: String
+    let enabled = isatty(STDERR_FILENO) == 1
+    let start = Date()
+    var lastDraw = Date.distantPast
+
+    init(total: Int, label: String) {
+        self.total = total
+        self.label = label
+    }
+
+    mutating func update(_ done: Int, force: Bool = false) {
+        guard enabled else { return }
+        let now = Date()
+        guard force || now.timeIntervalSince(lastDraw) >= 0.1 else { return }
+        lastDraw = now
+        let width = 30
+        let fraction = total > 0 ? Double(done) / Double(total) : 1
+        let filled = Int(fraction * Double(width))
+        let rate = Double(done) / max(now.timeIntervalSince(start), 1e-6)
+        let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
+        let line = String(format: "\r%@ [%@] %3d%% %d/%d  %.0f/s", label, bar, Int(fraction * 100), done, total, rate)
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    func finish() {
+        if enabled { FileHandle.standardError.write(Data("\n".utf8)) }
+    }
+}
+
+struct Import: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Add many codes from a file of `key hex` lines (pipelined, batched by the daemon).",
+        discussion: """
+        FILE holds one `key hex` pair per line (one space between them); empty lines and
+        lines starting with # are skipped; - reads standard input. Every line is checked
+        before anything is sent: a malformed file adds nothing. Prints a summary: codes
+        added, seconds, codes per second.
+        """
+    )
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The file of `key hex` lines, or - for standard input.") var file: String
+    @Option(help: "Requests kept in flight.") var window: Int = 4000
+    @Flag(help: "Print the summary as JSON.") var json = false
+
+    func validate() throws {
+        guard window >= 1 && window <= 4000 else { throw ValidationError("--window must be 1 to 4000") }
+    }
+
+    func run() throws {
+        let data: Data
+        if file == "-" {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            guard let d = FileManager.default.contents(atPath: file) else { throw fail("cannot read \(file)") }
+            data = d
+        }
+        let client = try connection.connect()
+        // The database's width, to check every code before sending.
+        guard case .list(let stats) = try client.request("STATS"),
+              let bits = stats.first(where: { $0.hasPrefix("bits ") }).flatMap({ Int($0.dropFirst(5)) }) else {
+            throw fail("the daemon did not report its code width")
+        }
+        var lines: [String] = []
+        var problems: [String] = []
+        var lineNumber = 0
+        for raw in data.split(separator: 0x0A, omittingEmptySubsequences: false) {
+            lineNumber += 1
+            var bytes = raw
+            if bytes.last == 0x0D { bytes = bytes.dropLast() }
+            if bytes.isEmpty || bytes.first == UInt8(ascii: "#") { continue }
+            let parts = bytes.split(separator: 0x20, omittingEmptySubsequences: false)
+            guard parts.count == 2, let key = String(bytes: parts[0], encoding: .utf8),
+                  (try? validateKey(key)) != nil else {
+                problems.append("line \(lineNumber): expected `key hex` with a key of 1 to 256 bytes and no spaces")
+                continue
+            }
+            let hex = parts[1]
+            guard hex.count == bits / 4, hex.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) || ($0 >= 65 && $0 <= 70) }) else {
+                problems.append("line \(lineNumber): the code must be \(bits / 4) hex digits for this \(bits)-bit database")
+                continue
+            }
+            lines.append("ADD \(key) CODE \(String(decoding: hex, as: UTF8.self))")
+        }
+        if !problems.isEmpty {
+            for p in problems.prefix(10) { FileHandle.standardError.write(Data("gdh: \(file): \(p)\n".utf8)) }
+            if problems.count > 10 { FileHandle.standardError.write(Data("gdh: ... and \(problems.count - 10) more\n".utf8)) }
+            throw fail("nothing was imported")
+        }
+        var progress = Progress(total: lines.count, label: "import")
+        let start = Date()
+        var sent = 0, received = 0, errors = 0
+        var firstError: String?
+        do {
+            while received < lines.count {
+                while sent < lines.count && sent - received < window {
+                    let end = min(lines.count, sent + max(1, window / 4))
+                    for i in sent..<end { client.send(lines[i]) }
+                    sent = end
+                    try client.flush()
+                }
+                let r = try client.receive()
+                received += 1
+                if case .error(let code, let message) = r {
+                    errors += 1
+                    if firstError == nil { firstError = "line \(received): ERR \(code) \(message)" }
+                }
+                progress.update(received)
+            }
+        } catch {
+            progress.finish()
+            throw fail("\(error) after \(received) of \(lines.count) codes were acknowledged")
+        }
+        progress.update(received, force: true)
+        progress.finish()
+        let seconds = Date().timeIntervalSince(start)
+        let added = lines.count - errors
+        if json {
+            printJSON(["added": added, "errors": errors, "seconds": seconds, "codes_per_second": Double(added) / max(seconds, 1e-9)])
+        } else {
+            print(String(format: "added %d codes in %.2f s (%.0f codes/s)", added, seconds, Double(added) / max(seconds, 1e-9)))
+        }
+        if let firstError { throw fail("\(errors) codes were refused; first: \(firstError)") }
+    }
+}
