@@ -1,0 +1,183 @@
+import Foundation
+import GDHClient
+import HammingCode
+import Testing
+import WireProtocol
+@testable import Daemon
+
+func hex64(_ x: UInt64) -> String {
+    let s = String(x, radix: 16)
+    return String(repeating: "0", count: 16 - s.count) + s
+}
+
+@Suite("Daemon end to end", .serialized)
+struct EndToEndTests {
+    @Test("the socket file is created with mode 0600")
+    func socketMode() throws {
+        let d = try TestDaemon()
+        var st = stat()
+        #expect(stat(d.socket, &st) == 0)
+        #expect(st.st_mode & 0o777 == 0o600)
+    }
+
+    @Test("a stale socket file is replaced; a live one is refused")
+    func staleSocket() throws {
+        let d = try TestDaemon()
+        // Live: a second daemon (on another database) must not take the socket.
+        var config = DaemonConfiguration(databasePath: d.dir + "-other", socketPath: d.socket)
+        config.loopThreads = 1
+        let other = try Daemon(configuration: config, logger: .init(label: "t"))
+        #expect(throws: DaemonError.self) { try other.start() }
+        other.shutdown()
+        try? FileManager.default.removeItem(atPath: d.dir + "-other")
+        // Stale: the daemon is gone but its socket file is left behind.
+        d.stop()
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(d.socket.utf8)
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in raw.copyBytes(from: bytes); raw[bytes.count] = 0 }
+        _ = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        close(fd)
+        #expect(FileManager.default.fileExists(atPath: d.socket))
+        try d.start()
+        #expect(okText(try d.client().request("PING")) == "PONG")
+    }
+
+    @Test("a second daemon on the same database is refused")
+    func exclusiveDatabase() throws {
+        let d = try TestDaemon()
+        var config = DaemonConfiguration(databasePath: d.dir, socketPath: d.socket + "2")
+        config.loopThreads = 1
+        #expect(throws: (any Error).self) { try Daemon(configuration: config, logger: .init(label: "t")) }
+    }
+
+    @Test("data persists across a restart")
+    func restart() throws {
+        let d = try TestDaemon(bits: 64)
+        let c = try d.client()
+        for i in 0..<500 { c.send("ADD key\(i) CODE \(hex64(UInt64(i) &* 0x9E37_79B9_7F4A_7C15))") }
+        for _ in 0..<500 { #expect(okText(try c.receive()) != nil) }
+        #expect(okText(try c.request("DEL key7")) == "1")
+        let before = listLines(try c.request("KNN 20 CODE 0123456789abcdef"))
+        d.stop()
+        try d.start()
+        let c2 = try d.client()
+        #expect(listLines(try c2.request("KNN 20 CODE 0123456789abcdef")) == before)
+        #expect(okText(try c2.request("GET key8")) == hex64(8 &* 0x9E37_79B9_7F4A_7C15))
+        #expect(try c2.request("GET key7") == .error(code: "NOTFOUND", message: "no item has key 'key7'"))
+        #expect(okText(try c2.request("VERIFY")).map { $0.hasPrefix("499 ") } == true)
+        #expect(okText(try c2.request("ADD new CODE 0000000000000000")) == "500")
+    }
+
+    @Test("malformed, binary and oversized lines get ERR and change nothing")
+    func garbage() throws {
+        let d = try TestDaemon(bits: 64, maxLineBytes: 1024)
+        let c = try d.client()
+        #expect(okText(try c.request("ADD a CODE 00000000000000ff")) == "0")
+        let stateBefore = listLines(try c.request("KNN 10 CODE 0000000000000000"))
+        let raw = try RawSocket(path: d.socket)
+        raw.send([0xff, 0xfe, 0x00, 0x41, 0x0a])                      // invalid UTF-8 with NUL
+        raw.send(String(repeating: "A", count: 5000) + "\n")          // over the limit
+        raw.send("ADD b CODE " + String(repeating: "0", count: 3000) + "\n")
+        raw.send("\r\n")
+        raw.send("DEL a\u{1}\n")
+        raw.send("PING\r\n")                                          // CRLF works
+        let lines = raw.readLines(6)
+        #expect(lines.count == 6)
+        #expect(lines[0].hasPrefix("ERR BADREQUEST "))
+        #expect(lines[1].hasPrefix("ERR TOOLONG "))
+        #expect(lines[2].hasPrefix("ERR TOOLONG "))
+        #expect(lines[3].hasPrefix("ERR BADREQUEST "))
+        #expect(lines[4].hasPrefix("ERR BADKEY "))
+        #expect(lines[5] == "OK PONG")
+        // A huge line sent in pieces is refused without being buffered, and the
+        // connection goes on.
+        for _ in 0..<64 { raw.send(String(repeating: "x", count: 65536)) }
+        raw.send("\nPING\n")
+        let after = raw.readLines(2)
+        #expect(after.first?.hasPrefix("ERR TOOLONG ") == true)
+        #expect(after.last == "OK PONG")
+        #expect(listLines(try c.request("KNN 10 CODE 0000000000000000")) == stateBefore)
+        #expect(okText(try c.request("VERIFY")) == "1 0")
+    }
+
+    @Test("pipelined requests are answered in order, and a half-closed client gets every answer")
+    func pipelining() throws {
+        let d = try TestDaemon(bits: 64)
+        let raw = try RawSocket(path: d.socket)
+        var script = ""
+        for i in 0..<300 { script += "ADD k\(i) CODE \(hex64(UInt64(i)))\nGET k\(i)\n" }
+        script += "KNN 1 CODE 0000000000000000\nDEL k0\nGET k0\n"
+        raw.send(script)
+        raw.shutdownWrite()
+        let lines = raw.readToEnd().split(separator: "\n").map(String.init)
+        #expect(lines.count == 600 + 2 + 2)
+        for i in 0..<300 {
+            #expect(lines[2 * i] == "OK \(i)")
+            #expect(lines[2 * i + 1] == "OK \(hex64(UInt64(i)))")
+        }
+        #expect(lines[600] == "OK 1")
+        #expect(lines[601] == "k0 0")
+        #expect(lines[602] == "OK 1")
+        #expect(lines[603].hasPrefix("ERR NOTFOUND"))
+    }
+
+    @Test("concurrent clients mixing writes and queries see their own writes; totals add up")
+    func concurrentClients() throws {
+        let d = try TestDaemon(bits: 128)
+        let clients = 8, perClient = 300
+        let failures = NSLock()
+        nonisolated(unsafe) var problems: [String] = []
+        DispatchQueue.concurrentPerform(iterations: clients) { c in
+            do {
+                let client = try d.client()
+                var rng = SystemRandomNumberGenerator()
+                for i in 0..<perClient {
+                    let code = String(format: "%016llx%016llx", rng.next() as UInt64, rng.next() as UInt64)
+                    guard okText(try client.request("ADD c\(c)-\(i) CODE \(code)")) != nil else { throw ClientError("add failed") }
+                    // Read-your-writes: the new code is its own nearest neighbour.
+                    guard let top = listLines(try client.request("KNN 1 CODE \(code)")), top.first?.hasSuffix(" 0") == true else {
+                        throw ClientError("own write not visible")
+                    }
+                    if i % 50 == 0 { _ = try client.request("DEL c\(c)-\(i)") }
+                }
+            } catch {
+                failures.lock(); problems.append("\(error)"); failures.unlock()
+            }
+        }
+        #expect(problems.isEmpty, "\(problems)")
+        let c = try d.client()
+        let stats = listLines(try c.request("STATS")) ?? []
+        #expect(stats.contains("items \(clients * (perClient - perClient / 50))"))
+        #expect(okText(try c.request("VERIFY"))?.hasPrefix("\(clients * (perClient - perClient / 50)) ") == true)
+    }
+
+    @Test("KNN and RANGE over the socket equal a brute-force scan")
+    func searchMatchesBruteForce() throws {
+        let d = try TestDaemon(bits: 64)
+        let c = try d.client()
+        var rng = SystemRandomNumberGenerator()
+        let centre = rng.next() as UInt64
+        var codes: [UInt64] = []
+        for i in 0..<3000 {
+            var x = centre
+            for _ in 0..<Int.random(in: 0...12, using: &rng) { x ^= 1 << UInt64(Int.random(in: 0..<64, using: &rng)) }
+            if i % 3 == 0 { x = rng.next() }
+            codes.append(x)
+            c.send("ADD i\(i) CODE \(hex64(x))")
+        }
+        for _ in 0..<3000 { _ = try c.receive() }
+        for _ in 0..<10 {
+            let q = centre ^ ((rng.next() as UInt64) & 0x0101_0101)
+            let truth = codes.enumerated().map { (i: $0.offset, d: ($0.element ^ q).nonzeroBitCount) }
+                .sorted { $0.d != $1.d ? $0.d < $1.d : $0.i < $1.i }
+            let knn = listLines(try c.request("KNN 25 CODE \(hex64(q))")) ?? []
+            #expect(knn == truth.prefix(25).map { "i\($0.i) \($0.d)" })
+            let range = listLines(try c.request("RANGE 6 CODE \(hex64(q))")) ?? []
+            #expect(range == truth.filter { $0.d <= 6 }.map { "i\($0.i) \($0.d)" })
+        }
+    }
+}
