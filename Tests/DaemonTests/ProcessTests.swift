@@ -1,0 +1,192 @@
+import Foundation
+import GDHClient
+import Testing
+import WireProtocol
+
+/// A `gdhd` process on a temporary database and socket.
+final class DaemonProcess {
+    let dir: String
+    let socket: String
+    var process: Process?
+
+    init(bits: Int = 64) throws {
+        let id = UUID().uuidString.prefix(8)
+        dir = NSTemporaryDirectory() + "gdh-proc-\(id)"
+        socket = NSTemporaryDirectory() + "gdh-proc-\(id).sock"
+        try start(bits: bits)
+    }
+
+    func start(bits: Int? = nil) throws {
+        let p = Process()
+        p.executableURL = productsDirectory().appendingPathComponent("gdhd")
+        p.arguments = ["--db", dir, "--socket", socket, "--log-level", "warning"] + (bits.map { ["--bits", String($0)] } ?? [])
+        try p.run()
+        process = p
+        // Wait until it answers.
+        for _ in 0..<200 {
+            if let c = try? LineClient(socketPath: socket), (try? c.request("PING")) == .ok("PONG") { return }
+            usleep(25_000)
+        }
+        throw ClientError("gdhd did not start")
+    }
+
+    func signal(_ sig: Int32) -> Int32 {
+        guard let p = process else { return -1 }
+        kill(p.processIdentifier, sig)
+        p.waitUntilExit()
+        process = nil
+        return p.terminationStatus
+    }
+
+    deinit {
+        if let p = process { kill(p.processIdentifier, SIGKILL); p.waitUntilExit() }
+        try? FileManager.default.removeItem(atPath: dir)
+        unlink(socket)
+    }
+}
+
+/// Runs the `gdh` client; returns exit status, standard output and standard error.
+func runClient(_ args: [String], stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
+    let p = Process()
+    p.executableURL = productsDirectory().appendingPathComponent("gdh")
+    p.arguments = args
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    if let stdin {
+        let inp = Pipe()
+        p.standardInput = inp
+        try p.run()
+        inp.fileHandleForWriting.write(Data(stdin.utf8))
+        try inp.fileHandleForWriting.close()
+    } else {
+        try p.run()
+    }
+    let o = out.fileHandleForReading.readDataToEndOfFile()
+    let e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+}
+
+@Suite("gdhd and gdh as processes", .serialized)
+struct ProcessTests {
+    @Test("SIGKILL during a stream of ADDs loses no acknowledged write, and VERIFY passes")
+    func killDuringWrites() throws {
+        let d = try DaemonProcess(bits: 64)
+        let client = try LineClient(socketPath: d.socket)
+        var acked: [(String, String)] = []
+        var sent: [(String, String)] = []
+        var killed = false
+        var i = 0
+        outer: while true {
+            for _ in 0..<200 {
+                let code = hex64(UInt64(i) &* 0x2545_F491_4F6C_DD1D)
+                client.send("ADD key-\(i) CODE \(code)")
+                sent.append(("key-\(i)", code))
+                i += 1
+            }
+            do { try client.flush() } catch { break }
+            while client.awaiting > 100 {
+                guard let r = try? client.receive() else { break outer }
+                guard case .ok = r else { Issue.record("unexpected \(r)"); break outer }
+                acked.append(sent[acked.count])
+                if acked.count >= 3000 && !killed {
+                    killed = true
+                    _ = d.signal(SIGKILL)
+                }
+            }
+        }
+        #expect(killed)
+        #expect(acked.count >= 3000)
+        try d.start()
+        let c = try LineClient(socketPath: d.socket)
+        for (key, code) in acked { c.send("GET \(key)") }
+        for (key, code) in acked {
+            #expect(try c.receive() == .ok(code), "acknowledged \(key) was lost")
+        }
+        guard case .ok(let v) = try c.request("VERIFY") else { Issue.record("VERIFY failed"); return }
+        let items = Int(v.split(separator: " ")[0]) ?? 0
+        #expect(items >= acked.count && items <= sent.count)
+    }
+
+    @Test("SIGTERM answers what was read, commits, removes the socket and exits 0")
+    func gracefulStop() throws {
+        let d = try DaemonProcess(bits: 64)
+        let raw = try RawSocket(path: d.socket)
+        var script = ""
+        for i in 0..<2000 { script += "ADD t\(i) CODE \(hex64(UInt64(i)))\n" }
+        raw.send(script)
+        usleep(100_000)
+        #expect(d.signal(SIGTERM) == 0)
+        #expect(!FileManager.default.fileExists(atPath: d.socket))
+        // Every answered ADD is durable.
+        let answers = raw.readToEnd().split(separator: "\n")
+        try d.start()
+        let c = try LineClient(socketPath: d.socket)
+        for (i, a) in answers.enumerated() where a.hasPrefix("OK ") {
+            #expect(try c.request("GET t\(i)") == .ok(hex64(UInt64(i))))
+        }
+        #expect(okText(try c.request("VERIFY")) != nil)
+    }
+
+    @Test("a second gdhd on the same database exits non-zero with a clear message")
+    func secondDaemonRefused() throws {
+        let d = try DaemonProcess()
+        let p = Process()
+        p.executableURL = productsDirectory().appendingPathComponent("gdhd")
+        p.arguments = ["--db", d.dir, "--socket", d.socket + ".2"]
+        let err = Pipe()
+        p.standardError = err
+        try p.run()
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        #expect(p.terminationStatus != 0)
+        #expect(text.contains("in use by another process"))
+    }
+
+    @Test("gdh verbs: output, JSON, exit status and messages")
+    func clientVerbs() throws {
+        let d = try DaemonProcess(bits: 64)
+        let s = ["--socket", d.socket]
+        #expect(try runClient(["ping"] + s).out == "PONG\n")
+        #expect(try runClient(["add", "a", "00000000000000ff"] + s).out == "0\n")
+        #expect(try runClient(["add", "b", "000000000000ffff"] + s).out == "1\n")
+        #expect(try runClient(["get", "a"] + s).out == "00000000000000ff\n")
+        #expect(try runClient(["knn", "0000000000000000", "-k", "5"] + s).out == "a 8\nb 16\n")
+        #expect(try runClient(["range", "0000000000000000", "-r", "8"] + s).out == "a 8\n")
+        let json = try runClient(["knn", "0000000000000000", "-k", "1", "--json"] + s).out
+        #expect(json.contains("\"results\":[{\"distance\":8,\"key\":\"a\"}]"))
+        let missing = try runClient(["get", "zz"] + s)
+        #expect(missing.status == 1)
+        #expect(missing.err.contains("ERR NOTFOUND"))
+        let bad = try runClient(["add", "c", "123"] + s)
+        #expect(bad.status == 1)
+        #expect(bad.err.contains("ERR BADCODE"))
+        #expect(try runClient(["del", "b"] + s).out == "1\n")
+        #expect(try runClient(["rebuild", "--substrings", "4"] + s).out == "4\n")
+        #expect(try runClient(["verify"] + s).out.hasPrefix("1 "))
+        #expect(try runClient(["compact"] + s).status == 0)
+        #expect(try runClient(["stats", "--json"] + s).out.contains("\"items\":1"))
+        let noDaemon = try runClient(["ping", "--socket", d.socket + ".none"])
+        #expect(noDaemon.status == 1)
+        #expect(noDaemon.err.contains("cannot connect"))
+        #expect(try runClient(["knn", "00", "-k", "0"] + s).status == 64)
+    }
+
+    @Test("gdh import: all lines or none")
+    func importFile() throws {
+        let d = try DaemonProcess(bits: 32)
+        let s = ["--socket", d.socket]
+        let bad = "k1 00000001\nk2 0000000\nk3 00000003\n"
+        let r1 = try runClient(["import", "-"] + s, stdin: bad)
+        #expect(r1.status == 1)
+        #expect(r1.err.contains("line 2"))
+        #expect(try runClient(["stats", "--json"] + s).out.contains("\"items\":0"))
+        var good = "# a comment\n\n"
+        for i in 0..<5000 { good += "key\(i) \(String(format: "%08x", i))\n" }
+        let r2 = try runClient(["import", "-"] + s, stdin: good)
+        #expect(r2.status == 0, "\(r2.err)")
+        #expect(r2.out.hasPrefix("added 5000 codes"))
+        #expect(try runClient(["get", "key4095"] + s).out == "00000fff\n")
+    }
+}
