@@ -14,7 +14,7 @@ struct GDH: ParsableCommand {
         """,
         subcommands: [
             Ping.self, Add.self, Import.self, Get.self, Del.self, Knn.self, RangeQuery.self,
-            Stats.self, Compact.self, Rebuild.self, Verify.self, Bench.self,
+            Stats.self, Compact.self, Rebuild.self, Verify.self, Generate.self, Bench.self,
         ]
     )
 }

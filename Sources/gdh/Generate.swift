@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import HammingCode
+
+/// SplitMix64: a small seeded generator, so the same options give the same codes.
+struct SeededGenerator: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write synthetic `key hex` lines (for `gdh import`, demos and tests).",
+        discussion: """
+        random: uniform bits. clustered: each code is one of --centres random centres with
+        every bit flipped with probability --flip, like the codes a learned hash gives
+        similar images. Keys are <prefix><number>; with clustered codes the prefix is
+        followed by the centre: c17-42 is code 42, from centre 17.
+        """
+    )
+    @Option(help: "How many codes.") var n: Int = 100_000
+    @Option(help: "Code width.") var bits: Int = 64
+    @Option(help: "random or clustered.") var kind: String = "clustered"
+    @Option(help: "Clustered: number of centres.") var centres: Int = 1000
+    @Option(help: "Clustered: probability that a bit is flipped.") var flip: Double = 0.08
+    @Option(help: "Seed of the codes (the centres depend only on the width and their count).") var seed: UInt64 = 1
+    @Option(help: "Key prefix.") var prefix: String = "c"
+
+    func validate() throws {
+        _ = try CodeWidth(bits: bits)
+        guard n >= 0 else { throw ValidationError("--n must not be negative") }
+        guard kind == "random" || kind == "clustered" else { throw ValidationError("--kind is random or clustered") }
+        guard centres >= 1, (0...1).contains(flip) else { throw ValidationError("--centres ≥ 1 and 0 ≤ --flip ≤ 1") }
+    }
+
+    func run() throws {
+        let width = try CodeWidth(bits: bits)
+        var centreRng = SeededGenerator(state: UInt64(bits) &* 1_000_003 &+ UInt64(centres))
+        let centreCodes = (0..<(kind == "clustered" ? centres : 0)).map { _ in
+            HammingCode(width: width, words: (0..<width.words).map { _ in centreRng.next() })
+        }
+        var rng = SeededGenerator(state: seed)
+        var out = ""
+        out.reserveCapacity(1 << 20)
+        let stdout = FileHandle.standardOutput
+        for i in 0..<n {
+            if kind == "clustered" {
+                let c = Int(rng.next() % UInt64(centres))
+                var words = centreCodes[c].words
+                for b in 0..<bits where Double(rng.next() >> 11) / Double(1 << 53) < flip {
+                    words[b >> 6] ^= UInt64(1) << UInt64(63 - (b & 63))
+                }
+                out += "\(prefix)\(c)-\(i) \(HammingCode(width: width, words: words).hex)\n"
+            } else {
+                out += "\(prefix)\(i) \(HammingCode(width: width, words: (0..<width.words).map { _ in rng.next() }).hex)\n"
+            }
+            if out.utf8.count >= 1 << 20 {
+                stdout.write(Data(out.utf8))
+                out.removeAll(keepingCapacity: true)
+            }
+        }
+        stdout.write(Data(out.utf8))
+    }
+}
