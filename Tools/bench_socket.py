@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Socket benchmark of gdhd against FAISS IndexBinaryFlat in process, in one run.
+
+Steps (all on the same generated codes):
+
+1. generate N clustered (or random) codes and 1,000 queries (Tools/gen_codes.py);
+2. FAISS IndexBinaryFlat in process, one thread, one query at a time: median 10-NN latency;
+3. start a release gdhd on a fresh temporary database; ingest the N codes over the socket
+   with pipelined ADDs (``gdh bench ingest``: every ADD is acknowledged only once its
+   transaction is synced) and report codes/s;
+4. 10-NN latency percentiles and queries/s over the socket with 1 and with 8 clients
+   (``gdh bench socket``), one query in flight per client;
+5. the database file size after COMPACT against the raw bytes of codes + keys + table ids;
+6. REBUILD time of the tables (``gdh rebuild``) on the ingested database.
+
+Prints a Markdown report with machine, date and command line (``--out`` appends it to a file).
+
+Example::
+
+    python3 Tools/bench_socket.py --n 1M
+    python3 Tools/bench_socket.py --n 10M --skip-queries --out Docs/benchmarks.md   # REBUILD at 10M
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parent
+ROOT = TOOLS.parent
+sys.path.insert(0, str(TOOLS))
+import bench_search  # noqa: E402
+import gen_codes  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"bench_socket: {msg}", file=sys.stderr, flush=True)
+
+
+def run_json(cmd: list[str]) -> dict:
+    log("running " + " ".join(cmd))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return bench_search.extract_json(out) or {}
+
+
+def gdh(binary: str, sock: str, *args: str) -> str:
+    return subprocess.run([binary, *args, "--socket", sock], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def faiss_flat_median(codes: Path, queries: Path, bits: int, k: int) -> float:
+    import faiss
+    import numpy as np
+    faiss.omp_set_num_threads(1)
+    db = np.fromfile(codes, dtype=np.uint8).reshape(-1, bits // 8)
+    q = np.fromfile(queries, dtype=np.uint8).reshape(-1, bits // 8)
+    index = faiss.IndexBinaryFlat(bits)
+    index.add(db)
+    for i in range(20):
+        index.search(q[i:i + 1], k)
+    times = []
+    for i in range(len(q)):
+        t = time.perf_counter_ns()
+        index.search(q[i:i + 1], k)
+        times.append(time.perf_counter_ns() - t)
+    times.sort()
+    return times[len(times) // 2] / 1e6
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=bench_search.parse_count, default=1_000_000, help="database size (default 1M)")
+    ap.add_argument("--bits", type=int, default=64, help="code width (default 64)")
+    ap.add_argument("--kind", default="clustered", choices=["clustered", "random"], help="data kind")
+    ap.add_argument("-k", type=int, default=10, help="neighbours per query (default 10)")
+    ap.add_argument("--count", type=int, default=5000, help="queries per client (default 5000)")
+    ap.add_argument("--gdh", default=str(ROOT / ".build/release/gdh"), help="gdh binary")
+    ap.add_argument("--gdhd", default=str(ROOT / ".build/release/gdhd"), help="gdhd binary")
+    ap.add_argument("--data-dir", default=str(ROOT / "bench-data"), help="where codes are kept")
+    ap.add_argument("--skip-queries", action="store_true", help="only ingest, compact and rebuild")
+    ap.add_argument("--out", help="append the Markdown report to this file")
+    args = ap.parse_args()
+
+    data = Path(args.data_dir)
+    data.mkdir(parents=True, exist_ok=True)
+    codes = data / bench_search.data_name(args.kind, args.bits, args.n, 1, 1000, 0.08)
+    queries = data / bench_search.data_name(args.kind, args.bits, 1000, 2, 1000, 0.08)
+    bench_search.ensure_codes(codes, args.n, args.bits, args.kind, 1, 1000, 0.08)
+    bench_search.ensure_codes(queries, 1000, args.bits, args.kind, 2, 1000, 0.08)
+
+    rows = []
+    faiss_median = None
+    if not args.skip_queries:
+        faiss_median = faiss_flat_median(codes, queries, args.bits, args.k)
+        log(f"FAISS IndexBinaryFlat median {faiss_median:.4f} ms")
+
+    work = Path(tempfile.mkdtemp(prefix="gdh-bench-"))
+    sock = str(work / "gdh.sock")
+    daemon = subprocess.Popen([args.gdhd, "--db", str(work / "db"), "--socket", sock,
+                               "--bits", str(args.bits), "--log-level", "warning"])
+    try:
+        for _ in range(200):
+            if os.path.exists(sock):
+                try:
+                    gdh(args.gdh, sock, "ping")
+                    break
+                except subprocess.CalledProcessError:
+                    pass
+            time.sleep(0.05)
+        ingest = run_json([args.gdh, "bench", "ingest", "--codes", str(codes), "--bits", str(args.bits),
+                           "--socket", sock, "--json"])
+        rows.append(("ingest over the socket (pipelined ADD, durable acks)",
+                     f"{ingest['codes_per_second']:,.0f} codes/s", "≥ 100,000 codes/s"))
+        if not args.skip_queries:
+            for clients in (1, 8):
+                r = run_json([args.gdh, "bench", "socket", "--queries", str(queries), "--bits", str(args.bits),
+                              "-k", str(args.k), "--clients", str(clients), "--count", str(args.count),
+                              "--socket", sock, "--json"])
+                lat = r["latency_ms"]
+                rows.append((f"10-NN over the socket, {clients} client(s): median / p90 / p99 latency",
+                             f"{lat['median']:.4f} / {lat['p90']:.4f} / {lat['p99']:.4f} ms", ""))
+                rows.append((f"10-NN over the socket, {clients} client(s): throughput", f"{r['qps']:,.0f} q/s",
+                             "≥ 20,000 q/s" if clients == 8 else ""))
+                if clients == 1:
+                    rows.append(("FAISS IndexBinaryFlat in process: median latency", f"{faiss_median:.4f} ms", ""))
+                    rows.append(("ratio FAISS Flat median / our socket median", f"{faiss_median / lat['median']:.1f}x",
+                                 "≥ 2x"))
+        stats = dict(line.split(" ", 1) for line in gdh(args.gdh, sock, "stats").splitlines())
+        t = time.time()
+        before_after = gdh(args.gdh, sock, "compact").split()
+        compact_s = time.time() - t
+        stats = dict(line.split(" ", 1) for line in gdh(args.gdh, sock, "stats").splitlines())
+        m = int(stats["substrings"])
+        n = int(stats["items"])
+        key_bytes = sum(len(f"b{i}") for i in range(n))
+        raw = n * (args.bits // 8) + key_bytes + n * m * 4
+        after = int(before_after[1])
+        rows.append(("file after COMPACT / raw bytes (codes + keys + table ids)",
+                     f"{after:,} / {raw:,} = {after / raw:.2f}x", "≤ 2x"))
+        rows.append(("COMPACT time", f"{compact_s:.2f} s", ""))
+        t = time.time()
+        gdh(args.gdh, sock, "rebuild")
+        rows.append((f"REBUILD of {n:,} codes (m={m})", f"{time.time() - t:.2f} s", "< 60 s at 10M"))
+        verify = gdh(args.gdh, sock, "verify")
+        rows.append(("VERIFY after the run (items, stale entries)", verify, ""))
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(timeout=120)
+        shutil.rmtree(work, ignore_errors=True)
+
+    info = bench_search.machine_info()
+    lines = [f"### gdhd over the socket, {args.n:,} {args.kind} {args.bits}-bit codes, "
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
+             f"Machine: {info.get('arch', '')}, {info.get('cpu', '')}, {info.get('cores', '')} cores. "
+             f"Command: `{' '.join([Path(sys.executable).name] + sys.argv)}`", "",
+             "| measure | result | target |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if args.out:
+        with open(args.out, "a") as f:
+            f.write("\n" + report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
