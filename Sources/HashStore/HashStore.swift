@@ -63,8 +63,8 @@ public struct StoreOptions: Sendable {
 ///
 /// - `meta`: format version, code width, substring setting, next id, the m of the stored tables;
 /// - `items`: id (u32) → code bytes (b/8) followed by the external key's UTF-8 bytes;
-/// - `tables`: table j (u32) → the direct-addressed table as one value:
-///   offsets (u32 × (2^size + 1)) then ids (u32 × N), ids ascending per bucket;
+/// - `tables`: table j (u32) → the table as one value (`StoredTable`): ids grouped by
+///   substring value, ascending per bucket, and the bucket sizes in unary;
 /// - `pending`: ids added or changed since the tables were written.
 ///
 /// and an exact in-memory mirror (codes by id, multi-index tables, keys) that all
@@ -220,11 +220,9 @@ public final class HashStore {
                 if let tm = tablesM, index.fixedM == nil || index.fixedM == tm,
                    let layout = try? SubstringLayout(width: width, count: tm) {
                     for j in 0..<tm {
-                        guard let blob = try txn.get(dbTables, id: UInt32(j)) else { return }
-                        let nOffsets = (1 << layout.sizes[j]) + 1
-                        guard blob.count >= nOffsets * 4, (blob.count - nOffsets * 4) % 4 == 0 else { return }
-                        let all = blob.bindMemory(to: UInt32.self)
-                        stored.append((Array(all[0..<nOffsets]), Array(all[nOffsets...])))
+                        guard let blob = try txn.get(dbTables, id: UInt32(j)),
+                              let table = try? StoredTable.decode(blob, bits: layout.sizes[j]) else { return }
+                        stored.append(table)
                     }
                     storedLayout = layout
                 }
@@ -371,6 +369,8 @@ public final class HashStore {
                     }
                     let existing: UInt32? = overlay[key] ?? keys.lookup(key)
                     let id: UInt32
+                    // A new id is above every stored one: appending keeps LMDB's pages full.
+                    var flags: UInt32 = 0
                     if let existing {
                         id = existing
                         changes.append(.replace(id, code))
@@ -378,13 +378,14 @@ public final class HashStore {
                         guard next < UInt32.max else { throw StoreError.full("the database has used all 2^32 - 1 ids") }
                         id = next
                         next += 1
+                        flags = UInt32(MDB_APPEND)
                         changes.append(.insert(id, key, code))
                     }
                     record.removeAll(keepingCapacity: true)
                     record.append(contentsOf: code.bytes)
                     record.append(contentsOf: key.utf8)
-                    try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0) }
-                    try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0) }
+                    try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: flags) }
+                    try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
                     overlay[key] = .some(id)
                     outcomes.append(.added(id: id))
                 case .delete(let key):
@@ -439,13 +440,10 @@ public final class HashStore {
                     for j in 0..<prepared.layout.count {
                         let (offsets, ids) = prepared.table(j)
                         var key = UInt32(j)
+                        let w = prepared.layout.sizes[j]
                         try withUnsafeBytes(of: &key) { kb in
-                            try txn.putReserved(dbTables, key: kb, size: (offsets.count + ids.count) * 4) { out in
-                                out.copyMemory(from: UnsafeRawBufferPointer(offsets))
-                                if !ids.isEmpty {
-                                    UnsafeMutableRawBufferPointer(rebasing: out[(offsets.count * 4)...])
-                                        .copyMemory(from: UnsafeRawBufferPointer(ids))
-                                }
+                            try txn.putReserved(dbTables, key: kb, size: StoredTable.encodedSize(bits: w, ids: ids.count)) { out in
+                                StoredTable.encode(offsets: offsets, ids: ids, bits: w, into: out)
                             }
                         }
                     }
@@ -563,20 +561,15 @@ public final class HashStore {
                     guard let blob = try txn.get(dbTables, id: UInt32(j)) else {
                         throw StoreError.corrupt("stored table \(j) is missing")
                     }
-                    let nOffsets = (1 << layout.sizes[j]) + 1
-                    guard blob.count >= nOffsets * 4, blob.count % 4 == 0 else {
-                        throw StoreError.corrupt("stored table \(j) has a malformed size")
-                    }
-                    let all = blob.bindMemory(to: UInt32.self)
-                    guard all[0] == 0, Int(all[nOffsets - 1]) == all.count - nOffsets else {
-                        throw StoreError.corrupt("stored table \(j) has malformed offsets")
+                    let table: (offsets: [UInt32], ids: [UInt32])
+                    do { table = try StoredTable.decode(blob, bits: layout.sizes[j]) } catch {
+                        throw StoreError.corrupt("stored table \(j): \(error)")
                     }
                     var seen = 0
-                    for v in 0..<(nOffsets - 1) {
-                        let lo = Int(all[v]), hi = Int(all[v + 1])
-                        guard lo <= hi else { throw StoreError.corrupt("stored table \(j) offsets decrease") }
+                    for v in 0..<(table.offsets.count - 1) {
+                        let lo = Int(table.offsets[v]), hi = Int(table.offsets[v + 1])
                         for i in lo..<hi {
-                            let id = all[nOffsets + i]
+                            let id = table.ids[i]
                             if index.codes.isLive(id) && !pending.contains(id)
                                 && layout.substring(j, of: index.codes.pointer(id)) == UInt32(v) {
                                 seen += 1

@@ -172,3 +172,31 @@ struct HashStoreTests {
         #expect(try again.verify().items == 5001)
     }
 }
+
+@Suite("Stored table codec")
+struct StoredTableTests {
+    @Test("tables round-trip through the stored form, and damage is refused")
+    func roundTrip() throws {
+        var rng = Rng(state: 11)
+        let w = try CodeWidth(bits: 64)
+        let index = try MultiIndex(width: w, m: 5)
+        for i in 0..<5000 { index.upsert(UInt32(i), code(w, &rng)) }
+        _ = index.remove(17)
+        let prepared = try index.prepareTables()
+        for j in 0..<prepared.layout.count {
+            let (offsets, ids) = prepared.table(j)
+            let bits = prepared.layout.sizes[j]
+            var blob = [UInt8](repeating: 0xAA, count: StoredTable.encodedSize(bits: bits, ids: ids.count))
+            blob.withUnsafeMutableBytes { StoredTable.encode(offsets: offsets, ids: ids, bits: bits, into: $0) }
+            let back = try blob.withUnsafeBytes { try StoredTable.decode($0, bits: bits) }
+            #expect(back.offsets == Array(offsets))
+            #expect(back.ids == Array(ids))
+            #expect(throws: (any Error).self) { try blob.withUnsafeBytes { try StoredTable.decode($0, bits: bits + 1) } }
+            let cut = Array(blob.dropLast(8))
+            #expect(throws: (any Error).self) { try cut.withUnsafeBytes { try StoredTable.decode($0, bits: bits) } }
+            var flipped = blob
+            flipped[flipped.count - 1] ^= 0xFF
+            #expect(throws: (any Error).self) { try flipped.withUnsafeBytes { try StoredTable.decode($0, bits: bits) } }
+        }
+    }
+}
