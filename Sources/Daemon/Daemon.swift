@@ -26,6 +26,9 @@ public struct DaemonConfiguration: Sendable {
     /// Event-loop threads; 0 means one per core.
     public var loopThreads: Int = 0
     public var planner: PlannerMode = .automatic
+    /// Run queries on the event loops (true, the default: they answer from memory in
+    /// microseconds) or on the query thread pool.
+    public var inlineReads = true
     public var initialMapSize: Int = 64 << 20
 
     public init(databasePath: String, socketPath: String) {
@@ -71,6 +74,7 @@ public final class Daemon: @unchecked Sendable {
         writer = Writer(store: store)
         writer.start()
         service = Service(store: store, writer: writer, pool: pool, encoder: encoder, logger: logger)
+        service.inlineReads = configuration.inlineReads
     }
 
     /// Binds the socket (replacing a stale socket file, refusing a live one) and starts serving.

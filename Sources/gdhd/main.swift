@@ -36,8 +36,11 @@ struct GDHD: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Search path: auto (planner), mih or scan.", valueName: "mode"))
     var planner: String = "auto"
 
-    @Option(name: .long, help: ArgumentHelp("Query threads (0: one per core).", valueName: "n"))
+    @Option(name: .long, help: ArgumentHelp("Query pool threads (0: one per core); used with --pool-queries.", valueName: "n"))
     var threads: Int = 0
+
+    @Flag(name: .long, help: "Run queries on a thread pool instead of the event loops (for workloads of long RANGE queries).")
+    var poolQueries = false
 
     @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
     var logLevel: String = "info"
@@ -66,6 +69,7 @@ struct GDHD: ParsableCommand {
         config.socketMode = mode_t(Int(socketMode, radix: 8) ?? 0o600)
         config.planner = PlannerMode(rawValue: planner) ?? .automatic
         config.queryThreads = threads
+        config.inlineReads = !poolQueries
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: config, logger: logger)
