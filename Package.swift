@@ -32,7 +32,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "HashStore", "MultiIndex", "WireProtocol", "HammingCode",
+                "HashStore", "MultiIndex", "WireProtocol", "HammingCode", "GDHClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

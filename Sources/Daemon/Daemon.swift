@@ -1,4 +1,5 @@
 import Foundation
+import GDHClient
 import HashStore
 import Logging
 import MultiIndex
@@ -122,25 +123,7 @@ public final class Daemon: @unchecked Sendable {
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
             throw DaemonError.socket("\(path) exists and is not a socket; refusing to replace it")
         }
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw DaemonError.socket("cannot create a socket: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            throw DaemonError.socket("socket path \(path) is too long")
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let connected = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        if connected == 0 {
+        if (try? LineClient(socketPath: path)) != nil {
             throw DaemonError.socket("another daemon is listening on \(path)")
         }
         unlink(path)

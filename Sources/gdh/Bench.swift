@@ -133,8 +133,17 @@ struct BenchSocket: ParsableCommand {
         let lines = try readCodes(queries, width: width).map { "KNN \(k) CODE \($0.hex)" }
         guard !lines.isEmpty else { throw Failure("no queries in \(queries)") }
         let perClient = count
-        let results = NSLock()
-        var all = [UInt64](), failures = [String]()
+        /// What the client threads report, under a lock.
+        final class Collected: @unchecked Sendable {
+            let lock = NSLock()
+            var times = [UInt64](), failures = [String]()
+            func add(_ t: [UInt64], _ failure: String?) {
+                lock.lock(); defer { lock.unlock() }
+                times += t
+                if let failure { failures.append(failure) }
+            }
+        }
+        let collected = Collected()
         let group = DispatchGroup()
         let socketPath = connection.socketPath
         let start = now()
@@ -152,15 +161,16 @@ struct BenchSocket: ParsableCommand {
                         times.append(now() - t)
                         if case .error(let code, let m) = r { throw Failure("ERR \(code) \(m)") }
                     }
+                    collected.add(times, nil)
                 } catch {
-                    results.lock(); failures.append("\(error)"); results.unlock()
+                    collected.add(times, "\(error)")
                 }
-                results.lock(); all += times; results.unlock()
             }.start()
         }
         group.wait()
         let seconds = Double(now() - start) / 1e9
-        if let f = failures.first { throw Failure("a client failed: \(f)") }
+        let all = collected.times
+        if let f = collected.failures.first { throw Failure("a client failed: \(f)") }
         let qps = Double(all.count) / seconds
         if json {
             printJSON(["clients": clients, "queries": all.count, "seconds": seconds, "qps": qps, "latency_ms": summary(all)])

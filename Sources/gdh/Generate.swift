@@ -2,18 +2,6 @@ import ArgumentParser
 import Foundation
 import HammingCode
 
-/// SplitMix64: a small seeded generator, so the same options give the same codes.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write synthetic `key hex` lines (for `gdh import`, demos and tests).",
@@ -41,11 +29,11 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let width = try CodeWidth(bits: bits)
-        var centreRng = SeededGenerator(state: UInt64(bits) &* 1_000_003 &+ UInt64(centres))
+        var centreRng = SplitMix64(seed: UInt64(bits) &* 1_000_003 &+ UInt64(centres))
         let centreCodes = (0..<(kind == "clustered" ? centres : 0)).map { _ in
             HammingCode(width: width, words: (0..<width.words).map { _ in centreRng.next() })
         }
-        var rng = SeededGenerator(state: seed)
+        var rng = SplitMix64(seed: seed)
         var out = ""
         out.reserveCapacity(1 << 20)
         let stdout = FileHandle.standardOutput

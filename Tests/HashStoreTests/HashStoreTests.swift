@@ -4,23 +4,12 @@ import HammingCode
 import MultiIndex
 @testable import HashStore
 
-struct Rng: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 func tempDir() -> String {
     let p = NSTemporaryDirectory() + "gdh-store-\(UUID().uuidString)"
     return p
 }
 
-func code(_ w: CodeWidth, _ rng: inout Rng) -> HammingCode {
+func code(_ w: CodeWidth, _ rng: inout SplitMix64) -> HammingCode {
     HammingCode(width: w, words: (0..<w.words).map { _ in rng.next() })
 }
 
@@ -36,7 +25,7 @@ struct HashStoreTests {
     func persistence() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var rng = Rng(state: 1)
+        var rng = SplitMix64(seed: 1)
         let w = try CodeWidth(bits: 128)
         var items: [String: HammingCode] = [:]
         var ids: [String: UInt32] = [:]
@@ -117,7 +106,7 @@ struct HashStoreTests {
         opts.foldThreshold = 500
         let store = try HashStore(directory: dir, options: opts)
         defer { store.close() }
-        var rng = Rng(state: 7)
+        var rng = SplitMix64(seed: 7)
         let w = try CodeWidth(bits: 64)
         var items: [String: HammingCode] = [:], order: [String: UInt32] = [:]
         for b in 0..<20 {
@@ -147,7 +136,7 @@ struct HashStoreTests {
     func compaction() throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var rng = Rng(state: 3)
+        var rng = SplitMix64(seed: 3)
         let w = try CodeWidth(bits: 64)
         let store = try HashStore(directory: dir, options: StoreOptions(bits: 64))
         var batch = [WriteOp]()
@@ -177,7 +166,7 @@ struct HashStoreTests {
 struct StoredTableTests {
     @Test("tables round-trip through the stored form, and damage is refused")
     func roundTrip() throws {
-        var rng = Rng(state: 11)
+        var rng = SplitMix64(seed: 11)
         let w = try CodeWidth(bits: 64)
         let index = try MultiIndex(width: w, m: 5)
         for i in 0..<5000 { index.upsert(UInt32(i), code(w, &rng)) }

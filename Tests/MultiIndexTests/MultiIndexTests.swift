@@ -2,18 +2,7 @@ import Testing
 import HammingCode
 @testable import MultiIndex
 
-/// A small deterministic generator (SplitMix64) so failures replay from their seed.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+typealias SplitMix = SplitMix64
 
 func randomCode(_ w: CodeWidth, _ rng: inout SplitMix) -> HammingCode {
     HammingCode(width: w, words: (0..<w.words).map { _ in rng.next() })
