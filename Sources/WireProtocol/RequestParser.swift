@@ -160,10 +160,21 @@ public enum RequestParser {
         guard r.count <= maxKeyBytes else {
             throw ProtocolError(.badKey, "key is \(r.count) bytes long, the limit is \(maxKeyBytes): \(quote(p, r))")
         }
-        for i in r where p[i] < 0x20 || p[i] == 0x7F {
-            throw ProtocolError(.badKey, "key contains the control character 0x\(LineSafety.hex2(UInt32(p[i]))) at byte \(i - r.lowerBound + 1): \(quote(p, r))")
+        var ascii = true
+        for i in r {
+            if p[i] < 0x20 || p[i] == 0x7F {
+                throw ProtocolError(.badKey, "key contains the control character 0x\(LineSafety.hex2(UInt32(p[i]))) at byte \(i - r.lowerBound + 1): \(quote(p, r))")
+            }
+            if p[i] >= 0x80 { ascii = false }
         }
-        return string(p, r)
+        let key = string(p, r)
+        if !ascii {
+            // Unicode white space (U+00A0, U+2003, U+3000, ...) and C1 controls are not allowed either.
+            for scalar in key.unicodeScalars where scalar.properties.isWhitespace || (0x80...0x9F).contains(scalar.value) {
+                throw ProtocolError(.badKey, "key contains the white-space or control character U+\(String(scalar.value, radix: 16, uppercase: true)): \(quote(p, r))")
+            }
+        }
+        return key
     }
 
     static func source(_ p: UnsafeBufferPointer<UInt8>, _ w: Range<Int>, _ v: Range<Int>) throws(ProtocolError) -> Source {

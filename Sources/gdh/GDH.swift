@@ -69,14 +69,13 @@ func printJSON(_ value: Any) {
     }
 }
 
-/// Checks a token the way the daemon will, so bad input fails before anything is sent.
+/// Checks a key with the daemon's own parser, so bad input fails before anything is sent.
 func validateKey(_ key: String) throws {
-    let bytes = Array(key.utf8)
-    guard !bytes.isEmpty, bytes.count <= 256 else {
-        throw ValidationError("a key is 1 to 256 bytes of UTF-8")
+    guard !key.isEmpty, !key.contains(" ") else {
+        throw ValidationError("a key is 1 to 256 bytes of UTF-8 without white space")
     }
-    guard !bytes.contains(where: { $0 < 0x21 || $0 == 0x7F }) else {
-        throw ValidationError("a key may not contain spaces or control characters")
+    if case .failure(let e) = RequestParser.parse("GET " + key) {
+        throw ValidationError(e.message)
     }
 }
 

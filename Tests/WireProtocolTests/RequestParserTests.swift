@@ -365,10 +365,11 @@ struct ParserValues {
         }
     }
 
-    @Test("C1 and other non-ASCII characters are allowed in keys")
-    func keyC1() {
-        #expect(command("GET a\u{85}b") == .get(key: "a\u{85}b"))
-        #expect(command("GET a\u{A0}b") == .get(key: "a\u{A0}b"))
+    @Test("non-ASCII letters are allowed in keys, C1 controls and Unicode white space are not")
+    func keyNonASCII() {
+        #expect(command("GET a\u{E9}b") == .get(key: "a\u{E9}b"))
+        #expect(errorCode("GET a\u{85}b") == .badKey)
+        #expect(errorCode("GET a\u{A0}b") == .badKey)
     }
 }
 
@@ -519,5 +520,23 @@ struct ErrorMessages {
                 #expect(!e.message.unicodeScalars.contains { LineSafety.isUnsafe($0) })
             }
         }
+    }
+}
+
+@Suite("Keys and Unicode white space")
+struct UnicodeKeyTests {
+    @Test("Unicode white space and C1 controls in a key are refused", arguments: ["\u{00A0}", "\u{2003}", "\u{3000}", "\u{0085}", "\u{2028}"])
+    func refused(ch: String) {
+        guard case .failure(let e) = RequestParser.parse("GET a\(ch)b") else {
+            Issue.record("accepted a key with U+\(String(ch.unicodeScalars.first!.value, radix: 16))")
+            return
+        }
+        #expect(e.code == .badKey)
+        #expect(!e.message.contains("\n"))
+    }
+
+    @Test("other non-ASCII keys are accepted")
+    func accepted() {
+        #expect(RequestParser.parse("GET ключ/日本/🐈") == .success(.get(key: "ключ/日本/🐈")))
     }
 }
