@@ -64,7 +64,7 @@ final class ConnectionHandler: ChannelInboundHandler {
             // Nothing to run: the answer only has to wait for its turn.
             reply = loop.makeSucceededFuture(ResponseFormatter.error(error))
             lastWriteQueued = nil
-        case .success(let cmd) where cmd.isWrite && cmd != .compact && !isRebuild(cmd):
+        case .success(let cmd) where isPipelinedWrite(cmd):
             // A write may be queued as soon as the write before it is queued; after a
             // read it waits for everything earlier.
             let gate = lastWriteQueued ?? previous
@@ -106,9 +106,14 @@ final class ConnectionHandler: ChannelInboundHandler {
         allAnswered = answered
     }
 
-    private func isRebuild(_ cmd: Command) -> Bool {
-        if case .rebuild = cmd { return true }
-        return false
+    /// ADD of a code and DEL go to the writer as soon as the write before them has;
+    /// an image ADD (encoded first) and the administrative writes wait their turn.
+    private func isPipelinedWrite(_ cmd: Command) -> Bool {
+        switch cmd {
+        case .add(_, let source): return source.isCode
+        case .del: return true
+        default: return false
+        }
     }
 
     /// Coalesces flushes: one per turn of the event loop, not one per reply.

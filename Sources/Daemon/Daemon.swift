@@ -64,6 +64,8 @@ public final class Daemon: @unchecked Sendable {
     public init(configuration: DaemonConfiguration, encoder: CodeEncoder? = nil, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
+        // Refuse a live socket before creating anything on disk.
+        try Daemon.clearStaleSocket(configuration.socketPath)
         var options = StoreOptions(bits: configuration.bits, substrings: configuration.substrings)
         options.initialMapSize = configuration.initialMapSize
         store = try HashStore(directory: configuration.databasePath, options: options)
@@ -72,7 +74,7 @@ public final class Daemon: @unchecked Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.loopThreads > 0 ? configuration.loopThreads : cores)
         pool = NIOThreadPool(numberOfThreads: configuration.queryThreads > 0 ? configuration.queryThreads : cores)
         pool.start()
-        writer = Writer(store: store)
+        writer = Writer(store: store, logger: logger)
         writer.start()
         service = Service(store: store, writer: writer, pool: pool, encoder: encoder, logger: logger)
         service.inlineReads = configuration.inlineReads
@@ -139,6 +141,8 @@ public final class Daemon: @unchecked Sendable {
         if already { waitUntilStopped(); return }
         logger.info("gdhd stopping")
         try? serverChannel?.close().wait()
+        // Remove the socket file now, before another daemon could take the path over.
+        unlink(configuration.socketPath)
         // Let every connection finish what it has read: replies are written in order.
         let connections = handlers.withLockedValue { Array($0.values) }
         for (channel, handler) in connections {
@@ -153,7 +157,6 @@ public final class Daemon: @unchecked Sendable {
         try? pool.syncShutdownGracefully()
         try? group.syncShutdownGracefully()
         store.close()
-        unlink(configuration.socketPath)
         logger.info("gdhd stopped")
         stopCondition.lock()
         finished = true

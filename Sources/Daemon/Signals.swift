@@ -10,7 +10,9 @@ public final class SignalWatcher: @unchecked Sendable {
     private var sources: [DispatchSourceSignal] = []
     private let queue = DispatchQueue(label: "gdhd.signals")
 
+    /// SIGHUP (a closed terminal) is ignored: the daemon keeps serving.
     public init(_ handler: @escaping @Sendable (Int32) -> Void) {
+        signal(SIGHUP, SIG_IGN)
         for sig in [SIGTERM, SIGINT] {
             signal(sig, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: sig, queue: queue)

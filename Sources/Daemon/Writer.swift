@@ -1,5 +1,6 @@
 import Foundation
 import HashStore
+import Logging
 
 /// The single writer: a thread that takes queued writes in arrival order and applies
 /// every write waiting at that moment in one transaction (group commit). Nobody is
@@ -18,6 +19,7 @@ final class Writer: @unchecked Sendable {
     }
 
     private let store: HashStore
+    private let logger: Logger
     private let maxBatch: Int
     private let condition = NSCondition()
     private var queue: [Job] = []
@@ -26,8 +28,9 @@ final class Writer: @unchecked Sendable {
     private var finished = false
     private var thread: Thread?
 
-    init(store: HashStore, maxBatch: Int = 8192) {
+    init(store: HashStore, logger: Logger, maxBatch: Int = 8192) {
         self.store = store
+        self.logger = logger
         self.maxBatch = maxBatch
     }
 
@@ -95,6 +98,9 @@ final class Writer: @unchecked Sendable {
             do {
                 let outcomes = try store.apply(ops)
                 for (done, outcome) in zip(callbacks, outcomes) { done(.success(outcome)) }
+                if let foldError = store.lastFoldError {
+                    logger.warning("folding the table delta failed (writes are durable; retried after the next batch): \(foldError)")
+                }
             } catch {
                 for done in callbacks { done(.failure(error)) }
             }

@@ -50,7 +50,7 @@ public struct StoreOptions: Sendable {
     /// Initial map size in bytes; the map doubles whenever it fills up.
     public var initialMapSize: Int = 64 << 20
     /// Delta entries (per table, on average) after which the writer folds the tables.
-    /// nil: max(65,536, N / 4).
+    /// nil: max(65,536, N / 8).
     public var foldThreshold: Int?
 
     public init(bits: Int? = nil, substrings: Int? = nil) {
@@ -91,6 +91,12 @@ public final class HashStore {
     private let rw = ReadWriteLock()
     private var nextID: UInt32
     private let foldThreshold: Int?
+
+    /// The map size, kept beside the environment so STATS never touches an
+    /// environment that COMPACT is swapping.
+    private var mapBytes = 0
+    /// The last failure of an automatic fold (the writes themselves had committed).
+    public private(set) var lastFoldError: String?
 
     /// Counters for STATS.
     public private(set) var commits = 0
@@ -152,6 +158,11 @@ public final class HashStore {
                     let mText = try txn.getString(dbs.0, "substrings") ?? "auto"
                     var m = mText == "auto" ? nil : Int(mText)
                     if let want = options.substrings, want != m {
+                        if let w = try? CodeWidth(bits: bits) {
+                            do { _ = try SubstringLayout(width: w, count: want) } catch {
+                                throw StoreError.invalid("\(error)")
+                            }
+                        }
                         try txn.putString(dbs.0, "substrings", String(want))
                         m = want
                     }
@@ -184,6 +195,7 @@ public final class HashStore {
         }
         keys = KeyIndex()
         nextID = settings.next
+        mapBytes = env.mapSize
         do {
             try loadMirror(tablesM: settings.tablesM)
         } catch {
@@ -298,7 +310,7 @@ public final class HashStore {
                 ("delta_entries", String(index.deltaEntries)),
                 ("next_id", String(nextID)),
                 ("file_bytes", String(HashStore.fileSize(dataPath))),
-                ("map_bytes", String(env.mapSize)),
+                ("map_bytes", String(mapBytes)),
                 ("commits", String(commits)),
                 ("folds", String(folds)),
                 ("key_memory_bytes", String(keys.memoryBytes)),
@@ -333,7 +345,14 @@ public final class HashStore {
                     }
                     nextID = newNext
                 }
-                try foldIfNeeded()
+                // The batch is durable: a failed fold must not turn it into an error. The
+                // delta keeps answers exact; the fold is tried again after the next batch.
+                do {
+                    try foldIfNeeded()
+                    lastFoldError = nil
+                } catch {
+                    lastFoldError = "\(error)"
+                }
                 return outcomes
             } catch let e as LMDBError where e.isMapFull && attempt < 40 {
                 attempt += 1
@@ -411,11 +430,12 @@ public final class HashStore {
         do { try env.setMapSize(size) } catch {
             throw StoreError.io("cannot grow the map to \(size) bytes: \(error)")
         }
+        rw.withWriteLock { mapBytes = size }
     }
 
     /// Folds the delta into new tables once it has grown past the threshold.
     private func foldIfNeeded() throws {
-        let limit = foldThreshold ?? max(65_536, index.count / 4)
+        let limit = foldThreshold ?? max(65_536, index.count / 8)
         if index.deltaEntries > limit * max(1, index.m) || (index.fixedM == nil && index.count >= 65_536
             && SubstringLayout.automaticCount(for: width, items: index.count) != index.m
             && index.deltaEntries > index.count / 8) {
@@ -492,23 +512,35 @@ public final class HashStore {
             unlink(tmp)
             throw StoreError.io("compaction copy failed, the database is unchanged: \(error)")
         }
+        chmod(tmp, 0o600)
         try HashStore.fsyncPath(tmp)
-        let mapSize = env.mapSize
-        env.close()
-        let renamed = rename(tmp, dataPath) == 0
-        let renameError = errno
-        if renamed { try? HashStore.fsyncPath(directory) }
-        // Reopen whichever file is now in place.
-        do {
-            env = try Environment(path: dataPath, mapSize: mapSize, maxDatabases: 8)
-            try env.write { txn in
-                dbMeta = try txn.openDatabase("meta", flags: 0)
-                dbItems = try txn.openDatabase("items", flags: UInt32(MDB_INTEGERKEY))
-                dbTables = try txn.openDatabase("tables", flags: UInt32(MDB_INTEGERKEY))
-                dbPending = try txn.openDatabase("pending", flags: UInt32(MDB_INTEGERKEY))
+        // The swap itself runs under the write lock: no reader touches the environment
+        // while it is closed. Queries read the mirror, so they only wait for this step.
+        let (renamed, renameError, reopenError): (Bool, Int32, Error?) = rw.withWriteLock {
+            let mapSize = env.mapSize
+            env.close()
+            let renamed = rename(tmp, dataPath) == 0
+            let renameError = errno
+            if renamed { try? HashStore.fsyncPath(directory) }
+            // A fresh lock file: one left open by another process (an LMDB tool) would
+            // still describe the old file.
+            unlink(dataPath + "-lock")
+            do {
+                env = try Environment(path: dataPath, mapSize: mapSize, maxDatabases: 8)
+                try env.write { txn in
+                    dbMeta = try txn.openDatabase("meta", flags: 0)
+                    dbItems = try txn.openDatabase("items", flags: UInt32(MDB_INTEGERKEY))
+                    dbTables = try txn.openDatabase("tables", flags: UInt32(MDB_INTEGERKEY))
+                    dbPending = try txn.openDatabase("pending", flags: UInt32(MDB_INTEGERKEY))
+                }
+                mapBytes = env.mapSize
+                return (renamed, renameError, nil)
+            } catch {
+                return (renamed, renameError, error)
             }
-        } catch {
-            throw StoreError.io("cannot reopen the database after compaction: \(error)")
+        }
+        if let reopenError {
+            throw StoreError.io("cannot reopen the database after compaction: \(reopenError)")
         }
         guard renamed else {
             unlink(tmp)

@@ -73,6 +73,7 @@ struct Import: ParsableCommand {
             throw fail("the daemon did not report its code width")
         }
         var lines: [String] = []
+        var fileLines: [Int] = []   // the file's line number of each request
         var problems: [String] = []
         var lineNumber = 0
         for raw in data.split(separator: 0x0A, omittingEmptySubsequences: false) {
@@ -92,6 +93,7 @@ struct Import: ParsableCommand {
                 continue
             }
             lines.append("ADD \(key) CODE \(String(decoding: hex, as: UTF8.self))")
+            fileLines.append(lineNumber)
         }
         if !problems.isEmpty {
             for p in problems.prefix(10) { FileHandle.standardError.write(Data("gdh: \(file): \(p)\n".utf8)) }
@@ -114,7 +116,7 @@ struct Import: ParsableCommand {
                 received += 1
                 if case .error(let code, let message) = r {
                     errors += 1
-                    if firstError == nil { firstError = "line \(received): ERR \(code) \(message)" }
+                    if firstError == nil { firstError = "line \(fileLines[received - 1]): ERR \(code) \(message)" }
                 }
                 progress.update(received)
             }

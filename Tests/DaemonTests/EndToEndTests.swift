@@ -26,10 +26,9 @@ struct EndToEndTests {
         // Live: a second daemon (on another database) must not take the socket.
         var config = DaemonConfiguration(databasePath: d.dir + "-other", socketPath: d.socket)
         config.loopThreads = 1
-        let other = try Daemon(configuration: config, logger: .init(label: "t"))
-        #expect(throws: DaemonError.self) { try other.start() }
-        other.shutdown()
-        try? FileManager.default.removeItem(atPath: d.dir + "-other")
+        #expect(throws: DaemonError.self) { try Daemon(configuration: config, logger: .init(label: "t")) }
+        // Nothing was created for the refused daemon.
+        #expect(!FileManager.default.fileExists(atPath: d.dir + "-other"))
         // Stale: the daemon is gone but its socket file is left behind.
         d.stop()
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
@@ -179,5 +178,43 @@ struct EndToEndTests {
             let range = listLines(try c.request("RANGE 6 CODE \(hex64(q))")) ?? []
             #expect(range == truth.filter { $0.d <= 6 }.map { "i\($0.i) \($0.d)" })
         }
+    }
+}
+
+@Suite("Regressions")
+struct RegressionTests {
+    @Test("STATS and queries during COMPACT do not crash (the environment swap is locked)")
+    func statsDuringCompact() throws {
+        let d = try TestDaemon(bits: 64)
+        let c = try d.client()
+        for i in 0..<20_000 { c.send("ADD k\(i) CODE \(hex64(UInt64(i) &* 0x9E37_79B9_7F4A_7C15))") }
+        for _ in 0..<20_000 { _ = try c.receive() }
+        let stop = NSLock()
+        nonisolated(unsafe) var done = false
+        nonisolated(unsafe) var failures = 0
+        let reader = Thread {
+            guard let r = try? d.client() else { return }
+            while true {
+                stop.lock(); let finished = done; stop.unlock()
+                if finished { break }
+                if (try? r.request("STATS")).flatMap(listLines) == nil { failures += 1 }
+                if (try? r.request("KNN 3 CODE 0000000000000000")).flatMap(listLines)?.count != 3 { failures += 1 }
+            }
+        }
+        reader.start()
+        for _ in 0..<5 { #expect(okText(try c.request("COMPACT")) != nil) }
+        stop.lock(); done = true; stop.unlock()
+        usleep(100_000)
+        #expect(failures == 0)
+        #expect(okText(try c.request("VERIFY")) == "20000 0")
+    }
+
+    @Test("an invalid --substrings is refused before it is stored")
+    func badSubstringsNotStored() throws {
+        let d = try TestDaemon(bits: 64)
+        d.stop()
+        #expect(throws: (any Error).self) { try d.start(substrings: 2) }
+        try d.start()
+        #expect(listLines(try d.client().request("STATS"))?.contains("substrings_setting auto") == true)
     }
 }
