@@ -28,7 +28,9 @@ let package = Package(
         .target(name: "MultiIndex", dependencies: ["HammingCode", "CHammingKernels"], swiftSettings: popcnt),
         .target(name: "HashStore", dependencies: ["CLMDB", "HammingCode", "MultiIndex"], swiftSettings: popcnt),
         .target(name: "WireProtocol", dependencies: ["HammingCode"], swiftSettings: popcnt),
+        .target(name: "NeuralNet", dependencies: ["COpenBLAS"], swiftSettings: popcnt),
         .target(name: "GDHClient", dependencies: ["WireProtocol"], swiftSettings: popcnt),
+        .target(name: "Safetensors", swiftSettings: popcnt),
         .target(
             name: "Daemon",
             dependencies: [
@@ -56,10 +58,17 @@ let package = Package(
             ],
             swiftSettings: popcnt
         ),
+        .testTarget(
+            name: "NeuralNetTests",
+            dependencies: ["NeuralNet", "HammingCode", "Safetensors"],
+            exclude: ["Fixtures"],
+            swiftSettings: popcnt
+        ),
         .testTarget(name: "HammingCodeTests", dependencies: ["HammingCode"], swiftSettings: popcnt),
         .testTarget(name: "MultiIndexTests", dependencies: ["MultiIndex", "HammingCode"], swiftSettings: popcnt),
         .testTarget(name: "HashStoreTests", dependencies: ["HashStore", "MultiIndex", "HammingCode"], swiftSettings: popcnt),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "HammingCode"], swiftSettings: popcnt),
+        .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], exclude: ["Fixtures"], swiftSettings: popcnt),
         .testTarget(
             name: "DaemonTests",
             dependencies: ["Daemon", "WireProtocol", "HammingCode", "HashStore", "GDHClient"],

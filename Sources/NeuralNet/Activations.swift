@@ -1,0 +1,98 @@
+import Foundation
+
+/// An element-wise activation: y = f(x), dx = g · f′ (from the kept input or output).
+public final class Activation: StatelessLayer, Layer {
+    public enum Kind: Equatable, Sendable {
+        case relu
+        case leakyReLU(Float)
+        case tanh
+        case sigmoid
+    }
+
+    public let kind: Kind
+    private var kept = Tensor(zeros: [0])   // input (ReLU kinds) or output (tanh, sigmoid)
+
+    public init(_ kind: Kind) { self.kind = kind }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        var y = x
+        switch kind {
+        case .relu:
+            for i in 0..<y.count where y.data[i] < 0 { y.data[i] = 0 }
+            kept = x
+        case .leakyReLU(let slope):
+            for i in 0..<y.count where y.data[i] < 0 { y.data[i] *= slope }
+            kept = x
+        case .tanh:
+            for i in 0..<y.count { y.data[i] = Foundation.tanh(y.data[i]) }
+            kept = y
+        case .sigmoid:
+            for i in 0..<y.count { y.data[i] = 1 / (1 + exp(-y.data[i])) }
+            kept = y
+        }
+        return y
+    }
+
+    public func backward(_ g: Tensor) -> Tensor {
+        var dx = g
+        switch kind {
+        case .relu:
+            for i in 0..<dx.count where kept.data[i] <= 0 { dx.data[i] = 0 }
+        case .leakyReLU(let slope):
+            for i in 0..<dx.count where kept.data[i] <= 0 { dx.data[i] *= slope }
+        case .tanh:
+            for i in 0..<dx.count { let y = kept.data[i]; dx.data[i] *= 1 - y * y }
+        case .sigmoid:
+            for i in 0..<dx.count { let y = kept.data[i]; dx.data[i] *= y * (1 - y) }
+        }
+        return dx
+    }
+}
+
+/// Softmax over one dimension (`dim`), as `torch.softmax(x, dim)`.
+public final class Softmax: StatelessLayer, Layer {
+    public let dim: Int
+    private var y = Tensor(zeros: [0])
+
+    public init(dim: Int) { self.dim = dim }
+
+    /// (outer, length, inner) for the softmax dimension of `shape`.
+    private func split(_ shape: [Int]) -> (Int, Int, Int) {
+        let d = dim < 0 ? shape.count + dim : dim
+        return (shape[..<d].reduce(1, *), shape[d], shape[(d + 1)...].reduce(1, *))
+    }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        let (outer, len, inner) = split(x.shape)
+        var out = x
+        for o in 0..<outer {
+            for i in 0..<inner {
+                let base = o * len * inner + i
+                var mx = -Float.infinity
+                for k in 0..<len { mx = max(mx, x.data[base + k * inner]) }
+                var s: Float = 0
+                for k in 0..<len { let e = exp(x.data[base + k * inner] - mx); out.data[base + k * inner] = e; s += e }
+                for k in 0..<len { out.data[base + k * inner] /= s }
+            }
+        }
+        y = out
+        return out
+    }
+
+    public func backward(_ g: Tensor) -> Tensor {
+        let (outer, len, inner) = split(g.shape)
+        var dx = g
+        for o in 0..<outer {
+            for i in 0..<inner {
+                let base = o * len * inner + i
+                var dot: Float = 0
+                for k in 0..<len { dot += g.data[base + k * inner] * y.data[base + k * inner] }
+                for k in 0..<len {
+                    let j = base + k * inner
+                    dx.data[j] = y.data[j] * (g.data[j] - dot)
+                }
+            }
+        }
+        return dx
+    }
+}

@@ -1,0 +1,170 @@
+import Foundation
+
+/// `nn.BatchNorm2d`: per channel over (N, H, W) in training, with running statistics
+/// (momentum, unbiased running variance as PyTorch); running statistics in inference.
+public final class BatchNorm2d: Layer {
+    public let channels: Int
+    public let eps: Float
+    public let momentum: Float
+    public let weight: Parameter   // γ (C)
+    public let bias: Parameter     // β (C)
+    public var runningMean: Tensor // (C)
+    public var runningVar: Tensor  // (C)
+    public var training = true
+
+    private var xhat = Tensor(zeros: [0])
+    private var invStd: [Float] = []
+    private var usedBatchStats = true
+
+    public init(_ channels: Int, eps: Float = 1e-5, momentum: Float = 0.1) {
+        self.channels = channels
+        self.eps = eps
+        self.momentum = momentum
+        weight = Parameter(Tensor(repeating: 1, shape: [channels]))
+        bias = Parameter(Tensor(zeros: [channels]))
+        runningMean = Tensor(zeros: [channels])
+        runningVar = Tensor(repeating: 1, shape: [channels])
+    }
+
+    public var parameters: [(String, Parameter)] { [("weight", weight), ("bias", bias)] }
+    public var buffers: [(String, Tensor)] { [("running_mean", runningMean), ("running_var", runningVar)] }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        let plane = x.h * x.w, m = x.n * plane
+        var mean = [Float](repeating: 0, count: channels)
+        var variance = [Float](repeating: 0, count: channels)
+        usedBatchStats = training
+        if training {
+            for c in 0..<channels {
+                var s: Double = 0
+                for n in 0..<x.n { let b = (n * channels + c) * plane; for i in 0..<plane { s += Double(x.data[b + i]) } }
+                let mu = s / Double(m)
+                var v: Double = 0
+                for n in 0..<x.n {
+                    let b = (n * channels + c) * plane
+                    for i in 0..<plane { let d = Double(x.data[b + i]) - mu; v += d * d }
+                }
+                mean[c] = Float(mu)
+                variance[c] = Float(v / Double(m))
+                let unbiased = m > 1 ? Float(v / Double(m - 1)) : variance[c]
+                runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * mean[c]
+                runningVar.data[c] = (1 - momentum) * runningVar.data[c] + momentum * unbiased
+            }
+        } else {
+            mean = runningMean.data
+            variance = runningVar.data
+        }
+        invStd = variance.map { 1 / sqrt($0 + eps) }
+        var out = Tensor(zeros: x.shape)
+        xhat = Tensor(zeros: x.shape)
+        for n in 0..<x.n {
+            for c in 0..<channels {
+                let b = (n * channels + c) * plane
+                let mu = mean[c], istd = invStd[c], gamma = weight.value.data[c], beta = bias.value.data[c]
+                for i in 0..<plane {
+                    let h = (x.data[b + i] - mu) * istd
+                    xhat.data[b + i] = h
+                    out.data[b + i] = gamma * h + beta
+                }
+            }
+        }
+        return out
+    }
+
+    public func backward(_ g: Tensor) -> Tensor {
+        let plane = g.h * g.w, m = Float(g.n * plane)
+        var dx = Tensor(zeros: g.shape)
+        for c in 0..<channels {
+            var sumG: Float = 0, sumGX: Float = 0
+            for n in 0..<g.n {
+                let b = (n * channels + c) * plane
+                for i in 0..<plane { sumG += g.data[b + i]; sumGX += g.data[b + i] * xhat.data[b + i] }
+            }
+            weight.grad.data[c] += sumGX
+            bias.grad.data[c] += sumG
+            let gamma = weight.value.data[c], istd = invStd[c]
+            for n in 0..<g.n {
+                let b = (n * channels + c) * plane
+                for i in 0..<plane {
+                    if usedBatchStats {
+                        // dx = γ·σ⁻¹/M · (M·g − Σg − x̂·Σ(g·x̂))
+                        dx.data[b + i] = gamma * istd / m * (m * g.data[b + i] - sumG - xhat.data[b + i] * sumGX)
+                    } else {
+                        dx.data[b + i] = gamma * istd * g.data[b + i]
+                    }
+                }
+            }
+        }
+        return dx
+    }
+}
+
+/// `nn.InstanceNorm2d` (track_running_stats = false): per sample and channel over (H, W),
+/// in training and inference alike; optional affine γ, β.
+public final class InstanceNorm2d: Layer {
+    public let channels: Int
+    public let eps: Float
+    public let weight: Parameter?
+    public let bias: Parameter?
+    public var training = true
+
+    private var xhat = Tensor(zeros: [0])
+    private var invStd: [Float] = []
+
+    public init(_ channels: Int, eps: Float = 1e-5, affine: Bool = false) {
+        self.channels = channels
+        self.eps = eps
+        weight = affine ? Parameter(Tensor(repeating: 1, shape: [channels])) : nil
+        bias = affine ? Parameter(Tensor(zeros: [channels])) : nil
+    }
+
+    public var parameters: [(String, Parameter)] {
+        guard let weight, let bias else { return [] }
+        return [("weight", weight), ("bias", bias)]
+    }
+
+    public func forward(_ x: Tensor) -> Tensor {
+        let plane = x.h * x.w
+        var out = Tensor(zeros: x.shape)
+        xhat = Tensor(zeros: x.shape)
+        invStd = [Float](repeating: 0, count: x.n * channels)
+        for n in 0..<x.n {
+            for c in 0..<channels {
+                let b = (n * channels + c) * plane
+                var s: Double = 0
+                for i in 0..<plane { s += Double(x.data[b + i]) }
+                let mu = s / Double(plane)
+                var v: Double = 0
+                for i in 0..<plane { let d = Double(x.data[b + i]) - mu; v += d * d }
+                let istd = Float(1 / (v / Double(plane) + Double(eps)).squareRoot())
+                invStd[n * channels + c] = istd
+                let gamma = weight?.value.data[c] ?? 1, beta = bias?.value.data[c] ?? 0
+                for i in 0..<plane {
+                    let h = Float(Double(x.data[b + i]) - mu) * istd
+                    xhat.data[b + i] = h
+                    out.data[b + i] = gamma * h + beta
+                }
+            }
+        }
+        return out
+    }
+
+    public func backward(_ g: Tensor) -> Tensor {
+        let plane = g.h * g.w, m = Float(plane)
+        var dx = Tensor(zeros: g.shape)
+        for n in 0..<g.n {
+            for c in 0..<channels {
+                let b = (n * channels + c) * plane
+                var sumG: Float = 0, sumGX: Float = 0
+                for i in 0..<plane { sumG += g.data[b + i]; sumGX += g.data[b + i] * xhat.data[b + i] }
+                weight?.grad.data[c] += sumGX
+                bias?.grad.data[c] += sumG
+                let gamma = weight?.value.data[c] ?? 1, istd = invStd[n * channels + c]
+                for i in 0..<plane {
+                    dx.data[b + i] = gamma * istd / m * (m * g.data[b + i] - sumG - xhat.data[b + i] * sumGX)
+                }
+            }
+        }
+        return dx
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+
+/// `torch.optim.Adam` (L2 weight decay added to the gradient, bias-corrected moments).
+public final class Adam {
+    public var lr: Float
+    public let beta1, beta2, eps, weightDecay: Float
+    public let parameters: [Parameter]
+    private var m: [[Float]], v: [[Float]]
+    /// Steps taken (t in the bias corrections).
+    public private(set) var steps = 0
+
+    public init(_ parameters: [Parameter], lr: Float = 2e-4, betas: (Float, Float) = (0.5, 0.999),
+                eps: Float = 1e-8, weightDecay: Float = 0) {
+        self.parameters = parameters
+        self.lr = lr
+        beta1 = betas.0
+        beta2 = betas.1
+        self.eps = eps
+        self.weightDecay = weightDecay
+        m = parameters.map { [Float](repeating: 0, count: $0.value.count) }
+        v = m
+    }
+
+    public func step() {
+        steps += 1
+        let bc1 = 1 - pow(beta1, Float(steps)), bc2 = 1 - pow(beta2, Float(steps))
+        for (k, p) in parameters.enumerated() {
+            for i in 0..<p.value.count {
+                let g = p.grad.data[i] + weightDecay * p.value.data[i]
+                m[k][i] = beta1 * m[k][i] + (1 - beta1) * g
+                v[k][i] = beta2 * v[k][i] + (1 - beta2) * g * g
+                let denom = (v[k][i] / bc2).squareRoot() + eps
+                p.value.data[i] -= lr * (m[k][i] / bc1) / denom
+            }
+        }
+    }
+
+    public func zeroGrad() { parameters.forEach { $0.zeroGrad() } }
+}
+
+/// `torch.optim.SGD` with momentum (no dampening) and L2 weight decay.
+public final class SGD {
+    public var lr: Float
+    public let momentum, weightDecay: Float
+    public let parameters: [Parameter]
+    private var buffers: [[Float]?]
+
+    public init(_ parameters: [Parameter], lr: Float, momentum: Float = 0, weightDecay: Float = 0) {
+        self.parameters = parameters
+        self.lr = lr
+        self.momentum = momentum
+        self.weightDecay = weightDecay
+        buffers = Array(repeating: nil, count: parameters.count)
+    }
+
+    public func step() {
+        for (k, p) in parameters.enumerated() {
+            var d = p.grad.data
+            for i in 0..<d.count { d[i] += weightDecay * p.value.data[i] }
+            if momentum != 0 {
+                if var b = buffers[k] {
+                    for i in 0..<d.count { b[i] = momentum * b[i] + d[i] }
+                    buffers[k] = b
+                    d = b
+                } else {
+                    buffers[k] = d
+                }
+            }
+            for i in 0..<d.count { p.value.data[i] -= lr * d[i] }
+        }
+    }
+
+    public func zeroGrad() { parameters.forEach { $0.zeroGrad() } }
+}
+
+/// Weight initialisers.
+public enum Initializer {
+    /// N(mean, std), the GAN convention N(0, 0.02).
+    public static func normal(_ t: inout Tensor, mean: Float = 0, std: Float = 0.02, using rng: inout some RandomNumberGenerator) {
+        for i in stride(from: 0, to: t.count, by: 2) {
+            // Box–Muller: two normal values from two uniform ones.
+            let u1 = max(Float.random(in: 0..<1, using: &rng), .leastNormalMagnitude)
+            let u2 = Float.random(in: 0..<1, using: &rng)
+            let r = (-2 * log(u1)).squareRoot()
+            t.data[i] = mean + std * r * cos(2 * .pi * u2)
+            if i + 1 < t.count { t.data[i + 1] = mean + std * r * sin(2 * .pi * u2) }
+        }
+    }
+
+    /// Kaiming (He) normal for ReLU layers: std = sqrt(2 / fan_in), fan_in = shape[1]·k·k.
+    public static func kaimingNormal(_ t: inout Tensor, using rng: inout some RandomNumberGenerator) {
+        let fanIn = t.shape.dropFirst().reduce(1, *)
+        normal(&t, std: (2 / Float(max(1, fanIn))).squareRoot(), using: &rng)
+    }
+}
