@@ -29,6 +29,7 @@ let package = Package(
         .target(name: "HashStore", dependencies: ["CLMDB", "HammingCode", "MultiIndex"], swiftSettings: popcnt),
         .target(name: "WireProtocol", dependencies: ["HammingCode"], swiftSettings: popcnt),
         .target(name: "NeuralNet", dependencies: ["COpenBLAS"], swiftSettings: popcnt),
+        .target(name: "GDH", dependencies: ["NeuralNet", "Safetensors", "HammingCode"], swiftSettings: popcnt),
         .target(name: "GDHClient", dependencies: ["WireProtocol"], swiftSettings: popcnt),
         .target(name: "Safetensors", swiftSettings: popcnt),
         .target(
@@ -61,6 +62,12 @@ let package = Package(
         .testTarget(
             name: "NeuralNetTests",
             dependencies: ["NeuralNet", "HammingCode", "Safetensors"],
+            exclude: ["Fixtures"],
+            swiftSettings: popcnt
+        ),
+        .testTarget(
+            name: "GDHTests",
+            dependencies: ["GDH", "NeuralNet", "Safetensors", "HammingCode"],
             exclude: ["Fixtures"],
             swiftSettings: popcnt
         ),

@@ -194,3 +194,14 @@ public final class Dropout: StatelessLayer, Layer {
         return dx
     }
 }
+
+/// (N, C, H, W) → (N, C·H·W), and back for the gradient.
+public final class Flatten: StatelessLayer, Layer {
+    private var shape: [Int] = []
+    public override init() {}
+    public func forward(_ x: Tensor) -> Tensor {
+        shape = x.shape
+        return x.reshaped([x.shape[0], x.count / x.shape[0]])
+    }
+    public func backward(_ g: Tensor) -> Tensor { g.reshaped(shape) }
+}

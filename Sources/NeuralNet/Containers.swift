@@ -1,56 +1,66 @@
-/// Layers in a row, named by index like PyTorch's `nn.Sequential` (`0.weight`, `3.bias`).
-public final class Sequential: Layer {
-    public var layers: [Layer]
-    public var training: Bool {
-        didSet { for l in layers { l.training = training } }
+/// Layers in a row, each under a name (nil for layers without tensors), so that
+/// parameter names read like a PyTorch `state_dict`: `conv1.weight`,
+/// `resnet_blocks.0.conv1_norm.running_mean`.
+public final class Chain: Layer {
+    public var children: [(name: String?, layer: Layer)]
+    public var training: Bool = true {
+        didSet { for c in children { c.layer.training = training } }
     }
 
-    public init(_ layers: [Layer]) {
-        self.layers = layers
-        self.training = true
+    public init(_ children: [(String?, Layer)]) {
+        self.children = children.map { (name: $0.0, layer: $0.1) }
+    }
+
+    /// Children named by their index, like `nn.Sequential`.
+    public convenience init(indexed layers: [Layer]) {
+        self.init(layers.enumerated().map { (String($0.offset), $0.element) })
     }
 
     public func forward(_ x: Tensor) -> Tensor {
-        layers.reduce(x) { $1.forward($0) }
+        children.reduce(x) { $1.layer.forward($0) }
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
-        layers.reversed().reduce(gradOutput) { $1.backward($0) }
+        children.reversed().reduce(gradOutput) { $1.layer.backward($0) }
     }
 
     public var parameters: [(String, Parameter)] {
-        layers.enumerated().flatMap { i, l in l.parameters.map { ("\(i).\($0.0)", $0.1) } }
+        children.flatMap { c in c.layer.parameters.map { (prefixed(c.name, $0.0), $0.1) } }
     }
 
-    public var buffers: [(String, Tensor)] {
-        layers.enumerated().flatMap { i, l in l.buffers.map { ("\(i).\($0.0)", $0.1) } }
+    public var buffers: [(String, Buffer)] {
+        children.flatMap { c in c.layer.buffers.map { (prefixed(c.name, $0.0), $0.1) } }
     }
 }
 
-/// y = x + block(x), the ResNet block; the block's names are prefixed `conv_block.`
-/// as in the CycleGAN generator's `ResnetBlock`.
+@inline(__always)
+func prefixed(_ prefix: String?, _ name: String) -> String {
+    guard let prefix, !prefix.isEmpty else { return name }
+    return prefix + "." + name
+}
+
+/// y = x + block(x), a ResNet block with an identity shortcut; the block's tensors keep
+/// their names (prefixed by `name` if one is given).
 public final class ResidualBlock: Layer {
-    public let block: Sequential
-    public let name: String
+    public let block: Layer
+    public let name: String?
     public var training: Bool {
         get { block.training }
         set { block.training = newValue }
     }
 
-    public init(_ block: Sequential, name: String = "conv_block") {
+    public init(_ block: Layer, name: String? = nil) {
         self.block = block
         self.name = name
     }
 
     public func forward(_ x: Tensor) -> Tensor { Residual.add(x, block.forward(x)) }
-
     public func backward(_ g: Tensor) -> Tensor { Residual.add(g, block.backward(g)) }
-
-    public var parameters: [(String, Parameter)] { block.parameters.map { ("\(name).\($0.0)", $0.1) } }
-    public var buffers: [(String, Tensor)] { block.buffers.map { ("\(name).\($0.0)", $0.1) } }
+    public var parameters: [(String, Parameter)] { block.parameters.map { (prefixed(name, $0.0), $0.1) } }
+    public var buffers: [(String, Buffer)] { block.buffers.map { (prefixed(name, $0.0), $0.1) } }
 }
 
-/// Loading and saving the tensors of a layer tree by PyTorch `state_dict` names.
+/// A failure to load tensors into a layer tree.
 public struct StateDictError: Error, CustomStringConvertible {
     public let description: String
 }
@@ -60,46 +70,34 @@ extension Layer {
     public func stateDict() -> [String: Tensor] {
         var d: [String: Tensor] = [:]
         for (n, p) in parameters { d[n] = p.value }
-        for (n, b) in buffers { d[n] = b }
+        for (n, b) in buffers { d[n] = b.value }
         return d
     }
 
-    /// Sets every parameter (and BatchNorm buffer) from `state`; every name must be
-    /// present with the right shape. Extra names are reported unless `strict` is false.
+    /// Sets every parameter and buffer from `state` (names under `prefix`); each must be
+    /// present with the right shape. With `strict`, a tensor under `prefix` that the
+    /// layer does not have is an error too.
     public func load(_ state: [String: Tensor], prefix: String = "", strict: Bool = true) throws {
         var used = Set<String>()
-        for (n, p) in parameters {
-            let key = prefix + n
+        func take(_ name: String, _ shape: [Int]) throws -> Tensor {
+            let key = prefix + name
             guard let t = state[key] else { throw StateDictError(description: "missing tensor \(key)") }
-            guard t.shape == p.value.shape else {
-                throw StateDictError(description: "tensor \(key) has shape \(t.shape), the model needs \(p.value.shape)")
+            guard t.shape == shape else {
+                throw StateDictError(description: "tensor \(key) has shape \(t.shape), the model needs \(shape)")
             }
-            p.value = t
             used.insert(key)
+            return t
         }
-        try loadBuffers(state, prefix: prefix, used: &used)
+        for (n, p) in parameters { p.value = try take(n, p.value.shape) }
+        for (n, b) in buffers { b.value = try take(n, b.value.shape) }
         if strict {
             let extra = state.keys.filter { $0.hasPrefix(prefix) && !used.contains($0) && !$0.hasSuffix("num_batches_tracked") }
             if let e = extra.sorted().first {
-                throw StateDictError(description: "unexpected tensor \(e) (\(extra.count) unused)")
+                throw StateDictError(description: "unexpected tensor \(e) (\(extra.count) not used by the model)")
             }
         }
     }
-}
 
-extension Layer {
-    fileprivate func loadBuffers(_ state: [String: Tensor], prefix: String, used: inout Set<String>) throws {
-        if let bn = self as? BatchNorm2d {
-            for (n, shape) in [("running_mean", [bn.channels]), ("running_var", [bn.channels])] {
-                let key = prefix + n
-                guard let t = state[key], t.shape == shape else { throw StateDictError(description: "missing or malformed \(key)") }
-                if n == "running_mean" { bn.runningMean = t } else { bn.runningVar = t }
-                used.insert(key)
-            }
-        } else if let s = self as? Sequential {
-            for (i, l) in s.layers.enumerated() { try l.loadBuffers(state, prefix: "\(prefix)\(i).", used: &used) }
-        } else if let r = self as? ResidualBlock {
-            try r.block.loadBuffers(state, prefix: "\(prefix)\(r.name).", used: &used)
-        }
-    }
+    /// Every parameter's gradient set to zero.
+    public func zeroGrad() { parameters.forEach { $0.1.zeroGrad() } }
 }

@@ -8,8 +8,16 @@ public final class BatchNorm2d: Layer {
     public let momentum: Float
     public let weight: Parameter   // γ (C)
     public let bias: Parameter     // β (C)
-    public var runningMean: Tensor // (C)
-    public var runningVar: Tensor  // (C)
+    public let runningMeanBuffer: Buffer  // (C)
+    public let runningVarBuffer: Buffer   // (C)
+    public var runningMean: Tensor {
+        get { runningMeanBuffer.value }
+        set { runningMeanBuffer.value = newValue }
+    }
+    public var runningVar: Tensor {
+        get { runningVarBuffer.value }
+        set { runningVarBuffer.value = newValue }
+    }
     public var training = true
 
     private var xhat = Tensor(zeros: [0])
@@ -22,12 +30,12 @@ public final class BatchNorm2d: Layer {
         self.momentum = momentum
         weight = Parameter(Tensor(repeating: 1, shape: [channels]))
         bias = Parameter(Tensor(zeros: [channels]))
-        runningMean = Tensor(zeros: [channels])
-        runningVar = Tensor(repeating: 1, shape: [channels])
+        runningMeanBuffer = Buffer(Tensor(zeros: [channels]))
+        runningVarBuffer = Buffer(Tensor(repeating: 1, shape: [channels]))
     }
 
     public var parameters: [(String, Parameter)] { [("weight", weight), ("bias", bias)] }
-    public var buffers: [(String, Tensor)] { [("running_mean", runningMean), ("running_var", runningVar)] }
+    public var buffers: [(String, Buffer)] { [("running_mean", runningMeanBuffer), ("running_var", runningVarBuffer)] }
 
     public func forward(_ x: Tensor) -> Tensor {
         let plane = x.h * x.w, m = x.n * plane

@@ -67,6 +67,12 @@ public final class Parameter {
     public func zeroGrad() { grad.zero() }
 }
 
+/// A non-trainable tensor a layer keeps (BatchNorm's running statistics).
+public final class Buffer {
+    public var value: Tensor
+    public init(_ value: Tensor) { self.value = value }
+}
+
 /// Every layer: `forward` keeps what `backward` needs; `backward` takes the gradient of
 /// the loss with respect to the output, adds parameter gradients into each
 /// `Parameter.grad`, and returns the gradient with respect to the input.
@@ -76,14 +82,14 @@ public protocol Layer: AnyObject {
     /// Named parameters, PyTorch `state_dict` names relative to this layer.
     var parameters: [(String, Parameter)] { get }
     /// Named buffers (running statistics), PyTorch names.
-    var buffers: [(String, Tensor)] { get }
+    var buffers: [(String, Buffer)] { get }
     /// Training mode (batch statistics, dropout) or inference.
     var training: Bool { get set }
 }
 
 extension Layer {
     public var parameters: [(String, Parameter)] { [] }
-    public var buffers: [(String, Tensor)] { [] }
+    public var buffers: [(String, Buffer)] { [] }
 }
 
 /// Stateless layers keep their mode here.

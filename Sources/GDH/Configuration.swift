@@ -1,0 +1,58 @@
+import Foundation
+import HammingCode
+
+/// The shape of a GDH model: everything needed to build its networks and to prepare
+/// their input. Stored as JSON in the model file's metadata.
+public struct GDHConfiguration: Codable, Equatable, Sendable {
+    /// A name for people ("paper", "small", ...).
+    public var name: String
+    /// Input images are resized to imageSize × imageSize.
+    public var imageSize: Int
+    /// b: code bits (the hash net's outputs).
+    public var bits: Int
+    /// Generator: base width, residual blocks, normalisation, attention.
+    public var ngf: Int
+    public var generatorBlocks: Int
+    public var norm: NormKind
+    public var attention: Bool
+    /// Discriminator base width.
+    public var ndf: Int
+    /// Hash net stages: widths and BasicBlocks per stage.
+    public var hashWidths: [Int]
+    public var hashBlocks: [Int]
+    /// How images are resized: "area" or "bilinear".
+    public var resize: String
+
+    /// The paper's configuration: 256 px, ngf 32 with 9 blocks, ResNet-18 hash net.
+    public static func paper(bits: Int = 64) -> GDHConfiguration {
+        GDHConfiguration(name: "paper", imageSize: 256, bits: bits, ngf: 32, generatorBlocks: 9, norm: .batch,
+                         attention: true, ndf: 64, hashWidths: [64, 128, 256, 512], hashBlocks: [2, 2, 2, 2], resize: "area")
+    }
+
+    /// A configuration that trains on two CPU cores in minutes: 64 px, ngf 8 with 3 blocks,
+    /// a four-stage ResNet of widths 16-128 with one block per stage.
+    public static func small(bits: Int = 64) -> GDHConfiguration {
+        GDHConfiguration(name: "small", imageSize: 64, bits: bits, ngf: 8, generatorBlocks: 3, norm: .batch,
+                         attention: true, ndf: 16, hashWidths: [16, 32, 64, 128], hashBlocks: [1, 1, 1, 1], resize: "area")
+    }
+
+    public static func named(_ name: String, bits: Int) -> GDHConfiguration? {
+        switch name {
+        case "paper": return paper(bits: bits)
+        case "small": return small(bits: bits)
+        default: return nil
+        }
+    }
+
+    /// Why this configuration cannot be built, or nil.
+    public var problem: String? {
+        if (try? CodeWidth(bits: bits)) == nil { return "bits must be 32 to 1024 in steps of 32, not \(bits)" }
+        if imageSize < 16 || imageSize > 1024 || imageSize % 4 != 0 { return "image size must be a multiple of 4 from 16 to 1024" }
+        if ngf < 1 || ndf < 1 || generatorBlocks < 0 { return "network widths must be positive" }
+        if hashWidths.count != 4 || hashBlocks.count != 4 || hashWidths.contains(where: { $0 < 1 }) || hashBlocks.contains(where: { $0 < 1 }) {
+            return "the hash net needs four stages of positive widths and block counts"
+        }
+        if resize != "area" && resize != "bilinear" { return "resize must be area or bilinear" }
+        return nil
+    }
+}

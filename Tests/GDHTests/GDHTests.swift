@@ -1,0 +1,138 @@
+import Foundation
+import Testing
+import NeuralNet
+import Safetensors
+@testable import GDH
+
+let fixtureDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
+
+func loadFixture(_ name: String) throws -> SafetensorsFile {
+    try SafetensorsFile.read(contentsOf: fixtureDirectory.appendingPathComponent(name + ".safetensors").path)
+}
+
+func tensor(_ f: SafetensorsFile, _ name: String) throws -> Tensor {
+    guard let t = f[name] else { throw ModelError("fixture has no \(name)") }
+    return Tensor(shape: t.shape, data: try t.floats())
+}
+
+/// max |a − b| relative to max(1, max |b|).
+func relativeDifference(_ a: Tensor, _ b: Tensor) -> Float {
+    guard a.shape == b.shape else { return .infinity }
+    var d: Float = 0, s: Float = 1
+    for i in 0..<a.count { d = max(d, abs(a.data[i] - b.data[i])); s = max(s, abs(b.data[i])) }
+    return d / s
+}
+
+/// Builds the network a fixture describes, loads its `param.` tensors, runs forward and
+/// backward, and compares output, input gradient and the saved parameter gradients.
+func checkNetwork(_ name: String, tolerance: Float = 1e-4) throws {
+    let f = try loadFixture(name)
+    let m = f.metadata
+    let net: Chain
+    switch m["network"] {
+    case "generator":
+        net = Generator.make(ngf: Int(m["ngf"]!)!, blocks: Int(m["n_blocks"]!)!, norm: NormKind(rawValue: m["norm"]!)!,
+                             attention: m["attention"] == "true")
+    case "hashnet":
+        net = HashNet.make(widths: m["widths"]!.split(separator: ",").map { Int($0)! },
+                           blocks: m["blocks"]!.split(separator: ",").map { Int($0)! }, bits: Int(m["bits"]!)!)
+    default:
+        net = Discriminator.make(ndf: Int(m["ndf"]!)!, norm: NormKind(rawValue: m["norm"]!)!)
+    }
+    var state: [String: Tensor] = [:]
+    for n in f.names where n.hasPrefix("param.") { state[n] = try tensor(f, n) }
+    try net.load(state, prefix: "param.", strict: true)
+    net.training = m["mode"] == "train"
+    net.zeroGrad()
+    let y = net.forward(try tensor(f, "input"))
+    let dOut = relativeDifference(y, try tensor(f, "output"))
+    #expect(dOut <= tolerance, "\(name) output differs by \(dOut)")
+    let dx = net.backward(try tensor(f, "grad_output"))
+    let dIn = relativeDifference(dx, try tensor(f, "grad_input"))
+    #expect(dIn <= tolerance, "\(name) grad_input differs by \(dIn)")
+    let params = Dictionary(uniqueKeysWithValues: net.parameters)
+    for n in f.names where n.hasPrefix("grad.") {
+        let key = String(n.dropFirst(5))
+        guard let p = params[key] else { Issue.record("\(name): the network has no parameter \(key)"); continue }
+        let d = relativeDifference(p.grad, try tensor(f, n))
+        #expect(d <= tolerance, "\(name) \(n) differs by \(d)")
+    }
+    let buffers = Dictionary(uniqueKeysWithValues: net.buffers)
+    for n in f.names where n.hasPrefix("buffer.") {
+        let key = String(n.dropFirst(7))
+        guard let b = buffers[key] else { Issue.record("\(name): no buffer \(key)"); continue }
+        #expect(relativeDifference(b.value, try tensor(f, n)) <= tolerance, "\(name) \(n)")
+    }
+}
+
+@Suite("GDH networks against PyTorch")
+struct GDHNetworkTests {
+    @Test("whole networks match PyTorch forward and backward", arguments: [
+        "generator_small_batch_eval", "generator_small_instance_train", "hashnet_small_eval",
+        "hashnet_small_train", "discriminator_small_train",
+    ])
+    func network(name: String) throws {
+        try checkNetwork(name)
+    }
+
+    @Test("the paper hash net has ResNet-18's tensor names and sizes")
+    func resnet18Names() {
+        let net = HashNet.make(widths: [64, 128, 256, 512], blocks: [2, 2, 2, 2], bits: 64)
+        let names = Set(net.parameters.map(\.0))
+        #expect(names.contains("layer2.0.downsample.0.weight"))
+        #expect(names.contains("layer4.1.bn2.bias"))
+        #expect(names.contains("fc.weight"))
+        #expect(!names.contains("layer1.0.downsample.0.weight"))
+        let count = net.parameters.reduce(0) { $0 + $1.1.value.count }
+        // torchvision resnet18 has 11,689,512 parameters with a 1000-way fc (513,000 of them).
+        #expect(count == 11_689_512 - 513_000 + 512 * 64 + 64)
+    }
+}
+
+@Suite("GDH model files")
+struct ModelFileTests {
+    @Test("a model file round-trips bit-exactly and keeps its configuration")
+    func roundTrip() throws {
+        var config = GDHConfiguration.small(bits: 32)
+        config.imageSize = 32
+        let model = try GDHModel(configuration: config, training: true)
+        var rng = SystemRandomNumberGenerator()
+        for (_, p) in model.hashNet.parameters { Initializer.normal(&p.value, using: &rng) }
+        let path = NSTemporaryDirectory() + "gdh-model-\(UUID().uuidString).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try model.write(to: path)
+        let back = try GDHModel.read(contentsOf: path)
+        #expect(back.configuration == config)
+        #expect(back.stateDict() == model.stateDict())
+        #expect(back.generatorS != nil)
+        let file = try SafetensorsFile.read(contentsOf: path)
+        #expect(file.metadata["bits"] == "32")
+        #expect(file.names.contains("G_I.resnet_blocks.0.conv1.weight"))
+        #expect(file.names.contains("H.layer1.0.bn1.running_mean"))
+    }
+
+    @Test("files that are not models, or do not fit their configuration, are refused")
+    func refused() throws {
+        let path = NSTemporaryDirectory() + "gdh-bad-\(UUID().uuidString).safetensors"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try SafetensorsFile(tensors: [:], metadata: ["format": "other"]).write(to: path)
+        #expect(throws: ModelError.self) { try GDHModel.read(contentsOf: path) }
+        var config = GDHConfiguration.small(bits: 32)
+        config.imageSize = 32
+        let model = try GDHModel(configuration: config)
+        try model.write(to: path)
+        var file = try SafetensorsFile.read(contentsOf: path)
+        file.tensors["H.fc.weight"] = try TensorData(floats: [Float](repeating: 0, count: 6), shape: [2, 3])
+        try file.write(to: path)
+        #expect(throws: ModelError.self) { try GDHModel.read(contentsOf: path) }
+        file.tensors.removeValue(forKey: "H.fc.weight")
+        try file.write(to: path)
+        #expect(throws: ModelError.self) { try GDHModel.read(contentsOf: path) }
+        #expect(throws: ModelError.self) { try GDHModel.read(contentsOf: path + ".missing") }
+        var bad = GDHConfiguration.small(bits: 40)
+        #expect(bad.problem != nil)
+        bad.bits = 64
+        bad.resize = "cubic"
+        #expect(throws: ModelError.self) { try GDHModel(configuration: bad) }
+    }
+}
