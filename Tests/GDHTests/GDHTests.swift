@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import NeuralNet
 import Safetensors
+import HammingCode
 @testable import GDH
 
 let fixtureDirectory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures")
@@ -134,5 +135,64 @@ struct ModelFileTests {
         bad.bits = 64
         bad.resize = "cubic"
         #expect(throws: ModelError.self) { try GDHModel(configuration: bad) }
+    }
+}
+
+/// A small model assembled from the PyTorch fixtures' weights (G_I from the batch-norm
+/// generator, H from the eval hash net): 32 px, 32-bit codes.
+func fixtureModel() throws -> GDHModel {
+    let config = GDHConfiguration(name: "fixture", imageSize: 32, bits: 32, ngf: 4, generatorBlocks: 2, norm: .batch,
+                                  attention: true, ndf: 4, hashWidths: [4, 8, 8, 16], hashBlocks: [1, 1, 1, 1], resize: "area")
+    let model = try GDHModel(configuration: config)
+    for (net, file) in [(model.generatorI, "generator_small_batch_eval"), (model.hashNet, "hashnet_small_eval")] {
+        let f = try loadFixture(file)
+        var state: [String: Tensor] = [:]
+        for n in f.names where n.hasPrefix("param.") { state[n] = try tensor(f, n) }
+        try net.load(state, prefix: "param.")
+    }
+    model.setTraining(false)
+    return model
+}
+
+@Suite("GDH encoders")
+struct EncoderTests {
+    @Test("image codes are the signs of PyTorch's hash-net outputs")
+    func imageCodes() throws {
+        let encoder = try GDHEncoder(model: try fixtureModel())
+        let f = try loadFixture("hashnet_small_eval")
+        let out = try tensor(f, "output")
+        let codes = try encoder.encodeImages(try tensor(f, "input"))
+        #expect(codes.count == 2)
+        for (n, code) in codes.enumerated() {
+            for i in 0..<32 where abs(out.data[n * 32 + i]) > 1e-4 {
+                #expect(code.bit(i) == (out.data[n * 32 + i] > 0), "image \(n) bit \(i)")
+            }
+        }
+    }
+
+    @Test("sketch codes go through G_I; batches equal single encodes; bad shapes are refused")
+    func sketchCodes() throws {
+        let model = try fixtureModel()
+        let encoder = try GDHEncoder(model: model)
+        var rng = SystemRandomNumberGenerator()
+        var batch = Tensor(zeros: [3, 3, 32, 32])
+        for i in 0..<batch.count { batch.data[i] = Float.random(in: -1...1, using: &rng) }
+        let together = try encoder.encodeSketches(batch)
+        let per = batch.count / 3
+        for n in 0..<3 {
+            let one = Tensor(shape: [1, 3, 32, 32], data: Array(batch.data[(n * per)..<((n + 1) * per)]))
+            #expect(try encoder.encodeSketches(one) == [together[n]])
+        }
+        let synthetic = try encoder.synthesize(batch)
+        #expect(try encoder.encodeImages(synthetic) == together)
+        #expect(throws: ModelError.self) { try encoder.encodeImages(Tensor(zeros: [1, 3, 16, 16])) }
+        // A pool of replicas gives the same codes from any thread.
+        let pool = try EncoderPool(model: model, size: 2)
+        let results = UnsafeMutableBufferPointer<[HammingCode]>.allocate(capacity: 4)
+        defer { results.deallocate() }
+        DispatchQueue.concurrentPerform(iterations: 4) { i in
+            results.initializeElement(at: i, to: (try? pool.withEncoder { try $0.encodeSketches(batch) }) ?? [])
+        }
+        for i in 0..<4 { #expect(results[i] == together) }
     }
 }

@@ -1,0 +1,93 @@
+import Foundation
+import HammingCode
+import NeuralNet
+
+/// Turns prepared images into codes: image code = sign(H(image)), sketch code =
+/// sign(H(G_I(sketch))); bit i is 1 where output i is > 0. Inputs are batches
+/// (N, 3, S, S) already resized and scaled to [-1, 1] (see `GDHModel.preprocessingDescription`).
+///
+/// One encoder runs one batch at a time (its layers keep state); `EncoderPool` hands
+/// replicas to concurrent callers.
+public final class GDHEncoder {
+    public let model: GDHModel
+    public let width: CodeWidth
+
+    public init(model: GDHModel) throws {
+        self.model = model
+        self.width = try CodeWidth(bits: model.configuration.bits)
+        model.setTraining(false)
+    }
+
+    private func checkInput(_ batch: Tensor) throws {
+        let s = model.configuration.imageSize
+        guard batch.rank == 4, batch.shape[1] == 3, batch.shape[2] == s, batch.shape[3] == s else {
+            throw ModelError("encoder input must be (N, 3, \(s), \(s)), got \(batch.shape)")
+        }
+    }
+
+    /// sign(H(x)) for each image of the batch.
+    public func encodeImages(_ batch: Tensor) throws -> [HammingCode] {
+        try checkInput(batch)
+        return codes(model.hashNet.forward(batch))
+    }
+
+    /// sign(H(G_I(x))) for each sketch of the batch.
+    public func encodeSketches(_ batch: Tensor) throws -> [HammingCode] {
+        try checkInput(batch)
+        return codes(model.hashNet.forward(model.generatorI.forward(batch)))
+    }
+
+    /// The synthetic images G_I makes of sketches, (N, 3, S, S) in [-1, 1].
+    public func synthesize(_ batch: Tensor) throws -> Tensor {
+        try checkInput(batch)
+        return model.generatorI.forward(batch)
+    }
+
+    /// Codes from hash-net outputs (N, b): bit i set where output i > 0.
+    public func codes(_ outputs: Tensor) -> [HammingCode] {
+        let b = width.bits
+        return (0..<outputs.shape[0]).map { n in
+            var words = [UInt64](repeating: 0, count: width.words)
+            for i in 0..<b where outputs.data[n * b + i] > 0 {
+                words[i >> 6] |= UInt64(1) << UInt64(63 - (i & 63))
+            }
+            return HammingCode(width: width, words: words)
+        }
+    }
+}
+
+/// A fixed set of encoder replicas for concurrent callers: `withEncoder` blocks until one
+/// is free. With as many replicas as cores, OpenBLAS runs single-threaded inside each, so
+/// the replicas and BLAS threads never oversubscribe the machine.
+public final class EncoderPool: @unchecked Sendable {
+    private var free: [GDHEncoder]
+    private let condition = NSCondition()
+    public let size: Int
+    public let width: CodeWidth
+    public let configuration: GDHConfiguration
+
+    public init(model: GDHModel, size: Int) throws {
+        precondition(size >= 1)
+        var encoders = [try GDHEncoder(model: model)]
+        for _ in 1..<size { encoders.append(try GDHEncoder(model: try model.replica())) }
+        free = encoders
+        self.size = size
+        width = encoders[0].width
+        configuration = model.configuration
+        setBLASThreads(size >= ProcessInfo.processInfo.activeProcessorCount ? 1 : max(1, ProcessInfo.processInfo.activeProcessorCount / size))
+    }
+
+    public func withEncoder<T>(_ body: (GDHEncoder) throws -> T) rethrows -> T {
+        condition.lock()
+        while free.isEmpty { condition.wait() }
+        let e = free.removeLast()
+        condition.unlock()
+        defer {
+            condition.lock()
+            free.append(e)
+            condition.signal()
+            condition.unlock()
+        }
+        return try body(e)
+    }
+}
