@@ -28,6 +28,11 @@ let package = Package(
         .target(name: "MultiIndex", dependencies: ["HammingCode", "CHammingKernels"], swiftSettings: popcnt),
         .target(name: "HashStore", dependencies: ["CLMDB", "HammingCode", "MultiIndex"], swiftSettings: popcnt),
         .target(name: "WireProtocol", dependencies: ["HammingCode"], swiftSettings: popcnt),
+        .target(
+            name: "CImageCodecs",
+            linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]
+        ),
+        .target(name: "ImageIO", dependencies: ["CImageCodecs"], swiftSettings: popcnt),
         .target(name: "NeuralNet", dependencies: ["COpenBLAS"], swiftSettings: popcnt),
         .target(name: "GDH", dependencies: ["NeuralNet", "Safetensors", "HammingCode"], swiftSettings: popcnt),
         .target(name: "GDHClient", dependencies: ["WireProtocol"], swiftSettings: popcnt),
@@ -35,7 +40,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "HashStore", "MultiIndex", "WireProtocol", "HammingCode", "GDHClient",
+                "HashStore", "MultiIndex", "WireProtocol", "HammingCode", "GDHClient", "GDH", "ImageIO", "NeuralNet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -75,10 +80,11 @@ let package = Package(
         .testTarget(name: "MultiIndexTests", dependencies: ["MultiIndex", "HammingCode"], swiftSettings: popcnt),
         .testTarget(name: "HashStoreTests", dependencies: ["HashStore", "MultiIndex", "HammingCode"], swiftSettings: popcnt),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "HammingCode"], swiftSettings: popcnt),
+        .testTarget(name: "ImageIOTests", dependencies: ["ImageIO"], exclude: ["Fixtures"], swiftSettings: popcnt),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], exclude: ["Fixtures"], swiftSettings: popcnt),
         .testTarget(
             name: "DaemonTests",
-            dependencies: ["Daemon", "WireProtocol", "HammingCode", "HashStore", "GDHClient"],
+            dependencies: ["Daemon", "WireProtocol", "HammingCode", "HashStore", "GDHClient", "GDH", "NeuralNet", "Safetensors", "ImageIO"],
             swiftSettings: popcnt
         ),
     ],

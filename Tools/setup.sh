@@ -2,7 +2,7 @@
 # Installs the Debian packages gdh-index needs, only when they are missing.
 # Usage: bash Tools/setup.sh [extra-package ...]
 set -euo pipefail
-packages=(liblmdb-dev libopenblas-dev pkg-config "$@")
+packages=(liblmdb-dev libopenblas-dev pkg-config libpng-dev libjpeg62-turbo-dev "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

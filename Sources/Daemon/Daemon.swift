@@ -1,4 +1,5 @@
 import Foundation
+import GDH
 import GDHClient
 import HashStore
 import Logging
@@ -31,6 +32,12 @@ public struct DaemonConfiguration: Sendable {
     /// microseconds) or on the query thread pool.
     public var inlineReads = true
     public var initialMapSize: Int = 64 << 20
+    /// A GDH model file: image and sketch requests are encoded with it.
+    public var modelPath: String?
+    /// Directories under which IMAGE and SKETCH paths may be read.
+    public var allowRoots: [String] = []
+    /// Encoder replicas (0: one per core).
+    public var encoderThreads: Int = 0
 
     public init(databasePath: String, socketPath: String) {
         self.databasePath = databasePath
@@ -40,8 +47,9 @@ public struct DaemonConfiguration: Sendable {
 
 public enum DaemonError: Error, CustomStringConvertible {
     case socket(String)
+    case model(String)
     public var description: String {
-        switch self { case .socket(let s): return s }
+        switch self { case .socket(let s), .model(let s): return s }
     }
 }
 
@@ -61,20 +69,36 @@ public final class Daemon: @unchecked Sendable {
     private var finished = false
 
     /// Opens (or creates) the database. Throws `StoreError` with a clear message.
-    public init(configuration: DaemonConfiguration, encoder: CodeEncoder? = nil, logger: Logger) throws {
+    public init(configuration: DaemonConfiguration, encoder givenEncoder: CodeEncoder? = nil, logger: Logger) throws {
         self.configuration = configuration
         self.logger = logger
         // Refuse a live socket before creating anything on disk.
         try Daemon.clearStaleSocket(configuration.socketPath)
-        var options = StoreOptions(bits: configuration.bits, substrings: configuration.substrings)
+        var encoder = givenEncoder
+        if encoder == nil, let path = configuration.modelPath {
+            let model = try GDHModel.read(contentsOf: path)
+            encoder = try ModelEncoder(model: model, poolSize: configuration.encoderThreads > 0 ? configuration.encoderThreads : System.coreCount,
+                                       allowRoots: configuration.allowRoots)
+            logger.info("model loaded", metadata: ["model": "\(path)", "config": "\(model.configuration.name)", "bits": "\(model.configuration.bits)"])
+        }
+        // A new database takes the model's code width unless --bits says otherwise.
+        var options = StoreOptions(bits: configuration.bits ?? encoder?.bits, substrings: configuration.substrings)
         options.initialMapSize = configuration.initialMapSize
-        store = try HashStore(directory: configuration.databasePath, options: options)
+        do {
+            store = try HashStore(directory: configuration.databasePath, options: options)
+        } catch StoreError.mismatch(let m) where configuration.bits == nil && encoder != nil {
+            throw DaemonError.model("the model produces \(options.bits ?? 0)-bit codes, but \(m)")
+        }
         store.planner = configuration.planner
+        if let encoder, encoder.bits != store.width.bits {
+            store.close()
+            throw DaemonError.model("the model produces \(encoder.bits)-bit codes but the database \(configuration.databasePath) holds \(store.width.bits)-bit codes")
+        }
         let cores = System.coreCount
         group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.loopThreads > 0 ? configuration.loopThreads : cores)
         pool = NIOThreadPool(numberOfThreads: configuration.queryThreads > 0 ? configuration.queryThreads : cores)
         pool.start()
-        writer = Writer(store: store, logger: logger)
+        writer = Writer(store: store, logger: logger, encoder: encoder)
         writer.start()
         service = Service(store: store, writer: writer, pool: pool, encoder: encoder, logger: logger)
         service.inlineReads = configuration.inlineReads

@@ -9,12 +9,6 @@ import NIOCore
 import NIOPosix
 import WireProtocol
 
-/// Turns images and sketches into codes. The GDH encoders plug in here; until a model
-/// is loaded the daemon has none and answers image and sketch requests with NOMODEL.
-public protocol CodeEncoder: Sendable {
-    func code(for source: Source) throws -> HammingCode
-}
-
 /// Executes parsed commands against the store: reads on a thread pool, writes through
 /// the single writer. Knows nothing of sockets; `ConnectionHandler` orders the answers.
 final class Service: @unchecked Sendable {
@@ -67,8 +61,11 @@ final class Service: @unchecked Sendable {
                     return loop.makeSucceededFuture(render(error))
                 }
             }
-            return pool.runIfActive(eventLoop: loop) { try self.code(for: source) }
-                .flatMap { self.submitWrite(.add(key: key, code: $0), on: loop) }
+            guard let encoder else {
+                return loop.makeSucceededFuture(render(ProtocolError.noModel(for: source)))
+            }
+            return pool.runIfActive(eventLoop: loop) { try encoder.codeForStorage(source) }
+                .flatMap { self.submitWrite(.add(key: key, code: $0.0, source: $0.1), on: loop) }
                 .recover { self.render($0) }
         case .del(let key):
             return submitWrite(.delete(key: key), on: loop)
@@ -78,20 +75,25 @@ final class Service: @unchecked Sendable {
             return submitAdmin(.rebuild(m: m), on: loop)
         case .verify:
             return submitAdmin(.verify, on: loop)
+        case .reencode:
+            guard encoder != nil else {
+                return loop.makeSucceededFuture(render(ProtocolError(.noModel, "REENCODE needs a model: start gdhd with --model")))
+            }
+            return submitAdmin(.reencode, on: loop)
         case .get(let key):
             return runRead(on: loop) {
                 guard let c = self.store.get(key) else { throw ProtocolError.notFound(key: key) }
                 return ResponseFormatter.ok(c.hex)
             }
         case .knn(let k, let source):
-            return runRead(on: loop) {
+            return runRead(on: loop, heavy: !source.isCode) {
                 let q = try self.code(for: source)
                 var stats = SearchStats()
                 let r = self.store.knn(q, k: k, stats: &stats)
                 return ResponseFormatter.neighbors(r)
             }
         case .range(let radius, let source):
-            return runRead(on: loop) {
+            return runRead(on: loop, heavy: !source.isCode) {
                 let q = try self.code(for: source)
                 var stats = SearchStats()
                 let r = self.store.range(q, radius: radius, stats: &stats)
@@ -121,9 +123,10 @@ final class Service: @unchecked Sendable {
     /// Runs a read. Reads answer from memory in microseconds, so by default they run
     /// right on the connection's event loop: a hop to the pool and back costs more than
     /// the query. With `inlineReads` off they go to the query pool instead.
-    private func runRead(on loop: EventLoop, _ body: @escaping @Sendable () throws -> String) -> EventLoopFuture<String> {
+    /// `heavy` reads (image decoding and network passes) always go to the pool.
+    private func runRead(on loop: EventLoop, heavy: Bool = false, _ body: @escaping @Sendable () throws -> String) -> EventLoopFuture<String> {
         counters.withLockedValue { $0.queries += 1 }
-        if inlineReads {
+        if inlineReads && !heavy {
             do { return loop.makeSucceededFuture(try body()) } catch { return loop.makeSucceededFuture(render(error)) }
         }
         return pool.runIfActive(eventLoop: loop, body).recover { self.render($0) }

@@ -11,6 +11,7 @@ final class Writer: @unchecked Sendable {
         case compact
         case rebuild(m: Int?)
         case verify
+        case reencode
     }
 
     enum Job {
@@ -20,6 +21,7 @@ final class Writer: @unchecked Sendable {
 
     private let store: HashStore
     private let logger: Logger
+    private let encoder: CodeEncoder?
     private let maxBatch: Int
     private let condition = NSCondition()
     private var queue: [Job] = []
@@ -28,9 +30,10 @@ final class Writer: @unchecked Sendable {
     private var finished = false
     private var thread: Thread?
 
-    init(store: HashStore, logger: Logger, maxBatch: Int = 8192) {
+    init(store: HashStore, logger: Logger, encoder: CodeEncoder? = nil, maxBatch: Int = 8192) {
         self.store = store
         self.logger = logger
+        self.encoder = encoder
         self.maxBatch = maxBatch
     }
 
@@ -121,6 +124,24 @@ final class Writer: @unchecked Sendable {
         case .verify:
             let (items, stale) = try store.verify()
             return "\(items) \(stale)"
+        case .reencode:
+            // Every stored image through the current model, in batches of writes; items
+            // whose image can no longer be read keep their code and are counted.
+            guard let encoder else { return "0 0" }
+            var done = 0, failed = 0
+            var batch: [WriteOp] = []
+            for (key, source) in try store.sources() {
+                do {
+                    batch.append(.add(key: key, code: try encoder.reencode(source), source: source))
+                    done += 1
+                } catch {
+                    failed += 1
+                    logger.warning("REENCODE could not encode \(key): \(error)")
+                }
+                if batch.count >= 256 { _ = try store.apply(batch); batch.removeAll() }
+            }
+            if !batch.isEmpty { _ = try store.apply(batch) }
+            return "\(done) \(failed)"
         }
     }
 }

@@ -23,6 +23,21 @@ public struct GDHConfiguration: Codable, Equatable, Sendable {
     /// How images are resized: "area" or "bilinear".
     public var resize: String
 
+    public init(name: String, imageSize: Int, bits: Int, ngf: Int, generatorBlocks: Int, norm: NormKind, attention: Bool,
+                ndf: Int, hashWidths: [Int], hashBlocks: [Int], resize: String) {
+        self.name = name
+        self.imageSize = imageSize
+        self.bits = bits
+        self.ngf = ngf
+        self.generatorBlocks = generatorBlocks
+        self.norm = norm
+        self.attention = attention
+        self.ndf = ndf
+        self.hashWidths = hashWidths
+        self.hashBlocks = hashBlocks
+        self.resize = resize
+    }
+
     /// The paper's configuration: 256 px, ngf 32 with 9 blocks, ResNet-18 hash net.
     public static func paper(bits: Int = 64) -> GDHConfiguration {
         GDHConfiguration(name: "paper", imageSize: 256, bits: bits, ngf: 32, generatorBlocks: 9, norm: .batch,

@@ -27,9 +27,36 @@ public enum StoreError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+/// Where an item's code came from, kept so that REENCODE can encode it again.
+public enum ItemSource: Sendable, Equatable {
+    /// An image file (an absolute path).
+    case path(String)
+    /// Image bytes sent inline (IMAGE64).
+    case inline([UInt8])
+
+    var encoded: [UInt8] {
+        switch self {
+        case .path(let p): return [1] + Array(p.utf8)
+        case .inline(let b): return [2] + b
+        }
+    }
+
+    init?(encoded b: UnsafeRawBufferPointer) {
+        guard let kind = b.first else { return nil }
+        let rest = Array(b.dropFirst())
+        switch kind {
+        case 1: self = .path(String(decoding: rest, as: UTF8.self))
+        case 2: self = .inline(rest)
+        default: return nil
+        }
+    }
+}
+
 /// A write, as the writer applies it.
 public enum WriteOp: Sendable {
-    case add(key: String, code: HammingCode)
+    /// Stores a code under a key; `source` is the image it was encoded from (nil: a code
+    /// given directly, which drops any source the key had).
+    case add(key: String, code: HammingCode, source: ItemSource? = nil)
     case delete(key: String)
 }
 
@@ -84,6 +111,7 @@ public final class HashStore {
     private var dbItems: MDB_dbi = 0
     private var dbTables: MDB_dbi = 0
     private var dbPending: MDB_dbi = 0
+    private var dbSources: MDB_dbi = 0
     private let lockFD: Int32
 
     private let index: MultiIndex
@@ -138,12 +166,13 @@ public final class HashStore {
         // Read or create the settings.
         var settings: (bits: Int, m: Int?, next: UInt32, tablesM: Int?)
         do {
-            var dbs = (MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0))
+            var dbs = (MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0))
             settings = try env.write { txn in
                 dbs.0 = try txn.openDatabase("meta", flags: UInt32(MDB_CREATE))
                 dbs.1 = try txn.openDatabase("items", flags: UInt32(MDB_CREATE | MDB_INTEGERKEY))
                 dbs.2 = try txn.openDatabase("tables", flags: UInt32(MDB_CREATE | MDB_INTEGERKEY))
                 dbs.3 = try txn.openDatabase("pending", flags: UInt32(MDB_CREATE | MDB_INTEGERKEY))
+                dbs.4 = try txn.openDatabase("sources", flags: UInt32(MDB_CREATE | MDB_INTEGERKEY))
                 if let format = try txn.getString(dbs.0, "format") {
                     guard format == String(HashStore.formatVersion) else {
                         throw StoreError.mismatch("database format \(format) is not supported (this build reads \(HashStore.formatVersion))")
@@ -176,7 +205,7 @@ public final class HashStore {
                 try txn.putString(dbs.0, "next_id", "0")
                 return (bits, options.substrings, 0, nil)
             }
-            (dbMeta, dbItems, dbTables, dbPending) = dbs
+            (dbMeta, dbItems, dbTables, dbPending, dbSources) = dbs
         } catch let e as StoreError {
             env.close()
             throw e
@@ -382,7 +411,7 @@ public final class HashStore {
             let empty: [UInt8] = []
             for op in batch {
                 switch op {
-                case .add(let key, let code):
+                case .add(let key, let code, let source):
                     guard code.width == width else {
                         throw StoreError.invalid("code has \(code.width.bits) bits, the database \(width.bits)")
                     }
@@ -405,6 +434,11 @@ public final class HashStore {
                     record.append(contentsOf: key.utf8)
                     try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: flags) }
                     try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
+                    if let source {
+                        try source.encoded.withUnsafeBytes { try txn.put(dbSources, id: id, value: $0) }
+                    } else if existing != nil {
+                        try txn.delete(dbSources, id: id)
+                    }
                     overlay[key] = .some(id)
                     outcomes.append(.added(id: id))
                 case .delete(let key):
@@ -412,6 +446,7 @@ public final class HashStore {
                     if let id = existing {
                         try txn.delete(dbItems, id: id)
                         try txn.delete(dbPending, id: id)
+                        try txn.delete(dbSources, id: id)
                         changes.append(.remove(id, key))
                         overlay[key] = .some(nil)
                         outcomes.append(.deleted(true))
@@ -532,6 +567,7 @@ public final class HashStore {
                     dbItems = try txn.openDatabase("items", flags: UInt32(MDB_INTEGERKEY))
                     dbTables = try txn.openDatabase("tables", flags: UInt32(MDB_INTEGERKEY))
                     dbPending = try txn.openDatabase("pending", flags: UInt32(MDB_INTEGERKEY))
+                    dbSources = try txn.openDatabase("sources", flags: UInt32(MDB_INTEGERKEY))
                 }
                 mapBytes = env.mapSize
                 return (renamed, renameError, nil)
@@ -554,6 +590,22 @@ public final class HashStore {
         guard fd >= 0 else { throw StoreError.io("cannot open \(path) to sync it") }
         defer { Glibc.close(fd) }
         guard fsync(fd) == 0 else { throw StoreError.io("cannot sync \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    /// Every item that has a stored source: key and source, in id order (writer thread).
+    public func sources() throws -> [(key: String, source: ItemSource)] {
+        do {
+            return try env.read { txn in
+                var out: [(String, ItemSource)] = []
+                try txn.forEach(dbSources) { k, v in
+                    let id = k.loadUnaligned(as: UInt32.self)
+                    if let key = keys.key(id), let s = ItemSource(encoded: v) { out.append((key, s)) }
+                }
+                return out
+            }
+        } catch {
+            throw StoreError.io("cannot read the item sources: \(error)")
+        }
     }
 
     /// Checks that stored items, stored tables and the mirror agree. Returns the item

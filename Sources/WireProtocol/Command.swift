@@ -60,6 +60,8 @@ public enum Command: Equatable, Hashable, Sendable {
     case stats
     case compact
     case verify
+    /// `REENCODE`: encode every stored image again with the loaded model.
+    case reencode
     /// `REBUILD` (m = nil: use the setting) or `REBUILD <m>`.
     case rebuild(m: Int?)
     /// `ADD <key> CODE|IMAGE|IMAGE64 <value>` (never a sketch source).
@@ -77,6 +79,7 @@ public enum Command: Equatable, Hashable, Sendable {
         case .stats: return "STATS"
         case .compact: return "COMPACT"
         case .verify: return "VERIFY"
+        case .reencode: return "REENCODE"
         case .rebuild: return "REBUILD"
         case .add: return "ADD"
         case .del: return "DEL"
@@ -89,7 +92,7 @@ public enum Command: Equatable, Hashable, Sendable {
     /// ADD, DEL, COMPACT and REBUILD change the database (PROTOCOL.md section 6).
     public var isWrite: Bool {
         switch self {
-        case .add, .del, .compact, .rebuild: return true
+        case .add, .del, .compact, .rebuild, .reencode: return true
         case .ping, .quit, .stats, .verify, .get, .knn, .range: return false
         }
     }
@@ -108,7 +111,7 @@ public enum Command: Equatable, Hashable, Sendable {
     /// The request in wire form, without the line feed (for clients and tests).
     public var requestLine: String {
         switch self {
-        case .ping, .quit, .stats, .compact, .verify, .rebuild(nil): return name
+        case .ping, .quit, .stats, .compact, .verify, .reencode, .rebuild(nil): return name
         case .rebuild(let m?): return "REBUILD \(m)"
         case .add(let key, let s): return "ADD \(key) \(s.word) \(s.argument)"
         case .del(let key): return "DEL \(key)"

@@ -106,6 +106,7 @@ public enum RequestParser {
         case "STATS": try arity(args, 0, "STATS"); return .stats
         case "COMPACT": try arity(args, 0, "COMPACT"); return .compact
         case "VERIFY": try arity(args, 0, "VERIFY"); return .verify
+        case "REENCODE": try arity(args, 0, "REENCODE"); return .reencode
         case "REBUILD":
             guard args <= 1 else {
                 throw ProtocolError(.badRequest, "wrong number of arguments: usage is 'REBUILD' or 'REBUILD <m>', got \(args) arguments")
@@ -144,7 +145,7 @@ public enum RequestParser {
             }
             return .range(radius: r, query: try source(p, tokens[2], tokens[3]))
         default:
-            throw ProtocolError(.badRequest, "unknown command \(quote(p, cmd)) (commands: PING ADD DEL GET KNN RANGE STATS COMPACT REBUILD VERIFY QUIT)")
+            throw ProtocolError(.badRequest, "unknown command \(quote(p, cmd)) (commands: PING ADD DEL GET KNN RANGE STATS COMPACT REBUILD VERIFY REENCODE QUIT)")
         }
     }
 

@@ -42,6 +42,15 @@ struct GDHD: ParsableCommand {
     @Flag(name: .long, help: "Run queries on a thread pool instead of the event loops (for workloads of long RANGE queries).")
     var poolQueries = false
 
+    @Option(name: .long, help: ArgumentHelp("A GDH model file (safetensors): ADD ... IMAGE and KNN/RANGE ... SKETCH/IMAGE are encoded with it.", valueName: "file"))
+    var model: String?
+
+    @Option(name: .long, help: ArgumentHelp("A directory under which IMAGE and SKETCH paths may be read (repeatable).", valueName: "dir"))
+    var allowRoot: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Encoder replicas (0: one per core).", valueName: "n"))
+    var encoderThreads: Int = 0
+
     @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
     var logLevel: String = "info"
 
@@ -70,6 +79,9 @@ struct GDHD: ParsableCommand {
         config.planner = PlannerMode(rawValue: planner) ?? .automatic
         config.queryThreads = threads
         config.inlineReads = !poolQueries
+        config.modelPath = model
+        config.allowRoots = allowRoot
+        config.encoderThreads = encoderThreads
         let daemon: Daemon
         do {
             daemon = try Daemon(configuration: config, logger: logger)

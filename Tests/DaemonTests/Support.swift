@@ -11,20 +11,23 @@ final class TestDaemon {
     let socket: String
     var daemon: Daemon?
 
-    init(bits: Int = 64, substrings: Int? = nil, maxLineBytes: Int = 4 << 20, dir: String? = nil) throws {
+    init(bits: Int? = 64, substrings: Int? = nil, maxLineBytes: Int = 4 << 20, dir: String? = nil,
+         configure: (inout DaemonConfiguration) -> Void = { _ in }) throws {
         let id = UUID().uuidString.prefix(8)
         self.dir = dir ?? NSTemporaryDirectory() + "gdh-e2e-\(id)"
         self.socket = NSTemporaryDirectory() + "gdh-e2e-\(id).sock"
-        try start(bits: bits, substrings: substrings, maxLineBytes: maxLineBytes)
+        try start(bits: bits, substrings: substrings, maxLineBytes: maxLineBytes, configure: configure)
     }
 
-    func start(bits: Int? = nil, substrings: Int? = nil, maxLineBytes: Int = 4 << 20) throws {
+    func start(bits: Int? = nil, substrings: Int? = nil, maxLineBytes: Int = 4 << 20,
+               configure: (inout DaemonConfiguration) -> Void = { _ in }) throws {
         var config = DaemonConfiguration(databasePath: dir, socketPath: socket)
         config.bits = bits
         config.substrings = substrings
         config.maxLineBytes = maxLineBytes
         config.loopThreads = 2
         config.queryThreads = 2
+        configure(&config)
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         let d = try Daemon(configuration: config, logger: logger)
