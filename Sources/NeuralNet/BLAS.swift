@@ -1,4 +1,5 @@
 import COpenBLAS
+import Dispatch
 
 /// C = alpha · op(A) · op(B) + beta · C, row-major: op(A) is M×K, op(B) is K×N, C is M×N.
 @inline(__always)
@@ -17,3 +18,40 @@ public func setBLASThreads(_ n: Int) {
 
 /// The number of threads OpenBLAS uses.
 public var blasThreads: Int { Int(openblas_get_num_threads()) }
+
+/// Time and arithmetic spent in convolution forwards, for benchmarks. Off by default;
+/// not synchronised (turn it on only in a single-threaded measurement).
+public enum ConvProfiler {
+    nonisolated(unsafe) public static var enabled = false
+    nonisolated(unsafe) public static var nanoseconds: UInt64 = 0
+    nonisolated(unsafe) public static var flops: Double = 0
+
+    public static func reset() {
+        nanoseconds = 0
+        flops = 0
+    }
+
+    /// GFLOP/s over what was recorded.
+    public static var gflops: Double { nanoseconds == 0 ? 0 : flops / Double(nanoseconds) }
+
+    @inline(__always)
+    static func record(start: UInt64, flops f: Double) {
+        nanoseconds &+= DispatchTime.now().uptimeNanoseconds &- start
+        flops += f
+    }
+}
+
+/// GFLOP/s of one n × n × n sgemm, the best of `repeats` runs.
+public func measureSgemmGFLOPs(n: Int = 1024, repeats: Int = 3) -> Double {
+    var a = [Float](repeating: 0, count: n * n), b = a, c = a
+    for i in 0..<(n * n) { a[i] = Float(i % 7) * 0.1; b[i] = Float(i % 5) * 0.2 }
+    var best = Double.infinity
+    for _ in 0..<repeats {
+        let t = DispatchTime.now().uptimeNanoseconds
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+            gemm(m: n, n: n, k: n, ap.baseAddress!, lda: n, bp.baseAddress!, ldb: n, cp.baseAddress!, ldc: n)
+        }}}
+        best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t))
+    }
+    return 2 * Double(n * n * n) / best
+}

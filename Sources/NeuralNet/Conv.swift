@@ -1,3 +1,5 @@
+import Dispatch
+
 /// Geometry shared by im2col and col2im: an image of `channels` × `height` × `width`
 /// seen through a `kh` × `kw` kernel moved with `stride` and zero `padding`, at the
 /// positions of a `gridH` × `gridW` grid. Column matrix: (channels·kh·kw) × (gridH·gridW).
@@ -102,6 +104,7 @@ public final class Conv2d: Layer {
 
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rank == 4 && x.c == inChannels, "Conv2d expects (N, \(inChannels), H, W), got \(x.shape)")
+        let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
         let xin = paddingMode == .reflect && padding > 0 ? reflectionPad(x, padding) : x
         input = xin
         let g = geometry(xin)
@@ -124,6 +127,9 @@ public final class Conv2d: Layer {
                      colp.baseAddress!, ldb: g.cols, beta: bias == nil ? 0 : 1, o, ldc: g.cols)
             }
         }}}}
+        if ConvProfiler.enabled {
+            ConvProfiler.record(start: started, flops: 2 * Double(xin.n * outChannels * g.rows * g.cols))
+        }
         return out
     }
 
@@ -206,6 +212,7 @@ public final class ConvTranspose2d: Layer {
 
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rank == 4 && x.c == inChannels, "ConvTranspose2d expects (N, \(inChannels), H, W), got \(x.shape)")
+        let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
         input = x
         let g = geometry(x)
         var out = Tensor(zeros: [x.n, outChannels, g.height, g.width])
@@ -221,6 +228,9 @@ public final class ConvTranspose2d: Layer {
                 col2im(g, colp.baseAddress!, op.baseAddress! + n * outSize)
             }
         }}}}
+        if ConvProfiler.enabled {
+            ConvProfiler.record(start: started, flops: 2 * Double(x.n * inChannels * g.rows * g.cols))
+        }
         if let b = bias {
             let plane = g.height * g.width
             for n in 0..<x.n {

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import GDH
+import HammingCode
+import NeuralNet
+
+struct BenchEncode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "encode",
+        abstract: "Encoding speed of the GDH networks: images through H, sketches through G_I and H.",
+        discussion: """
+        Builds the named configuration with seeded random weights (for timing only; such a
+        model is never a default), optionally writes it as a model file so that
+        Tools/bench_networks.py runs PyTorch and onnxruntime on the same weights, and times
+        batch-1 encodes. Also reports the GFLOP/s of the convolution layers next to a
+        1024³ sgemm measured in the same run, and the peak resident memory.
+        """
+    )
+    @Option(help: "Configuration: small or paper.") var config: String = "small"
+    @Option(help: "Code bits.") var bits: Int = 64
+    @Option(help: "OpenBLAS threads.") var threads: Int = 1
+    @Option(help: "Encodes to time (each kind).") var count: Int = 50
+    @Option(help: "Images per batch.") var batch: Int = 1
+    @Option(help: "Seed of the random weights and inputs.") var seed: UInt64 = 1
+    @Option(help: "Also write the model to this file.") var writeModel: String?
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func validate() throws {
+        guard GDHConfiguration.named(config, bits: bits) != nil else { throw ValidationError("--config is small or paper") }
+        guard (1...64).contains(threads), count >= 1, (1...64).contains(batch) else {
+            throw ValidationError("--threads 1-64, --count ≥ 1, --batch 1-64")
+        }
+    }
+
+    func run() throws {
+        guard let c = GDHConfiguration.named(config, bits: bits) else { return }
+        setBLASThreads(threads)
+        var rng = SplitMix64(seed: seed)
+        let model = try GDHModel(configuration: c)
+        for net in [model.generatorI, model.hashNet] {
+            for (name, p) in net.parameters where name.hasSuffix("weight") && p.value.rank > 1 {
+                Initializer.normal(&p.value, std: 0.02, using: &rng)
+            }
+        }
+        if let writeModel { try model.write(to: writeModel) }
+        let encoder = try GDHEncoder(model: model)
+        var input = Tensor(zeros: [batch, 3, c.imageSize, c.imageSize])
+        for i in 0..<input.count { input.data[i] = Float.random(in: -1...1, using: &rng) }
+        _ = try encoder.encodeImages(input)
+        _ = try encoder.encodeSketches(input)
+        var imageTimes = [UInt64](), sketchTimes = [UInt64]()
+        ConvProfiler.reset()
+        ConvProfiler.enabled = true
+        for _ in 0..<count {
+            let t0 = now()
+            _ = try encoder.encodeImages(input)
+            let t1 = now()
+            _ = try encoder.encodeSketches(input)
+            let t2 = now()
+            imageTimes.append(t1 - t0)
+            sketchTimes.append(t2 - t1)
+        }
+        ConvProfiler.enabled = false
+        let convGFLOPs = ConvProfiler.gflops
+        let sgemm = measureSgemmGFLOPs()
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let image = summary(imageTimes), sketch = summary(sketchTimes)
+        let perImage = (image["median"] ?? 1) / Double(batch), perSketch = (sketch["median"] ?? 1) / Double(batch)
+        let out: [String: Any] = [
+            "config": c.name, "image_size": c.imageSize, "bits": bits, "threads": threads, "batch": batch,
+            "image_ms": image, "sketch_ms": sketch,
+            "images_per_s": 1000 / perImage, "sketches_per_s": 1000 / perSketch,
+            "conv_gflops": convGFLOPs, "sgemm_gflops": sgemm, "conv_fraction_of_sgemm": convGFLOPs / sgemm,
+            "peak_rss_mb": Double(usage.ru_maxrss) / 1024,
+            "openblas_coretype": ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset",
+        ]
+        if json {
+            printJSON(out)
+        } else {
+            print(String(format: "%@ (%d px, %d threads): image %.2f ms (%.1f/s), sketch %.2f ms (%.1f/s); conv %.1f GFLOP/s vs sgemm %.1f (%.0f%%); peak RSS %.0f MB",
+                         c.name, c.imageSize, threads, perImage, 1000 / perImage, perSketch, 1000 / perSketch,
+                         convGFLOPs, sgemm, 100 * convGFLOPs / sgemm, Double(usage.ru_maxrss) / 1024))
+        }
+    }
+}
