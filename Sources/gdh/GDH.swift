@@ -14,7 +14,7 @@ struct GDH: ParsableCommand {
         """,
         subcommands: [
             Ping.self, Add.self, Import.self, Get.self, Del.self, Knn.self, RangeQuery.self,
-            Stats.self, Compact.self, Rebuild.self, Verify.self, Generate.self, Bench.self,
+            Stats.self, Compact.self, Rebuild.self, Verify.self, Reencode.self, AddImages.self, Query.self, Generate.self, Bench.self,
         ]
     )
 }
@@ -205,5 +205,13 @@ struct Verify: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     func run() throws {
         if case .ok(let t) = try roundTrip(connection, "VERIFY") { print(t) }
+    }
+}
+
+struct Reencode: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Encode every stored image again with the daemon's model; prints how many were encoded and how many failed.")
+    @OptionGroup var connection: ConnectionOptions
+    func run() throws {
+        if case .ok(let t) = try roundTrip(connection, "REENCODE") { print(t) }
     }
 }

@@ -120,3 +120,42 @@ struct ImageDaemonTests {
         #expect(code2 == "NOMODEL")
     }
 }
+
+@Suite("gdh add-images and query", .serialized)
+struct ImageClientTests {
+    @Test("add-images adds a tree once, query finds images and writes an HTML page")
+    func addImagesAndQuery() throws {
+        let work = NSTemporaryDirectory() + "gdh-cli-\(UUID().uuidString.prefix(8))"
+        let images = work + "/photos"
+        try FileManager.default.createDirectory(atPath: images + "/cats", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        try writeFixtureModel(to: work + "/model.safetensors")
+        for i in 0..<4 {
+            try Data(try ImageDecoder.encodePNG(pattern(i))).write(to: URL(fileURLWithPath: "\(images)/\(i % 2 == 0 ? "cats/" : "")p\(i).png"))
+        }
+        try Data(try ImageDecoder.encodePNG(pattern(9))).write(to: URL(fileURLWithPath: "\(images)/with space.png"))
+        let d = try TestDaemon(bits: nil) {
+            $0.modelPath = work + "/model.safetensors"
+            $0.allowRoots = [images]
+        }
+        let s = ["--socket", d.socket]
+        let first = try runClient(["add-images", images, "--json"] + s)
+        #expect(first.status == 0, "\(first.err)")
+        // A file whose name has a space cannot be a key: it is skipped and counted.
+        #expect(first.out.contains("\"added\":4") && first.out.contains("\"skipped_keys\":1"))
+        let again = try runClient(["add-images", images, "--json"] + s)
+        #expect(again.out.contains("\"added\":0") && again.out.contains("\"already_present\":4"))
+        let sketch = images + "/cats/p0.png"
+        let q = try runClient(["query", sketch, "-k", "3", "--root", images, "--image", "--html", work + "/page.html"] + s)
+        #expect(q.status == 0, "\(q.err)")
+        #expect(q.out.split(separator: "\n").count == 3)
+        #expect(q.out.contains("cats/p0.png 0 \(images)/cats/p0.png"))
+        let page = try String(contentsOfFile: work + "/page.html", encoding: .utf8)
+        #expect(page.contains("data:image/png;base64,"))
+        #expect(page.components(separatedBy: "<figure").count == 5)
+        let json = try runClient(["query", sketch, "-k", "2", "--json"] + s)
+        #expect(json.out.contains("\"count\":2"))
+        #expect(try runClient(["reencode"] + s).out == "4 0\n")
+        #expect(try runClient(["query", work + "/missing.png"] + s).status == 1)
+    }
+}
