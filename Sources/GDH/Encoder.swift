@@ -16,6 +16,7 @@ public final class GDHEncoder {
         self.model = model
         self.width = try CodeWidth(bits: model.configuration.bits)
         model.setTraining(false)
+        retainFreedMemory()
     }
 
     private func checkInput(_ batch: Tensor) throws {

@@ -18,7 +18,7 @@ public final class Activation: StatelessLayer, Layer {
         var y = x
         switch kind {
         case .relu:
-            for i in 0..<y.count where y.data[i] < 0 { y.data[i] = 0 }
+            y.data.withUnsafeMutableBufferPointer { p in for i in 0..<p.count { p[i] = max(p[i], 0) } }
             kept = x
         case .leakyReLU(let slope):
             for i in 0..<y.count where y.data[i] < 0 { y.data[i] *= slope }

@@ -9,21 +9,29 @@ struct PatchGeometry {
     var cols: Int { gridH * gridW }
 }
 
-/// Copies image patches into columns (zeros where the kernel overhangs the border).
-func im2col(_ g: PatchGeometry, _ img: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>) {
+/// Copies image patches into columns (zeros where the kernel overhangs the border), for
+/// the grid rows `gridRows` (all by default): a (channels·kh·kw) × (rows·gridW) matrix.
+func im2col(_ g: PatchGeometry, _ img: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, gridRows: Range<Int>? = nil) {
+    let rows = gridRows ?? 0..<g.gridH
+    let width = rows.count * g.gridW
     var row = 0
     for c in 0..<g.channels {
         for ki in 0..<g.kh {
             for kj in 0..<g.kw {
-                let dst = col + row * g.cols
-                for oy in 0..<g.gridH {
+                let dst = col + row * width
+                for oy in rows {
                     let iy = oy * g.stride - g.padding + ki
-                    let d = dst + oy * g.gridW
+                    let d = dst + (oy - rows.lowerBound) * g.gridW
                     if iy < 0 || iy >= g.height {
                         d.update(repeating: 0, count: g.gridW)
                         continue
                     }
                     let src = img + (c * g.height + iy) * g.width
+                    if g.stride == 1 && g.padding == 0 {
+                        // Valid convolution with stride 1: a row of patches is a plain copy.
+                        d.update(from: src + kj, count: g.gridW)
+                        continue
+                    }
                     for ox in 0..<g.gridW {
                         let ix = ox * g.stride - g.padding + kj
                         d[ox] = (ix >= 0 && ix < g.width) ? src[ix] : 0
@@ -76,6 +84,8 @@ public final class Conv2d: Layer {
 
     private var input = Tensor(zeros: [0])   // the (padded) input of the last forward
     private var scratch: [Float] = []
+    /// Floats of one band of columns in the forward pass (4 MiB).
+    static let bandFloats = 1 << 20
 
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
                 paddingMode: PaddingMode = .zeros, bias: Bool = true) {
@@ -108,8 +118,13 @@ public final class Conv2d: Layer {
         let xin = paddingMode == .reflect && padding > 0 ? reflectionPad(x, padding) : x
         input = xin
         let g = geometry(xin)
-        var out = Tensor(zeros: [xin.n, outChannels, g.gridH, g.gridW])
-        if scratch.count < g.rows * g.cols { scratch = [Float](repeating: 0, count: g.rows * g.cols) }
+        var out = Tensor(uninitialized: [xin.n, outChannels, g.gridH, g.gridW])
+        // The columns are made a band of output rows at a time, so that they stay in cache
+        // (and a 7×7 convolution of a large image does not need hundreds of megabytes).
+        let bandRows = max(1, min(g.gridH, Conv2d.bandFloats / max(1, g.rows * g.gridW)))
+        if scratch.count < g.rows * bandRows * g.gridW {
+            scratch = [Float](unsafeUninitializedCapacity: g.rows * bandRows * g.gridW) { _, n in n = g.rows * bandRows * g.gridW }
+        }
         let imageSize = xin.c * xin.h * xin.w, outSize = outChannels * g.cols
         xin.data.withUnsafeBufferPointer { xp in
         weight.value.data.withUnsafeBufferPointer { wp in
@@ -122,9 +137,15 @@ public final class Conv2d: Layer {
                         (o + oc * g.cols).update(repeating: b.value.data[oc], count: g.cols)
                     }
                 }
-                im2col(g, xp.baseAddress! + n * imageSize, colp.baseAddress!)
-                gemm(m: outChannels, n: g.cols, k: g.rows, wp.baseAddress!, lda: g.rows,
-                     colp.baseAddress!, ldb: g.cols, beta: bias == nil ? 0 : 1, o, ldc: g.cols)
+                var y0 = 0
+                while y0 < g.gridH {
+                    let y1 = min(g.gridH, y0 + bandRows)
+                    let width = (y1 - y0) * g.gridW
+                    im2col(g, xp.baseAddress! + n * imageSize, colp.baseAddress!, gridRows: y0..<y1)
+                    gemm(m: outChannels, n: width, k: g.rows, wp.baseAddress!, lda: g.rows,
+                         colp.baseAddress!, ldb: width, beta: bias == nil ? 0 : 1, o + y0 * g.gridW, ldc: g.cols)
+                    y0 = y1
+                }
             }
         }}}}
         if ConvProfiler.enabled {
@@ -139,6 +160,7 @@ public final class Conv2d: Layer {
         precondition(gradOutput.shape == [xin.n, outChannels, g.gridH, g.gridW], "Conv2d.backward: bad gradient shape")
         var dx = Tensor(zeros: xin.shape)
         var dcol = [Float](repeating: 0, count: g.rows * g.cols)
+        if scratch.count < g.rows * g.cols { scratch = [Float](repeating: 0, count: g.rows * g.cols) }
         let imageSize = xin.c * xin.h * xin.w, outSize = outChannels * g.cols
         xin.data.withUnsafeBufferPointer { xp in
         gradOutput.data.withUnsafeBufferPointer { gp in
@@ -216,7 +238,7 @@ public final class ConvTranspose2d: Layer {
         input = x
         let g = geometry(x)
         var out = Tensor(zeros: [x.n, outChannels, g.height, g.width])
-        var col = [Float](repeating: 0, count: g.rows * g.cols)
+        var col = [Float](unsafeUninitializedCapacity: g.rows * g.cols) { _, n in n = g.rows * g.cols }
         let inSize = inChannels * g.cols, outSize = outChannels * g.height * g.width
         x.data.withUnsafeBufferPointer { xp in
         weight.value.data.withUnsafeBufferPointer { wp in
@@ -281,13 +303,20 @@ func reflectIndex(_ i: Int, _ n: Int) -> Int {
 func reflectionPad(_ x: Tensor, _ p: Int) -> Tensor {
     precondition(p < x.h && p < x.w, "reflection padding \(p) needs a larger image than \(x.h)x\(x.w)")
     let ho = x.h + 2 * p, wo = x.w + 2 * p
-    var out = Tensor(zeros: [x.n, x.c, ho, wo])
-    for plane in 0..<(x.n * x.c) {
-        let src = plane * x.h * x.w, dst = plane * ho * wo
-        for oy in 0..<ho {
-            let iy = reflectIndex(oy - p, x.h)
-            for ox in 0..<wo {
-                out.data[dst + oy * wo + ox] = x.data[src + iy * x.w + reflectIndex(ox - p, x.w)]
+    var out = Tensor(uninitialized: [x.n, x.c, ho, wo])
+    let columns = (0..<wo).map { reflectIndex($0 - p, x.w) }
+    x.data.withUnsafeBufferPointer { xp in
+        out.data.withUnsafeMutableBufferPointer { op in
+            for plane in 0..<(x.n * x.c) {
+                let src = plane * x.h * x.w, dst = plane * ho * wo
+                for oy in 0..<ho {
+                    let row = xp.baseAddress! + src + reflectIndex(oy - p, x.h) * x.w
+                    let o = op.baseAddress! + dst + oy * wo
+                    // The middle of the row is a straight copy; only the borders reflect.
+                    (o + p).update(from: row, count: x.w)
+                    for ox in 0..<p { o[ox] = row[columns[ox]] }
+                    for ox in (p + x.w)..<wo { o[ox] = row[columns[ox]] }
+                }
             }
         }
     }

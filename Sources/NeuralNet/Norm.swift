@@ -20,7 +20,10 @@ public final class BatchNorm2d: Layer {
     }
     public var training = true
 
-    private var xhat = Tensor(zeros: [0])
+    /// The last forward's input and statistics; backward recomputes x̂ from them
+    /// (cheaper than storing x̂ in every forward, which inference never needs).
+    private var input = Tensor(zeros: [0])
+    private var mean: [Float] = []
     private var invStd: [Float] = []
     private var usedBatchStats = true
 
@@ -39,40 +42,45 @@ public final class BatchNorm2d: Layer {
 
     public func forward(_ x: Tensor) -> Tensor {
         let plane = x.h * x.w, m = x.n * plane
-        var mean = [Float](repeating: 0, count: channels)
+        var mu = [Float](repeating: 0, count: channels)
         var variance = [Float](repeating: 0, count: channels)
         usedBatchStats = training
         if training {
-            for c in 0..<channels {
-                var s: Double = 0
-                for n in 0..<x.n { let b = (n * channels + c) * plane; for i in 0..<plane { s += Double(x.data[b + i]) } }
-                let mu = s / Double(m)
-                var v: Double = 0
-                for n in 0..<x.n {
-                    let b = (n * channels + c) * plane
-                    for i in 0..<plane { let d = Double(x.data[b + i]) - mu; v += d * d }
+            x.data.withUnsafeBufferPointer { xp in
+                for c in 0..<channels {
+                    var s: Double = 0
+                    for n in 0..<x.n { let b = (n * channels + c) * plane; for i in 0..<plane { s += Double(xp[b + i]) } }
+                    let mean = s / Double(m)
+                    var v: Double = 0
+                    for n in 0..<x.n {
+                        let b = (n * channels + c) * plane
+                        for i in 0..<plane { let d = Double(xp[b + i]) - mean; v += d * d }
+                    }
+                    mu[c] = Float(mean)
+                    variance[c] = Float(v / Double(m))
+                    let unbiased = m > 1 ? Float(v / Double(m - 1)) : variance[c]
+                    runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * mu[c]
+                    runningVar.data[c] = (1 - momentum) * runningVar.data[c] + momentum * unbiased
                 }
-                mean[c] = Float(mu)
-                variance[c] = Float(v / Double(m))
-                let unbiased = m > 1 ? Float(v / Double(m - 1)) : variance[c]
-                runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * mean[c]
-                runningVar.data[c] = (1 - momentum) * runningVar.data[c] + momentum * unbiased
             }
         } else {
-            mean = runningMean.data
+            mu = runningMean.data
             variance = runningVar.data
         }
         invStd = variance.map { 1 / sqrt($0 + eps) }
-        var out = Tensor(zeros: x.shape)
-        xhat = Tensor(zeros: x.shape)
-        for n in 0..<x.n {
-            for c in 0..<channels {
-                let b = (n * channels + c) * plane
-                let mu = mean[c], istd = invStd[c], gamma = weight.value.data[c], beta = bias.value.data[c]
-                for i in 0..<plane {
-                    let h = (x.data[b + i] - mu) * istd
-                    xhat.data[b + i] = h
-                    out.data[b + i] = gamma * h + beta
+        mean = mu
+        input = x
+        // y = γ·(x − μ)·σ⁻¹ + β, as one scale and shift per channel.
+        var out = Tensor(uninitialized: x.shape)
+        x.data.withUnsafeBufferPointer { xp in
+            out.data.withUnsafeMutableBufferPointer { op in
+                for c in 0..<channels {
+                    let scale = weight.value.data[c] * invStd[c]
+                    let shift = bias.value.data[c] - mu[c] * scale
+                    for n in 0..<x.n {
+                        let b = (n * channels + c) * plane
+                        for i in 0..<plane { op[b + i] = xp[b + i] * scale + shift }
+                    }
                 }
             }
         }
@@ -81,28 +89,34 @@ public final class BatchNorm2d: Layer {
 
     public func backward(_ g: Tensor) -> Tensor {
         let plane = g.h * g.w, m = Float(g.n * plane)
-        var dx = Tensor(zeros: g.shape)
-        for c in 0..<channels {
-            var sumG: Float = 0, sumGX: Float = 0
-            for n in 0..<g.n {
-                let b = (n * channels + c) * plane
-                for i in 0..<plane { sumG += g.data[b + i]; sumGX += g.data[b + i] * xhat.data[b + i] }
-            }
-            weight.grad.data[c] += sumGX
-            bias.grad.data[c] += sumG
-            let gamma = weight.value.data[c], istd = invStd[c]
-            for n in 0..<g.n {
-                let b = (n * channels + c) * plane
-                for i in 0..<plane {
-                    if usedBatchStats {
-                        // dx = γ·σ⁻¹/M · (M·g − Σg − x̂·Σ(g·x̂))
-                        dx.data[b + i] = gamma * istd / m * (m * g.data[b + i] - sumG - xhat.data[b + i] * sumGX)
-                    } else {
-                        dx.data[b + i] = gamma * istd * g.data[b + i]
+        var dx = Tensor(uninitialized: g.shape)
+        input.data.withUnsafeBufferPointer { xp in
+        g.data.withUnsafeBufferPointer { gp in
+        dx.data.withUnsafeMutableBufferPointer { dp in
+            for c in 0..<channels {
+                let mu = mean[c], istd = invStd[c]
+                var sumG: Float = 0, sumGX: Float = 0
+                for n in 0..<g.n {
+                    let b = (n * channels + c) * plane
+                    for i in 0..<plane { sumG += gp[b + i]; sumGX += gp[b + i] * (xp[b + i] - mu) * istd }
+                }
+                weight.grad.data[c] += sumGX
+                bias.grad.data[c] += sumG
+                let gamma = weight.value.data[c]
+                for n in 0..<g.n {
+                    let b = (n * channels + c) * plane
+                    for i in 0..<plane {
+                        if usedBatchStats {
+                            // dx = γ·σ⁻¹/M · (M·g − Σg − x̂·Σ(g·x̂))
+                            let xhat = (xp[b + i] - mu) * istd
+                            dp[b + i] = gamma * istd / m * (m * gp[b + i] - sumG - xhat * sumGX)
+                        } else {
+                            dp[b + i] = gamma * istd * gp[b + i]
+                        }
                     }
                 }
             }
-        }
+        }}}
         return dx
     }
 }

@@ -17,6 +17,12 @@ public struct Tensor: Equatable, CustomStringConvertible {
         self.data = [Float](repeating: 0, count: shape.reduce(1, *))
     }
 
+    /// A tensor whose values the caller overwrites completely before reading them.
+    public init(uninitialized shape: [Int]) {
+        self.shape = shape
+        self.data = [Float](unsafeUninitializedCapacity: shape.reduce(1, *)) { _, n in n = shape.reduce(1, *) }
+    }
+
     public init(repeating value: Float, shape: [Int]) {
         self.shape = shape
         self.data = [Float](repeating: value, count: shape.reduce(1, *))
