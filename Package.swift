@@ -59,7 +59,7 @@ let package = Package(
         .executableTarget(
             name: "gdh",
             dependencies: [
-                "WireProtocol", "HammingCode", "MultiIndex", "GDHClient", "GDH", "NeuralNet",
+                "WireProtocol", "HammingCode", "MultiIndex", "GDHClient", "GDH", "NeuralNet", "Safetensors",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: popcnt

@@ -3,6 +3,7 @@ import Foundation
 import GDH
 import HammingCode
 import NeuralNet
+import Safetensors
 
 struct BenchEncode: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -23,6 +24,8 @@ struct BenchEncode: ParsableCommand {
     @Option(help: "Images per batch.") var batch: Int = 1
     @Option(help: "Seed of the random weights and inputs.") var seed: UInt64 = 1
     @Option(help: "Also write the model to this file.") var writeModel: String?
+    @Option(help: "A safetensors file with F32 `image` and `sketch` tensors (1, 3, S, S): their H outputs (before the sign) go into the JSON as `check`, and they are the timed inputs.")
+    var checkInput: String?
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
@@ -46,6 +49,17 @@ struct BenchEncode: ParsableCommand {
         let encoder = try GDHEncoder(model: model)
         var input = Tensor(zeros: [batch, 3, c.imageSize, c.imageSize])
         for i in 0..<input.count { input.data[i] = Float.random(in: -1...1, using: &rng) }
+        var check: [String: [Float]]?
+        if let checkInput {
+            let f = try SafetensorsFile.read(contentsOf: checkInput)
+            guard let im = f["image"], let sk = f["sketch"], im.shape == [1, 3, c.imageSize, c.imageSize], sk.shape == im.shape else {
+                throw Failure("\(checkInput) needs F32 image and sketch tensors of shape [1, 3, \(c.imageSize), \(c.imageSize)]")
+            }
+            let image = Tensor(shape: im.shape, data: try im.floats()), sketch = Tensor(shape: sk.shape, data: try sk.floats())
+            check = ["image_h": model.hashNet.forward(image).data,
+                     "sketch_h": model.hashNet.forward(model.generatorI.forward(sketch)).data]
+            if batch == 1 { input = image }
+        }
         _ = try encoder.encodeImages(input)
         _ = try encoder.encodeSketches(input)
         var imageTimes = [UInt64](), sketchTimes = [UInt64]()
@@ -67,7 +81,7 @@ struct BenchEncode: ParsableCommand {
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let image = summary(imageTimes), sketch = summary(sketchTimes)
         let perImage = (image["median"] ?? 1) / Double(batch), perSketch = (sketch["median"] ?? 1) / Double(batch)
-        let out: [String: Any] = [
+        var out: [String: Any] = [
             "config": c.name, "image_size": c.imageSize, "bits": bits, "threads": threads, "batch": batch,
             "image_ms": image, "sketch_ms": sketch,
             "images_per_s": 1000 / perImage, "sketches_per_s": 1000 / perSketch,
@@ -75,6 +89,7 @@ struct BenchEncode: ParsableCommand {
             "peak_rss_mb": Double(usage.ru_maxrss) / 1024,
             "openblas_coretype": ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset",
         ]
+        if let check { out["check"] = check.mapValues { $0.map(Double.init) } }
         if json {
             printJSON(out)
         } else {
