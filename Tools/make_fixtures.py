@@ -419,31 +419,43 @@ def write(path, tensors, metadata):
     return True
 
 
-def main():
+def prepare_torch():
+    """Deterministic, single-threaded float32 PyTorch, as every fixture assumes."""
     torch.manual_seed(0)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float32)
-    os.makedirs(OUT_DIR, exist_ok=True)
 
-    names = [n for n, _ in CASES]
+
+def write_cases(cases, out_dir, max_file_bytes=None, show=lambda name: True):
+    """Runs each (name, make) case with its crc32 seed and writes `<name>.safetensors`
+    into out_dir; prints what changed. `show` picks the tensor names to list."""
+    os.makedirs(out_dir, exist_ok=True)
+    names = [n for n, _ in cases]
     assert len(names) == len(set(names)), "duplicate case names"
     total = 0
-    for name, make in CASES:
+    for name, make in cases:
         seed = zlib.crc32(name.encode()) & 0x7FFFFFFF
         torch.manual_seed(seed)
         tensors, metadata = make()
         metadata = dict(metadata)
         metadata.update({"case": name, "seed": str(seed), "torch_version": torch.__version__})
-        path = os.path.join(OUT_DIR, name + ".safetensors")
+        path = os.path.join(out_dir, name + ".safetensors")
         changed = write(path, tensors, metadata)
         size = os.path.getsize(path)
+        if max_file_bytes is not None:
+            assert size < max_file_bytes, "%s exceeds %d bytes" % (name, max_file_bytes)
         total += size
-        print("%s %s (%d bytes): %s" % (
-            "wrote" if changed else "unchanged", os.path.relpath(path, ROOT), size, ", ".join(
-            "%s%s" % (k, list(v.shape)) for k, v in sorted(tensors.items()))))
-    print("%d fixtures, %d bytes in total, torch %s" % (len(CASES), total, torch.__version__))
+        print("%s %s (%d bytes, %d tensors): %s" % (
+            "wrote" if changed else "unchanged", os.path.relpath(path, ROOT), size, len(tensors),
+            ", ".join("%s%s" % (k, list(v.shape)) for k, v in sorted(tensors.items()) if show(k))))
+    print("%d fixtures, %d bytes in total, torch %s" % (len(cases), total, torch.__version__))
     assert total < 1_000_000, "fixtures exceed 1 MB"
+
+
+def main():
+    prepare_torch()
+    write_cases(CASES, OUT_DIR)
 
 
 if __name__ == "__main__":

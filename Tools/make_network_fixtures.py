@@ -327,33 +327,9 @@ def check_resnet18_names():
 
 
 def main():
-    torch.manual_seed(0)
-    torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(1)
-    torch.set_default_dtype(torch.float32)
-    os.makedirs(OUT_DIR, exist_ok=True)
+    make_fixtures.prepare_torch()
     check_resnet18_names()
-
-    names = [n for n, _ in CASES]
-    assert len(names) == len(set(names)), "duplicate case names"
-    total = 0
-    for name, make in CASES:
-        seed = zlib.crc32(name.encode()) & 0x7FFFFFFF
-        torch.manual_seed(seed)
-        tensors, metadata = make()
-        metadata = dict(metadata)
-        metadata.update({"case": name, "seed": str(seed), "torch_version": torch.__version__})
-        path = os.path.join(OUT_DIR, name + ".safetensors")
-        changed = make_fixtures.write(path, tensors, metadata)
-        size = os.path.getsize(path)
-        assert size < 200_000, "%s exceeds 200 KB" % name
-        total += size
-        print("%s %s (%d bytes, %d tensors): %s" % (
-            "wrote" if changed else "unchanged", os.path.relpath(path, ROOT), size, len(tensors),
-            ", ".join("%s%s" % (k, list(v.shape)) for k, v in sorted(tensors.items())
-                      if not k.startswith("param."))))
-    print("%d fixtures, %d bytes in total, torch %s" % (len(CASES), total, torch.__version__))
-    assert total < 1_000_000, "fixtures exceed 1 MB"
+    make_fixtures.write_cases(CASES, OUT_DIR, max_file_bytes=200_000, show=lambda k: not k.startswith("param."))
 
 
 if __name__ == "__main__":
