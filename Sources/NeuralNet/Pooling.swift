@@ -13,30 +13,34 @@ public final class MaxPool2d: StatelessLayer, Layer {
 
     public func forward(_ x: Tensor) -> Tensor {
         let ho = (x.h + 2 * padding - kernel) / stride + 1, wo = (x.w + 2 * padding - kernel) / stride + 1
-        var out = Tensor(zeros: [x.n, x.c, ho, wo])
+        var out = Tensor(uninitialized: [x.n, x.c, ho, wo])
         argmax = [Int](repeating: 0, count: out.count)
         inputShape = x.shape
-        for plane in 0..<(x.n * x.c) {
-            let src = plane * x.h * x.w
-            for oy in 0..<ho {
-                for ox in 0..<wo {
-                    var best = -Float.infinity, at = -1
-                    for ky in 0..<kernel {
-                        let iy = oy * stride - padding + ky
-                        if iy < 0 || iy >= x.h { continue }
-                        for kx in 0..<kernel {
-                            let ix = ox * stride - padding + kx
-                            if ix < 0 || ix >= x.w { continue }
-                            let v = x.data[src + iy * x.w + ix]
-                            if v > best || at < 0 { best = v; at = src + iy * x.w + ix }
+        let h = x.h, w = x.w, k = kernel, s = stride, p = padding
+        x.data.withUnsafeBufferPointer { xp in
+        out.data.withUnsafeMutableBufferPointer { op in
+        argmax.withUnsafeMutableBufferPointer { ap in
+            for plane in 0..<(x.n * x.c) {
+                let src = plane * h * w
+                for oy in 0..<ho {
+                    let y0 = max(0, oy * s - p), y1 = min(h, oy * s - p + k)
+                    for ox in 0..<wo {
+                        let x0 = max(0, ox * s - p), x1 = min(w, ox * s - p + k)
+                        var best = -Float.infinity, at = src + y0 * w + x0
+                        for iy in y0..<y1 {
+                            let row = src + iy * w
+                            for ix in x0..<x1 where xp[row + ix] > best {
+                                best = xp[row + ix]
+                                at = row + ix
+                            }
                         }
+                        let o = (plane * ho + oy) * wo + ox
+                        op[o] = best
+                        ap[o] = at
                     }
-                    let o = (plane * ho + oy) * wo + ox
-                    out.data[o] = best
-                    argmax[o] = at
                 }
             }
-        }
+        }}}
         return out
     }
 
