@@ -79,14 +79,14 @@ public enum Generator {
     public static func make(ngf: Int, blocks: Int, norm: NormKind, attention: Bool) -> Chain {
         func block(_ c: Int) -> Layer {
             ResidualBlock(Chain([
-                (nil, ReflectionPad2d(1)), ("conv1", Conv2d(c, c, kernel: 3)), ("conv1_norm", norm.make(c)),
+                ("conv1", Conv2d(c, c, kernel: 3, padding: 1, paddingMode: .reflect)), ("conv1_norm", norm.make(c)),
                 (nil, Activation(.relu)),
-                (nil, ReflectionPad2d(1)), ("conv2", Conv2d(c, c, kernel: 3)), ("conv2_norm", norm.make(c)),
+                ("conv2", Conv2d(c, c, kernel: 3, padding: 1, paddingMode: .reflect)), ("conv2_norm", norm.make(c)),
             ]))
         }
         var layers: [(String?, Layer)] = [
-            (nil, ReflectionPad2d(3)),
-            ("conv1", Conv2d(3, ngf, kernel: 7)), ("conv1_norm", norm.make(ngf)), (nil, Activation(.relu)),
+            // Reflection padding is done inside the convolutions (no padded copies).
+            ("conv1", Conv2d(3, ngf, kernel: 7, padding: 3, paddingMode: .reflect)), ("conv1_norm", norm.make(ngf)), (nil, Activation(.relu)),
             ("conv2", Conv2d(ngf, 2 * ngf, kernel: 3, stride: 2, padding: 1)), ("conv2_norm", norm.make(2 * ngf)), (nil, Activation(.relu)),
             ("conv3", Conv2d(2 * ngf, 4 * ngf, kernel: 3, stride: 2, padding: 1)), ("conv3_norm", norm.make(4 * ngf)), (nil, Activation(.relu)),
             ("resnet_blocks", Chain(indexed: (0..<blocks).map { _ in block(4 * ngf) })),
@@ -97,7 +97,7 @@ public enum Generator {
             ("deconv1_norm", norm.make(2 * ngf)), (nil, Activation(.relu)),
             ("deconv2", ConvTranspose2d(2 * ngf, ngf, kernel: 3, stride: 2, padding: 1, outputPadding: 1)),
             ("deconv2_norm", norm.make(ngf)), (nil, Activation(.relu)),
-            (nil, ReflectionPad2d(3)), ("deconv3", Conv2d(ngf, 3, kernel: 7)), (nil, Activation(.tanh)),
+            ("deconv3", Conv2d(ngf, 3, kernel: 7, padding: 3, paddingMode: .reflect)), (nil, Activation(.tanh)),
         ]
         return Chain(layers)
     }

@@ -5,6 +5,8 @@ import Dispatch
 /// positions of a `gridH` × `gridW` grid. Column matrix: (channels·kh·kw) × (gridH·gridW).
 struct PatchGeometry {
     var channels, height, width, kh, kw, stride, padding, gridH, gridW: Int
+    /// Pad by reflection (as `nn.ReflectionPad2d`) instead of zeros; im2col only.
+    var reflect = false
     var rows: Int { channels * kh * kw }
     var cols: Int { gridH * gridW }
 }
@@ -20,8 +22,23 @@ func im2col(_ g: PatchGeometry, _ img: UnsafePointer<Float>, _ col: UnsafeMutabl
             for kj in 0..<g.kw {
                 let dst = col + row * width
                 for oy in rows {
-                    let iy = oy * g.stride - g.padding + ki
+                    var iy = oy * g.stride - g.padding + ki
                     let d = dst + (oy - rows.lowerBound) * g.gridW
+                    if g.reflect {
+                        iy = reflectIndex(iy, g.height)
+                        let src = img + (c * g.height + iy) * g.width
+                        if g.stride == 1 {
+                            // The middle of the row is a copy; only the borders reflect.
+                            let lo = min(g.gridW, max(0, g.padding - kj))
+                            let hi = max(lo, min(g.gridW, g.width + g.padding - kj))
+                            if hi > lo { (d + lo).update(from: src + (lo - g.padding + kj), count: hi - lo) }
+                            for ox in 0..<lo { d[ox] = src[reflectIndex(ox - g.padding + kj, g.width)] }
+                            for ox in hi..<g.gridW { d[ox] = src[reflectIndex(ox - g.padding + kj, g.width)] }
+                        } else {
+                            for ox in 0..<g.gridW { d[ox] = src[reflectIndex(ox * g.stride - g.padding + kj, g.width)] }
+                        }
+                        continue
+                    }
                     if iy < 0 || iy >= g.height {
                         d.update(repeating: 0, count: g.gridW)
                         continue
@@ -119,9 +136,16 @@ public final class Conv2d: Layer {
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rank == 4 && x.c == inChannels, "Conv2d expects (N, \(inChannels), H, W), got \(x.shape)")
         let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
-        let xin = paddingMode == .reflect && padding > 0 ? reflectionPad(x, padding) : x
-        input = xin
-        let g = geometry(xin)
+        // Reflection padding happens inside im2col: no padded copy of the input is made.
+        let xin = x
+        input = x
+        var g = geometry(x)
+        if paddingMode == .reflect && padding > 0 {
+            g.padding = padding
+            g.reflect = true
+            g.gridH = (x.h + 2 * padding - kernelH) / stride + 1
+            g.gridW = (x.w + 2 * padding - kernelW) / stride + 1
+        }
         var out = Tensor(uninitialized: [xin.n, outChannels, g.gridH, g.gridW])
         // The columns are made a band of output rows at a time, so that they stay in cache
         // (and a 7×7 convolution of a large image does not need hundreds of megabytes).
@@ -159,7 +183,7 @@ public final class Conv2d: Layer {
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
-        let xin = input
+        let xin = paddingMode == .reflect && padding > 0 ? reflectionPad(input, padding) : input
         let g = geometry(xin)
         precondition(gradOutput.shape == [xin.n, outChannels, g.gridH, g.gridW], "Conv2d.backward: bad gradient shape")
         var dx = Tensor(zeros: xin.shape)
