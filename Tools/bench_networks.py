@@ -75,7 +75,7 @@ from pathlib import Path
 TOOLS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TOOLS_DIR.parent
 sys.path.insert(0, str(TOOLS_DIR))
-from bench_search import get, machine_info  # noqa: E402  (shared report helpers)
+from bench_search import fmt_ratio, get, machine_info  # noqa: E402  (shared report helpers)
 IMAGE_SIZES = {"small": 64, "paper": 256}
 DEFAULT_COUNT = {"small": 200, "paper": 20}
 DEFAULT_WARMUP = {"small": 20, "paper": 3}
@@ -438,9 +438,7 @@ def num(v, digits=1) -> str:
 
 
 def ratio(a, b) -> str:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b > 0:
-        return f"{a / b:.2f}x"
-    return "n/a"
+    return fmt_ratio(a, b, digits=2)
 
 
 def agree_cell(a) -> str:

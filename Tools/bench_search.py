@@ -241,9 +241,9 @@ def fmt_ms(value) -> str:
     return "n/a"
 
 
-def fmt_ratio(num, den) -> str:
+def fmt_ratio(num, den, digits: int = 1) -> str:
     if isinstance(num, (int, float)) and isinstance(den, (int, float)) and den > 0:
-        return f"{num / den:.1f}x"
+        return f"{num / den:.{digits}f}x"
     return "n/a"
 
 
