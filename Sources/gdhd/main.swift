@@ -9,9 +9,10 @@ struct GDHD: ParsableCommand {
         commandName: "gdhd",
         abstract: "The gdh-index daemon: a persistent Hamming-space hash index served on a Unix socket.",
         discussion: """
-        Creates the database on first start (64-bit codes unless --bits says otherwise),
-        refuses a second daemon on the same database, and answers the line protocol of
-        Protocol/PROTOCOL.md. SIGTERM or SIGINT: finish in-flight requests, commit, exit 0.
+        Creates the database on first start (with --bits, else the --model code width, else \
+        64 bits), refuses a second daemon on the same database, and \
+        answers the line protocol of Protocol/PROTOCOL.md. SIGTERM or SIGINT: finish the \
+        requests already read, commit, remove the socket and exit 0.
         """
     )
 
