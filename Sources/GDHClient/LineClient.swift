@@ -88,6 +88,24 @@ public final class LineClient {
         }
     }
 
+    /// Sends `count` requests (`line(i)` for i in 0..<count) keeping at most `window`
+    /// unanswered, in chunks of a quarter window, and hands each response to
+    /// `response(i, r)` in order. The daemon batches such a stream into shared commits.
+    public func pipeline(count: Int, window: Int, line: (Int) -> String,
+                         response: (Int, Response) throws -> Void) throws {
+        var sent = 0, received = 0
+        while received < count {
+            while sent < count && sent - received < window {
+                let end = min(count, sent + max(1, window / 4))
+                for i in sent..<end { send(line(i)) }
+                sent = end
+                try flush()
+            }
+            try response(received, try receive())
+            received += 1
+        }
+    }
+
     /// Sends one request and waits for its response.
     public func request(_ line: String) throws -> Response {
         send(line)

@@ -199,17 +199,9 @@ struct BenchIngest: ParsableCommand {
         let width = try CodeWidth(bits: bits)
         let cs = try readCodes(codes, width: width, limit: count)
         let client = try connection.connect()
-        var sent = 0, received = 0
         let start = now()
-        while received < cs.count {
-            while sent < cs.count && sent - received < window {
-                let end = min(cs.count, sent + max(1, window / 4))
-                for i in sent..<end { client.send("ADD \(prefix)\(i) CODE \(cs[i].hex)") }
-                sent = end
-                try client.flush()
-            }
-            if case .error(let code, let m) = try client.receive() { throw Failure("ERR \(code) \(m)") }
-            received += 1
+        try client.pipeline(count: cs.count, window: window, line: { "ADD \(prefix)\($0) CODE \(cs[$0].hex)" }) { _, r in
+            if case .error(let code, let m) = r { throw Failure("ERR \(code) \(m)") }
         }
         let seconds = Double(now() - start) / 1e9
         let rate = Double(cs.count) / seconds

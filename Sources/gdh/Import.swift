@@ -102,21 +102,14 @@ struct Import: ParsableCommand {
         }
         var progress = Progress(total: lines.count, label: "import")
         let start = Date()
-        var sent = 0, received = 0, errors = 0
+        var received = 0, errors = 0
         var firstError: String?
         do {
-            while received < lines.count {
-                while sent < lines.count && sent - received < window {
-                    let end = min(lines.count, sent + max(1, window / 4))
-                    for i in sent..<end { client.send(lines[i]) }
-                    sent = end
-                    try client.flush()
-                }
-                let r = try client.receive()
-                received += 1
+            try client.pipeline(count: lines.count, window: window, line: { lines[$0] }) { i, r in
+                received = i + 1
                 if case .error(let code, let message) = r {
                     errors += 1
-                    if firstError == nil { firstError = "line \(fileLines[received - 1]): ERR \(code) \(message)" }
+                    if firstError == nil { firstError = "line \(fileLines[i]): ERR \(code) \(message)" }
                 }
                 progress.update(received)
             }

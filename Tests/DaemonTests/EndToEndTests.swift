@@ -189,23 +189,28 @@ struct RegressionTests {
         let c = try d.client()
         for i in 0..<20_000 { c.send("ADD k\(i) CODE \(hex64(UInt64(i) &* 0x9E37_79B9_7F4A_7C15))") }
         for _ in 0..<20_000 { _ = try c.receive() }
-        let stop = NSLock()
-        nonisolated(unsafe) var done = false
-        nonisolated(unsafe) var failures = 0
+        /// Shared with the reader thread, under a lock.
+        final class State: @unchecked Sendable {
+            let lock = NSLock()
+            var done = false, failures = 0
+            func finished() -> Bool { lock.lock(); defer { lock.unlock() }; return done }
+            func fail() { lock.lock(); failures += 1; lock.unlock() }
+        }
+        let state = State()
+        let readerDone = DispatchSemaphore(value: 0)
         let reader = Thread {
-            guard let r = try? d.client() else { return }
-            while true {
-                stop.lock(); let finished = done; stop.unlock()
-                if finished { break }
-                if (try? r.request("STATS")).flatMap(listLines) == nil { failures += 1 }
-                if (try? r.request("KNN 3 CODE 0000000000000000")).flatMap(listLines)?.count != 3 { failures += 1 }
+            defer { readerDone.signal() }
+            guard let r = try? d.client() else { state.fail(); return }
+            while !state.finished() {
+                if (try? r.request("STATS")).flatMap(listLines) == nil { state.fail() }
+                if (try? r.request("KNN 3 CODE 0000000000000000")).flatMap(listLines)?.count != 3 { state.fail() }
             }
         }
         reader.start()
         for _ in 0..<5 { #expect(okText(try c.request("COMPACT")) != nil) }
-        stop.lock(); done = true; stop.unlock()
-        usleep(100_000)
-        #expect(failures == 0)
+        state.lock.lock(); state.done = true; state.lock.unlock()
+        readerDone.wait()
+        #expect(state.failures == 0)
         #expect(okText(try c.request("VERIFY")) == "20000 0")
     }
 
