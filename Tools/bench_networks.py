@@ -75,7 +75,7 @@ from pathlib import Path
 TOOLS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TOOLS_DIR.parent
 sys.path.insert(0, str(TOOLS_DIR))
-from bench_search import fmt_ratio, get, machine_info  # noqa: E402  (shared report helpers)
+from bench_search import emit_report, fmt_ratio, get, machine_info  # noqa: E402  (shared report helpers)
 IMAGE_SIZES = {"small": 64, "paper": 256}
 DEFAULT_COUNT = {"small": 200, "paper": 20}
 DEFAULT_WARMUP = {"small": 20, "paper": 3}
@@ -643,17 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     log(f"done in {time.time() - t0:.0f} s")
     header["busy_cores"] = args.busy_cores
 
-    report = markdown(results, header)
-    print(report)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as fh:
-            fh.write(report + "\n")
-        log(f"appended the report to {args.out}")
-    if args.jsonl:
-        with open(args.jsonl, "a", encoding="utf-8") as fh:
-            for r in results:
-                fh.write(json.dumps({"header": header, **r}) + "\n")
-        log(f"appended {len(results)} JSON lines to {args.jsonl}")
+    emit_report(markdown(results, header), results, header, args.out, args.jsonl, log)
     return 0
 
 

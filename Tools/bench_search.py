@@ -397,18 +397,23 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         log("interrupted; reporting the configurations finished so far")
 
-    report = markdown(results, header)
+    emit_report(markdown(results, header), results, header, args.out, args.jsonl, log)
+    return 0
+
+
+def emit_report(report: str, results: list, header: dict, out, jsonl, log) -> None:
+    """Prints the Markdown report; appends it to `out` and one JSON line per result to
+    `jsonl` when given (shared by the benchmark scripts)."""
     print(report)
-    if args.out:
-        with open(args.out, "a", encoding="utf-8") as fh:
+    if out:
+        with open(out, "a", encoding="utf-8") as fh:
             fh.write(report + "\n")
-        log(f"appended report to {args.out}")
-    if args.jsonl:
-        with open(args.jsonl, "a", encoding="utf-8") as fh:
+        log(f"appended the report to {out}")
+    if jsonl:
+        with open(jsonl, "a", encoding="utf-8") as fh:
             for r in results:
                 fh.write(json.dumps({"header": header, **r}) + "\n")
-        log(f"appended {len(results)} JSON lines to {args.jsonl}")
-    return 0
+        log(f"appended {len(results)} JSON lines to {jsonl}")
 
 
 def run_config(args: argparse.Namespace, data_dir: Path, gdh: str,

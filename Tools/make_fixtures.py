@@ -106,14 +106,19 @@ from safetensors.torch import load as safetensors_load
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(ROOT, "Tests", "NeuralNetTests", "Fixtures")
 
-CASES = []
+def case_registry():
+    """A new list of (name, make) cases and the decorator that adds to it."""
+    cases = []
+
+    def case(name):
+        def register(fn):
+            cases.append((name, fn))
+            return fn
+        return register
+    return cases, case
 
 
-def case(name):
-    def register(fn):
-        CASES.append((name, fn))
-        return fn
-    return register
+CASES, case = case_registry()
 
 
 def s(v):

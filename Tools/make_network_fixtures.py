@@ -244,14 +244,7 @@ def s(v):
     return make_fixtures.s(v)
 
 
-CASES = []
-
-
-def case(name):
-    def register(fn):
-        CASES.append((name, fn))
-        return fn
-    return register
+CASES, case = make_fixtures.case_registry()
 
 
 def generator_case(name, ngf, n_blocks, norm, attention, mode, input_shape, grad_names):

@@ -5,28 +5,25 @@ import Foundation
 public enum Loss {
     /// Mean squared error, `nn.MSELoss()`.
     public static func mse(_ x: Tensor, _ target: Tensor) -> (loss: Float, grad: Tensor) {
-        precondition(x.shape == target.shape)
-        var g = Tensor(zeros: x.shape)
-        var s: Double = 0
-        let n = Float(x.count)
-        for i in 0..<x.count {
-            let d = x.data[i] - target.data[i]
-            s += Double(d * d)
-            g.data[i] = 2 * d / n
-        }
-        return (Float(s / Double(x.count)), g)
+        elementwiseMean(x, target) { d in (d * d, 2 * d) }
     }
 
     /// Mean absolute error, `nn.L1Loss()` (gradient sign(x − t), 0 where equal).
     public static func l1(_ x: Tensor, _ target: Tensor) -> (loss: Float, grad: Tensor) {
+        elementwiseMean(x, target) { d in (abs(d), d > 0 ? 1 : (d < 0 ? -1 : 0)) }
+    }
+
+    /// mean(f(x − t)) and its gradient, for `term(d) = (f(d), f′(d))`.
+    private static func elementwiseMean(_ x: Tensor, _ target: Tensor,
+                                        _ term: (Float) -> (value: Float, slope: Float)) -> (loss: Float, grad: Tensor) {
         precondition(x.shape == target.shape)
         var g = Tensor(zeros: x.shape)
         var s: Double = 0
         let n = Float(x.count)
         for i in 0..<x.count {
-            let d = x.data[i] - target.data[i]
-            s += Double(abs(d))
-            g.data[i] = d > 0 ? 1 / n : (d < 0 ? -1 / n : 0)
+            let (v, slope) = term(x.data[i] - target.data[i])
+            s += Double(v)
+            g.data[i] = slope / n
         }
         return (Float(s / Double(x.count)), g)
     }
