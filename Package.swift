@@ -33,7 +33,12 @@ let package = Package(
             linkerSettings: [.linkedLibrary("png16"), .linkedLibrary("jpeg")]
         ),
         .target(name: "ImageIO", dependencies: ["CImageCodecs"], swiftSettings: popcnt),
-        .target(name: "NeuralNet", dependencies: ["COpenBLAS"], swiftSettings: popcnt),
+        .target(
+            name: "CNeuralKernels",
+            cSettings: [.unsafeFlags(["-O3"])],
+            linkerSettings: [.linkedLibrary("m")]
+        ),
+        .target(name: "NeuralNet", dependencies: ["COpenBLAS", "CNeuralKernels"], swiftSettings: popcnt),
         .target(name: "GDH", dependencies: ["NeuralNet", "Safetensors", "HammingCode"], swiftSettings: popcnt),
         .target(name: "GDHClient", dependencies: ["WireProtocol"], swiftSettings: popcnt),
         .target(name: "Safetensors", swiftSettings: popcnt),

@@ -6,18 +6,35 @@ import NeuralNet
 /// sign(H(G_I(sketch))); bit i is 1 where output i is > 0. Inputs are batches
 /// (N, 3, S, S) already resized and scaled to [-1, 1] (see `GDHModel.preprocessingDescription`).
 ///
-/// One encoder runs one batch at a time (its layers keep state); `EncoderPool` hands
-/// replicas to concurrent callers.
+/// The networks run as inference plans (BatchNorm folded into the convolutions, fused
+/// activations and residuals, direct convolution kernels), compiled from the model's
+/// weights when the encoder is made: an encoder does not see later changes to them.
+/// One encoder runs one batch at a time; `EncoderPool` hands replicas to concurrent callers.
 public final class GDHEncoder {
     public let model: GDHModel
     public let width: CodeWidth
+    let hashPlan: InferencePlan
+    let generatorPlan: InferencePlan
 
-    public init(model: GDHModel) throws {
+    /// `threads`: threads each network layer may use (1 inside a pool of one encoder per core).
+    public init(model: GDHModel, threads: Int = 1) throws {
         self.model = model
         self.width = try CodeWidth(bits: model.configuration.bits)
         model.setTraining(false)
+        let s = model.configuration.imageSize
+        hashPlan = InferencePlan(model.hashNet, inputShape: [3, s, s], threads: threads)
+        generatorPlan = InferencePlan(model.generatorI, inputShape: [3, s, s], threads: threads)
         retainFreedMemory()
     }
+
+    /// Threads each layer may use.
+    public var threads: Int {
+        get { hashPlan.threads }
+        set { hashPlan.threads = newValue; generatorPlan.threads = newValue }
+    }
+
+    /// Bytes the two plans keep for their values and scratch.
+    public var planMemoryBytes: Int { hashPlan.memoryBytes + generatorPlan.memoryBytes }
 
     private func checkInput(_ batch: Tensor) throws {
         let s = model.configuration.imageSize
@@ -29,19 +46,31 @@ public final class GDHEncoder {
     /// sign(H(x)) for each image of the batch.
     public func encodeImages(_ batch: Tensor) throws -> [HammingCode] {
         try checkInput(batch)
-        return codes(model.hashNet.forward(batch))
+        return codes(hashPlan.forward(batch))
     }
 
     /// sign(H(G_I(x))) for each sketch of the batch.
     public func encodeSketches(_ batch: Tensor) throws -> [HammingCode] {
         try checkInput(batch)
-        return codes(model.hashNet.forward(model.generatorI.forward(batch)))
+        return codes(hashPlan.forward(generatorPlan.forward(batch)))
+    }
+
+    /// H(x) before the sign, (N, b).
+    public func imageOutputs(_ batch: Tensor) throws -> Tensor {
+        try checkInput(batch)
+        return hashPlan.forward(batch)
+    }
+
+    /// H(G_I(x)) before the sign, (N, b).
+    public func sketchOutputs(_ batch: Tensor) throws -> Tensor {
+        try checkInput(batch)
+        return hashPlan.forward(generatorPlan.forward(batch))
     }
 
     /// The synthetic images G_I makes of sketches, (N, 3, S, S) in [-1, 1].
     public func synthesize(_ batch: Tensor) throws -> Tensor {
         try checkInput(batch)
-        return model.generatorI.forward(batch)
+        return generatorPlan.forward(batch)
     }
 
     /// Codes from hash-net outputs (N, b): bit i set where output i > 0.
@@ -58,8 +87,9 @@ public final class GDHEncoder {
 }
 
 /// A fixed set of encoder replicas for concurrent callers: `withEncoder` blocks until one
-/// is free. With as many replicas as cores, OpenBLAS runs single-threaded inside each, so
-/// the replicas and BLAS threads never oversubscribe the machine.
+/// is free. With as many replicas as cores, each runs its layers on one thread (and
+/// OpenBLAS single-threaded); with fewer, each layer splits over cores / replicas
+/// threads, so the replicas never oversubscribe the machine.
 public final class EncoderPool: @unchecked Sendable {
     private var free: [GDHEncoder]
     private let condition = NSCondition()
@@ -69,13 +99,15 @@ public final class EncoderPool: @unchecked Sendable {
 
     public init(model: GDHModel, size: Int) throws {
         precondition(size >= 1)
-        var encoders = [try GDHEncoder(model: model)]
-        for _ in 1..<size { encoders.append(try GDHEncoder(model: try model.replica())) }
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let threads = size >= cores ? 1 : max(1, cores / size)
+        var encoders = [try GDHEncoder(model: model, threads: threads)]
+        for _ in 1..<size { encoders.append(try GDHEncoder(model: try model.replica(), threads: threads)) }
         free = encoders
         self.size = size
         width = encoders[0].width
         configuration = model.configuration
-        setBLASThreads(size >= ProcessInfo.processInfo.activeProcessorCount ? 1 : max(1, ProcessInfo.processInfo.activeProcessorCount / size))
+        setBLASThreads(threads)
     }
 
     public func withEncoder<T>(_ body: (GDHEncoder) throws -> T) rethrows -> T {

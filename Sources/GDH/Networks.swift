@@ -189,3 +189,18 @@ public enum HashNet {
     }
 }
 
+
+extension SpatialAttention: InferenceLowerable {
+    /// The mask convolution with its sigmoid fused, then the features times the mask.
+    public func lower(into plan: PlanBuilder, input: PlanValue) -> PlanValue {
+        plan.multiplyByMask(input, plan.convolution(conv, input, activation: .sigmoid))
+    }
+}
+
+extension BasicBlock: InferenceLowerable {
+    /// relu(main(x) + shortcut(x)), the addition and the ReLU fused into main's last convolution.
+    public func lower(into plan: PlanBuilder, input: PlanValue) -> PlanValue {
+        let shortcut = downsample.map { plan.lower($0, input) } ?? input
+        return plan.lowerChain(main.children.map { $0.layer }, input, residual: shortcut, activation: .relu)
+    }
+}

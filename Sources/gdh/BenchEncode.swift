@@ -19,13 +19,15 @@ struct BenchEncode: ParsableCommand {
     )
     @Option(help: "Configuration: small or paper.") var config: String = "small"
     @Option(help: "Code bits.") var bits: Int = 64
-    @Option(help: "OpenBLAS threads.") var threads: Int = 1
+    @Option(help: "Threads per layer (the plans' and OpenBLAS's).") var threads: Int = 1
     @Option(help: "Encodes to time (each kind).") var count: Int = 50
     @Option(help: "Images per batch.") var batch: Int = 1
     @Option(help: "Seed of the random weights and inputs.") var seed: UInt64 = 1
     @Option(help: "Also write the model to this file.") var writeModel: String?
     @Option(help: "A safetensors file with F32 `image` and `sketch` tensors (1, 3, S, S): their H outputs (before the sign) go into the JSON as `check`, and they are the timed inputs.")
     var checkInput: String?
+    @Flag(help: "Time the layers' own forward passes (im2col + sgemm, the training path) instead of the inference plans.")
+    var layers = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
@@ -46,7 +48,15 @@ struct BenchEncode: ParsableCommand {
             }
         }
         if let writeModel { try model.write(to: writeModel) }
-        let encoder = try GDHEncoder(model: model)
+        let encoder = try GDHEncoder(model: model, threads: threads)
+        let encodeImage: (Tensor) throws -> Void, encodeSketch: (Tensor) throws -> Void
+        if layers {
+            encodeImage = { _ = encoder.codes(model.hashNet.forward($0)) }
+            encodeSketch = { _ = encoder.codes(model.hashNet.forward(model.generatorI.forward($0))) }
+        } else {
+            encodeImage = { _ = try encoder.encodeImages($0) }
+            encodeSketch = { _ = try encoder.encodeSketches($0) }
+        }
         var input = Tensor(zeros: [batch, 3, c.imageSize, c.imageSize])
         for i in 0..<input.count { input.data[i] = Float.random(in: -1...1, using: &rng) }
         var check: [String: [Float]]?
@@ -56,20 +66,21 @@ struct BenchEncode: ParsableCommand {
                 throw Failure("\(checkInput) needs F32 image and sketch tensors of shape [1, 3, \(c.imageSize), \(c.imageSize)]")
             }
             let image = Tensor(shape: im.shape, data: try im.floats()), sketch = Tensor(shape: sk.shape, data: try sk.floats())
-            check = ["image_h": model.hashNet.forward(image).data,
-                     "sketch_h": model.hashNet.forward(model.generatorI.forward(sketch)).data]
+            check = layers
+                ? ["image_h": model.hashNet.forward(image).data, "sketch_h": model.hashNet.forward(model.generatorI.forward(sketch)).data]
+                : ["image_h": try encoder.imageOutputs(image).data, "sketch_h": try encoder.sketchOutputs(sketch).data]
             if batch == 1 { input = image }
         }
-        _ = try encoder.encodeImages(input)
-        _ = try encoder.encodeSketches(input)
+        try encodeImage(input)
+        try encodeSketch(input)
         var imageTimes = [UInt64](), sketchTimes = [UInt64]()
         ConvProfiler.reset()
         ConvProfiler.enabled = true
         for _ in 0..<count {
             let t0 = now()
-            _ = try encoder.encodeImages(input)
+            try encodeImage(input)
             let t1 = now()
-            _ = try encoder.encodeSketches(input)
+            try encodeSketch(input)
             let t2 = now()
             imageTimes.append(t1 - t0)
             sketchTimes.append(t2 - t1)
@@ -88,13 +99,15 @@ struct BenchEncode: ParsableCommand {
             "conv_gflops": convGFLOPs, "sgemm_gflops": sgemm, "conv_fraction_of_sgemm": convGFLOPs / sgemm,
             "peak_rss_mb": Double(usage.ru_maxrss) / 1024,
             "openblas_coretype": ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset",
+            "path": layers ? "layers (im2col + sgemm)" : "plan (\(DirectConvolution.kernelName(DirectConvolution.bestKernel)))",
+            "plan_memory_mb": Double(encoder.planMemoryBytes) / 1_048_576,
         ]
         if let check { out["check"] = check.mapValues { $0.map(Double.init) } }
         if json {
             printJSON(out)
         } else {
-            print(String(format: "%@ (%d px, %d threads): image %.2f ms (%.1f/s), sketch %.2f ms (%.1f/s); conv %.1f GFLOP/s vs sgemm %.1f (%.0f%%); peak RSS %.0f MB",
-                         c.name, c.imageSize, threads, perImage, 1000 / perImage, perSketch, 1000 / perSketch,
+            print(String(format: "%@ (%d px, %d threads, %@): image %.2f ms (%.1f/s), sketch %.2f ms (%.1f/s); conv %.1f GFLOP/s vs sgemm %.1f (%.0f%%); peak RSS %.0f MB",
+                         c.name, c.imageSize, threads, out["path"] as! String, perImage, 1000 / perImage, perSketch, 1000 / perSketch,
                          convGFLOPs, sgemm, 100 * convGFLOPs / sgemm, Double(usage.ru_maxrss) / 1024))
         }
     }

@@ -138,6 +138,56 @@ struct ModelFileTests {
     }
 }
 
+@Suite("GDH networks as inference plans")
+struct GDHPlanTests {
+    /// The compiled plan (BatchNorm folded, fused activations and residuals, direct
+    /// convolution kernels) against PyTorch's outputs, on every kernel level and 1 and 2 threads.
+    @Test("plans of whole networks match PyTorch", arguments: [
+        "generator_small_batch_eval", "generator_small_instance_train", "hashnet_small_eval",
+    ])
+    func plan(name: String) throws {
+        let f = try loadFixture(name)
+        let m = f.metadata
+        let net: Chain = m["network"] == "generator"
+            ? Generator.make(ngf: Int(m["ngf"]!)!, blocks: Int(m["n_blocks"]!)!, norm: NormKind(rawValue: m["norm"]!)!,
+                             attention: m["attention"] == "true")
+            : HashNet.make(widths: m["widths"]!.split(separator: ",").map { Int($0)! },
+                           blocks: m["blocks"]!.split(separator: ",").map { Int($0)! }, bits: Int(m["bits"]!)!)
+        var state: [String: Tensor] = [:]
+        for n in f.names where n.hasPrefix("param.") { state[n] = try tensor(f, n) }
+        try net.load(state, prefix: "param.", strict: true)
+        // InstanceNorm has no running statistics: its train and eval outputs are the same.
+        net.training = false
+        let input = try tensor(f, "input"), expected = try tensor(f, "output")
+        for level in 0...DirectConvolution.bestKernel {
+            for threads in [1, 2] {
+                let plan = InferencePlan(net, inputShape: Array(input.shape.dropFirst()), threads: threads)
+                plan.kernelLevel = level
+                let d = relativeDifference(plan.forward(input), expected)
+                #expect(d <= 1e-4, "\(name), \(DirectConvolution.kernelName(level)), \(threads) thread(s): differs by \(d)")
+            }
+        }
+    }
+
+    @Test("the paper's ResNet-18 hash net as a plan equals its layers")
+    func paperHashNet() {
+        let config = GDHConfiguration.paper(bits: 64)
+        let net = HashNet.make(widths: config.hashWidths, blocks: config.hashBlocks, bits: 64)
+        var rng = SplitMix64(seed: 3)
+        for (name, p) in net.parameters {
+            var t = p.value
+            Initializer.normal(&t, mean: name.hasSuffix("bn1.weight") || name.hasSuffix("bn2.weight") ? 1 : 0, std: 0.05, using: &rng)
+            p.value = t
+        }
+        net.training = false
+        var x = Tensor(zeros: [1, 3, 96, 96])
+        for i in 0..<x.count { x.data[i] = Float.random(in: -1...1, using: &rng) }
+        let reference = net.forward(x)
+        let y = InferencePlan(net, inputShape: [3, 96, 96], threads: 2).forward(x)
+        #expect(relativeDifference(y, reference) <= 1e-4)
+    }
+}
+
 /// A small model assembled from the PyTorch fixtures' weights (G_I from the batch-norm
 /// generator, H from the eval hash net): 32 px, 32-bit codes.
 func fixtureModel() throws -> GDHModel {

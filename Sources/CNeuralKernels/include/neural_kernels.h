@@ -1,0 +1,65 @@
+// Inference kernels of the NeuralNet module: a direct convolution over a prepared
+// (padded, phase-split) input, the input preparation, a fused epilogue (bias, residual,
+// activation) and max pooling. Layouts and contracts are described at each function.
+#ifndef GDH_NEURAL_KERNELS_H
+#define GDH_NEURAL_KERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Output channels computed together by the convolution kernel; packed weights are laid
+/// out in blocks of this many output channels (zero-filled past the last channel).
+#define GDH_CONV_OC_BLOCK 4
+
+/// Direct convolution as a sum of shifted products:
+///   out[o * out_cstride + p] = Σ_c Σ_t w[o][c][t] · in[c * in_cstride + tap_off[t] + p]
+/// for every output channel o < channels_out and flat position p in [p_begin, p_end).
+/// `w_packed` holds ceil(channels_out / GDH_CONV_OC_BLOCK) blocks of
+/// [channels_in][taps][GDH_CONV_OC_BLOCK] floats. Every `in` index named above for
+/// p < p_end must be readable. Writes exactly the named `out` entries. `level` picks the
+/// kernel (see gdh_conv_kernel_level; higher than the CPU has, or negative: the best).
+void gdh_conv_direct(const float *in, long in_cstride, int channels_in,
+                     const long *tap_off, int taps, const float *w_packed, int channels_out,
+                     float *out, long out_cstride, long p_begin, long p_end, int level);
+
+/// Pads one image (channels × height × width, contiguous) by `pad` on every side (zeros,
+/// or reflection as nn.ReflectionPad2d when `reflect` is set) and splits the padded
+/// image into stride × stride phase planes of plane_h × pitch each:
+///   dst[c * dst_cstride + (a * stride + b) * plane_h * pitch + i * pitch + j]
+///     = padded[c][i * stride + a][j * stride + b]   (0 outside the padded image).
+/// Channels [c_begin, c_end) only.
+void gdh_conv_prepare(const float *src, int height, int width, int pad, int reflect, int stride,
+                      float *dst, long dst_cstride, int plane_h, int pitch, int c_begin, int c_end);
+
+/// Activation codes for gdh_conv_epilogue.
+enum { GDH_ACT_NONE = 0, GDH_ACT_RELU = 1, GDH_ACT_LEAKY = 2, GDH_ACT_TANH = 3, GDH_ACT_SIGMOID = 4 };
+
+/// For channels o in [o_begin, o_end), rows y < rows and columns x < cols:
+///   v = acc[o * acc_cstride + y * acc_pitch + x] + bias[o] + residual[o * res_cstride + y * cols + x]
+///   out[o * out_cstride + out_offset + y * out_ystride + x * out_xstride] = act(v)
+/// (the strides let the phases of a transposed convolution interleave). bias and
+/// residual may be NULL; `slope` is LeakyReLU's. acc and out may be the same buffer when
+/// they are indexed alike.
+void gdh_conv_epilogue(const float *acc, long acc_cstride, long acc_pitch, int rows, int cols,
+                       const float *bias, const float *residual, long res_cstride,
+                       int act, float slope,
+                       float *out, long out_cstride, long out_offset, long out_ystride, long out_xstride,
+                       int o_begin, int o_end);
+
+/// Max pooling of one image (channels [c_begin, c_end) of height × width) with a k × k
+/// window, stride and implicit -inf padding: out is channels × out_h × out_w.
+void gdh_maxpool(const float *src, int height, int width, int k, int stride, int pad,
+                 float *out, int out_h, int out_w, int c_begin, int c_end);
+
+/// Which convolution kernel runs: 2 = AVX-512, 1 = AVX2+FMA, 0 = portable C.
+/// GDH_SCALAR_KERNELS=1 in the environment forces 0.
+int gdh_conv_kernel_level(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

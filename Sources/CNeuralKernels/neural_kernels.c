@@ -1,0 +1,310 @@
+// Direct convolution kernels for inference. The convolution is written as a sum, over
+// input channels and kernel taps, of a weight times the input shifted by the tap's
+// offset; the caller prepares a padded (and for strides > 1, phase-split) copy of the
+// input in which every tap is a constant offset. A register tile holds
+// GDH_CONV_OC_BLOCK output channels × up to six vectors of positions; each step loads
+// the input vectors once and multiplies them by one broadcast weight per channel.
+// The AVX-512 and AVX2 paths are chosen once at run time; the portable C path is the
+// reference (GDH_SCALAR_KERNELS=1 forces it).
+#include "neural_kernels.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#define GDH_HAVE_X86 1
+#endif
+
+#define OB GDH_CONV_OC_BLOCK
+
+static void tile_scalar(const float *in, long cs, int C, const long *off, int T, const float *w,
+                        float *out, long ocs, int ob_valid, long p, int n) {
+    float acc[OB][96];
+    for (int o = 0; o < OB; o++) for (int i = 0; i < n; i++) acc[o][i] = 0;
+    for (int c = 0; c < C; c++) {
+        const float *ic = in + c * cs + p;
+        for (int t = 0; t < T; t++, w += OB) {
+            const float *s = ic + off[t];
+            for (int o = 0; o < OB; o++) {
+                const float wv = w[o];
+                for (int i = 0; i < n; i++) acc[o][i] += wv * s[i];
+            }
+        }
+    }
+    for (int o = 0; o < ob_valid; o++) memcpy(out + o * ocs + p, acc[o], sizeof(float) * (size_t)n);
+}
+
+#if GDH_HAVE_X86
+// nv vectors of 16 positions; the last one masked when `masked`.
+static inline __attribute__((always_inline, target("avx512f")))
+void tile512(const float *in, long cs, int C, const long *off, int T, const float *w,
+             float *out, long ocs, int ob_valid, long p, const int nv, const int masked, __mmask16 m) {
+    __m512 acc[OB][6];
+    for (int o = 0; o < OB; o++) for (int v = 0; v < nv; v++) acc[o][v] = _mm512_setzero_ps();
+    for (int c = 0; c < C; c++) {
+        const float *ic = in + c * cs + p;
+        for (int t = 0; t < T; t++, w += OB) {
+            const float *s = ic + off[t];
+            __m512 x[6];
+            for (int v = 0; v < nv; v++)
+                x[v] = (masked && v == nv - 1) ? _mm512_maskz_loadu_ps(m, s + 16 * v) : _mm512_loadu_ps(s + 16 * v);
+            for (int o = 0; o < OB; o++) {
+                const __m512 wv = _mm512_set1_ps(w[o]);
+                for (int v = 0; v < nv; v++) acc[o][v] = _mm512_fmadd_ps(wv, x[v], acc[o][v]);
+            }
+        }
+    }
+    // Constant trip counts everywhere, so that the accumulators stay in registers.
+    for (int o = 0; o < OB; o++) {
+        if (o >= ob_valid) break;
+        float *d = out + o * ocs + p;
+        for (int v = 0; v < nv; v++) {
+            if (masked && v == nv - 1) _mm512_mask_storeu_ps(d + 16 * v, m, acc[o][v]);
+            else _mm512_storeu_ps(d + 16 * v, acc[o][v]);
+        }
+    }
+}
+
+#define TILE512(NV) \
+    __attribute__((target("avx512f"))) static void tile512_##NV(const float *in, long cs, int C, const long *off, int T, \
+        const float *w, float *out, long ocs, int ob_valid, long p) { tile512(in, cs, C, off, T, w, out, ocs, ob_valid, p, NV, 0, 0xFFFF); } \
+    __attribute__((target("avx512f"))) static void tile512_##NV##m(const float *in, long cs, int C, const long *off, int T, \
+        const float *w, float *out, long ocs, int ob_valid, long p, __mmask16 m) { tile512(in, cs, C, off, T, w, out, ocs, ob_valid, p, NV, 1, m); }
+TILE512(1) TILE512(2) TILE512(3) TILE512(4) TILE512(5) TILE512(6)
+
+__attribute__((target("avx512f")))
+static void run512(const float *in, long cs, int C, const long *off, int T, const float *w,
+                   float *out, long ocs, int ob_valid, long p, long end) {
+    for (; p + 96 <= end; p += 96) tile512_6(in, cs, C, off, T, w, out, ocs, ob_valid, p);
+    long n = end - p;
+    if (n <= 0) return;
+    int nv = (int)((n + 15) / 16);
+    int rem = (int)(n - 16 * (nv - 1));
+    __mmask16 m = (__mmask16)((1u << rem) - 1u);
+    if (rem == 16) {
+        switch (nv) {
+        case 1: tile512_1(in, cs, C, off, T, w, out, ocs, ob_valid, p); break;
+        case 2: tile512_2(in, cs, C, off, T, w, out, ocs, ob_valid, p); break;
+        case 3: tile512_3(in, cs, C, off, T, w, out, ocs, ob_valid, p); break;
+        case 4: tile512_4(in, cs, C, off, T, w, out, ocs, ob_valid, p); break;
+        default: tile512_5(in, cs, C, off, T, w, out, ocs, ob_valid, p); break;
+        }
+    } else {
+        switch (nv) {
+        case 1: tile512_1m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
+        case 2: tile512_2m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
+        case 3: tile512_3m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
+        case 4: tile512_4m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
+        case 5: tile512_5m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
+        default: tile512_6m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
+        }
+    }
+}
+
+// AVX2: nv vectors of 8 positions (up to 2: 8 accumulators; more spill registers).
+static inline __attribute__((always_inline, target("avx2,fma")))
+void tile256(const float *in, long cs, int C, const long *off, int T, const float *w,
+             float *out, long ocs, int ob_valid, long p, const int nv, const int masked, __m256i m) {
+    __m256 acc[OB][2];
+    for (int o = 0; o < OB; o++) for (int v = 0; v < nv; v++) acc[o][v] = _mm256_setzero_ps();
+    for (int c = 0; c < C; c++) {
+        const float *ic = in + c * cs + p;
+        for (int t = 0; t < T; t++, w += OB) {
+            const float *s = ic + off[t];
+            __m256 x[2];
+            for (int v = 0; v < nv; v++)
+                x[v] = (masked && v == nv - 1) ? _mm256_maskload_ps(s + 8 * v, m) : _mm256_loadu_ps(s + 8 * v);
+            for (int o = 0; o < OB; o++) {
+                const __m256 wv = _mm256_broadcast_ss(w + o);
+                for (int v = 0; v < nv; v++) acc[o][v] = _mm256_fmadd_ps(wv, x[v], acc[o][v]);
+            }
+        }
+    }
+    for (int o = 0; o < OB; o++) {
+        if (o >= ob_valid) break;
+        float *d = out + o * ocs + p;
+        for (int v = 0; v < nv; v++) {
+            if (masked && v == nv - 1) _mm256_maskstore_ps(d + 8 * v, m, acc[o][v]);
+            else _mm256_storeu_ps(d + 8 * v, acc[o][v]);
+        }
+    }
+}
+
+#define TILE256(NV) \
+    __attribute__((target("avx2,fma"))) static void tile256_##NV(const float *in, long cs, int C, const long *off, int T, \
+        const float *w, float *out, long ocs, int ob_valid, long p) { tile256(in, cs, C, off, T, w, out, ocs, ob_valid, p, NV, 0, _mm256_set1_epi32(-1)); } \
+    __attribute__((target("avx2,fma"))) static void tile256_##NV##m(const float *in, long cs, int C, const long *off, int T, \
+        const float *w, float *out, long ocs, int ob_valid, long p, __m256i m) { tile256(in, cs, C, off, T, w, out, ocs, ob_valid, p, NV, 1, m); }
+TILE256(1) TILE256(2)
+
+__attribute__((target("avx2,fma")))
+static void run256(const float *in, long cs, int C, const long *off, int T, const float *w,
+                   float *out, long ocs, int ob_valid, long p, long end) {
+    for (; p + 16 <= end; p += 16) tile256_2(in, cs, C, off, T, w, out, ocs, ob_valid, p);
+    long n = end - p;
+    if (n <= 0) return;
+    int nv = (int)((n + 7) / 8);
+    int rem = (int)(n - 8 * (nv - 1));
+    int lanes[8];
+    for (int i = 0; i < 8; i++) lanes[i] = i < rem ? -1 : 0;
+    __m256i m = _mm256_loadu_si256((const __m256i *)lanes);
+    if (rem == 8) tile256_1(in, cs, C, off, T, w, out, ocs, ob_valid, p);
+    else if (nv == 1) tile256_1m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m);
+    else tile256_2m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m);
+}
+#endif
+
+static int kernel_level = -1;
+
+int gdh_conv_kernel_level(void) {
+    if (kernel_level >= 0) return kernel_level;
+    int level = 0;
+    const char *env = getenv("GDH_SCALAR_KERNELS");
+    if (!(env && env[0] == '1')) {
+#if GDH_HAVE_X86
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) level = 2;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) level = 1;
+#endif
+    }
+    kernel_level = level;
+    return level;
+}
+
+void gdh_conv_direct(const float *in, long in_cstride, int channels_in,
+                     const long *tap_off, int taps, const float *w_packed, int channels_out,
+                     float *out, long out_cstride, long p_begin, long p_end, int level) {
+    const int best = gdh_conv_kernel_level();
+    if (level < 0 || level > best) level = best;
+    const int blocks = (channels_out + OB - 1) / OB;
+    const long wblock = (long)channels_in * taps * OB;
+    // Bands of positions whose input (all channels) stays in the L2 cache while every
+    // block of output channels passes over it.
+    long band = 65536 / (channels_in > 0 ? channels_in : 1);
+    band = band < 96 ? 96 : band - band % 96;
+    for (long b0 = p_begin; b0 < p_end; b0 += band) {
+        const long b1 = b0 + band < p_end ? b0 + band : p_end;
+        for (int b = 0; b < blocks; b++) {
+            const float *w = w_packed + b * wblock;
+            float *o = out + (long)b * OB * out_cstride;
+            const int valid = channels_out - b * OB < OB ? channels_out - b * OB : OB;
+#if GDH_HAVE_X86
+            if (level == 2) { run512(in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, valid, b0, b1); continue; }
+            if (level == 1) { run256(in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, valid, b0, b1); continue; }
+#endif
+            for (long p = b0; p < b1; p += 96) {
+                const int n = (int)(b1 - p < 96 ? b1 - p : 96);
+                tile_scalar(in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, valid, p, n);
+            }
+        }
+    }
+}
+
+static inline int reflect_index(int i, int n) {
+    return i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i);
+}
+
+void gdh_conv_prepare(const float *src, int height, int width, int pad, int reflect, int stride,
+                      float *dst, long dst_cstride, int plane_h, int pitch, int c_begin, int c_end) {
+    const int hp = height + 2 * pad, wp = width + 2 * pad;
+    const long plane = (long)plane_h * pitch;
+    for (int c = c_begin; c < c_end; c++) {
+        const float *s = src + (long)c * height * width;
+        float *d = dst + (long)c * dst_cstride;
+        for (int a = 0; a < stride; a++) {
+            for (int b = 0; b < stride; b++) {
+                float *dp = d + (long)(a * stride + b) * plane;
+                for (int i = 0; i < plane_h; i++) {
+                    float *row = dp + (long)i * pitch;
+                    const int py = i * stride + a;   // row in the padded image
+                    int iy = py - pad;
+                    if (py >= hp || (!reflect && (iy < 0 || iy >= height))) {
+                        memset(row, 0, sizeof(float) * (size_t)pitch);
+                        continue;
+                    }
+                    if (reflect) iy = reflect_index(iy, height);
+                    const float *sr = s + (long)iy * width;
+                    if (stride == 1) {
+                        // The middle is a copy; only the borders pad.
+                        for (int j = 0; j < pad && j < pitch; j++)
+                            row[j] = reflect ? sr[reflect_index(j - pad, width)] : 0.0f;
+                        memcpy(row + pad, sr, sizeof(float) * (size_t)width);
+                        for (int j = pad + width; j < pitch; j++)
+                            row[j] = (reflect && j < wp) ? sr[reflect_index(j - pad, width)] : 0.0f;
+                        continue;
+                    }
+                    for (int j = 0; j < pitch; j++) {
+                        const int px = j * stride + b;
+                        int ix = px - pad;
+                        if (px >= wp) { row[j] = 0; continue; }
+                        if (reflect) row[j] = sr[reflect_index(ix, width)];
+                        else row[j] = (ix >= 0 && ix < width) ? sr[ix] : 0.0f;
+                    }
+                }
+            }
+        }
+    }
+}
+
+void gdh_conv_epilogue(const float *acc, long acc_cstride, long acc_pitch, int rows, int cols,
+                       const float *bias, const float *residual, long res_cstride,
+                       int act, float slope,
+                       float *out, long out_cstride, long out_offset, long out_ystride, long out_xstride,
+                       int o_begin, int o_end) {
+    for (int o = o_begin; o < o_end; o++) {
+        const float b = bias ? bias[o] : 0.0f;
+        const float *a = acc + (long)o * acc_cstride;
+        const float *r = residual ? residual + (long)o * res_cstride : NULL;
+        float *d = out + (long)o * out_cstride + out_offset;
+        for (int y = 0; y < rows; y++) {
+            const float *ar = a + (long)y * acc_pitch;
+            const float *rr = r ? r + (long)y * cols : NULL;
+            float *dr = d + (long)y * out_ystride;
+            if (out_xstride == 1) {
+                switch (act) {
+                case GDH_ACT_RELU:
+                    if (rr) for (int x = 0; x < cols; x++) { float v = ar[x] + b + rr[x]; dr[x] = v > 0 ? v : 0; }
+                    else for (int x = 0; x < cols; x++) { float v = ar[x] + b; dr[x] = v > 0 ? v : 0; }
+                    continue;
+                case GDH_ACT_NONE:
+                    if (rr) for (int x = 0; x < cols; x++) dr[x] = ar[x] + b + rr[x];
+                    else for (int x = 0; x < cols; x++) dr[x] = ar[x] + b;
+                    continue;
+                default: break;
+                }
+            }
+            for (int x = 0; x < cols; x++) {
+                float v = ar[x] + b + (rr ? rr[x] : 0.0f);
+                switch (act) {
+                case GDH_ACT_RELU: v = v > 0 ? v : 0; break;
+                case GDH_ACT_LEAKY: v = v > 0 ? v : v * slope; break;
+                case GDH_ACT_TANH: v = tanhf(v); break;
+                case GDH_ACT_SIGMOID: v = 1.0f / (1.0f + expf(-v)); break;
+                default: break;
+                }
+                dr[x * out_xstride] = v;
+            }
+        }
+    }
+}
+
+void gdh_maxpool(const float *src, int height, int width, int k, int stride, int pad,
+                 float *out, int out_h, int out_w, int c_begin, int c_end) {
+    for (int c = c_begin; c < c_end; c++) {
+        const float *s = src + (long)c * height * width;
+        float *d = out + (long)c * out_h * out_w;
+        for (int oy = 0; oy < out_h; oy++) {
+            const int y0 = oy * stride - pad;
+            const int ya = y0 < 0 ? 0 : y0, yb = y0 + k > height ? height : y0 + k;
+            for (int ox = 0; ox < out_w; ox++) {
+                const int x0 = ox * stride - pad;
+                const int xa = x0 < 0 ? 0 : x0, xb = x0 + k > width ? width : x0 + k;
+                float m = -INFINITY;
+                for (int y = ya; y < yb; y++)
+                    for (int x = xa; x < xb; x++) { const float v = s[(long)y * width + x]; m = v > m ? v : m; }
+                d[(long)oy * out_w + ox] = m;
+            }
+        }
+    }
+}

@@ -1,0 +1,637 @@
+import CNeuralKernels
+import COpenBLAS
+import Dispatch
+
+/// A value of an inference plan: one sample's tensor (its shape without the batch).
+public struct PlanValue {
+    let id: Int
+    public let shape: [Int]
+    var c: Int { shape[0] }
+    var h: Int { shape.count > 1 ? shape[1] : 1 }
+    var w: Int { shape.count > 2 ? shape[2] : 1 }
+    var size: Int { shape.reduce(1, *) }
+}
+
+/// Layers of other modules that know how to put themselves into an inference plan.
+public protocol InferenceLowerable {
+    func lower(into plan: PlanBuilder, input: PlanValue) -> PlanValue
+}
+
+/// One step of a plan: reads and writes values through the plan's memory.
+protocol PlanStep: AnyObject {
+    var inputs: [Int] { get }
+    var output: Int { get }
+    /// Floats of scratch memory the step needs.
+    var scratchFloats: Int { get }
+    func run(_ m: PlanMemory)
+}
+
+/// Where the values and the scratch of a running plan are.
+struct PlanMemory {
+    let pointers: [UnsafeMutablePointer<Float>]
+    let scratch: UnsafeMutablePointer<Float>
+    let threads: Int
+    let kernelLevel: Int32
+    subscript(_ id: Int) -> UnsafeMutablePointer<Float> { pointers[id] }
+}
+
+/// Builds an inference plan from a tree of layers in inference mode: each convolution is
+/// fused with the BatchNorm (folded into its weights), the activation and the residual
+/// addition that follow it, and runs on the direct convolution kernels of CNeuralKernels;
+/// layers without a fused form run through their own `forward`.
+public final class PlanBuilder {
+    var shapes: [[Int]] = []
+    var steps: [PlanStep] = []
+
+    init() {}
+
+    func newValue(_ shape: [Int]) -> PlanValue {
+        shapes.append(shape)
+        return PlanValue(id: shapes.count - 1, shape: shape)
+    }
+
+    /// Lowers any layer.
+    public func lower(_ layer: Layer, _ x: PlanValue) -> PlanValue {
+        if let l = layer as? InferenceLowerable { return l.lower(into: self, input: x) }
+        if let chain = layer as? Chain { return lowerChain(chain.children.map { $0.layer }, x) }
+        if let r = layer as? ResidualBlock {
+            if let chain = r.block as? Chain { return lowerChain(chain.children.map { $0.layer }, x, residual: x) }
+            return add(lower(r.block, x), x, activation: nil)
+        }
+        if let conv = layer as? Conv2d { return convolution(conv, x) }
+        if let conv = layer as? ConvTranspose2d { return transposedConvolution(conv, x) }
+        if let pool = layer as? MaxPool2d, x.shape.count == 3 { return maxPool(pool, x) }
+        if let pool = layer as? AdaptiveAvgPool2d, pool.outH == 1, pool.outW == 1, x.shape.count == 3 {
+            let y = newValue([x.c, 1, 1])
+            steps.append(GlobalAveragePoolStep(input: x, output: y))
+            return y
+        }
+        if layer is Flatten { return PlanValue(id: x.id, shape: [x.size]) }
+        if let linear = layer as? Linear, x.size == linear.inFeatures {
+            let y = newValue([linear.outFeatures])
+            steps.append(LinearStep(linear, input: x, output: y))
+            return y
+        }
+        return fallback(layer, x)
+    }
+
+    /// Lowers layers in a row, fusing Conv → BatchNorm → activation; with `residual`, the
+    /// result is activation(chain(x) + residual), fused into the last convolution when the
+    /// chain ends with a convolution (and BatchNorm) without an activation.
+    public func lowerChain(_ layers: [Layer], _ x: PlanValue, residual: PlanValue? = nil,
+                           activation final: Activation.Kind? = nil) -> PlanValue {
+        var v = x, i = 0, fused = residual == nil
+        while i < layers.count {
+            let isConv = layers[i] is Conv2d || layers[i] is ConvTranspose2d
+            guard isConv else { v = lower(layers[i], v); i += 1; continue }
+            var j = i + 1
+            var bn: BatchNorm2d?
+            if j < layers.count, let b = layers[j] as? BatchNorm2d, !b.training { bn = b; j += 1 }
+            var act: Activation.Kind?
+            if j < layers.count, let a = layers[j] as? Activation { act = a.kind; j += 1 }
+            var res: PlanValue?
+            if j == layers.count, act == nil, let r = residual { res = r; act = final; fused = true }
+            if let conv = layers[i] as? Conv2d {
+                v = convolution(conv, v, batchNorm: bn, activation: act, residual: res)
+            } else {
+                v = transposedConvolution(layers[i] as! ConvTranspose2d, v, batchNorm: bn, activation: act, residual: res)
+            }
+            i = j
+        }
+        if !fused, let r = residual { v = add(v, r, activation: final) }
+        return v
+    }
+
+    /// A 2-D convolution with its BatchNorm folded in, then activation(· + residual).
+    public func convolution(_ conv: Conv2d, _ x: PlanValue, batchNorm: BatchNorm2d? = nil,
+                            activation: Activation.Kind? = nil, residual: PlanValue? = nil) -> PlanValue {
+        let step = ConvStep(conv, input: x, batchNorm: batchNorm, activation: activation, residual: residual, builder: self)
+        steps.append(step)
+        return PlanValue(id: step.output, shape: step.outputShape)
+    }
+
+    public func transposedConvolution(_ conv: ConvTranspose2d, _ x: PlanValue, batchNorm: BatchNorm2d? = nil,
+                                      activation: Activation.Kind? = nil, residual: PlanValue? = nil) -> PlanValue {
+        let step = TransposedConvStep(conv, input: x, batchNorm: batchNorm, activation: activation, builder: self)
+        steps.append(step)
+        let y = PlanValue(id: step.output, shape: step.outputShape)
+        return residual.map { add(y, $0, activation: activation) } ?? y
+    }
+
+    /// activation(a + b), element-wise.
+    public func add(_ a: PlanValue, _ b: PlanValue, activation: Activation.Kind?) -> PlanValue {
+        precondition(a.shape == b.shape, "residual shapes differ: \(a.shape) vs \(b.shape)")
+        let y = newValue(a.shape)
+        steps.append(AddStep(a: a, b: b, output: y, activation: activation))
+        return y
+    }
+
+    /// x (C, H, W) times a mask (1, H, W) broadcast over the channels.
+    public func multiplyByMask(_ x: PlanValue, _ mask: PlanValue) -> PlanValue {
+        precondition(mask.c == 1 && mask.h == x.h && mask.w == x.w, "mask \(mask.shape) does not fit \(x.shape)")
+        let y = newValue(x.shape)
+        steps.append(MaskStep(input: x, mask: mask, output: y))
+        return y
+    }
+
+    func maxPool(_ pool: MaxPool2d, _ x: PlanValue) -> PlanValue {
+        let ho = (x.h + 2 * pool.padding - pool.kernel) / pool.stride + 1
+        let wo = (x.w + 2 * pool.padding - pool.kernel) / pool.stride + 1
+        let y = newValue([x.c, ho, wo])
+        steps.append(MaxPoolStep(pool, input: x, output: y))
+        return y
+    }
+
+    /// A layer the plan has no fused form for runs through its own forward on a copy.
+    func fallback(_ layer: Layer, _ x: PlanValue) -> PlanValue {
+        let probe = layer.forward(Tensor(zeros: [1] + x.shape))
+        let y = newValue(Array(probe.shape.dropFirst()))
+        steps.append(FallbackStep(layer, input: x, output: y))
+        return y
+    }
+}
+
+/// A network compiled for inference (see `PlanBuilder`): the weights are copied (and
+/// BatchNorm folded into them) when the plan is made, so a plan must be rebuilt after the
+/// network's parameters change. Runs a batch one sample at a time; memory for every
+/// value is laid out once, values that are no longer needed share space.
+/// Not thread-safe: one caller at a time.
+public final class InferencePlan {
+    public let inputShape: [Int]
+    public let outputShape: [Int]
+    let steps: [PlanStep]
+    let inputID: Int, outputID: Int
+    /// Threads each step may use (1: everything on the caller's thread).
+    public var threads: Int
+    /// The convolution kernel: 2 AVX-512, 1 AVX2 + FMA, 0 portable C; the best the CPU
+    /// has by default (`DirectConvolution.bestKernel`).
+    public var kernelLevel: Int = DirectConvolution.bestKernel
+    private let arena: UnsafeMutablePointer<Float>
+    private let arenaFloats: Int
+    private let offsets: [Int]
+    private let scratchOffset: Int
+
+    /// Compiles `network` (set to inference mode by the caller) for inputs of `inputShape`
+    /// (C, H, W).
+    public init(_ network: Layer, inputShape: [Int], threads: Int = 1) {
+        let b = PlanBuilder()
+        let x = b.newValue(inputShape)
+        let y = b.lower(network, x)
+        self.inputShape = inputShape
+        outputShape = y.shape
+        steps = b.steps
+        inputID = x.id
+        outputID = y.id
+        self.threads = max(1, threads)
+
+        // Memory: a value lives from the step that writes it to the last step that reads it
+        // (the input and output for the whole run); a freed slot is reused by a later value.
+        let count = b.shapes.count
+        var lastUse = [Int](repeating: -1, count: count)
+        for (k, s) in steps.enumerated() { for i in s.inputs { lastUse[i] = k } }
+        lastUse[outputID] = steps.count
+        lastUse[inputID] = max(lastUse[inputID], 0)
+        var slotOf = [Int](repeating: -1, count: count)
+        var slotSize: [Int] = [], slotFreeAt: [Int] = []   // slot free for steps after slotFreeAt
+        func place(_ v: Int, at step: Int) {
+            let size = b.shapes[v].reduce(1, *) + 16
+            var best = -1
+            for s in slotSize.indices where slotFreeAt[s] < step {
+                if best < 0 || abs(slotSize[s] - size) < abs(slotSize[best] - size) { best = s }
+            }
+            if best < 0 {
+                slotSize.append(size)
+                slotFreeAt.append(0)
+                best = slotSize.count - 1
+            }
+            slotSize[best] = max(slotSize[best], size)
+            slotFreeAt[best] = Int.max
+            slotOf[v] = best
+        }
+        place(inputID, at: 0)
+        slotFreeAt[slotOf[inputID]] = lastUse[inputID]
+        for (k, s) in steps.enumerated() {
+            // An output that aliases its input (Flatten) already has a slot.
+            if slotOf[s.output] < 0 {
+                place(s.output, at: k)
+                slotFreeAt[slotOf[s.output]] = lastUse[s.output] < 0 ? k : lastUse[s.output]
+            }
+        }
+        var slotOffset: [Int] = [], total = 0
+        for size in slotSize { slotOffset.append(total); total += (size + 15) & ~15 }
+        scratchOffset = total
+        let scratch = steps.map(\.scratchFloats).max() ?? 0
+        arenaFloats = total + scratch + 64
+        arena = .allocate(capacity: arenaFloats)
+        arena.initialize(repeating: 0, count: arenaFloats)
+        offsets = (0..<count).map { slotOf[$0] < 0 ? 0 : slotOffset[slotOf[$0]] }
+    }
+
+    deinit { arena.deallocate() }
+
+    /// Bytes of memory the plan keeps for values and scratch.
+    public var memoryBytes: Int { arenaFloats * MemoryLayout<Float>.size }
+
+    /// The network's output for a batch (N, C, H, W): (N, outputShape...).
+    public func forward(_ x: Tensor) -> Tensor {
+        precondition(Array(x.shape.dropFirst()) == inputShape, "plan input must be (N, \(inputShape)), got \(x.shape)")
+        let n = x.shape[0], inSize = inputShape.reduce(1, *), outSize = outputShape.reduce(1, *)
+        var out = Tensor(uninitialized: [n] + outputShape)
+        let memory = PlanMemory(pointers: offsets.map { arena + $0 }, scratch: arena + scratchOffset, threads: threads,
+                                kernelLevel: Int32(kernelLevel))
+        x.data.withUnsafeBufferPointer { xp in
+            out.data.withUnsafeMutableBufferPointer { op in
+                for i in 0..<n {
+                    memory[inputID].update(from: xp.baseAddress! + i * inSize, count: inSize)
+                    for s in steps { s.run(memory) }
+                    (op.baseAddress! + i * outSize).update(from: memory[outputID], count: outSize)
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// The direct convolution kernels of the inference plans.
+public enum DirectConvolution {
+    /// The best kernel this CPU runs (GDH_SCALAR_KERNELS=1 in the environment forces 0).
+    public static var bestKernel: Int { Int(gdh_conv_kernel_level()) }
+
+    public static func kernelName(_ level: Int) -> String {
+        ["portable C", "AVX2+FMA", "AVX-512"][max(0, min(2, level))]
+    }
+}
+
+/// Runs body(i) for i in 0..<parts, on up to `threads` threads.
+@inline(__always)
+func parallel(_ threads: Int, _ parts: Int, _ body: (Int) -> Void) {
+    if threads <= 1 || parts <= 1 {
+        for i in 0..<parts { body(i) }
+    } else {
+        DispatchQueue.concurrentPerform(iterations: parts, execute: body)
+    }
+}
+
+/// [lo, hi) of part i when `count` items are split in `parts`, boundaries on multiples of `align`.
+@inline(__always)
+func split(_ count: Int, _ parts: Int, _ i: Int, align: Int = 1) -> Range<Int> {
+    func at(_ k: Int) -> Int { k == parts ? count : min(count, (count * k / parts) / align * align) }
+    return at(i)..<at(i + 1)
+}
+
+/// Work (multiply-adds) below which a step stays on one thread.
+let parallelThreshold = 2_000_000
+
+func activationCode(_ a: Activation.Kind?) -> (Int32, Float) {
+    switch a {
+    case nil: return (Int32(GDH_ACT_NONE), 0)
+    case .relu?: return (Int32(GDH_ACT_RELU), 0)
+    case .leakyReLU(let s)?: return (Int32(GDH_ACT_LEAKY), s)
+    case .tanh?: return (Int32(GDH_ACT_TANH), 0)
+    case .sigmoid?: return (Int32(GDH_ACT_SIGMOID), 0)
+    }
+}
+
+/// Per output channel scale and shift of an inference BatchNorm (identity without one).
+func batchNormFold(_ bn: BatchNorm2d?, channels: Int) -> (scale: [Float], shift: [Float]) {
+    guard let bn else { return ([Float](repeating: 1, count: channels), [Float](repeating: 0, count: channels)) }
+    precondition(bn.channels == channels, "BatchNorm of \(bn.channels) channels after a layer of \(channels)")
+    var scale = [Float](repeating: 0, count: channels), shift = scale
+    for c in 0..<channels {
+        scale[c] = bn.weight.value.data[c] / (bn.runningVar.data[c] + bn.eps).squareRoot()
+        shift[c] = bn.bias.value.data[c] - bn.runningMean.data[c] * scale[c]
+    }
+    return (scale, shift)
+}
+
+/// Convolution: pad and phase-split the input, run the direct kernel over flat positions,
+/// then bias + residual + activation into the compact output.
+final class ConvStep: PlanStep {
+    let input: Int, output: Int, residual: Int?
+    let inputs: [Int]
+    let outputShape: [Int]
+    let c, h, w, o, ho, wo, stride, pad: Int
+    let reflect: Bool
+    let planeH, pitch: Int
+    let direct: Bool          // 1×1, stride 1, no padding: the input is used as it is
+    let taps: [Int]
+    let packed: [Float]
+    let bias: [Float]
+    let act: Int32, slope: Float
+    let flops: Double
+    var preparedFloats: Int { direct ? 0 : c * stride * stride * planeH * pitch + pitch * (stride + 2) * 2 + 64 }
+    var accFloats: Int { ho * pitch * o + 64 }
+    var scratchFloats: Int { preparedFloats + (direct ? 0 : accFloats) }
+
+    init(_ conv: Conv2d, input x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?, residual: PlanValue?, builder: PlanBuilder) {
+        precondition(x.shape.count == 3 && x.c == conv.inChannels, "Conv2d expects (\(conv.inChannels), H, W), got \(x.shape)")
+        precondition(conv.kernelH == conv.kernelW, "square kernels only")
+        c = x.c; h = x.h; w = x.w; o = conv.outChannels
+        stride = conv.stride; pad = conv.padding
+        reflect = conv.paddingMode == .reflect && pad > 0
+        if reflect { precondition(pad < h && pad < w, "reflection padding \(pad) needs a larger image than \(h)x\(w)") }
+        let k = conv.kernelH
+        ho = (h + 2 * pad - k) / stride + 1
+        wo = (w + 2 * pad - k) / stride + 1
+        precondition(ho > 0 && wo > 0, "Conv2d: input \(h)x\(w) is smaller than the kernel")
+        direct = k == 1 && stride == 1 && pad == 0
+        planeH = (h + 2 * pad + stride - 1) / stride
+        pitch = direct ? w : (w + 2 * pad + stride - 1) / stride
+        let plane = planeH * pitch, s = stride, pt = pitch
+        taps = (0..<(k * k)).map { t in
+            let ki = t / k, kj = t % k
+            return ((ki % s) * s + kj % s) * plane + (ki / s) * pt + kj / s
+        }
+        let (scale, shift) = batchNormFold(batchNorm, channels: o)
+        let kk = k * k, blocks = (o + Int(GDH_CONV_OC_BLOCK) - 1) / Int(GDH_CONV_OC_BLOCK), ob = Int(GDH_CONV_OC_BLOCK)
+        var p = [Float](repeating: 0, count: blocks * c * kk * ob)
+        let wt = conv.weight.value.data
+        for oc in 0..<o {
+            let b = oc / ob, lane = oc % ob
+            for ic in 0..<c {
+                for t in 0..<kk {
+                    p[((b * c + ic) * kk + t) * ob + lane] = wt[(oc * c + ic) * kk + t] * scale[oc]
+                }
+            }
+        }
+        packed = p
+        bias = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] }
+        (act, slope) = activationCode(activation)
+        outputShape = [o, ho, wo]
+        if let r = residual { precondition(r.shape == outputShape, "residual \(r.shape) does not fit \(outputShape)") }
+        input = x.id
+        self.residual = residual?.id
+        output = builder.newValue(outputShape).id
+        inputs = [x.id] + (residual.map { [$0.id] } ?? [])
+        flops = 2 * Double(o * c * kk * ho * wo)
+    }
+
+    func run(_ m: PlanMemory) {
+        let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
+        let threads = flops / 2 >= Double(parallelThreshold) ? m.threads : 1
+        let src = m[input], dst = m[output]
+        let prepared = direct ? src : m.scratch
+        let cstride = direct ? h * w : stride * stride * planeH * pitch
+        let acc = direct ? dst : m.scratch + preparedFloats
+        let length = ho * pitch
+        if !direct {
+            parallel(threads, threads) { i in
+                let r = split(c, threads, i)
+                gdh_conv_prepare(src, Int32(h), Int32(w), Int32(pad), reflect ? 1 : 0, Int32(stride),
+                                 prepared, cstride, Int32(planeH), Int32(pitch), Int32(r.lowerBound), Int32(r.upperBound))
+            }
+        }
+        taps.withUnsafeBufferPointer { tp in
+            packed.withUnsafeBufferPointer { wp in
+                parallel(threads, threads) { i in
+                    let r = split(length, threads, i, align: 16)
+                    gdh_conv_direct(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), wp.baseAddress,
+                                    Int32(o), acc, length, r.lowerBound, r.upperBound, m.kernelLevel)
+                }
+            }
+        }
+        let res = residual.map { m[$0] }
+        bias.withUnsafeBufferPointer { bp in
+            parallel(threads, threads) { i in
+                let r = split(o, threads, i)
+                gdh_conv_epilogue(acc, length, pitch, Int32(ho), Int32(wo), bp.baseAddress, res, ho * wo, act, slope,
+                                  dst, ho * wo, 0, wo, 1, Int32(r.lowerBound), Int32(r.upperBound))
+            }
+        }
+        if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
+    }
+}
+
+/// Transposed convolution as stride × stride phases of outputs, each a stride-1
+/// convolution of the zero-padded input with the kernel taps of that phase.
+final class TransposedConvStep: PlanStep {
+    struct Phase {
+        let py, px, rows, cols: Int
+        let taps: [Int]
+        let packed: [Float]
+    }
+    let input: Int, output: Int
+    var inputs: [Int] { [input] }
+    let outputShape: [Int]
+    let c, h, w, o, ho, wo, stride, q, pitch: Int
+    let phases: [Phase]
+    let bias: [Float]
+    let act: Int32, slope: Float
+    let flops: Double
+    var preparedFloats: Int { c * (h + 2 * q) * pitch + 4 * pitch + 64 }
+    var accOffsets: [Int] {
+        var offs: [Int] = [], t = preparedFloats
+        for ph in phases { offs.append(t); t += ph.rows * pitch * o + 64 }
+        return offs
+    }
+    var scratchFloats: Int { preparedFloats + phases.reduce(0) { $0 + $1.rows * pitch * o + 64 } }
+
+    init(_ conv: ConvTranspose2d, input x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?, builder: PlanBuilder) {
+        precondition(x.shape.count == 3 && x.c == conv.inChannels, "ConvTranspose2d expects (\(conv.inChannels), H, W), got \(x.shape)")
+        c = x.c; h = x.h; w = x.w; o = conv.outChannels; stride = conv.stride
+        let k = conv.kernel, p = conv.padding, s = stride
+        ho = (h - 1) * s - 2 * p + k + conv.outputPadding
+        wo = (w - 1) * s - 2 * p + k + conv.outputPadding
+        // Output row oy = m·s + py takes input row m + dy through tap ki where
+        // oy + p − ki = s·(m + dy), so dy = (py + p − ki) / s for the taps with that remainder.
+        func tapsOf(_ phase: Int) -> [(k: Int, d: Int)] {
+            (0..<k).compactMap { ki in
+                let t = phase + p - ki
+                return ((t % s) + s) % s == 0 ? (ki, Int((Double(t) / Double(s)).rounded(.down))) : nil
+            }
+        }
+        func count(_ phase: Int, _ size: Int) -> Int { phase < size ? (size - phase + s - 1) / s : 0 }
+        var need = 0
+        for ph in 0..<s {
+            let n = max(count(ph, ho), count(ph, wo)), inSize = min(h, w)
+            for t in tapsOf(ph) { need = max(need, -t.d, n + t.d - inSize) }
+        }
+        q = need
+        pitch = w + 2 * q
+        let (scale, shift) = batchNormFold(batchNorm, channels: o)
+        let ob = Int(GDH_CONV_OC_BLOCK), blocks = (o + ob - 1) / ob
+        let wt = conv.weight.value.data   // (in, out, k, k)
+        var list: [Phase] = []
+        for py in 0..<s {
+            for px in 0..<s {
+                let ty = tapsOf(py), tx = tapsOf(px)
+                var offsets: [Int] = [], pairs: [(Int, Int)] = []
+                for a in ty { for b in tx { offsets.append((a.d + q) * pitch + b.d + q); pairs.append((a.k, b.k)) } }
+                var packed = [Float](repeating: 0, count: blocks * c * pairs.count * ob)
+                for oc in 0..<o {
+                    for ic in 0..<c {
+                        for (t, (ki, kj)) in pairs.enumerated() {
+                            packed[(((oc / ob) * c + ic) * pairs.count + t) * ob + oc % ob] = wt[((ic * o + oc) * k + ki) * k + kj] * scale[oc]
+                        }
+                    }
+                }
+                list.append(Phase(py: py, px: px, rows: count(py, ho), cols: count(px, wo), taps: offsets, packed: packed))
+            }
+        }
+        phases = list
+        bias = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] }
+        (act, slope) = activationCode(activation)
+        outputShape = [o, ho, wo]
+        input = x.id
+        output = builder.newValue(outputShape).id
+        flops = 2 * Double(c * o * k * k * h * w)
+    }
+
+    func run(_ m: PlanMemory) {
+        let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
+        let threads = flops / 2 >= Double(parallelThreshold) ? m.threads : 1
+        let src = m[input], dst = m[output], prepared = m.scratch
+        let cstride = (h + 2 * q) * pitch
+        parallel(threads, threads) { i in
+            let r = split(c, threads, i)
+            gdh_conv_prepare(src, Int32(h), Int32(w), Int32(q), 0, 1, prepared, cstride, Int32(h + 2 * q), Int32(pitch),
+                             Int32(r.lowerBound), Int32(r.upperBound))
+        }
+        let accs = accOffsets
+        for (k, ph) in phases.enumerated() where ph.rows > 0 && ph.cols > 0 {
+            let acc = m.scratch + accs[k], length = ph.rows * pitch
+            if ph.taps.isEmpty { acc.update(repeating: 0, count: length * o); continue }
+            ph.taps.withUnsafeBufferPointer { tp in
+                ph.packed.withUnsafeBufferPointer { wp in
+                    parallel(threads, threads) { i in
+                        let r = split(length, threads, i, align: 16)
+                        gdh_conv_direct(prepared, cstride, Int32(c), tp.baseAddress, Int32(ph.taps.count), wp.baseAddress,
+                                        Int32(o), acc, length, r.lowerBound, r.upperBound, m.kernelLevel)
+                    }
+                }
+            }
+        }
+        bias.withUnsafeBufferPointer { bp in
+            parallel(threads, threads) { i in
+                let r = split(o, threads, i)
+                for (k, ph) in phases.enumerated() where ph.rows > 0 && ph.cols > 0 {
+                    gdh_conv_epilogue(m.scratch + accs[k], ph.rows * pitch, pitch, Int32(ph.rows), Int32(ph.cols), bp.baseAddress,
+                                      nil, 0, act, slope, dst, ho * wo, ph.py * wo + ph.px, stride * wo, stride,
+                                      Int32(r.lowerBound), Int32(r.upperBound))
+                }
+            }
+        }
+        if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
+    }
+}
+
+final class AddStep: PlanStep {
+    let a: Int, b: Int, output: Int, size: Int
+    let act: Int32, slope: Float
+    var inputs: [Int] { [a, b] }
+    var scratchFloats: Int { 0 }
+
+    init(a: PlanValue, b: PlanValue, output: PlanValue, activation: Activation.Kind?) {
+        self.a = a.id; self.b = b.id; self.output = output.id; size = a.size
+        (act, slope) = activationCode(activation)
+    }
+
+    func run(_ m: PlanMemory) {
+        gdh_conv_epilogue(m[a], Int(size), Int(size), 1, Int32(size), nil, m[b], Int(size), act, slope, m[output], Int(size), 0, Int(size), 1, 0, 1)
+    }
+}
+
+final class MaskStep: PlanStep {
+    let input: Int, mask: Int, output: Int, c: Int, plane: Int
+    var inputs: [Int] { [input, mask] }
+    var scratchFloats: Int { 0 }
+
+    init(input: PlanValue, mask: PlanValue, output: PlanValue) {
+        self.input = input.id; self.mask = mask.id; self.output = output.id
+        c = input.c; plane = input.h * input.w
+    }
+
+    func run(_ m: PlanMemory) {
+        let x = m[input], k = m[mask], y = m[output]
+        for ch in 0..<c {
+            let xs = x + ch * plane, ys = y + ch * plane
+            for i in 0..<plane { ys[i] = xs[i] * k[i] }
+        }
+    }
+}
+
+final class MaxPoolStep: PlanStep {
+    let input: Int, output: Int, c, h, w, k, stride, pad, ho, wo: Int
+    var inputs: [Int] { [input] }
+    var scratchFloats: Int { 0 }
+
+    init(_ pool: MaxPool2d, input: PlanValue, output: PlanValue) {
+        self.input = input.id; self.output = output.id
+        c = input.c; h = input.h; w = input.w; k = pool.kernel; stride = pool.stride; pad = pool.padding
+        ho = output.h; wo = output.w
+    }
+
+    func run(_ m: PlanMemory) {
+        let threads = c * ho * wo * k * k >= parallelThreshold ? m.threads : 1
+        let src = m[input], dst = m[output]
+        parallel(threads, threads) { i in
+            let r = split(c, threads, i)
+            gdh_maxpool(src, Int32(h), Int32(w), Int32(k), Int32(stride), Int32(pad), dst, Int32(ho), Int32(wo),
+                        Int32(r.lowerBound), Int32(r.upperBound))
+        }
+    }
+}
+
+final class GlobalAveragePoolStep: PlanStep {
+    let input: Int, output: Int, c: Int, plane: Int
+    var inputs: [Int] { [input] }
+    var scratchFloats: Int { 0 }
+
+    init(input: PlanValue, output: PlanValue) {
+        self.input = input.id; self.output = output.id; c = input.c; plane = input.h * input.w
+    }
+
+    func run(_ m: PlanMemory) {
+        let x = m[input], y = m[output]
+        for ch in 0..<c {
+            var s: Float = 0
+            let xs = x + ch * plane
+            for i in 0..<plane { s += xs[i] }
+            y[ch] = s / Float(plane)
+        }
+    }
+}
+
+final class LinearStep: PlanStep {
+    let input: Int, output: Int, inFeatures: Int, outFeatures: Int
+    let weight: [Float], bias: [Float]
+    var inputs: [Int] { [input] }
+    var scratchFloats: Int { 0 }
+
+    init(_ linear: Linear, input: PlanValue, output: PlanValue) {
+        self.input = input.id; self.output = output.id
+        inFeatures = linear.inFeatures; outFeatures = linear.outFeatures
+        weight = linear.weight.value.data
+        bias = linear.bias?.value.data ?? [Float](repeating: 0, count: linear.outFeatures)
+    }
+
+    func run(_ m: PlanMemory) {
+        let y = m[output]
+        y.update(from: bias, count: outFeatures)
+        weight.withUnsafeBufferPointer { wp in
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outFeatures), Int32(inFeatures), 1, wp.baseAddress, Int32(inFeatures),
+                        m[input], 1, 1, y, 1)
+        }
+    }
+}
+
+final class FallbackStep: PlanStep {
+    let layer: Layer
+    let input: Int, output: Int
+    let inShape: [Int], outSize: Int
+    var inputs: [Int] { [input] }
+    var scratchFloats: Int { 0 }
+
+    init(_ layer: Layer, input: PlanValue, output: PlanValue) {
+        self.layer = layer
+        self.input = input.id; self.output = output.id
+        inShape = input.shape; outSize = output.size
+    }
+
+    func run(_ m: PlanMemory) {
+        let n = inShape.reduce(1, *)
+        let x = Tensor(shape: [1] + inShape, data: Array(UnsafeBufferPointer(start: m[input], count: n)))
+        let y = layer.forward(x)
+        y.data.withUnsafeBufferPointer { m[output].update(from: $0.baseAddress!, count: outSize) }
+    }
+}
