@@ -291,20 +291,30 @@ void gdh_conv_epilogue(const float *acc, long acc_cstride, long acc_pitch, int r
 
 void gdh_maxpool(const float *src, int height, int width, int k, int stride, int pad,
                  float *out, int out_h, int out_w, int c_begin, int c_end) {
+    // Per output row: the element-wise maximum of the window's input rows (vectorised),
+    // then the maximum across each window of that row.
+    float *row = malloc(sizeof(float) * (size_t)(width + 1));
+    if (!row) return;
     for (int c = c_begin; c < c_end; c++) {
         const float *s = src + (long)c * height * width;
         float *d = out + (long)c * out_h * out_w;
         for (int oy = 0; oy < out_h; oy++) {
             const int y0 = oy * stride - pad;
             const int ya = y0 < 0 ? 0 : y0, yb = y0 + k > height ? height : y0 + k;
+            if (yb <= ya) { for (int ox = 0; ox < out_w; ox++) d[(long)oy * out_w + ox] = -INFINITY; continue; }
+            memcpy(row, s + (long)ya * width, sizeof(float) * (size_t)width);
+            for (int y = ya + 1; y < yb; y++) {
+                const float *r = s + (long)y * width;
+                for (int x = 0; x < width; x++) row[x] = r[x] > row[x] ? r[x] : row[x];
+            }
             for (int ox = 0; ox < out_w; ox++) {
                 const int x0 = ox * stride - pad;
                 const int xa = x0 < 0 ? 0 : x0, xb = x0 + k > width ? width : x0 + k;
                 float m = -INFINITY;
-                for (int y = ya; y < yb; y++)
-                    for (int x = xa; x < xb; x++) { const float v = s[(long)y * width + x]; m = v > m ? v : m; }
+                for (int x = xa; x < xb; x++) m = row[x] > m ? row[x] : m;
                 d[(long)oy * out_w + ox] = m;
             }
         }
     }
+    free(row);
 }

@@ -13,8 +13,9 @@ import NeuralNet
 public final class GDHEncoder {
     public let model: GDHModel
     public let width: CodeWidth
-    let hashPlan: InferencePlan
-    let generatorPlan: InferencePlan
+    /// The compiled networks (H and G_I).
+    public let hashPlan: InferencePlan
+    public let generatorPlan: InferencePlan
 
     /// `threads`: threads each network layer may use (1 inside a pool of one encoder per core).
     public init(model: GDHModel, threads: Int = 1) throws {

@@ -1,6 +1,7 @@
 import CNeuralKernels
 import COpenBLAS
 import Dispatch
+import Foundation
 
 /// A value of an inference plan: one sample's tensor (its shape without the batch).
 public struct PlanValue {
@@ -24,6 +25,8 @@ protocol PlanStep: AnyObject {
     /// Floats of scratch memory the step needs.
     var scratchFloats: Int { get }
     func run(_ m: PlanMemory)
+    /// What the step does, for profiles.
+    var label: String { get }
 }
 
 /// Where the values and the scratch of a running plan are.
@@ -232,6 +235,23 @@ public final class InferencePlan {
     /// Bytes of memory the plan keeps for values and scratch.
     public var memoryBytes: Int { arenaFloats * MemoryLayout<Float>.size }
 
+    /// Milliseconds per step (best of `repeats` runs of one sample), with each step's label.
+    public func profile(_ x: Tensor, repeats: Int = 5) -> [(label: String, ms: Double)] {
+        precondition(Array(x.shape.dropFirst()) == inputShape, "plan input must be (N, \(inputShape)), got \(x.shape)")
+        let memory = PlanMemory(pointers: offsets.map { arena + $0 }, scratch: arena + scratchOffset, threads: threads,
+                                kernelLevel: Int32(kernelLevel))
+        var best = [Double](repeating: .infinity, count: steps.count)
+        for _ in 0..<repeats {
+            x.data.withUnsafeBufferPointer { memory[inputID].update(from: $0.baseAddress!, count: inputShape.reduce(1, *)) }
+            for (k, s) in steps.enumerated() {
+                let t = DispatchTime.now().uptimeNanoseconds
+                s.run(memory)
+                best[k] = min(best[k], Double(DispatchTime.now().uptimeNanoseconds - t) / 1e6)
+            }
+        }
+        return zip(steps, best).map { ($0.label, $1) }
+    }
+
     /// The network's output for a batch (N, C, H, W): (N, outputShape...).
     public func forward(_ x: Tensor) -> Tensor {
         precondition(Array(x.shape.dropFirst()) == inputShape, "plan input must be (N, \(inputShape)), got \(x.shape)")
@@ -262,13 +282,24 @@ public enum DirectConvolution {
     }
 }
 
-/// Runs body(i) for i in 0..<parts, on up to `threads` threads.
+/// The fork-join pool the plans share: one thread per core (the caller included),
+/// made when a plan first runs with more than one thread.
+nonisolated(unsafe) let sharedPool: OpaquePointer? = gdh_pool_create(Int32(max(1, ProcessInfo.processInfo.activeProcessorCount)))
+
+/// Runs body(i) for i in 0..<parts, on the shared pool when `threads` > 1.
 @inline(__always)
 func parallel(_ threads: Int, _ parts: Int, _ body: (Int) -> Void) {
     if threads <= 1 || parts <= 1 {
         for i in 0..<parts { body(i) }
-    } else {
-        DispatchQueue.concurrentPerform(iterations: parts, execute: body)
+        return
+    }
+    withoutActuallyEscaping(body) { escaping in
+        var task = escaping
+        withUnsafeMutablePointer(to: &task) { pointer in
+            gdh_pool_run(sharedPool, Int32(parts), { context, part in
+                context!.assumingMemoryBound(to: ((Int) -> Void).self).pointee(Int(part))
+            }, pointer)
+        }
     }
 }
 
@@ -322,6 +353,7 @@ final class ConvStep: PlanStep {
     var preparedFloats: Int { direct ? 0 : c * stride * stride * planeH * pitch + pitch * (stride + 2) * 2 + 64 }
     var accFloats: Int { ho * pitch * o + 64 }
     var scratchFloats: Int { preparedFloats + (direct ? 0 : accFloats) }
+    var label: String { "conv \(c)->\(o) k\(Int(Double(taps.count).squareRoot())) s\(stride) \(h)x\(w)" }
 
     init(_ conv: Conv2d, input x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?, residual: PlanValue?, builder: PlanBuilder) {
         precondition(x.shape.count == 3 && x.c == conv.inChannels, "Conv2d expects (\(conv.inChannels), H, W), got \(x.shape)")
@@ -425,6 +457,7 @@ final class TransposedConvStep: PlanStep {
         return offs
     }
     var scratchFloats: Int { preparedFloats + phases.reduce(0) { $0 + $1.rows * pitch * o + 64 } }
+    var label: String { "deconv \(c)->\(o) s\(stride) \(h)x\(w)" }
 
     init(_ conv: ConvTranspose2d, input x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?, builder: PlanBuilder) {
         precondition(x.shape.count == 3 && x.c == conv.inChannels, "ConvTranspose2d expects (\(conv.inChannels), H, W), got \(x.shape)")
@@ -520,6 +553,7 @@ final class AddStep: PlanStep {
     let act: Int32, slope: Float
     var inputs: [Int] { [a, b] }
     var scratchFloats: Int { 0 }
+    var label: String { "add" }
 
     init(a: PlanValue, b: PlanValue, output: PlanValue, activation: Activation.Kind?) {
         self.a = a.id; self.b = b.id; self.output = output.id; size = a.size
@@ -535,6 +569,7 @@ final class MaskStep: PlanStep {
     let input: Int, mask: Int, output: Int, c: Int, plane: Int
     var inputs: [Int] { [input, mask] }
     var scratchFloats: Int { 0 }
+    var label: String { "mask" }
 
     init(input: PlanValue, mask: PlanValue, output: PlanValue) {
         self.input = input.id; self.mask = mask.id; self.output = output.id
@@ -554,6 +589,7 @@ final class MaxPoolStep: PlanStep {
     let input: Int, output: Int, c, h, w, k, stride, pad, ho, wo: Int
     var inputs: [Int] { [input] }
     var scratchFloats: Int { 0 }
+    var label: String { "maxpool" }
 
     init(_ pool: MaxPool2d, input: PlanValue, output: PlanValue) {
         self.input = input.id; self.output = output.id
@@ -576,6 +612,7 @@ final class GlobalAveragePoolStep: PlanStep {
     let input: Int, output: Int, c: Int, plane: Int
     var inputs: [Int] { [input] }
     var scratchFloats: Int { 0 }
+    var label: String { "avgpool" }
 
     init(input: PlanValue, output: PlanValue) {
         self.input = input.id; self.output = output.id; c = input.c; plane = input.h * input.w
@@ -597,6 +634,7 @@ final class LinearStep: PlanStep {
     let weight: [Float], bias: [Float]
     var inputs: [Int] { [input] }
     var scratchFloats: Int { 0 }
+    var label: String { "linear" }
 
     init(_ linear: Linear, input: PlanValue, output: PlanValue) {
         self.input = input.id; self.output = output.id
@@ -621,6 +659,7 @@ final class FallbackStep: PlanStep {
     let inShape: [Int], outSize: Int
     var inputs: [Int] { [input] }
     var scratchFloats: Int { 0 }
+    var label: String { "layer \(type(of: layer))" }
 
     init(_ layer: Layer, input: PlanValue, output: PlanValue) {
         self.layer = layer

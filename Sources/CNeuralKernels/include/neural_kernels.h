@@ -58,6 +58,16 @@ void gdh_maxpool(const float *src, int height, int width, int k, int stride, int
 /// GDH_SCALAR_KERNELS=1 in the environment forces 0.
 int gdh_conv_kernel_level(void);
 
+/// A fork-join pool of `threads` threads (the caller counts as one).
+typedef struct gdh_pool gdh_pool;
+typedef void (*gdh_task_fn)(void *ctx, int part);
+gdh_pool *gdh_pool_create(int threads);
+void gdh_pool_destroy(gdh_pool *pool);
+int gdh_pool_threads(const gdh_pool *pool);
+/// Runs fn(ctx, i) for every i < parts on the pool's threads and returns when all are
+/// done. If another job is running, runs every part on the calling thread.
+void gdh_pool_run(gdh_pool *pool, int parts, gdh_task_fn fn, void *ctx);
+
 #ifdef __cplusplus
 }
 #endif
