@@ -155,6 +155,79 @@ static void run256(const float *in, long cs, int C, const long *off, int T, cons
 }
 #endif
 
+#if GDH_HAVE_X86
+// Output channels in the vector lanes, for layers with few positions: a tile is up to
+// eight positions × NV vectors of 16 channels; each step loads NV weight vectors and
+// broadcasts one input value per position.
+static inline __attribute__((always_inline, target("avx512f")))
+void ctile512(const float *in, long cs, int C, const long *off, int T, const float *w, const int nv,
+              const long *pos, const int np, float *out, long ocs) {
+    __m512 acc[8][2];
+    for (int j = 0; j < np; j++) for (int v = 0; v < nv; v++) acc[j][v] = _mm512_setzero_ps();
+    long q[8];
+    for (int j = 0; j < np; j++) q[j] = pos[j];
+    for (int c = 0; c < C; c++) {
+        const float *ic = in + c * cs;
+        for (int t = 0; t < T; t++, w += 16 * nv) {
+            const float *b = ic + off[t];
+            __m512 wv[2];
+            for (int v = 0; v < nv; v++) wv[v] = _mm512_loadu_ps(w + 16 * v);
+            for (int j = 0; j < np; j++) {
+                const __m512 x = _mm512_set1_ps(b[q[j]]);
+                for (int v = 0; v < nv; v++) acc[j][v] = _mm512_fmadd_ps(wv[v], x, acc[j][v]);
+            }
+        }
+    }
+    const __m512i lanes = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                             _mm512_set1_epi32((int)ocs));
+    for (int j = 0; j < np; j++)
+        for (int v = 0; v < nv; v++)
+            _mm512_i32scatter_ps(out + (16 * v) * ocs + q[j], lanes, acc[j][v], 4);
+}
+
+#define CTILE512(NV, NP) \
+    __attribute__((target("avx512f"))) static void ctile512_##NV##_##NP(const float *in, long cs, int C, const long *off, int T, \
+        const float *w, const long *pos, float *out, long ocs) { ctile512(in, cs, C, off, T, w, NV, pos, NP, out, ocs); }
+CTILE512(1, 1) CTILE512(1, 2) CTILE512(1, 3) CTILE512(1, 4) CTILE512(1, 5) CTILE512(1, 6) CTILE512(1, 7) CTILE512(1, 8)
+CTILE512(2, 1) CTILE512(2, 2) CTILE512(2, 3) CTILE512(2, 4) CTILE512(2, 5) CTILE512(2, 6) CTILE512(2, 7) CTILE512(2, 8)
+
+typedef void (*ctile_fn)(const float *, long, int, const long *, int, const float *, const long *, float *, long);
+static const ctile_fn ctiles[2][8] = {
+    { ctile512_1_1, ctile512_1_2, ctile512_1_3, ctile512_1_4, ctile512_1_5, ctile512_1_6, ctile512_1_7, ctile512_1_8 },
+    { ctile512_2_1, ctile512_2_2, ctile512_2_3, ctile512_2_4, ctile512_2_5, ctile512_2_6, ctile512_2_7, ctile512_2_8 },
+};
+#endif
+
+int gdh_conv_channels_kernel_available(void) {
+#if GDH_HAVE_X86
+    return gdh_conv_kernel_level() >= 2;
+#else
+    return 0;
+#endif
+}
+
+void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
+                              const long *tap_off, int taps, const float *w_packed, int block,
+                              const long *pos, int npos, float *out, long out_cstride,
+                              int b_begin, int b_end) {
+#if GDH_HAVE_X86
+    if (!gdh_conv_channels_kernel_available() || (block != 16 && block != 32)) return;
+    const long wblock = (long)channels_in * taps * block;
+    const int nv = block / 16;
+    for (int b = b_begin; b < b_end; b++) {
+        const float *w = w_packed + b * wblock;
+        float *o = out + (long)b * block * out_cstride;
+        for (int j = 0; j < npos; j += 8) {
+            const int np = npos - j < 8 ? npos - j : 8;
+            ctiles[nv - 1][np - 1](in, in_cstride, channels_in, tap_off, taps, w, pos + j, o, out_cstride);
+        }
+    }
+#else
+    (void)in; (void)in_cstride; (void)channels_in; (void)tap_off; (void)taps; (void)w_packed; (void)block;
+    (void)pos; (void)npos; (void)out; (void)out_cstride; (void)b_begin; (void)b_end;
+#endif
+}
+
 static int kernel_level = -1;
 
 int gdh_conv_kernel_level(void) {
@@ -205,15 +278,15 @@ static inline int reflect_index(int i, int n) {
     return i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i);
 }
 
-void gdh_conv_prepare(const float *src, int height, int width, int pad, int reflect, int stride,
+void gdh_conv_prepare(const float *src, int height, int width, int pad, int reflect, int stride, int kernel,
                       float *dst, long dst_cstride, int plane_h, int pitch, int c_begin, int c_end) {
     const int hp = height + 2 * pad, wp = width + 2 * pad;
     const long plane = (long)plane_h * pitch;
     for (int c = c_begin; c < c_end; c++) {
         const float *s = src + (long)c * height * width;
         float *d = dst + (long)c * dst_cstride;
-        for (int a = 0; a < stride; a++) {
-            for (int b = 0; b < stride; b++) {
+        for (int a = 0; a < stride && a < kernel; a++) {
+            for (int b = 0; b < stride && b < kernel; b++) {
                 float *dp = d + (long)(a * stride + b) * plane;
                 for (int i = 0; i < plane_h; i++) {
                     float *row = dp + (long)i * pitch;
@@ -291,30 +364,43 @@ void gdh_conv_epilogue(const float *acc, long acc_cstride, long acc_pitch, int r
 
 void gdh_maxpool(const float *src, int height, int width, int k, int stride, int pad,
                  float *out, int out_h, int out_w, int c_begin, int c_end) {
-    // Per output row: the element-wise maximum of the window's input rows (vectorised),
-    // then the maximum across each window of that row.
-    float *row = malloc(sizeof(float) * (size_t)(width + 1));
-    if (!row) return;
+    // Per output row: the element-wise maximum of the window's input rows (vectorised)
+    // into a row padded with -inf, then the maximum across each window of that row.
+    const int span = (out_w - 1) * stride + k;          // padded columns the windows cover
+    const int padded = span > width + pad ? span : width + pad;
+    float stack_row[1024];
+    float *buffer = padded <= 1024 ? stack_row : malloc(sizeof(float) * (size_t)padded);
+    if (!buffer) return;
+    for (int x = 0; x < padded; x++) buffer[x] = -INFINITY;
+    float *row = buffer + pad;
     for (int c = c_begin; c < c_end; c++) {
         const float *s = src + (long)c * height * width;
         float *d = out + (long)c * out_h * out_w;
         for (int oy = 0; oy < out_h; oy++) {
             const int y0 = oy * stride - pad;
             const int ya = y0 < 0 ? 0 : y0, yb = y0 + k > height ? height : y0 + k;
-            if (yb <= ya) { for (int ox = 0; ox < out_w; ox++) d[(long)oy * out_w + ox] = -INFINITY; continue; }
+            float *dr = d + (long)oy * out_w;
+            if (yb <= ya) { for (int ox = 0; ox < out_w; ox++) dr[ox] = -INFINITY; continue; }
             memcpy(row, s + (long)ya * width, sizeof(float) * (size_t)width);
             for (int y = ya + 1; y < yb; y++) {
                 const float *r = s + (long)y * width;
                 for (int x = 0; x < width; x++) row[x] = r[x] > row[x] ? r[x] : row[x];
             }
+            if (k == 3 && stride == 2) {
+                for (int ox = 0; ox < out_w; ox++) {
+                    const float *w = buffer + 2 * ox;
+                    const float m = w[0] > w[1] ? w[0] : w[1];
+                    dr[ox] = w[2] > m ? w[2] : m;
+                }
+                continue;
+            }
             for (int ox = 0; ox < out_w; ox++) {
-                const int x0 = ox * stride - pad;
-                const int xa = x0 < 0 ? 0 : x0, xb = x0 + k > width ? width : x0 + k;
-                float m = -INFINITY;
-                for (int x = xa; x < xb; x++) m = row[x] > m ? row[x] : m;
-                d[(long)oy * out_w + ox] = m;
+                const float *w = buffer + ox * stride;
+                float m = w[0];
+                for (int j = 1; j < k; j++) m = w[j] > m ? w[j] : m;
+                dr[ox] = m;
             }
         }
     }
-    free(row);
+    if (buffer != stack_row) free(buffer);
 }

@@ -311,7 +311,7 @@ func split(_ count: Int, _ parts: Int, _ i: Int, align: Int = 1) -> Range<Int> {
 }
 
 /// Work (multiply-adds) below which a step stays on one thread.
-let parallelThreshold = 2_000_000
+let parallelThreshold = 100000
 
 func activationCode(_ a: Activation.Kind?) -> (Int32, Float) {
     switch a {
@@ -341,8 +341,13 @@ final class ConvStep: PlanStep {
     let input: Int, output: Int, residual: Int?
     let inputs: [Int]
     let outputShape: [Int]
-    let c, h, w, o, ho, wo, stride, pad: Int
+    let c, h, w, o, ho, wo, stride, pad, kernel: Int
     let reflect: Bool
+    /// Layers with few positions put output channels in the vector lanes (AVX-512 only):
+    /// blocks of `channelBlock` channels, weights `channelPacked`, the valid `positions`.
+    let channelBlock: Int
+    let channelPacked: [Float]
+    let positions: [Int]
     let planeH, pitch: Int
     let direct: Bool          // 1×1, stride 1, no padding: the input is used as it is
     let taps: [Int]
@@ -353,7 +358,9 @@ final class ConvStep: PlanStep {
     var preparedFloats: Int { direct ? 0 : c * stride * stride * planeH * pitch + pitch * (stride + 2) * 2 + 64 }
     var accFloats: Int { ho * pitch * o + 64 }
     var scratchFloats: Int { preparedFloats + (direct ? 0 : accFloats) }
-    var label: String { "conv \(c)->\(o) k\(Int(Double(taps.count).squareRoot())) s\(stride) \(h)x\(w)" }
+    var label: String { "conv \(c)->\(o) k\(kernel) s\(stride) \(h)x\(w)\(channelBlock > 0 ? " (channel lanes)" : "")" }
+    /// Output positions up to which the channel-lane kernel is used.
+    nonisolated(unsafe) static var channelKernelPositions = 64
 
     init(_ conv: Conv2d, input x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?, residual: PlanValue?, builder: PlanBuilder) {
         precondition(x.shape.count == 3 && x.c == conv.inChannels, "Conv2d expects (\(conv.inChannels), H, W), got \(x.shape)")
@@ -363,6 +370,7 @@ final class ConvStep: PlanStep {
         reflect = conv.paddingMode == .reflect && pad > 0
         if reflect { precondition(pad < h && pad < w, "reflection padding \(pad) needs a larger image than \(h)x\(w)") }
         let k = conv.kernelH
+        kernel = k
         ho = (h + 2 * pad - k) / stride + 1
         wo = (w + 2 * pad - k) / stride + 1
         precondition(ho > 0 && wo > 0, "Conv2d: input \(h)x\(w) is smaller than the kernel")
@@ -387,6 +395,24 @@ final class ConvStep: PlanStep {
             }
         }
         packed = p
+        if gdh_conv_channels_kernel_available() != 0 && o % 16 == 0 && ho * wo <= ConvStep.channelKernelPositions {
+            let block = o % 32 == 0 ? 32 : 16
+            var q = [Float](repeating: 0, count: o * c * kk)
+            for oc in 0..<o {
+                for ic in 0..<c {
+                    for t in 0..<kk { q[(((oc / block) * c + ic) * kk + t) * block + oc % block] = wt[(oc * c + ic) * kk + t] * scale[oc] }
+                }
+            }
+            channelBlock = block
+            channelPacked = q
+            var list: [Int] = []
+            for y in 0..<ho { for x in 0..<wo { list.append(y * pitch + x) } }
+            positions = list
+        } else {
+            channelBlock = 0
+            channelPacked = []
+            positions = []
+        }
         bias = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] }
         (act, slope) = activationCode(activation)
         outputShape = [o, ho, wo]
@@ -409,10 +435,28 @@ final class ConvStep: PlanStep {
         if !direct {
             parallel(threads, threads) { i in
                 let r = split(c, threads, i)
-                gdh_conv_prepare(src, Int32(h), Int32(w), Int32(pad), reflect ? 1 : 0, Int32(stride),
+                gdh_conv_prepare(src, Int32(h), Int32(w), Int32(pad), reflect ? 1 : 0, Int32(stride), Int32(kernel),
                                  prepared, cstride, Int32(planeH), Int32(pitch), Int32(r.lowerBound), Int32(r.upperBound))
             }
         }
+        if channelBlock > 0 && m.kernelLevel >= 2 {
+            let blocks = o / channelBlock
+            taps.withUnsafeBufferPointer { tp in
+                channelPacked.withUnsafeBufferPointer { wp in
+                    positions.withUnsafeBufferPointer { pp in
+                        // Threads split the channel blocks, or the positions when there are fewer blocks.
+                        let byBlocks = blocks >= threads
+                        parallel(threads, threads) { i in
+                            let b = byBlocks ? split(blocks, threads, i) : 0..<blocks
+                            let p = byBlocks ? 0..<positions.count : split(positions.count, threads, i, align: 8)
+                            gdh_conv_direct_channels(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), wp.baseAddress,
+                                                     Int32(channelBlock), pp.baseAddress! + p.lowerBound, Int32(p.count), acc, length,
+                                                     Int32(b.lowerBound), Int32(b.upperBound))
+                        }
+                    }
+                }
+            }
+        } else {
         taps.withUnsafeBufferPointer { tp in
             packed.withUnsafeBufferPointer { wp in
                 parallel(threads, threads) { i in
@@ -421,6 +465,7 @@ final class ConvStep: PlanStep {
                                     Int32(o), acc, length, r.lowerBound, r.upperBound, m.kernelLevel)
                 }
             }
+        }
         }
         let res = residual.map { m[$0] }
         bias.withUnsafeBufferPointer { bp in
@@ -517,7 +562,7 @@ final class TransposedConvStep: PlanStep {
         let cstride = (h + 2 * q) * pitch
         parallel(threads, threads) { i in
             let r = split(c, threads, i)
-            gdh_conv_prepare(src, Int32(h), Int32(w), Int32(q), 0, 1, prepared, cstride, Int32(h + 2 * q), Int32(pitch),
+            gdh_conv_prepare(src, Int32(h), Int32(w), Int32(q), 0, 1, 1, prepared, cstride, Int32(h + 2 * q), Int32(pitch),
                              Int32(r.lowerBound), Int32(r.upperBound))
         }
         let accs = accOffsets

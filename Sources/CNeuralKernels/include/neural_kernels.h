@@ -25,13 +25,26 @@ void gdh_conv_direct(const float *in, long in_cstride, int channels_in,
                      const long *tap_off, int taps, const float *w_packed, int channels_out,
                      float *out, long out_cstride, long p_begin, long p_end, int level);
 
+/// The same sum with the output channels in the vector lanes, for layers with few
+/// positions: for blocks b in [b_begin, b_end) of `block` (16 or 32) output channels and
+/// the `npos` flat positions p = pos[j]:
+///   out[o * out_cstride + p] = Σ_c Σ_t w[o][c][t] · in[c * in_cstride + tap_off[t] + p].
+/// `w_packed` holds blocks of [channels_in][taps][block] floats. Only where
+/// gdh_conv_channels_kernel_available() (AVX-512); otherwise it does nothing.
+void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
+                              const long *tap_off, int taps, const float *w_packed, int block,
+                              const long *pos, int npos, float *out, long out_cstride,
+                              int b_begin, int b_end);
+int gdh_conv_channels_kernel_available(void);
+
 /// Pads one image (channels × height × width, contiguous) by `pad` on every side (zeros,
 /// or reflection as nn.ReflectionPad2d when `reflect` is set) and splits the padded
 /// image into stride × stride phase planes of plane_h × pitch each:
 ///   dst[c * dst_cstride + (a * stride + b) * plane_h * pitch + i * pitch + j]
 ///     = padded[c][i * stride + a][j * stride + b]   (0 outside the padded image).
-/// Channels [c_begin, c_end) only.
-void gdh_conv_prepare(const float *src, int height, int width, int pad, int reflect, int stride,
+/// Channels [c_begin, c_end) only; phases a or b ≥ `kernel` (which no tap of a kernel
+/// of that size reads) are left unwritten.
+void gdh_conv_prepare(const float *src, int height, int width, int pad, int reflect, int stride, int kernel,
                       float *dst, long dst_cstride, int plane_h, int pitch, int c_begin, int c_end);
 
 /// Activation codes for gdh_conv_epilogue.
