@@ -182,7 +182,7 @@ void ctile512(const float *in, long cs, int C, const long *off, int T, const flo
                                              _mm512_set1_epi32((int)ocs));
     for (int j = 0; j < np; j++)
         for (int v = 0; v < nv; v++)
-            _mm512_i32scatter_ps(out + (16 * v) * ocs + q[j], lanes, acc[j][v], 4);
+            _mm512_i32scatter_ps(out + (16 * v) * ocs + j, lanes, acc[j][v], 4);
 }
 
 #define CTILE512(NV, NP) \
@@ -219,7 +219,7 @@ void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
         float *o = out + (long)b * block * out_cstride;
         for (int j = 0; j < npos; j += 8) {
             const int np = npos - j < 8 ? npos - j : 8;
-            ctiles[nv - 1][np - 1](in, in_cstride, channels_in, tap_off, taps, w, pos + j, o, out_cstride);
+            ctiles[nv - 1][np - 1](in, in_cstride, channels_in, tap_off, taps, w, pos + j, o + j, out_cstride);
         }
     }
 #else

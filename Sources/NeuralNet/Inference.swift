@@ -345,9 +345,13 @@ final class ConvStep: PlanStep {
     let reflect: Bool
     /// Layers with few positions put output channels in the vector lanes (AVX-512 only):
     /// blocks of `channelBlock` channels, weights `channelPacked`, the valid `positions`.
+    /// Their input is only padded (no phase split): taps `channelTaps` and `positions` are
+    /// offsets in planes of `channelPitch` columns; the output is written compact.
     let channelBlock: Int
     let channelPacked: [Float]
     let positions: [Int]
+    let channelTaps: [Int]
+    let channelPitch: Int
     let planeH, pitch: Int
     let direct: Bool          // 1×1, stride 1, no padding: the input is used as it is
     let taps: [Int]
@@ -357,7 +361,9 @@ final class ConvStep: PlanStep {
     let flops: Double
     var preparedFloats: Int { direct ? 0 : c * stride * stride * planeH * pitch + pitch * (stride + 2) * 2 + 64 }
     var accFloats: Int { ho * pitch * o + 64 }
-    var scratchFloats: Int { preparedFloats + (direct ? 0 : accFloats) }
+    var scratchFloats: Int {
+        max(preparedFloats + (direct ? 0 : accFloats), channelBlock > 0 ? c * (h + 2 * pad) * channelPitch + 64 : 0)
+    }
     var label: String { "conv \(c)->\(o) k\(kernel) s\(stride) \(h)x\(w)\(channelBlock > 0 ? " (channel lanes)" : "")" }
     /// Output positions up to which the channel-lane kernel is used.
     nonisolated(unsafe) static var channelKernelPositions = 64
@@ -405,13 +411,18 @@ final class ConvStep: PlanStep {
             }
             channelBlock = block
             channelPacked = q
+            let cp = w + 2 * pad
             var list: [Int] = []
-            for y in 0..<ho { for x in 0..<wo { list.append(y * pitch + x) } }
+            for y in 0..<ho { for x in 0..<wo { list.append(y * stride * cp + x * stride) } }
             positions = list
+            channelTaps = (0..<kk).map { ($0 / k) * cp + $0 % k }
+            channelPitch = cp
         } else {
             channelBlock = 0
             channelPacked = []
             positions = []
+            channelTaps = []
+            channelPitch = 0
         }
         bias = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] }
         (act, slope) = activationCode(activation)
@@ -432,6 +443,11 @@ final class ConvStep: PlanStep {
         let cstride = direct ? h * w : stride * stride * planeH * pitch
         let acc = direct ? dst : m.scratch + preparedFloats
         let length = ho * pitch
+        if channelBlock > 0 && m.kernelLevel >= 2 {
+            runChannelLanes(m, threads: threads)
+            if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
+            return
+        }
         if !direct {
             parallel(threads, threads) { i in
                 let r = split(c, threads, i)
@@ -439,24 +455,6 @@ final class ConvStep: PlanStep {
                                  prepared, cstride, Int32(planeH), Int32(pitch), Int32(r.lowerBound), Int32(r.upperBound))
             }
         }
-        if channelBlock > 0 && m.kernelLevel >= 2 {
-            let blocks = o / channelBlock
-            taps.withUnsafeBufferPointer { tp in
-                channelPacked.withUnsafeBufferPointer { wp in
-                    positions.withUnsafeBufferPointer { pp in
-                        // Threads split the channel blocks, or the positions when there are fewer blocks.
-                        let byBlocks = blocks >= threads
-                        parallel(threads, threads) { i in
-                            let b = byBlocks ? split(blocks, threads, i) : 0..<blocks
-                            let p = byBlocks ? 0..<positions.count : split(positions.count, threads, i, align: 8)
-                            gdh_conv_direct_channels(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), wp.baseAddress,
-                                                     Int32(channelBlock), pp.baseAddress! + p.lowerBound, Int32(p.count), acc, length,
-                                                     Int32(b.lowerBound), Int32(b.upperBound))
-                        }
-                    }
-                }
-            }
-        } else {
         taps.withUnsafeBufferPointer { tp in
             packed.withUnsafeBufferPointer { wp in
                 parallel(threads, threads) { i in
@@ -465,7 +463,6 @@ final class ConvStep: PlanStep {
                                     Int32(o), acc, length, r.lowerBound, r.upperBound, m.kernelLevel)
                 }
             }
-        }
         }
         let res = residual.map { m[$0] }
         bias.withUnsafeBufferPointer { bp in
@@ -476,6 +473,46 @@ final class ConvStep: PlanStep {
             }
         }
         if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
+    }
+
+    /// Output channels in the vector lanes: pad the input (no phase split), run the
+    /// channel-lane kernel straight into the output, then the epilogue in place.
+    private func runChannelLanes(_ m: PlanMemory, threads: Int) {
+        let src = m[input], dst = m[output]
+        let padded = pad > 0
+        let prepared = padded ? m.scratch : src
+        let plane = padded ? (h + 2 * pad) * channelPitch : h * w
+        if padded {
+            parallel(threads, threads) { i in
+                let r = split(c, threads, i)
+                gdh_conv_prepare(src, Int32(h), Int32(w), Int32(pad), reflect ? 1 : 0, 1, 1, prepared, plane,
+                                 Int32(h + 2 * pad), Int32(channelPitch), Int32(r.lowerBound), Int32(r.upperBound))
+            }
+        }
+        let blocks = o / channelBlock, count = ho * wo
+        channelTaps.withUnsafeBufferPointer { tp in
+            channelPacked.withUnsafeBufferPointer { wp in
+                positions.withUnsafeBufferPointer { pp in
+                    // Threads split the channel blocks, or the positions when there are fewer blocks.
+                    let byBlocks = blocks >= threads
+                    parallel(threads, threads) { i in
+                        let b = byBlocks ? split(blocks, threads, i) : 0..<blocks
+                        let p = byBlocks ? 0..<count : split(count, threads, i, align: 8)
+                        gdh_conv_direct_channels(prepared, plane, Int32(c), tp.baseAddress, Int32(channelTaps.count), wp.baseAddress,
+                                                 Int32(channelBlock), pp.baseAddress! + p.lowerBound, Int32(p.count),
+                                                 dst + p.lowerBound, count, Int32(b.lowerBound), Int32(b.upperBound))
+                    }
+                }
+            }
+        }
+        let res = residual.map { m[$0] }
+        bias.withUnsafeBufferPointer { bp in
+            parallel(threads, threads) { i in
+                let r = split(o, threads, i)
+                gdh_conv_epilogue(dst, count, wo, Int32(ho), Int32(wo), bp.baseAddress, res, count, act, slope,
+                                  dst, count, 0, wo, 1, Int32(r.lowerBound), Int32(r.upperBound))
+            }
+        }
     }
 }
 

@@ -58,6 +58,12 @@ struct InferencePlanTests {
         ConvCase(cin: 16, cout: 1, k: 1, stride: 1, pad: 0, reflect: false, h: 11, w: 13),
         ConvCase(cin: 4, cout: 3, k: 5, stride: 3, pad: 2, reflect: true, h: 14, w: 19),
         ConvCase(cin: 32, cout: 20, k: 3, stride: 1, pad: 1, reflect: true, h: 40, w: 40),
+        // Few positions and 16 or 32 output channels: the channel-lane kernel (AVX-512).
+        ConvCase(cin: 16, cout: 32, k: 3, stride: 2, pad: 1, reflect: false, h: 9, w: 9),
+        ConvCase(cin: 8, cout: 16, k: 3, stride: 1, pad: 1, reflect: true, h: 5, w: 6),
+        ConvCase(cin: 16, cout: 48, k: 1, stride: 2, pad: 0, reflect: false, h: 7, w: 7),
+        ConvCase(cin: 16, cout: 16, k: 3, stride: 1, pad: 1, reflect: false, h: 2, w: 2),
+        ConvCase(cin: 5, cout: 64, k: 4, stride: 1, pad: 1, reflect: false, h: 7, w: 8),
     ]
 
     @Test("convolution with BatchNorm folded, an activation and a residual", arguments: convCases)

@@ -27,8 +27,8 @@ void gdh_conv_direct(const float *in, long in_cstride, int channels_in,
 
 /// The same sum with the output channels in the vector lanes, for layers with few
 /// positions: for blocks b in [b_begin, b_end) of `block` (16 or 32) output channels and
-/// the `npos` flat positions p = pos[j]:
-///   out[o * out_cstride + p] = Σ_c Σ_t w[o][c][t] · in[c * in_cstride + tap_off[t] + p].
+/// the `npos` input offsets pos[j] (any stride: the caller lists them):
+///   out[o * out_cstride + j] = Σ_c Σ_t w[o][c][t] · in[c * in_cstride + tap_off[t] + pos[j]].
 /// `w_packed` holds blocks of [channels_in][taps][block] floats. Only where
 /// gdh_conv_channels_kernel_available() (AVX-512); otherwise it does nothing.
 void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
