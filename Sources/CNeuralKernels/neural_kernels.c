@@ -36,28 +36,28 @@ static void tile_scalar(const float *in, long cs, int C, const long *off, int T,
 }
 
 #if GDH_HAVE_X86
-// nv vectors of 16 positions; the last one masked when `masked`.
+// obv output channels (of the block's GDH_CONV_OC_BLOCK) × nv vectors of 16 positions;
+// the last vector masked when `masked`.
 static inline __attribute__((always_inline, target("avx512f")))
 void tile512(const float *in, long cs, int C, const long *off, int T, const float *w,
-             float *out, long ocs, int ob_valid, long p, const int nv, const int masked, __mmask16 m) {
-    __m512 acc[OB][6];
-    for (int o = 0; o < OB; o++) for (int v = 0; v < nv; v++) acc[o][v] = _mm512_setzero_ps();
+             float *out, long ocs, const int obv, long p, const int nv, const int masked, __mmask16 m) {
+    __m512 acc[OB][8];
+    for (int o = 0; o < obv; o++) for (int v = 0; v < nv; v++) acc[o][v] = _mm512_setzero_ps();
     for (int c = 0; c < C; c++) {
         const float *ic = in + c * cs + p;
         for (int t = 0; t < T; t++, w += OB) {
             const float *s = ic + off[t];
-            __m512 x[6];
+            __m512 x[8];
             for (int v = 0; v < nv; v++)
                 x[v] = (masked && v == nv - 1) ? _mm512_maskz_loadu_ps(m, s + 16 * v) : _mm512_loadu_ps(s + 16 * v);
-            for (int o = 0; o < OB; o++) {
+            for (int o = 0; o < obv; o++) {
                 const __m512 wv = _mm512_set1_ps(w[o]);
                 for (int v = 0; v < nv; v++) acc[o][v] = _mm512_fmadd_ps(wv, x[v], acc[o][v]);
             }
         }
     }
     // Constant trip counts everywhere, so that the accumulators stay in registers.
-    for (int o = 0; o < OB; o++) {
-        if (o >= ob_valid) break;
+    for (int o = 0; o < obv; o++) {
         float *d = out + o * ocs + p;
         for (int v = 0; v < nv; v++) {
             if (masked && v == nv - 1) _mm512_mask_storeu_ps(d + 16 * v, m, acc[o][v]);
@@ -66,16 +66,44 @@ void tile512(const float *in, long cs, int C, const long *off, int T, const floa
     }
 }
 
+// A block with fewer than GDH_CONV_OC_BLOCK channels (the last block of a layer such as
+// the generator's 3-channel output) computes only those, with up to 8 vectors.
+typedef void (*rtile_fn)(const float *, long, int, const long *, int, const float *, float *, long, long, __mmask16);
+#define RTILE512(OBV, NV) \
+    __attribute__((target("avx512f"))) static void rtile512_##OBV##_##NV(const float *in, long cs, int C, const long *off, int T, \
+        const float *w, float *out, long ocs, long p, __mmask16 m) { tile512(in, cs, C, off, T, w, out, ocs, OBV, p, NV, 0, m); } \
+    __attribute__((target("avx512f"))) static void rtile512_##OBV##_##NV##m(const float *in, long cs, int C, const long *off, int T, \
+        const float *w, float *out, long ocs, long p, __mmask16 m) { tile512(in, cs, C, off, T, w, out, ocs, OBV, p, NV, 1, m); }
+#define RTILES512(OBV) RTILE512(OBV, 1) RTILE512(OBV, 2) RTILE512(OBV, 3) RTILE512(OBV, 4) \
+    RTILE512(OBV, 5) RTILE512(OBV, 6) RTILE512(OBV, 7) RTILE512(OBV, 8)
+RTILES512(1) RTILES512(2) RTILES512(3)
+#define RROW(OBV) { rtile512_##OBV##_1, rtile512_##OBV##_2, rtile512_##OBV##_3, rtile512_##OBV##_4, \
+    rtile512_##OBV##_5, rtile512_##OBV##_6, rtile512_##OBV##_7, rtile512_##OBV##_8 }
+#define RROWM(OBV) { rtile512_##OBV##_1m, rtile512_##OBV##_2m, rtile512_##OBV##_3m, rtile512_##OBV##_4m, \
+    rtile512_##OBV##_5m, rtile512_##OBV##_6m, rtile512_##OBV##_7m, rtile512_##OBV##_8m }
+static const rtile_fn rtiles[3][8] = { RROW(1), RROW(2), RROW(3) };
+static const rtile_fn rtiles_masked[3][8] = { RROWM(1), RROWM(2), RROWM(3) };
+
 #define TILE512(NV) \
     __attribute__((target("avx512f"))) static void tile512_##NV(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, float *out, long ocs, int ob_valid, long p) { tile512(in, cs, C, off, T, w, out, ocs, ob_valid, p, NV, 0, 0xFFFF); } \
+        const float *w, float *out, long ocs, int ob_valid, long p) { (void)ob_valid; tile512(in, cs, C, off, T, w, out, ocs, OB, p, NV, 0, 0xFFFF); } \
     __attribute__((target("avx512f"))) static void tile512_##NV##m(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, float *out, long ocs, int ob_valid, long p, __mmask16 m) { tile512(in, cs, C, off, T, w, out, ocs, ob_valid, p, NV, 1, m); }
+        const float *w, float *out, long ocs, int ob_valid, long p, __mmask16 m) { (void)ob_valid; tile512(in, cs, C, off, T, w, out, ocs, OB, p, NV, 1, m); }
 TILE512(1) TILE512(2) TILE512(3) TILE512(4) TILE512(5) TILE512(6)
 
 __attribute__((target("avx512f")))
 static void run512(const float *in, long cs, int C, const long *off, int T, const float *w,
                    float *out, long ocs, int ob_valid, long p, long end) {
+    if (ob_valid < OB) {
+        const int r = ob_valid - 1;
+        for (; p + 128 <= end; p += 128) rtiles[r][7](in, cs, C, off, T, w, out, ocs, p, 0xFFFF);
+        const long n = end - p;
+        if (n <= 0) return;
+        const int nv = (int)((n + 15) / 16), rem = (int)(n - 16 * (nv - 1));
+        if (rem == 16) rtiles[r][nv - 1](in, cs, C, off, T, w, out, ocs, p, 0xFFFF);
+        else rtiles_masked[r][nv - 1](in, cs, C, off, T, w, out, ocs, p, (__mmask16)((1u << rem) - 1u));
+        return;
+    }
     for (; p + 96 <= end; p += 96) tile512_6(in, cs, C, off, T, w, out, ocs, ob_valid, p);
     long n = end - p;
     if (n <= 0) return;
@@ -307,11 +335,20 @@ void gdh_conv_prepare(const float *src, int height, int width, int pad, int refl
                             row[j] = (reflect && j < wp) ? sr[reflect_index(j - pad, width)] : 0.0f;
                         continue;
                     }
+                    // Columns j whose source column ix = j·stride + b − pad is inside the
+                    // image form one run [lo, hi): a strided copy without branches; only
+                    // the few columns outside it pad.
+                    const int lo0 = pad - b > 0 ? (pad - b + stride - 1) / stride : 0;
+                    const int hi0 = (width + pad - b + stride - 1) / stride;
+                    const int lo = lo0 < pitch ? lo0 : pitch, hi = hi0 < pitch ? (hi0 > lo ? hi0 : lo) : pitch;
+                    const float *first = sr + (lo * stride + b - pad);
+                    for (int j = lo; j < hi; j++) row[j] = first[(j - lo) * stride];
                     for (int j = 0; j < pitch; j++) {
+                        if (j == lo && hi > lo) { j = hi - 1; continue; }
                         const int px = j * stride + b;
-                        int ix = px - pad;
-                        if (px >= wp) { row[j] = 0; continue; }
-                        if (reflect) row[j] = sr[reflect_index(ix, width)];
+                        const int ix = px - pad;
+                        if (px >= wp) row[j] = 0;
+                        else if (reflect) row[j] = sr[reflect_index(ix, width)];
                         else row[j] = (ix >= 0 && ix < width) ? sr[ix] : 0.0f;
                     }
                 }

@@ -241,6 +241,7 @@ public final class InferencePlan {
         let memory = PlanMemory(pointers: offsets.map { arena + $0 }, scratch: arena + scratchOffset, threads: threads,
                                 kernelLevel: Int32(kernelLevel))
         var best = [Double](repeating: .infinity, count: steps.count)
+        _ = forward(x)   // warm up (and wake the pool's threads)
         for _ in 0..<repeats {
             x.data.withUnsafeBufferPointer { memory[inputID].update(from: $0.baseAddress!, count: inputShape.reduce(1, *)) }
             for (k, s) in steps.enumerated() {
@@ -362,7 +363,7 @@ final class ConvStep: PlanStep {
     var preparedFloats: Int { direct ? 0 : c * stride * stride * planeH * pitch + pitch * (stride + 2) * 2 + 64 }
     var accFloats: Int { ho * pitch * o + 64 }
     var scratchFloats: Int {
-        max(preparedFloats + (direct ? 0 : accFloats), channelBlock > 0 ? c * (h + 2 * pad) * channelPitch + 64 : 0)
+        max(preparedFloats + (direct ? 0 : accFloats), channelScratchPerThread * ConvStep.maxThreads)
     }
     var label: String { "conv \(c)->\(o) k\(kernel) s\(stride) \(h)x\(w)\(channelBlock > 0 ? " (channel lanes)" : "")" }
     /// Output positions up to which the channel-lane kernel is used.
@@ -476,44 +477,44 @@ final class ConvStep: PlanStep {
     }
 
     /// Output channels in the vector lanes: pad the input (no phase split), run the
-    /// channel-lane kernel straight into the output, then the epilogue in place.
+    /// channel-lane kernel straight into the output, then the epilogue in place. These
+    /// layers are small, so each thread pads its own copy of the input and finishes its
+    /// part alone: one fork-join per layer instead of three.
     private func runChannelLanes(_ m: PlanMemory, threads: Int) {
         let src = m[input], dst = m[output]
         let padded = pad > 0
-        let prepared = padded ? m.scratch : src
         let plane = padded ? (h + 2 * pad) * channelPitch : h * w
-        if padded {
-            parallel(threads, threads) { i in
-                let r = split(c, threads, i)
-                gdh_conv_prepare(src, Int32(h), Int32(w), Int32(pad), reflect ? 1 : 0, 1, 1, prepared, plane,
-                                 Int32(h + 2 * pad), Int32(channelPitch), Int32(r.lowerBound), Int32(r.upperBound))
-            }
-        }
         let blocks = o / channelBlock, count = ho * wo
-        channelTaps.withUnsafeBufferPointer { tp in
-            channelPacked.withUnsafeBufferPointer { wp in
-                positions.withUnsafeBufferPointer { pp in
-                    // Threads split the channel blocks, or the positions when there are fewer blocks.
-                    let byBlocks = blocks >= threads
-                    parallel(threads, threads) { i in
-                        let b = byBlocks ? split(blocks, threads, i) : 0..<blocks
-                        let p = byBlocks ? 0..<count : split(count, threads, i, align: 8)
-                        gdh_conv_direct_channels(prepared, plane, Int32(c), tp.baseAddress, Int32(channelTaps.count), wp.baseAddress,
-                                                 Int32(channelBlock), pp.baseAddress! + p.lowerBound, Int32(p.count),
-                                                 dst + p.lowerBound, count, Int32(b.lowerBound), Int32(b.upperBound))
-                    }
-                }
-            }
-        }
+        let byBlocks = blocks >= threads
+        let parts = min(threads, ConvStep.maxThreads)
         let res = residual.map { m[$0] }
+        channelTaps.withUnsafeBufferPointer { tp in
+        channelPacked.withUnsafeBufferPointer { wp in
+        positions.withUnsafeBufferPointer { pp in
         bias.withUnsafeBufferPointer { bp in
-            parallel(threads, threads) { i in
-                let r = split(o, threads, i)
-                gdh_conv_epilogue(dst, count, wo, Int32(ho), Int32(wo), bp.baseAddress, res, count, act, slope,
-                                  dst, count, 0, wo, 1, Int32(r.lowerBound), Int32(r.upperBound))
+            parallel(parts, parts) { i in
+                let prepared = padded ? m.scratch + i * channelScratchPerThread : src
+                if padded {
+                    gdh_conv_prepare(src, Int32(h), Int32(w), Int32(pad), reflect ? 1 : 0, 1, 1, prepared, plane,
+                                     Int32(h + 2 * pad), Int32(channelPitch), 0, Int32(c))
+                }
+                // The part's channel blocks, or its positions when there are fewer blocks than parts.
+                let b = byBlocks ? split(blocks, parts, i) : 0..<blocks
+                let p = byBlocks ? 0..<count : split(count, parts, i, align: 8)
+                gdh_conv_direct_channels(prepared, plane, Int32(c), tp.baseAddress, Int32(channelTaps.count), wp.baseAddress,
+                                         Int32(channelBlock), pp.baseAddress! + p.lowerBound, Int32(p.count),
+                                         dst + p.lowerBound, count, Int32(b.lowerBound), Int32(b.upperBound))
+                let rows = byBlocks ? Int32(ho) : 1, cols = byBlocks ? Int32(wo) : Int32(p.count)
+                gdh_conv_epilogue(dst + p.lowerBound, count, Int(cols), rows, cols, bp.baseAddress, res.map { $0 + p.lowerBound }, count,
+                                  act, slope, dst + p.lowerBound, count, 0, Int(cols), 1,
+                                  Int32(b.lowerBound * channelBlock), Int32(b.upperBound * channelBlock))
             }
-        }
+        }}}}
     }
+
+    /// Threads a channel-lane layer may use (each needs its own padded input).
+    static let maxThreads = max(1, min(16, ProcessInfo.processInfo.activeProcessorCount))
+    var channelScratchPerThread: Int { channelBlock > 0 && pad > 0 ? (c * (h + 2 * pad) * channelPitch + 64 + 15) & ~15 : 0 }
 }
 
 /// Transposed convolution as stride × stride phases of outputs, each a stride-1

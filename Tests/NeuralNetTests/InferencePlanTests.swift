@@ -64,6 +64,9 @@ struct InferencePlanTests {
         ConvCase(cin: 16, cout: 48, k: 1, stride: 2, pad: 0, reflect: false, h: 7, w: 7),
         ConvCase(cin: 16, cout: 16, k: 3, stride: 1, pad: 1, reflect: false, h: 2, w: 2),
         ConvCase(cin: 5, cout: 64, k: 4, stride: 1, pad: 1, reflect: false, h: 7, w: 8),
+        // Images so small that whole phase rows are padding.
+        ConvCase(cin: 2, cout: 3, k: 3, stride: 2, pad: 1, reflect: false, h: 1, w: 1),
+        ConvCase(cin: 2, cout: 5, k: 5, stride: 3, pad: 2, reflect: false, h: 2, w: 1),
     ]
 
     @Test("convolution with BatchNorm folded, an activation and a residual", arguments: convCases)
