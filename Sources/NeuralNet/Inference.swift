@@ -35,6 +35,7 @@ struct PlanMemory {
     let scratch: UnsafeMutablePointer<Float>
     let threads: Int
     let kernelLevel: Int32
+    let parallelWork: Int
     subscript(_ id: Int) -> UnsafeMutablePointer<Float> { pointers[id] }
 }
 
@@ -169,10 +170,14 @@ public final class InferencePlan {
     /// The convolution kernel: 2 AVX-512, 1 AVX2 + FMA, 0 portable C; the best the CPU
     /// has by default (`DirectConvolution.bestKernel`).
     public var kernelLevel: Int = DirectConvolution.bestKernel
+    /// Multiply-adds below which a layer runs on one thread even when `threads` > 1.
+    public var parallelWork: Int = defaultParallelWork
     private let arena: UnsafeMutablePointer<Float>
     private let arenaFloats: Int
     private let offsets: [Int]
     private let scratchOffset: Int
+    private var guardOffset = 0
+    static let guardValue = Float(bitPattern: 0x7FC0_DEAD)
 
     /// Compiles `network` (set to inference mode by the caller) for inputs of `inputShape`
     /// (C, H, W).
@@ -227,6 +232,10 @@ public final class InferencePlan {
         arenaFloats = total + scratch + 64
         arena = .allocate(capacity: arenaFloats)
         arena.initialize(repeating: 0, count: arenaFloats)
+        // A guard band after the scratch: a kernel that writes past its buffers shows up
+        // here in debug builds (the tests) instead of as a corrupted heap later.
+        (arena + total + scratch).update(repeating: InferencePlan.guardValue, count: 64)
+        guardOffset = total + scratch
         offsets = (0..<count).map { slotOf[$0] < 0 ? 0 : slotOffset[slotOf[$0]] }
     }
 
@@ -239,7 +248,7 @@ public final class InferencePlan {
     public func profile(_ x: Tensor, repeats: Int = 5) -> [(label: String, ms: Double)] {
         precondition(Array(x.shape.dropFirst()) == inputShape, "plan input must be (N, \(inputShape)), got \(x.shape)")
         let memory = PlanMemory(pointers: offsets.map { arena + $0 }, scratch: arena + scratchOffset, threads: threads,
-                                kernelLevel: Int32(kernelLevel))
+                                kernelLevel: Int32(kernelLevel), parallelWork: parallelWork)
         var best = [Double](repeating: .infinity, count: steps.count)
         _ = forward(x)   // warm up (and wake the pool's threads)
         for _ in 0..<repeats {
@@ -259,12 +268,14 @@ public final class InferencePlan {
         let n = x.shape[0], inSize = inputShape.reduce(1, *), outSize = outputShape.reduce(1, *)
         var out = Tensor(uninitialized: [n] + outputShape)
         let memory = PlanMemory(pointers: offsets.map { arena + $0 }, scratch: arena + scratchOffset, threads: threads,
-                                kernelLevel: Int32(kernelLevel))
+                                kernelLevel: Int32(kernelLevel), parallelWork: parallelWork)
         x.data.withUnsafeBufferPointer { xp in
             out.data.withUnsafeMutableBufferPointer { op in
                 for i in 0..<n {
                     memory[inputID].update(from: xp.baseAddress! + i * inSize, count: inSize)
                     for s in steps { s.run(memory) }
+                    assert((0..<64).allSatisfy { arena[guardOffset + $0].bitPattern == InferencePlan.guardValue.bitPattern },
+                           "a plan step wrote past the end of the scratch memory")
                     (op.baseAddress! + i * outSize).update(from: memory[outputID], count: outSize)
                 }
             }
@@ -311,8 +322,13 @@ func split(_ count: Int, _ parts: Int, _ i: Int, align: Int = 1) -> Range<Int> {
     return at(i)..<at(i + 1)
 }
 
-/// Work (multiply-adds) below which a step stays on one thread.
-let parallelThreshold = 100000
+/// Prepared inputs up to this many floats are made by every thread for itself, so that a
+/// small layer runs in one fork-join (see `ConvStep.runRows`).
+let privatePrepareLimit = 1 << 17
+
+/// Work (multiply-adds) below which a step stays on one thread (measured on the small
+/// configuration: 100k-500k are alike, 2M loses).
+let defaultParallelWork = 100_000
 
 func activationCode(_ a: Activation.Kind?) -> (Int32, Float) {
     switch a {
@@ -363,8 +379,11 @@ final class ConvStep: PlanStep {
     var preparedFloats: Int { direct ? 0 : c * stride * stride * planeH * pitch + pitch * (stride + 2) * 2 + 64 }
     var accFloats: Int { ho * pitch * o + 64 }
     var scratchFloats: Int {
-        max(preparedFloats + (direct ? 0 : accFloats), channelScratchPerThread * ConvStep.maxThreads)
+        let rows = preparedFloats <= privatePrepareLimit ? accFloatsAligned + ConvStep.maxThreads * preparedFloatsAligned : 0
+        return max(preparedFloats + (direct ? 0 : accFloats), channelScratchPerThread * ConvStep.maxThreads, rows)
     }
+    var accFloatsAligned: Int { direct ? 0 : (accFloats + 15) & ~15 }
+    var preparedFloatsAligned: Int { (preparedFloats + 15) & ~15 }
     var label: String { "conv \(c)->\(o) k\(kernel) s\(stride) \(h)x\(w)\(channelBlock > 0 ? " (channel lanes)" : "")" }
     /// Output positions up to which the channel-lane kernel is used.
     nonisolated(unsafe) static var channelKernelPositions = 64
@@ -438,7 +457,7 @@ final class ConvStep: PlanStep {
 
     func run(_ m: PlanMemory) {
         let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
-        let threads = flops / 2 >= Double(parallelThreshold) ? m.threads : 1
+        let threads = flops / 2 >= Double(m.parallelWork) ? m.threads : 1
         let src = m[input], dst = m[output]
         let prepared = direct ? src : m.scratch
         let cstride = direct ? h * w : stride * stride * planeH * pitch
@@ -446,6 +465,11 @@ final class ConvStep: PlanStep {
         let length = ho * pitch
         if channelBlock > 0 && m.kernelLevel >= 2 {
             runChannelLanes(m, threads: threads)
+            if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
+            return
+        }
+        if threads > 1 && preparedFloats <= privatePrepareLimit {
+            runRows(m, threads: min(threads, ConvStep.maxThreads))
             if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
             return
         }
@@ -474,6 +498,33 @@ final class ConvStep: PlanStep {
             }
         }
         if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
+    }
+
+    /// A small layer on several threads in one fork-join: each thread prepares its own
+    /// copy of the input, then computes and finishes a band of output rows.
+    private func runRows(_ m: PlanMemory, threads: Int) {
+        let src = m[input], dst = m[output]
+        let cstride = direct ? h * w : stride * stride * planeH * pitch
+        let acc = direct ? dst : m.scratch
+        let length = ho * pitch, count = ho * wo
+        let res = residual.map { m[$0] }
+        taps.withUnsafeBufferPointer { tp in
+        packed.withUnsafeBufferPointer { wp in
+        bias.withUnsafeBufferPointer { bp in
+            parallel(threads, threads) { i in
+                let prepared = direct ? src : m.scratch + accFloatsAligned + i * preparedFloatsAligned
+                if !direct {
+                    gdh_conv_prepare(src, Int32(h), Int32(w), Int32(pad), reflect ? 1 : 0, Int32(stride), Int32(kernel),
+                                     prepared, cstride, Int32(planeH), Int32(pitch), 0, Int32(c))
+                }
+                let rows = split(ho, threads, i)
+                gdh_conv_direct(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), wp.baseAddress,
+                                Int32(o), acc, length, rows.lowerBound * pitch, rows.upperBound * pitch, m.kernelLevel)
+                gdh_conv_epilogue(acc + rows.lowerBound * pitch, length, pitch, Int32(rows.count), Int32(wo), bp.baseAddress,
+                                  res.map { $0 + rows.lowerBound * wo }, count, act, slope,
+                                  dst + rows.lowerBound * wo, count, 0, wo, 1, 0, Int32(o))
+            }
+        }}}
     }
 
     /// Output channels in the vector lanes: pad the input (no phase split), run the
@@ -539,7 +590,14 @@ final class TransposedConvStep: PlanStep {
         for ph in phases { offs.append(t); t += ph.rows * pitch * o + 64 }
         return offs
     }
-    var scratchFloats: Int { preparedFloats + phases.reduce(0) { $0 + $1.rows * pitch * o + 64 } }
+    /// The phases' accumulators (after the prepared input in `run`, first in `runRows`).
+    var accAreaAligned: Int { (phases.reduce(0) { $0 + $1.rows * pitch * o + 64 } + 15) & ~15 }
+    var scratchFloats: Int {
+        let shared = preparedFloats + accAreaAligned
+        guard preparedFloats <= privatePrepareLimit else { return shared }
+        // Accumulators, then one private prepared input per thread (see runRows).
+        return max(shared, accAreaAligned + ConvStep.maxThreads * ((preparedFloats + 15) & ~15))
+    }
     var label: String { "deconv \(c)->\(o) s\(stride) \(h)x\(w)" }
 
     init(_ conv: ConvTranspose2d, input x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?, builder: PlanBuilder) {
@@ -595,7 +653,12 @@ final class TransposedConvStep: PlanStep {
 
     func run(_ m: PlanMemory) {
         let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
-        let threads = flops / 2 >= Double(parallelThreshold) ? m.threads : 1
+        let threads = flops / 2 >= Double(m.parallelWork) ? m.threads : 1
+        if threads > 1 && preparedFloats <= privatePrepareLimit {
+            runRows(m, threads: min(threads, ConvStep.maxThreads))
+            if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
+            return
+        }
         let src = m[input], dst = m[output], prepared = m.scratch
         let cstride = (h + 2 * q) * pitch
         parallel(threads, threads) { i in
@@ -628,6 +691,38 @@ final class TransposedConvStep: PlanStep {
             }
         }
         if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
+    }
+
+    /// A small layer on several threads in one fork-join: each thread zero-pads its own
+    /// copy of the input, then computes and finishes a band of rows of every phase.
+    private func runRows(_ m: PlanMemory, threads: Int) {
+        let src = m[input], dst = m[output]
+        let cstride = (h + 2 * q) * pitch
+        let accs = accOffsets.map { $0 - preparedFloats }
+        let privateBase = accAreaAligned
+        bias.withUnsafeBufferPointer { bp in
+            parallel(threads, threads) { i in
+                let prepared = m.scratch + privateBase + i * ((preparedFloats + 15) & ~15)
+                gdh_conv_prepare(src, Int32(h), Int32(w), Int32(q), 0, 1, 1, prepared, cstride, Int32(h + 2 * q), Int32(pitch), 0, Int32(c))
+                for (k, ph) in phases.enumerated() where ph.rows > 0 && ph.cols > 0 {
+                    let acc = m.scratch + accs[k], length = ph.rows * pitch
+                    let rows = split(ph.rows, threads, i)
+                    if ph.taps.isEmpty {
+                        for ch in 0..<o { (acc + ch * length + rows.lowerBound * pitch).update(repeating: 0, count: rows.count * pitch) }
+                    } else {
+                        ph.taps.withUnsafeBufferPointer { tp in
+                            ph.packed.withUnsafeBufferPointer { wp in
+                                gdh_conv_direct(prepared, cstride, Int32(c), tp.baseAddress, Int32(ph.taps.count), wp.baseAddress,
+                                                Int32(o), acc, length, rows.lowerBound * pitch, rows.upperBound * pitch, m.kernelLevel)
+                            }
+                        }
+                    }
+                    gdh_conv_epilogue(acc + rows.lowerBound * pitch, length, pitch, Int32(rows.count), Int32(ph.cols), bp.baseAddress,
+                                      nil, 0, act, slope, dst, ho * wo, (rows.lowerBound * stride + ph.py) * wo + ph.px, stride * wo, stride,
+                                      0, Int32(o))
+                }
+            }
+        }
     }
 }
 
@@ -681,7 +776,7 @@ final class MaxPoolStep: PlanStep {
     }
 
     func run(_ m: PlanMemory) {
-        let threads = c * ho * wo * k * k >= parallelThreshold ? m.threads : 1
+        let threads = c * ho * wo * k * k >= m.parallelWork ? m.threads : 1
         let src = m[input], dst = m[output]
         parallel(threads, threads) { i in
             let r = split(c, threads, i)
