@@ -357,11 +357,55 @@ void gdh_conv_prepare(const float *src, int height, int width, int pad, int refl
     }
 }
 
+// e^x for |x| ≤ 88 without a library call, so that loops over it vectorise: x = n·ln 2 + r
+// with |r| ≤ ln 2 / 2, e^r by a degree-6 polynomial (relative error about 2e-7), 2^n
+// through the exponent bits.
+static inline float exp_approx(float x) {
+    x = x > 88.0f ? 88.0f : (x < -88.0f ? -88.0f : x);
+    // Round to nearest by adding and subtracting 1.5·2^23 (no rint call: it vectorises
+    // on any x86-64, and the compiler may not fold it without -ffast-math).
+    const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187e-06f;
+    float p = 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    union { unsigned u; float f; } scale = { .u = (unsigned)((int)n + 127) << 23 };
+    return p * scale.f;
+}
+
+// tanh: an odd polynomial near 0 (where 1 − 2/(e^{2x} + 1) would cancel), the exponential
+// form elsewhere.
+static inline float tanh_approx(float x) {
+    const float t = x < 0 ? -x : x;
+    const float t2 = t * t;
+    const float poly = t * (1.0f + t2 * (-1.0f / 3.0f + t2 * (2.0f / 15.0f + t2 * (-17.0f / 315.0f + t2 * (62.0f / 2835.0f)))));
+    const float big = 1.0f - 2.0f / (exp_approx(2.0f * t) + 1.0f);
+    const float y = t < 0.3f ? poly : big;
+    return x < 0 ? -y : y;
+}
+
+static void activate(float *v, int n, int act, float slope) {
+    switch (act) {
+    case GDH_ACT_RELU: for (int i = 0; i < n; i++) v[i] = v[i] > 0 ? v[i] : 0; break;
+    case GDH_ACT_LEAKY: for (int i = 0; i < n; i++) v[i] = v[i] > 0 ? v[i] : v[i] * slope; break;
+    case GDH_ACT_TANH: for (int i = 0; i < n; i++) v[i] = tanh_approx(v[i]); break;
+    case GDH_ACT_SIGMOID: for (int i = 0; i < n; i++) v[i] = 1.0f / (1.0f + exp_approx(-v[i])); break;
+    default: break;
+    }
+}
+
 void gdh_conv_epilogue(const float *acc, long acc_cstride, long acc_pitch, int rows, int cols,
                        const float *bias, const float *residual, long res_cstride,
                        int act, float slope,
                        float *out, long out_cstride, long out_offset, long out_ystride, long out_xstride,
                        int o_begin, int o_end) {
+    float stack_row[512];
+    float *tmp = (out_xstride == 1 || cols <= 512) ? stack_row : malloc(sizeof(float) * (size_t)cols);
+    if (!tmp) return;
     for (int o = o_begin; o < o_end; o++) {
         const float b = bias ? bias[o] : 0.0f;
         const float *a = acc + (long)o * acc_cstride;
@@ -371,32 +415,15 @@ void gdh_conv_epilogue(const float *acc, long acc_cstride, long acc_pitch, int r
             const float *ar = a + (long)y * acc_pitch;
             const float *rr = r ? r + (long)y * cols : NULL;
             float *dr = d + (long)y * out_ystride;
-            if (out_xstride == 1) {
-                switch (act) {
-                case GDH_ACT_RELU:
-                    if (rr) for (int x = 0; x < cols; x++) { float v = ar[x] + b + rr[x]; dr[x] = v > 0 ? v : 0; }
-                    else for (int x = 0; x < cols; x++) { float v = ar[x] + b; dr[x] = v > 0 ? v : 0; }
-                    continue;
-                case GDH_ACT_NONE:
-                    if (rr) for (int x = 0; x < cols; x++) dr[x] = ar[x] + b + rr[x];
-                    else for (int x = 0; x < cols; x++) dr[x] = ar[x] + b;
-                    continue;
-                default: break;
-                }
-            }
-            for (int x = 0; x < cols; x++) {
-                float v = ar[x] + b + (rr ? rr[x] : 0.0f);
-                switch (act) {
-                case GDH_ACT_RELU: v = v > 0 ? v : 0; break;
-                case GDH_ACT_LEAKY: v = v > 0 ? v : v * slope; break;
-                case GDH_ACT_TANH: v = tanhf(v); break;
-                case GDH_ACT_SIGMOID: v = 1.0f / (1.0f + expf(-v)); break;
-                default: break;
-                }
-                dr[x * out_xstride] = v;
-            }
+            // Contiguous output: sum and activate in place; strided: in a row buffer first.
+            float *v = out_xstride == 1 ? dr : tmp;
+            if (rr) for (int x = 0; x < cols; x++) v[x] = ar[x] + b + rr[x];
+            else for (int x = 0; x < cols; x++) v[x] = ar[x] + b;
+            activate(v, cols, act, slope);
+            if (out_xstride != 1) for (int x = 0; x < cols; x++) dr[x * out_xstride] = v[x];
         }
     }
+    if (tmp != stack_row) free(tmp);
 }
 
 void gdh_maxpool(const float *src, int height, int width, int k, int stride, int pad,

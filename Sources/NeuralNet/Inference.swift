@@ -328,7 +328,7 @@ let privatePrepareLimit = 1 << 17
 
 /// Work (multiply-adds) below which a step stays on one thread (measured on the small
 /// configuration: 100k-500k are alike, 2M loses).
-let defaultParallelWork = 100_000
+let defaultParallelWork = 400000
 
 func activationCode(_ a: Activation.Kind?) -> (Int32, Float) {
     switch a {
