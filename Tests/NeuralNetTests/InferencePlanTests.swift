@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import HammingCode
 @testable import NeuralNet
@@ -126,6 +127,23 @@ struct InferencePlanTests {
         ])
         randomize(net, &rng)
         expectPlanMatches(net, input: randomTensor([3, 3, 33, 30], &rng), "pool/linear chain")
+    }
+
+    @Test("fused tanh and sigmoid are accurate over the whole range", arguments: [Activation.Kind.tanh, .sigmoid])
+    func activationAccuracy(_ kind: Activation.Kind) {
+        let conv = Conv2d(1, 1, kernel: 1)
+        conv.weight.value = Tensor(shape: [1, 1, 1, 1], data: [1])
+        let net = Chain([("conv", conv), (nil, Activation(kind))])
+        net.training = false
+        var values: [Float] = [0, -0, 1e-7, -1e-7, 1e-4, -3e-3, 0.2999, 0.3, 0.3001, -0.3, 1, -1, 5, -5, 9.5, 20, -20, 87, -87, 100, -100]
+        for i in 0..<1003 { values.append(Float(i - 501) * 0.05) }
+        let x = Tensor(shape: [1, 1, 1, values.count], data: values)
+        let y = InferencePlan(net, inputShape: [1, 1, values.count]).forward(x)
+        for (i, v) in values.enumerated() {
+            let exact = kind == .tanh ? Foundation.tanh(Double(v)) : 1 / (1 + Foundation.exp(-Double(v)))
+            let err = abs(Double(y.data[i]) - exact)
+            #expect(err <= 1e-6 * abs(exact) + 1e-9, "\(kind)(\(v)) = \(y.data[i]), exact \(exact)")
+        }
     }
 
     @Test("values that are no longer needed share memory")
