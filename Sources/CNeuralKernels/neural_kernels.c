@@ -256,6 +256,42 @@ void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
 #endif
 }
 
+#if GDH_HAVE_X86
+// Tiles of whole output rows (no padding columns): vector v of the tile starts at flat
+// offset vo[v]; obv output channels.
+static inline __attribute__((always_inline, target("avx512f")))
+void vtile512(const float *in, long cs, int C, const long *off, int T, const float *w,
+              float *out, long ocs, const int obv, const long *vo, const int nv) {
+    __m512 acc[OB][6];
+    long q[6];
+    for (int v = 0; v < nv; v++) q[v] = vo[v];
+    for (int o = 0; o < obv; o++) for (int v = 0; v < nv; v++) acc[o][v] = _mm512_setzero_ps();
+    for (int c = 0; c < C; c++) {
+        const float *ic = in + c * cs;
+        for (int t = 0; t < T; t++, w += OB) {
+            const float *s = ic + off[t];
+            __m512 x[6];
+            for (int v = 0; v < nv; v++) x[v] = _mm512_loadu_ps(s + q[v]);
+            for (int o = 0; o < obv; o++) {
+                const __m512 wv = _mm512_set1_ps(w[o]);
+                for (int v = 0; v < nv; v++) acc[o][v] = _mm512_fmadd_ps(wv, x[v], acc[o][v]);
+            }
+        }
+    }
+    for (int o = 0; o < obv; o++)
+        for (int v = 0; v < nv; v++) _mm512_storeu_ps(out + o * ocs + q[v], acc[o][v]);
+}
+
+typedef void (*vtile_fn)(const float *, long, int, const long *, int, const float *, float *, long, const long *);
+#define VTILE512(OBV, NV) \
+    __attribute__((target("avx512f"))) static void vtile512_##OBV##_##NV(const float *in, long cs, int C, const long *off, int T, \
+        const float *w, float *out, long ocs, const long *vo) { vtile512(in, cs, C, off, T, w, out, ocs, OBV, vo, NV); }
+#define VTILES512(OBV) VTILE512(OBV, 1) VTILE512(OBV, 2) VTILE512(OBV, 3) VTILE512(OBV, 4) VTILE512(OBV, 5) VTILE512(OBV, 6)
+VTILES512(1) VTILES512(2) VTILES512(3) VTILES512(4)
+#define VROW(OBV) { vtile512_##OBV##_1, vtile512_##OBV##_2, vtile512_##OBV##_3, vtile512_##OBV##_4, vtile512_##OBV##_5, vtile512_##OBV##_6 }
+static const vtile_fn vtiles[4][6] = { VROW(1), VROW(2), VROW(3), VROW(4) };
+#endif
+
 static int kernel_level = -1;
 
 int gdh_conv_kernel_level(void) {
@@ -300,6 +336,41 @@ void gdh_conv_direct(const float *in, long in_cstride, int channels_in,
             }
         }
     }
+}
+
+void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
+                          const long *tap_off, int taps, const float *w_packed, int channels_out,
+                          float *out, long out_cstride, long pitch, int width,
+                          int row_begin, int row_end, int level) {
+    const int best = gdh_conv_kernel_level();
+    if (level < 0 || level > best) level = best;
+#if GDH_HAVE_X86
+    if (level == 2 && width % 16 == 0) {
+        const int blocks = (channels_out + OB - 1) / OB, per_row = width / 16;
+        const long wblock = (long)channels_in * taps * OB;
+        // Bands of rows whose input stays in the L2 cache across the channel blocks.
+        long band = 65536 / (channels_in > 0 ? channels_in : 1) / (pitch > 0 ? pitch : 1);
+        if (band < 1) band = 1;
+        for (int r0 = row_begin; r0 < row_end; r0 += (int)band) {
+            const int r1 = r0 + band < row_end ? r0 + (int)band : row_end;
+            const int first = r0 * per_row, last = r1 * per_row;
+            for (int b = 0; b < blocks; b++) {
+                const float *w = w_packed + b * wblock;
+                float *o = out + (long)b * OB * out_cstride;
+                const int valid = channels_out - b * OB < OB ? channels_out - b * OB : OB;
+                for (int i = first; i < last; i += 6) {
+                    const int nv = last - i < 6 ? last - i : 6;
+                    long vo[6];
+                    for (int v = 0; v < nv; v++) vo[v] = (long)((i + v) / per_row) * pitch + (long)((i + v) % per_row) * 16;
+                    vtiles[valid - 1][nv - 1](in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, vo);
+                }
+            }
+        }
+        return;
+    }
+#endif
+    gdh_conv_direct(in, in_cstride, channels_in, tap_off, taps, w_packed, channels_out, out, out_cstride,
+                    (long)row_begin * pitch, (long)row_end * pitch, level);
 }
 
 static inline int reflect_index(int i, int n) {

@@ -483,9 +483,10 @@ final class ConvStep: PlanStep {
         taps.withUnsafeBufferPointer { tp in
             packed.withUnsafeBufferPointer { wp in
                 parallel(threads, threads) { i in
-                    let r = split(length, threads, i, align: 16)
-                    gdh_conv_direct(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), wp.baseAddress,
-                                    Int32(o), acc, length, r.lowerBound, r.upperBound, m.kernelLevel)
+                    let rows = split(ho, threads, i)
+                    gdh_conv_direct_rows(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), wp.baseAddress,
+                                         Int32(o), acc, length, pitch, Int32(wo), Int32(rows.lowerBound), Int32(rows.upperBound),
+                                         m.kernelLevel)
                 }
             }
         }
@@ -518,8 +519,9 @@ final class ConvStep: PlanStep {
                                      prepared, cstride, Int32(planeH), Int32(pitch), 0, Int32(c))
                 }
                 let rows = split(ho, threads, i)
-                gdh_conv_direct(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), wp.baseAddress,
-                                Int32(o), acc, length, rows.lowerBound * pitch, rows.upperBound * pitch, m.kernelLevel)
+                gdh_conv_direct_rows(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), wp.baseAddress,
+                                     Int32(o), acc, length, pitch, Int32(wo), Int32(rows.lowerBound), Int32(rows.upperBound),
+                                     m.kernelLevel)
                 gdh_conv_epilogue(acc + rows.lowerBound * pitch, length, pitch, Int32(rows.count), Int32(wo), bp.baseAddress,
                                   res.map { $0 + rows.lowerBound * wo }, count, act, slope,
                                   dst + rows.lowerBound * wo, count, 0, wo, 1, 0, Int32(o))
@@ -673,9 +675,10 @@ final class TransposedConvStep: PlanStep {
             ph.taps.withUnsafeBufferPointer { tp in
                 ph.packed.withUnsafeBufferPointer { wp in
                     parallel(threads, threads) { i in
-                        let r = split(length, threads, i, align: 16)
-                        gdh_conv_direct(prepared, cstride, Int32(c), tp.baseAddress, Int32(ph.taps.count), wp.baseAddress,
-                                        Int32(o), acc, length, r.lowerBound, r.upperBound, m.kernelLevel)
+                        let rows = split(ph.rows, threads, i)
+                        gdh_conv_direct_rows(prepared, cstride, Int32(c), tp.baseAddress, Int32(ph.taps.count), wp.baseAddress,
+                                             Int32(o), acc, length, pitch, Int32(ph.cols), Int32(rows.lowerBound),
+                                             Int32(rows.upperBound), m.kernelLevel)
                     }
                 }
             }
@@ -712,8 +715,9 @@ final class TransposedConvStep: PlanStep {
                     } else {
                         ph.taps.withUnsafeBufferPointer { tp in
                             ph.packed.withUnsafeBufferPointer { wp in
-                                gdh_conv_direct(prepared, cstride, Int32(c), tp.baseAddress, Int32(ph.taps.count), wp.baseAddress,
-                                                Int32(o), acc, length, rows.lowerBound * pitch, rows.upperBound * pitch, m.kernelLevel)
+                                gdh_conv_direct_rows(prepared, cstride, Int32(c), tp.baseAddress, Int32(ph.taps.count),
+                                                     wp.baseAddress, Int32(o), acc, length, pitch, Int32(ph.cols),
+                                                     Int32(rows.lowerBound), Int32(rows.upperBound), m.kernelLevel)
                             }
                         }
                     }

@@ -25,6 +25,15 @@ void gdh_conv_direct(const float *in, long in_cstride, int channels_in,
                      const long *tap_off, int taps, const float *w_packed, int channels_out,
                      float *out, long out_cstride, long p_begin, long p_end, int level);
 
+/// gdh_conv_direct over output rows [row_begin, row_end) of `width` valid positions each
+/// (rows `pitch` apart): where the AVX-512 kernel runs and width is a multiple of 16, only
+/// the valid positions are computed (and written); otherwise as gdh_conv_direct over
+/// [row_begin·pitch, row_end·pitch).
+void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
+                          const long *tap_off, int taps, const float *w_packed, int channels_out,
+                          float *out, long out_cstride, long pitch, int width,
+                          int row_begin, int row_end, int level);
+
 /// The same sum with the output channels in the vector lanes, for layers with few
 /// positions: for blocks b in [b_begin, b_end) of `block` (16 or 32) output channels and
 /// the `npos` input offsets pos[j] (any stride: the caller lists them):
