@@ -379,6 +379,15 @@ static inline int reflect_index(int i, int n) {
 
 void gdh_conv_prepare(const float *src, int height, int width, int pad, int reflect, int stride, int kernel,
                       float *dst, long dst_cstride, int plane_h, int pitch, int c_begin, int c_end) {
+    gdh_conv_prepare_rows(src, height, width, pad, reflect, stride, kernel, dst, dst_cstride, plane_h, pitch,
+                          c_begin, c_end, 0, plane_h);
+}
+
+void gdh_conv_prepare_rows(const float *src, int height, int width, int pad, int reflect, int stride, int kernel,
+                           float *dst, long dst_cstride, int plane_h, int pitch, int c_begin, int c_end,
+                           int row_begin, int row_end) {
+    if (row_begin < 0) row_begin = 0;
+    if (row_end > plane_h) row_end = plane_h;
     const int hp = height + 2 * pad, wp = width + 2 * pad;
     const long plane = (long)plane_h * pitch;
     for (int c = c_begin; c < c_end; c++) {
@@ -387,7 +396,7 @@ void gdh_conv_prepare(const float *src, int height, int width, int pad, int refl
         for (int a = 0; a < stride && a < kernel; a++) {
             for (int b = 0; b < stride && b < kernel; b++) {
                 float *dp = d + (long)(a * stride + b) * plane;
-                for (int i = 0; i < plane_h; i++) {
+                for (int i = row_begin; i < row_end; i++) {
                     float *row = dp + (long)i * pitch;
                     const int py = i * stride + a;   // row in the padded image
                     int iy = py - pad;

@@ -514,11 +514,14 @@ final class ConvStep: PlanStep {
         bias.withUnsafeBufferPointer { bp in
             parallel(threads, threads) { i in
                 let prepared = direct ? src : m.scratch + accFloatsAligned + i * preparedFloatsAligned
-                if !direct {
-                    gdh_conv_prepare(src, Int32(h), Int32(w), Int32(pad), reflect ? 1 : 0, Int32(stride), Int32(kernel),
-                                     prepared, cstride, Int32(planeH), Int32(pitch), 0, Int32(c))
-                }
                 let rows = split(ho, threads, i)
+                if !direct {
+                    // Only the plane rows this band reads: the thread mostly reads rows it wrote
+                    // in the layer before (the same bands), not the other core's.
+                    gdh_conv_prepare_rows(src, Int32(h), Int32(w), Int32(pad), reflect ? 1 : 0, Int32(stride), Int32(kernel),
+                                          prepared, cstride, Int32(planeH), Int32(pitch), 0, Int32(c),
+                                          Int32(rows.lowerBound), Int32(rows.upperBound + (kernel - 1) / stride + 1))
+                }
                 gdh_conv_direct_rows(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), wp.baseAddress,
                                      Int32(o), acc, length, pitch, Int32(wo), Int32(rows.lowerBound), Int32(rows.upperBound),
                                      m.kernelLevel)
@@ -706,7 +709,18 @@ final class TransposedConvStep: PlanStep {
         bias.withUnsafeBufferPointer { bp in
             parallel(threads, threads) { i in
                 let prepared = m.scratch + privateBase + i * ((preparedFloats + 15) & ~15)
-                gdh_conv_prepare(src, Int32(h), Int32(w), Int32(q), 0, 1, 1, prepared, cstride, Int32(h + 2 * q), Int32(pitch), 0, Int32(c))
+                // The padded rows that this thread's bands of every phase read.
+                var lo = Int.max, hi = 0
+                for ph in phases where ph.rows > 0 && !ph.taps.isEmpty {
+                    let rows = split(ph.rows, threads, i), offsets = ph.taps.map { $0 / pitch }
+                    guard !rows.isEmpty else { continue }
+                    lo = min(lo, rows.lowerBound + offsets.min()!)
+                    hi = max(hi, rows.upperBound + offsets.max()! + 1)
+                }
+                if lo < hi {
+                    gdh_conv_prepare_rows(src, Int32(h), Int32(w), Int32(q), 0, 1, 1, prepared, cstride, Int32(h + 2 * q), Int32(pitch),
+                                          0, Int32(c), Int32(lo), Int32(hi))
+                }
                 for (k, ph) in phases.enumerated() where ph.rows > 0 && ph.cols > 0 {
                     let acc = m.scratch + accs[k], length = ph.rows * pitch
                     let rows = split(ph.rows, threads, i)

@@ -56,6 +56,11 @@ int gdh_conv_channels_kernel_available(void);
 void gdh_conv_prepare(const float *src, int height, int width, int pad, int reflect, int stride, int kernel,
                       float *dst, long dst_cstride, int plane_h, int pitch, int c_begin, int c_end);
 
+/// gdh_conv_prepare for the plane rows [row_begin, row_end) only (of every phase).
+void gdh_conv_prepare_rows(const float *src, int height, int width, int pad, int reflect, int stride, int kernel,
+                           float *dst, long dst_cstride, int plane_h, int pitch, int c_begin, int c_end,
+                           int row_begin, int row_end);
+
 /// Activation codes for gdh_conv_epilogue.
 enum { GDH_ACT_NONE = 0, GDH_ACT_RELU = 1, GDH_ACT_LEAKY = 2, GDH_ACT_TANH = 3, GDH_ACT_SIGMOID = 4 };
 
