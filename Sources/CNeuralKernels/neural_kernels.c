@@ -186,10 +186,13 @@ static void run256(const float *in, long cs, int C, const long *off, int T, cons
 #if GDH_HAVE_X86
 // Output channels in the vector lanes, for layers with few positions: a tile is up to
 // eight positions × NV vectors of 16 channels; each step loads NV weight vectors and
-// broadcasts one input value per position.
+// broadcasts one input value per position. The epilogue (bias, residual, ReLU or leaky
+// ReLU) is applied in registers before the results are scattered to their channels.
+struct channel_epilogue { const float *bias; const float *residual; int act; float slope; };
+
 static inline __attribute__((always_inline, target("avx512f")))
 void ctile512(const float *in, long cs, int C, const long *off, int T, const float *w, const int nv,
-              const long *pos, const int np, float *out, long ocs) {
+              const long *pos, const int np, float *out, long ocs, const struct channel_epilogue *e) {
     __m512 acc[8][2];
     for (int j = 0; j < np; j++) for (int v = 0; v < nv; v++) acc[j][v] = _mm512_setzero_ps();
     long q[8];
@@ -208,18 +211,28 @@ void ctile512(const float *in, long cs, int C, const long *off, int T, const flo
     }
     const __m512i lanes = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                                              _mm512_set1_epi32((int)ocs));
+    __m512 bias[2];
+    for (int v = 0; v < nv; v++) bias[v] = e->bias ? _mm512_loadu_ps(e->bias + 16 * v) : _mm512_setzero_ps();
+    const __m512 zero = _mm512_setzero_ps(), slope = _mm512_set1_ps(e->slope);
     for (int j = 0; j < np; j++)
-        for (int v = 0; v < nv; v++)
-            _mm512_i32scatter_ps(out + (16 * v) * ocs + j, lanes, acc[j][v], 4);
+        for (int v = 0; v < nv; v++) {
+            __m512 y = _mm512_add_ps(acc[j][v], bias[v]);
+            if (e->residual) y = _mm512_add_ps(y, _mm512_i32gather_ps(lanes, e->residual + (16 * v) * ocs + j, 4));
+            if (e->act == GDH_ACT_RELU) y = _mm512_max_ps(y, zero);
+            else if (e->act == GDH_ACT_LEAKY) y = _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, slope);
+            _mm512_i32scatter_ps(out + (16 * v) * ocs + j, lanes, y, 4);
+        }
 }
 
 #define CTILE512(NV, NP) \
     __attribute__((target("avx512f"))) static void ctile512_##NV##_##NP(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, const long *pos, float *out, long ocs) { ctile512(in, cs, C, off, T, w, NV, pos, NP, out, ocs); }
+        const float *w, const long *pos, float *out, long ocs, const struct channel_epilogue *e) { \
+        ctile512(in, cs, C, off, T, w, NV, pos, NP, out, ocs, e); }
 CTILE512(1, 1) CTILE512(1, 2) CTILE512(1, 3) CTILE512(1, 4) CTILE512(1, 5) CTILE512(1, 6) CTILE512(1, 7) CTILE512(1, 8)
 CTILE512(2, 1) CTILE512(2, 2) CTILE512(2, 3) CTILE512(2, 4) CTILE512(2, 5) CTILE512(2, 6) CTILE512(2, 7) CTILE512(2, 8)
 
-typedef void (*ctile_fn)(const float *, long, int, const long *, int, const float *, const long *, float *, long);
+typedef void (*ctile_fn)(const float *, long, int, const long *, int, const float *, const long *, float *, long,
+                         const struct channel_epilogue *);
 static const ctile_fn ctiles[2][8] = {
     { ctile512_1_1, ctile512_1_2, ctile512_1_3, ctile512_1_4, ctile512_1_5, ctile512_1_6, ctile512_1_7, ctile512_1_8 },
     { ctile512_2_1, ctile512_2_2, ctile512_2_3, ctile512_2_4, ctile512_2_5, ctile512_2_6, ctile512_2_7, ctile512_2_8 },
@@ -237,7 +250,8 @@ int gdh_conv_channels_kernel_available(void) {
 void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
                               const long *tap_off, int taps, const float *w_packed, int block,
                               const long *pos, int npos, float *out, long out_cstride,
-                              int b_begin, int b_end) {
+                              int b_begin, int b_end,
+                              const float *bias, const float *residual, int act, float slope) {
 #if GDH_HAVE_X86
     if (!gdh_conv_channels_kernel_available() || (block != 16 && block != 32)) return;
     const long wblock = (long)channels_in * taps * block;
@@ -245,14 +259,20 @@ void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
     for (int b = b_begin; b < b_end; b++) {
         const float *w = w_packed + b * wblock;
         float *o = out + (long)b * block * out_cstride;
+        const struct channel_epilogue e = {
+            bias ? bias + b * block : NULL, residual ? residual + (long)b * block * out_cstride : NULL, act, slope,
+        };
         for (int j = 0; j < npos; j += 8) {
             const int np = npos - j < 8 ? npos - j : 8;
-            ctiles[nv - 1][np - 1](in, in_cstride, channels_in, tap_off, taps, w, pos + j, o + j, out_cstride);
+            struct channel_epilogue at = e;   // the residual of this tile's positions
+            if (at.residual) at.residual += j;
+            ctiles[nv - 1][np - 1](in, in_cstride, channels_in, tap_off, taps, w, pos + j, o + j, out_cstride, &at);
         }
     }
 #else
     (void)in; (void)in_cstride; (void)channels_in; (void)tap_off; (void)taps; (void)w_packed; (void)block;
     (void)pos; (void)npos; (void)out; (void)out_cstride; (void)b_begin; (void)b_end;
+    (void)bias; (void)residual; (void)act; (void)slope;
 #endif
 }
 

@@ -557,13 +557,19 @@ final class ConvStep: PlanStep {
                 // The part's channel blocks, or its positions when there are fewer blocks than parts.
                 let b = byBlocks ? split(blocks, parts, i) : 0..<blocks
                 let p = byBlocks ? 0..<count : split(count, parts, i, align: 8)
+                // ReLU and leaky ReLU are applied by the kernel, tanh and sigmoid after it.
+                let fused = act == Int32(GDH_ACT_NONE) || act == Int32(GDH_ACT_RELU) || act == Int32(GDH_ACT_LEAKY)
                 gdh_conv_direct_channels(prepared, plane, Int32(c), tp.baseAddress, Int32(channelTaps.count), wp.baseAddress,
                                          Int32(channelBlock), pp.baseAddress! + p.lowerBound, Int32(p.count),
-                                         dst + p.lowerBound, count, Int32(b.lowerBound), Int32(b.upperBound))
-                let rows = byBlocks ? Int32(ho) : 1, cols = byBlocks ? Int32(wo) : Int32(p.count)
-                gdh_conv_epilogue(dst + p.lowerBound, count, Int(cols), rows, cols, bp.baseAddress, res.map { $0 + p.lowerBound }, count,
-                                  act, slope, dst + p.lowerBound, count, 0, Int(cols), 1,
-                                  Int32(b.lowerBound * channelBlock), Int32(b.upperBound * channelBlock))
+                                         dst + p.lowerBound, count, Int32(b.lowerBound), Int32(b.upperBound),
+                                         fused ? bp.baseAddress : nil, fused ? res.map { UnsafePointer($0 + p.lowerBound) } : nil,
+                                         fused ? act : Int32(GDH_ACT_NONE), slope)
+                if !fused {
+                    let rows = byBlocks ? Int32(ho) : 1, cols = byBlocks ? Int32(wo) : Int32(p.count)
+                    gdh_conv_epilogue(dst + p.lowerBound, count, Int(cols), rows, cols, bp.baseAddress, res.map { $0 + p.lowerBound },
+                                      count, act, slope, dst + p.lowerBound, count, 0, Int(cols), 1,
+                                      Int32(b.lowerBound * channelBlock), Int32(b.upperBound * channelBlock))
+                }
             }
         }}}}
     }

@@ -38,12 +38,15 @@ void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
 /// positions: for blocks b in [b_begin, b_end) of `block` (16 or 32) output channels and
 /// the `npos` input offsets pos[j] (any stride: the caller lists them):
 ///   out[o * out_cstride + j] = Σ_c Σ_t w[o][c][t] · in[c * in_cstride + tap_off[t] + pos[j]].
-/// `w_packed` holds blocks of [channels_in][taps][block] floats. Only where
-/// gdh_conv_channels_kernel_available() (AVX-512); otherwise it does nothing.
+/// `w_packed` holds blocks of [channels_in][taps][block] floats. The epilogue is applied
+/// before the store: out = act(sum + bias[o] + residual[o * out_cstride + j]) with act
+/// GDH_ACT_NONE, _RELU or _LEAKY (others: apply them afterwards); bias and residual may be
+/// NULL. Only where gdh_conv_channels_kernel_available() (AVX-512); otherwise it does nothing.
 void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
                               const long *tap_off, int taps, const float *w_packed, int block,
                               const long *pos, int npos, float *out, long out_cstride,
-                              int b_begin, int b_end);
+                              int b_begin, int b_end,
+                              const float *bias, const float *residual, int act, float slope);
 int gdh_conv_channels_kernel_available(void);
 
 /// Pads one image (channels × height × width, contiguous) by `pad` on every side (zeros,
