@@ -527,7 +527,7 @@ void gdh_conv_epilogue(const float *acc, long acc_cstride, long acc_pitch, int r
 }
 
 void gdh_maxpool(const float *src, int height, int width, int k, int stride, int pad,
-                 float *out, int out_h, int out_w, int c_begin, int c_end) {
+                 float *out, int out_h, int out_w, int c_begin, int c_end, int row_begin, int row_end) {
     // Per output row: the element-wise maximum of the window's input rows (vectorised)
     // into a row padded with -inf, then the maximum across each window of that row.
     const int span = (out_w - 1) * stride + k;          // padded columns the windows cover
@@ -540,7 +540,7 @@ void gdh_maxpool(const float *src, int height, int width, int k, int stride, int
     for (int c = c_begin; c < c_end; c++) {
         const float *s = src + (long)c * height * width;
         float *d = out + (long)c * out_h * out_w;
-        for (int oy = 0; oy < out_h; oy++) {
+        for (int oy = row_begin; oy < row_end && oy < out_h; oy++) {
             const int y0 = oy * stride - pad;
             const int ya = y0 < 0 ? 0 : y0, yb = y0 + k > height ? height : y0 + k;
             float *dr = d + (long)oy * out_w;

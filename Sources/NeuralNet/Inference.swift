@@ -244,23 +244,26 @@ public final class InferencePlan {
     /// Bytes of memory the plan keeps for values and scratch.
     public var memoryBytes: Int { arenaFloats * MemoryLayout<Float>.size }
 
-    /// Milliseconds per step (best of `repeats` runs of one sample), with each step's label.
+    /// Milliseconds per step (the median over `repeats` forward passes of one sample,
+    /// run back to back as in use), with each step's label.
     public func profile(_ x: Tensor, repeats: Int = 5) -> [(label: String, ms: Double)] {
         precondition(Array(x.shape.dropFirst()) == inputShape, "plan input must be (N, \(inputShape)), got \(x.shape)")
-        let memory = PlanMemory(pointers: offsets.map { arena + $0 }, scratch: arena + scratchOffset, threads: threads,
-                                kernelLevel: Int32(kernelLevel), parallelWork: parallelWork)
-        var best = [Double](repeating: .infinity, count: steps.count)
         _ = forward(x)   // warm up (and wake the pool's threads)
-        for _ in 0..<repeats {
-            x.data.withUnsafeBufferPointer { memory[inputID].update(from: $0.baseAddress!, count: inputShape.reduce(1, *)) }
-            for (k, s) in steps.enumerated() {
-                let t = DispatchTime.now().uptimeNanoseconds
-                s.run(memory)
-                best[k] = min(best[k], Double(DispatchTime.now().uptimeNanoseconds - t) / 1e6)
-            }
+        var samples = [[UInt64]](repeating: [], count: steps.count)
+        for _ in 0..<max(1, repeats) {
+            stepTimes = [UInt64](repeating: 0, count: steps.count)
+            _ = forward(x)
+            for k in steps.indices { samples[k].append(stepTimes![k]) }
         }
-        return zip(steps, best).map { ($0.label, $1) }
+        stepTimes = nil
+        return steps.indices.map { k in
+            let sorted = samples[k].sorted()
+            return (steps[k].label, Double(sorted[sorted.count / 2]) / 1e6)
+        }
     }
+
+    /// Per-step nanoseconds of the last forward pass while profiling.
+    private var stepTimes: [UInt64]?
 
     /// The network's output for a batch (N, C, H, W): (N, outputShape...).
     public func forward(_ x: Tensor) -> Tensor {
@@ -273,7 +276,15 @@ public final class InferencePlan {
             out.data.withUnsafeMutableBufferPointer { op in
                 for i in 0..<n {
                     memory[inputID].update(from: xp.baseAddress! + i * inSize, count: inSize)
-                    for s in steps { s.run(memory) }
+                    if stepTimes != nil {
+                        for (k, s) in steps.enumerated() {
+                            let t = DispatchTime.now().uptimeNanoseconds
+                            s.run(memory)
+                            stepTimes![k] += DispatchTime.now().uptimeNanoseconds - t
+                        }
+                    } else {
+                        for s in steps { s.run(memory) }
+                    }
                     assert((0..<64).allSatisfy { arena[guardOffset + $0].bitPattern == InferencePlan.guardValue.bitPattern },
                            "a plan step wrote past the end of the scratch memory")
                     (op.baseAddress! + i * outSize).update(from: memory[outputID], count: outSize)
@@ -327,7 +338,7 @@ func split(_ count: Int, _ parts: Int, _ i: Int, align: Int = 1) -> Range<Int> {
 let privatePrepareLimit = 1 << 17
 
 /// Work (multiply-adds) below which a step stays on one thread (measured on the small
-/// configuration: 100k-500k are alike, 2M loses).
+/// configuration: the 295k stride-2 layers run slower on two threads, the 590k ones faster).
 let defaultParallelWork = 400000
 
 func activationCode(_ a: Activation.Kind?) -> (Int32, Float) {
@@ -800,12 +811,14 @@ final class MaxPoolStep: PlanStep {
     }
 
     func run(_ m: PlanMemory) {
-        let threads = c * ho * wo * k * k >= m.parallelWork ? m.threads : 1
+        // Bands of output rows: after a convolution split the same way, each thread mostly
+        // reads rows it wrote itself.
+        let threads = c * h * w >= 16384 ? min(m.threads, ho) : 1
         let src = m[input], dst = m[output]
         parallel(threads, threads) { i in
-            let r = split(c, threads, i)
+            let r = split(ho, threads, i)
             gdh_maxpool(src, Int32(h), Int32(w), Int32(k), Int32(stride), Int32(pad), dst, Int32(ho), Int32(wo),
-                        Int32(r.lowerBound), Int32(r.upperBound))
+                        0, Int32(c), Int32(r.lowerBound), Int32(r.upperBound))
         }
     }
 }

@@ -28,7 +28,7 @@ struct BenchEncode: ParsableCommand {
     var checkInput: String?
     @Flag(help: "Time the layers' own forward passes (im2col + sgemm, the training path) instead of the inference plans.")
     var layers = false
-    @Flag(help: "Print the time of each step of the plans (best of 5) and exit.") var profile = false
+    @Flag(help: "Print the time of each step of the plans (median over --count forward passes) and exit.") var profile = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
@@ -75,7 +75,7 @@ struct BenchEncode: ParsableCommand {
         if profile {
             let one = Tensor(shape: [1] + Array(input.shape.dropFirst()), data: Array(input.data.prefix(input.count / batch)))
             for (name, plan) in [("H", encoder.hashPlan), ("G_I", encoder.generatorPlan)] {
-                let steps = plan.profile(one, repeats: c.imageSize > 128 ? 3 : 200)
+                let steps = plan.profile(one, repeats: count)
                 print("\(name): \(String(format: "%.3f", steps.reduce(0) { $0 + $1.ms })) ms in \(steps.count) steps")
                 for s in steps { print(String(format: "  %8.3f ms  %@", s.ms, s.label)) }
             }

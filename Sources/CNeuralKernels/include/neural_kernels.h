@@ -80,9 +80,10 @@ void gdh_conv_epilogue(const float *acc, long acc_cstride, long acc_pitch, int r
                        int o_begin, int o_end);
 
 /// Max pooling of one image (channels [c_begin, c_end) of height × width) with a k × k
-/// window, stride and implicit -inf padding: out is channels × out_h × out_w.
+/// window, stride and implicit -inf padding: out is channels × out_h × out_w, of which
+/// the output rows [row_begin, row_end) are written.
 void gdh_maxpool(const float *src, int height, int width, int k, int stride, int pad,
-                 float *out, int out_h, int out_w, int c_begin, int c_end);
+                 float *out, int out_h, int out_w, int c_begin, int c_end, int row_begin, int row_end);
 
 /// Which convolution kernel runs: 2 = AVX-512, 1 = AVX2+FMA, 0 = portable C.
 /// GDH_SCALAR_KERNELS=1 in the environment forces 0.
