@@ -813,7 +813,8 @@ final class MaxPoolStep: PlanStep {
     func run(_ m: PlanMemory) {
         // Bands of output rows: after a convolution split the same way, each thread mostly
         // reads rows it wrote itself.
-        let threads = c * h * w >= 16384 ? min(m.threads, ho) : 1
+        // (From 16k input values at the default parallelWork: pooling is cheap per value.)
+        let threads = c * h * w * 25 >= m.parallelWork ? min(m.threads, ho) : 1
         let src = m[input], dst = m[output]
         parallel(threads, threads) { i in
             let r = split(ho, threads, i)
