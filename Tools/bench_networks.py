@@ -210,7 +210,46 @@ def worker_ort(args) -> dict:
             "check": {"image_h": image_h[0].tolist(), "sketch_h": sketch_h[0].tolist()}}
 
 
-WORKERS = {"model": worker_model, "export": worker_export, "torch": worker_torch, "ort": worker_ort}
+def worker_ort_streams(args) -> dict:
+    """Throughput of `threads` concurrent streams, each a session of its own with one
+    intra-op thread (onnxruntime releases the GIL while it runs)."""
+    import threading
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    streams = args.threads
+    image, sketch = read_check(args.check)
+    rates = {}
+    for kind, x in (("image", image), ("sketch", sketch)):
+        sessions = [ort.InferenceSession(os.path.join(args.dir, kind + ".onnx"), so,
+                                         providers=["CPUExecutionProvider"]) for _ in range(streams)]
+        for sess in sessions:
+            for _ in range(max(1, args.warmup)):
+                sess.run(None, {"input": x})
+        start = threading.Barrier(streams + 1)
+
+        def run(sess):
+            start.wait()
+            for _ in range(args.count):
+                sess.run(None, {"input": x})
+
+        threads = [threading.Thread(target=run, args=(sess,)) for sess in sessions]
+        for t in threads:
+            t.start()
+        start.wait()
+        t0 = time.perf_counter()
+        for t in threads:
+            t.join()
+        rates[kind] = streams * args.count / (time.perf_counter() - t0)
+    return {"version": ort.__version__, "streams": streams,
+            "images_per_s": rates["image"], "sketches_per_s": rates["sketch"], "peak_rss_mb": peak_rss_mb()}
+
+
+WORKERS = {"model": worker_model, "export": worker_export, "torch": worker_torch, "ort": worker_ort,
+           "ort_streams": worker_ort_streams}
 
 
 # =========================================================================== driver
@@ -287,7 +326,7 @@ def probe_gdh(gdh: str) -> dict:
     if p.returncode != 0 or "--write-model" not in text:
         first = (text.strip().splitlines() or ["(no output)"])[0]
         return {"ok": False, "error": f"{gdh} has no `bench encode` subcommand with --write-model ({first})"}
-    return {"ok": True, "check": "--check-input" in text}
+    return {"ok": True, "check": "--check-input" in text, "streams": "--streams" in text}
 
 
 def write_check(path: str, size: int) -> None:
@@ -362,6 +401,8 @@ def run_config(args, name: str, work: Path, gdh: str, probe: dict) -> list[dict]
                     cmd += ["--write-model", str(model)]
                 if probe.get("check"):
                     cmd += ["--check-input", str(check)]
+                if probe.get("streams") and threads > 1:
+                    cmd += ["--streams", str(threads)]
                 log(f"{name} T={threads} ours (OPENBLAS_CORETYPE {label}): {shlex.join(cmd)}")
                 t0 = time.time()
                 v, err = run_json(cmd, args.timeout, env)
@@ -418,6 +459,13 @@ def run_config(args, name: str, work: Path, gdh: str, probe: dict) -> list[dict]
                 log(f"  {v['images_per_s']:.1f} img/s, {v['sketches_per_s']:.2f} sketch/s "
                     f"(other processes: {v.get('others_cores', 0):.2f} cores)")
             r[kind] = v
+        if threads > 1 and export is not None:
+            log(f"{name} {threads} onnxruntime streams of one thread ({count} runs each)")
+            v, err = run_json(worker_cmd("ort_streams", threads=threads, count=count, warmup=warmup,
+                                         check=check, dir=cdir), args.timeout)
+            if err:
+                r["errors"].append(f"ort streams T={threads}: {err}")
+            r["ort_streams"] = v
         ref = (r.get("torch") or {}).get("check")
         r["agreement"] = {"ort": agreement(ref, (r.get("ort") or {}).get("check"))}
         for label, v in r["ours"].items():
@@ -515,6 +563,23 @@ def markdown(results: list[dict], header: dict) -> str:
             f"| {r['config']} | {r['threads']} | {ours_cells} "
             f"| {num(get(t, 'image_ms', 'median'), 2)} / {num(get(t, 'sketch_ms', 'median'), 2)} "
             f"| {num(get(o, 'image_ms', 'median'), 2)} / {num(get(o, 'sketch_ms', 'median'), 2)} |")
+    streamed = [r for r in results if r.get("threads", 1) > 1
+                and (r.get("ort_streams") or any("stream_images_per_s" in (v or {}) for v in r.get("ours", {}).values()))]
+    if streamed:
+        lines += ["", "Throughput of concurrent streams, each an encoder (ours: `--streams`, as gdhd's encoder "
+                  "pool runs) or an onnxruntime session of its own on one thread; items per second over all "
+                  "streams:", "",
+                  "| config | streams | ours img/s | ours sketch/s | ORT img/s | ORT sketch/s | ours/ORT img | ours/ORT sketch |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in streamed:
+            us = next(iter(r.get("ours", {}).values()), None)
+            o = r.get("ort_streams")
+            lines.append(
+                f"| {r['config']} | {r['threads']} | {num(get(us, 'stream_images_per_s'))} "
+                f"| {num(get(us, 'stream_sketches_per_s'), 2)} | {num(get(o, 'images_per_s'))} "
+                f"| {num(get(o, 'sketches_per_s'), 2)} "
+                f"| {ratio(get(us, 'stream_images_per_s'), get(o, 'images_per_s'))} "
+                f"| {ratio(get(us, 'stream_sketches_per_s'), get(o, 'sketches_per_s'))} |")
     lines += ["", "Agreement with PyTorch on one fixed image and sketch (H outputs before the sign; "
               "relative = max abs diff / max |H| of PyTorch):", ""]
     for r in results:

@@ -28,13 +28,15 @@ struct BenchEncode: ParsableCommand {
     var checkInput: String?
     @Flag(help: "Time the layers' own forward passes (im2col + sgemm, the training path) instead of the inference plans.")
     var layers = false
+    @Option(help: "Also measure throughput with this many concurrent streams, each an encoder of its own on one thread (as gdhd's encoder pool runs); 0 skips it.")
+    var streams: Int = 0
     @Flag(help: "Print the time of each step of the plans (median over --count forward passes) and exit.") var profile = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
         guard GDHConfiguration.named(config, bits: bits) != nil else { throw ValidationError("--config is small or paper") }
-        guard (1...64).contains(threads), count >= 1, (1...64).contains(batch) else {
-            throw ValidationError("--threads 1-64, --count ≥ 1, --batch 1-64")
+        guard (1...64).contains(threads), count >= 1, (1...64).contains(batch), (0...64).contains(streams) else {
+            throw ValidationError("--threads 1-64, --count ≥ 1, --batch 1-64, --streams 0-64")
         }
     }
 
@@ -98,6 +100,21 @@ struct BenchEncode: ParsableCommand {
         ConvProfiler.enabled = false
         let convGFLOPs = ConvProfiler.gflops
         let sgemm = measureSgemmGFLOPs()
+        var streamRates: (images: Double, sketches: Double)?
+        if streams > 0 {
+            let encoders = try (0..<streams).map { _ in try GDHEncoder(model: try model.replica(), threads: 1) }
+            func rate(_ sketches: Bool) -> Double {
+                let t0 = now()
+                DispatchQueue.concurrentPerform(iterations: streams) { i in
+                    for _ in 0..<count {
+                        _ = sketches ? try? encoders[i].encodeSketches(input) : try? encoders[i].encodeImages(input)
+                    }
+                }
+                return Double(streams * count * batch) / (Double(now() - t0) / 1e9)
+            }
+            _ = rate(false)
+            streamRates = (rate(false), rate(true))
+        }
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let image = summary(imageTimes), sketch = summary(sketchTimes)
@@ -113,12 +130,20 @@ struct BenchEncode: ParsableCommand {
             "plan_memory_mb": Double(encoder.planMemoryBytes) / 1_048_576,
         ]
         if let check { out["check"] = check.mapValues { $0.map(Double.init) } }
+        if let streamRates {
+            out["streams"] = streams
+            out["stream_images_per_s"] = streamRates.images
+            out["stream_sketches_per_s"] = streamRates.sketches
+        }
         if json {
             printJSON(out)
         } else {
             print(String(format: "%@ (%d px, %d threads, %@): image %.2f ms (%.1f/s), sketch %.2f ms (%.1f/s); conv %.1f GFLOP/s vs sgemm %.1f (%.0f%%); peak RSS %.0f MB",
                          c.name, c.imageSize, threads, out["path"] as! String, perImage, 1000 / perImage, perSketch, 1000 / perSketch,
                          convGFLOPs, sgemm, 100 * convGFLOPs / sgemm, Double(usage.ru_maxrss) / 1024))
+            if let streamRates {
+                print(String(format: "%d streams of one thread: %.1f images/s, %.1f sketches/s", streams, streamRates.images, streamRates.sketches))
+            }
         }
     }
 }
