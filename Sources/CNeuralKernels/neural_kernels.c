@@ -277,11 +277,15 @@ void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
 }
 
 #if GDH_HAVE_X86
-// Tiles of whole output rows (no padding columns): vector v of the tile starts at flat
-// offset vo[v]; obv output channels.
+// Tiles of whole output rows (no padding columns): vector v of the tile reads the input
+// at flat offset vo[v] and is stored at ovo[v]; obv output channels. With an epilogue
+// (e != NULL) bias, residual and (leaky) ReLU are applied in registers before the store.
+struct rows_epilogue { const float *bias; const float *residual; int act; float slope; };
+
 static inline __attribute__((always_inline, target("avx512f")))
 void vtile512(const float *in, long cs, int C, const long *off, int T, const float *w,
-              float *out, long ocs, const int obv, const long *vo, const int nv) {
+              float *out, long ocs, const int obv, const long *vo, const long *ovo, const int nv,
+              const struct rows_epilogue *e) {
     __m512 acc[OB][6];
     long q[6];
     for (int v = 0; v < nv; v++) q[v] = vo[v];
@@ -298,14 +302,31 @@ void vtile512(const float *in, long cs, int C, const long *off, int T, const flo
             }
         }
     }
-    for (int o = 0; o < obv; o++)
-        for (int v = 0; v < nv; v++) _mm512_storeu_ps(out + o * ocs + q[v], acc[o][v]);
+    // One loop with constant trip counts over the accumulators (an early return or a
+    // second store loop made the compiler keep them in memory: half the speed).
+    const __m512 zero = _mm512_setzero_ps();
+    for (int o = 0; o < obv; o++) {
+        const __m512 b = (e && e->bias) ? _mm512_set1_ps(e->bias[o]) : zero;
+        for (int v = 0; v < nv; v++) {
+            __m512 y = acc[o][v];
+            if (e) {
+                y = _mm512_add_ps(y, b);
+                if (e->residual) y = _mm512_add_ps(y, _mm512_loadu_ps(e->residual + o * ocs + ovo[v]));
+                if (e->act == GDH_ACT_RELU) y = _mm512_max_ps(y, zero);
+                else if (e->act == GDH_ACT_LEAKY)
+                    y = _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, _mm512_set1_ps(e->slope));
+            }
+            _mm512_storeu_ps(out + o * ocs + (e ? ovo[v] : q[v]), y);
+        }
+    }
 }
 
-typedef void (*vtile_fn)(const float *, long, int, const long *, int, const float *, float *, long, const long *);
+typedef void (*vtile_fn)(const float *, long, int, const long *, int, const float *, float *, long, const long *,
+                         const long *, const struct rows_epilogue *);
 #define VTILE512(OBV, NV) \
     __attribute__((target("avx512f"))) static void vtile512_##OBV##_##NV(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, float *out, long ocs, const long *vo) { vtile512(in, cs, C, off, T, w, out, ocs, OBV, vo, NV); }
+        const float *w, float *out, long ocs, const long *vo, const long *ovo, const struct rows_epilogue *e) { \
+        vtile512(in, cs, C, off, T, w, out, ocs, OBV, vo, ovo, NV, e); }
 #define VTILES512(OBV) VTILE512(OBV, 1) VTILE512(OBV, 2) VTILE512(OBV, 3) VTILE512(OBV, 4) VTILE512(OBV, 5) VTILE512(OBV, 6)
 VTILES512(1) VTILES512(2) VTILES512(3) VTILES512(4)
 #define VROW(OBV) { vtile512_##OBV##_1, vtile512_##OBV##_2, vtile512_##OBV##_3, vtile512_##OBV##_4, vtile512_##OBV##_5, vtile512_##OBV##_6 }
@@ -358,6 +379,48 @@ void gdh_conv_direct(const float *in, long in_cstride, int channels_in,
     }
 }
 
+#if GDH_HAVE_X86
+// Row tiles over output rows [row_begin, row_end); with `e`, the output is compact
+// (rows `width` apart, channels out_cstride apart) and finished by the epilogue.
+__attribute__((target("avx512f")))
+static void rows512(const float *in, long in_cstride, int channels_in, const long *tap_off, int taps,
+                    const float *w_packed, int channels_out, float *out, long out_cstride, long pitch, int width,
+                    int row_begin, int row_end, const struct rows_epilogue *e) {
+    const int blocks = (channels_out + OB - 1) / OB, per_row = width / 16;
+    const long wblock = (long)channels_in * taps * OB;
+    const long out_pitch = e ? width : pitch;
+    // Bands of rows whose input stays in the L2 cache across the channel blocks.
+    long band = 65536 / (channels_in > 0 ? channels_in : 1) / (pitch > 0 ? pitch : 1);
+    if (band < 1) band = 1;
+    for (int r0 = row_begin; r0 < row_end; r0 += (int)band) {
+        const int r1 = r0 + band < row_end ? r0 + (int)band : row_end;
+        const int first = r0 * per_row, last = r1 * per_row;
+        for (int b = 0; b < blocks; b++) {
+            const float *w = w_packed + b * wblock;
+            float *o = out + (long)b * OB * out_cstride;
+            const int valid = channels_out - b * OB < OB ? channels_out - b * OB : OB;
+            struct rows_epilogue eb;
+            if (e) {
+                eb = *e;
+                if (eb.bias) eb.bias += b * OB;
+                if (eb.residual) eb.residual += (long)b * OB * out_cstride;
+            }
+            for (int i = first; i < last; i += 6) {
+                const int nv = last - i < 6 ? last - i : 6;
+                long vo[6], ovo[6];
+                for (int v = 0; v < nv; v++) {
+                    const long row = (i + v) / per_row, col = (long)((i + v) % per_row) * 16;
+                    vo[v] = row * pitch + col;
+                    ovo[v] = row * out_pitch + col;
+                }
+                vtiles[valid - 1][nv - 1](in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, vo, ovo,
+                                          e ? &eb : NULL);
+            }
+        }
+    }
+}
+#endif
+
 void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
                           const long *tap_off, int taps, const float *w_packed, int channels_out,
                           float *out, long out_cstride, long pitch, int width,
@@ -366,31 +429,33 @@ void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
     if (level < 0 || level > best) level = best;
 #if GDH_HAVE_X86
     if (level == 2 && width % 16 == 0) {
-        const int blocks = (channels_out + OB - 1) / OB, per_row = width / 16;
-        const long wblock = (long)channels_in * taps * OB;
-        // Bands of rows whose input stays in the L2 cache across the channel blocks.
-        long band = 65536 / (channels_in > 0 ? channels_in : 1) / (pitch > 0 ? pitch : 1);
-        if (band < 1) band = 1;
-        for (int r0 = row_begin; r0 < row_end; r0 += (int)band) {
-            const int r1 = r0 + band < row_end ? r0 + (int)band : row_end;
-            const int first = r0 * per_row, last = r1 * per_row;
-            for (int b = 0; b < blocks; b++) {
-                const float *w = w_packed + b * wblock;
-                float *o = out + (long)b * OB * out_cstride;
-                const int valid = channels_out - b * OB < OB ? channels_out - b * OB : OB;
-                for (int i = first; i < last; i += 6) {
-                    const int nv = last - i < 6 ? last - i : 6;
-                    long vo[6];
-                    for (int v = 0; v < nv; v++) vo[v] = (long)((i + v) / per_row) * pitch + (long)((i + v) % per_row) * 16;
-                    vtiles[valid - 1][nv - 1](in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, vo);
-                }
-            }
-        }
+        rows512(in, in_cstride, channels_in, tap_off, taps, w_packed, channels_out, out, out_cstride, pitch, width,
+                row_begin, row_end, NULL);
         return;
     }
 #endif
     gdh_conv_direct(in, in_cstride, channels_in, tap_off, taps, w_packed, channels_out, out, out_cstride,
                     (long)row_begin * pitch, (long)row_end * pitch, level);
+}
+
+int gdh_conv_direct_rows_fused(const float *in, long in_cstride, int channels_in,
+                               const long *tap_off, int taps, const float *w_packed, int channels_out,
+                               float *out, long out_cstride, long pitch, int width, int row_begin, int row_end,
+                               const float *bias, const float *residual, int act, float slope, int level) {
+    const int best = gdh_conv_kernel_level();
+    if (level < 0 || level > best) level = best;
+#if GDH_HAVE_X86
+    if (level == 2 && width % 16 == 0 && (act == GDH_ACT_NONE || act == GDH_ACT_RELU || act == GDH_ACT_LEAKY)) {
+        const struct rows_epilogue e = { bias, residual, act, slope };
+        rows512(in, in_cstride, channels_in, tap_off, taps, w_packed, channels_out, out, out_cstride, pitch, width,
+                row_begin, row_end, &e);
+        return 1;
+    }
+#endif
+    (void)in; (void)in_cstride; (void)channels_in; (void)tap_off; (void)taps; (void)w_packed; (void)channels_out;
+    (void)out; (void)out_cstride; (void)pitch; (void)width; (void)row_begin; (void)row_end;
+    (void)bias; (void)residual; (void)act; (void)slope;
+    return 0;
 }
 
 static inline int reflect_index(int i, int n) {

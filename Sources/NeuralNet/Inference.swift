@@ -491,6 +491,11 @@ final class ConvStep: PlanStep {
                                  prepared, cstride, Int32(planeH), Int32(pitch), Int32(r.lowerBound), Int32(r.upperBound))
             }
         }
+        if fusesEpilogue(m) {
+            parallel(threads, threads) { i in _ = fusedRows(m, prepared, cstride, split(ho, threads, i)) }
+            if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
+            return
+        }
         taps.withUnsafeBufferPointer { tp in
             packed.withUnsafeBufferPointer { wp in
                 parallel(threads, threads) { i in
@@ -512,6 +517,28 @@ final class ConvStep: PlanStep {
         if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
     }
 
+    /// Whether the AVX-512 row tiles can finish this layer in registers (output width a
+    /// multiple of 16; no activation, ReLU or leaky ReLU): no accumulator buffer, no
+    /// separate epilogue pass.
+    private func fusesEpilogue(_ m: PlanMemory) -> Bool {
+        m.kernelLevel >= 2 && DirectConvolution.bestKernel >= 2 && wo % 16 == 0
+            && (act == Int32(GDH_ACT_NONE) || act == Int32(GDH_ACT_RELU) || act == Int32(GDH_ACT_LEAKY))
+    }
+
+    /// Output rows `rows` computed and finished straight into the output.
+    private func fusedRows(_ m: PlanMemory, _ prepared: UnsafePointer<Float>, _ cstride: Int, _ rows: Range<Int>) -> Bool {
+        let res = residual.map { UnsafePointer(m[$0]) }
+        return taps.withUnsafeBufferPointer { tp in
+            packed.withUnsafeBufferPointer { wp in
+                bias.withUnsafeBufferPointer { bp in
+                    gdh_conv_direct_rows_fused(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), wp.baseAddress,
+                                               Int32(o), m[output], ho * wo, pitch, Int32(wo), Int32(rows.lowerBound),
+                                               Int32(rows.upperBound), bp.baseAddress, res, act, slope, m.kernelLevel) != 0
+                }
+            }
+        }
+    }
+
     /// A small layer on several threads in one fork-join: each thread prepares its own
     /// copy of the input, then computes and finishes a band of output rows.
     private func runRows(_ m: PlanMemory, threads: Int) {
@@ -526,12 +553,17 @@ final class ConvStep: PlanStep {
             parallel(threads, threads) { i in
                 let prepared = direct ? src : m.scratch + accFloatsAligned + i * preparedFloatsAligned
                 let rows = split(ho, threads, i)
+                let fused = fusesEpilogue(m)
                 if !direct {
                     // Only the plane rows this band reads: the thread mostly reads rows it wrote
                     // in the layer before (the same bands), not the other core's.
                     gdh_conv_prepare_rows(src, Int32(h), Int32(w), Int32(pad), reflect ? 1 : 0, Int32(stride), Int32(kernel),
                                           prepared, cstride, Int32(planeH), Int32(pitch), 0, Int32(c),
                                           Int32(rows.lowerBound), Int32(rows.upperBound + (kernel - 1) / stride + 1))
+                }
+                if fused {
+                    _ = fusedRows(m, prepared, cstride, rows)
+                    return
                 }
                 gdh_conv_direct_rows(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), wp.baseAddress,
                                      Int32(o), acc, length, pitch, Int32(wo), Int32(rows.lowerBound), Int32(rows.upperBound),

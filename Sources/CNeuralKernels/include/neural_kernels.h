@@ -34,6 +34,16 @@ void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
                           float *out, long out_cstride, long pitch, int width,
                           int row_begin, int row_end, int level);
 
+/// gdh_conv_direct_rows with the epilogue of gdh_conv_epilogue applied in registers and
+/// the output written compact: out[o * out_cstride + y * width + x] = act(sum + bias[o] +
+/// residual[o * out_cstride + y * width + x]) for y in [row_begin, row_end), x < width.
+/// Only with the AVX-512 kernel, width a multiple of 16 and act NONE, RELU or LEAKY:
+/// returns 0 (and does nothing) otherwise.
+int gdh_conv_direct_rows_fused(const float *in, long in_cstride, int channels_in,
+                               const long *tap_off, int taps, const float *w_packed, int channels_out,
+                               float *out, long out_cstride, long pitch, int width, int row_begin, int row_end,
+                               const float *bias, const float *residual, int act, float slope, int level);
+
 /// The same sum with the output channels in the vector lanes, for layers with few
 /// positions: for blocks b in [b_begin, b_end) of `block` (16 or 32) output channels and
 /// the `npos` input offsets pos[j] (any stride: the caller lists them):
