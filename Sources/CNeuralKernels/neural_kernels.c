@@ -95,8 +95,9 @@ __attribute__((target("avx512f")))
 static void run512(const float *in, long cs, int C, const long *off, int T, const float *w,
                    float *out, long ocs, int ob_valid, long p, long end) {
     if (ob_valid < OB) {
-        const int r = ob_valid - 1;
-        for (; p + 128 <= end; p += 128) rtiles[r][7](in, cs, C, off, T, w, out, ocs, p, 0xFFFF);
+        // Three channels × eight vectors would need 33 registers: seven vectors there.
+        const int r = ob_valid - 1, full = ob_valid == 3 ? 7 : 8;
+        for (; p + 16 * full <= end; p += 16 * full) rtiles[r][full - 1](in, cs, C, off, T, w, out, ocs, p, 0xFFFF);
         const long n = end - p;
         if (n <= 0) return;
         const int nv = (int)((n + 15) / 16), rem = (int)(n - 16 * (nv - 1));
