@@ -338,8 +338,9 @@ func split(_ count: Int, _ parts: Int, _ i: Int, align: Int = 1) -> Range<Int> {
 let privatePrepareLimit = 1 << 17
 
 /// Work (multiply-adds) below which a step stays on one thread (measured on the small
-/// configuration: the 295k stride-2 layers run slower on two threads, the 590k ones faster).
-let defaultParallelWork = 400000
+/// configuration: 250k-400k are alike; 100k and below lose; the 295k stride-2 layers gain
+/// only since channel-lane layers split 16-channel blocks between threads).
+let defaultParallelWork = 250_000
 
 func activationCode(_ a: Activation.Kind?) -> (Int32, Float) {
     switch a {
@@ -377,6 +378,7 @@ final class ConvStep: PlanStep {
     /// offsets in planes of `channelPitch` columns; the output is written compact.
     let channelBlock: Int
     let channelPacked: [Float]
+    let channelPacked16: [Float]
     let positions: [Int]
     let channelTaps: [Int]
     let channelPitch: Int
@@ -433,15 +435,22 @@ final class ConvStep: PlanStep {
         }
         packed = p
         if gdh_conv_channels_kernel_available() != 0 && o % 16 == 0 && ho * wo <= ConvStep.channelKernelPositions {
-            let block = o % 32 == 0 ? 32 : 16
-            var q = [Float](repeating: 0, count: o * c * kk)
-            for oc in 0..<o {
-                for ic in 0..<c {
-                    for t in 0..<kk { q[(((oc / block) * c + ic) * kk + t) * block + oc % block] = wt[(oc * c + ic) * kk + t] * scale[oc] }
+            let (outs, ins) = (o, c)
+            func pack(_ block: Int) -> [Float] {
+                var q = [Float](repeating: 0, count: outs * ins * kk)
+                for oc in 0..<outs {
+                    for ic in 0..<ins {
+                        for t in 0..<kk { q[(((oc / block) * ins + ic) * kk + t) * block + oc % block] = wt[(oc * ins + ic) * kk + t] * scale[oc] }
+                    }
                 }
+                return q
             }
+            let block = o % 32 == 0 ? 32 : 16
             channelBlock = block
-            channelPacked = q
+            channelPacked = pack(block)
+            // Blocks of 16 as well when 32-channel blocks would be too few to share between
+            // threads (splitting the positions instead costs more, measured).
+            channelPacked16 = block == 32 && o / 32 < ConvStep.maxThreads ? pack(16) : []
             let cp = w + 2 * pad
             var list: [Int] = []
             for y in 0..<ho { for x in 0..<wo { list.append(y * stride * cp + x * stride) } }
@@ -451,6 +460,7 @@ final class ConvStep: PlanStep {
         } else {
             channelBlock = 0
             channelPacked = []
+            channelPacked16 = []
             positions = []
             channelTaps = []
             channelPitch = 0
@@ -583,12 +593,14 @@ final class ConvStep: PlanStep {
         let src = m[input], dst = m[output]
         let padded = pad > 0
         let plane = padded ? (h + 2 * pad) * channelPitch : h * w
-        let blocks = o / channelBlock, count = ho * wo
-        let byBlocks = blocks >= threads
         let parts = min(threads, ConvStep.maxThreads)
+        let narrow = o / channelBlock < parts && !channelPacked16.isEmpty
+        let block = narrow ? 16 : channelBlock
+        let blocks = o / block, count = ho * wo
+        let byBlocks = blocks >= parts
         let res = residual.map { m[$0] }
         channelTaps.withUnsafeBufferPointer { tp in
-        channelPacked.withUnsafeBufferPointer { wp in
+        (narrow ? channelPacked16 : channelPacked).withUnsafeBufferPointer { wp in
         positions.withUnsafeBufferPointer { pp in
         bias.withUnsafeBufferPointer { bp in
             parallel(parts, parts) { i in
@@ -603,7 +615,7 @@ final class ConvStep: PlanStep {
                 // ReLU and leaky ReLU are applied by the kernel, tanh and sigmoid after it.
                 let fused = act == Int32(GDH_ACT_NONE) || act == Int32(GDH_ACT_RELU) || act == Int32(GDH_ACT_LEAKY)
                 gdh_conv_direct_channels(prepared, plane, Int32(c), tp.baseAddress, Int32(channelTaps.count), wp.baseAddress,
-                                         Int32(channelBlock), pp.baseAddress! + p.lowerBound, Int32(p.count),
+                                         Int32(block), pp.baseAddress! + p.lowerBound, Int32(p.count),
                                          dst + p.lowerBound, count, Int32(b.lowerBound), Int32(b.upperBound),
                                          fused ? bp.baseAddress : nil, fused ? res.map { UnsafePointer($0 + p.lowerBound) } : nil,
                                          fused ? act : Int32(GDH_ACT_NONE), slope)
@@ -611,7 +623,7 @@ final class ConvStep: PlanStep {
                     let rows = byBlocks ? Int32(ho) : 1, cols = byBlocks ? Int32(wo) : Int32(p.count)
                     gdh_conv_epilogue(dst + p.lowerBound, count, Int(cols), rows, cols, bp.baseAddress, res.map { $0 + p.lowerBound },
                                       count, act, slope, dst + p.lowerBound, count, 0, Int(cols), 1,
-                                      Int32(b.lowerBound * channelBlock), Int32(b.upperBound * channelBlock))
+                                      Int32(b.lowerBound * block), Int32(b.upperBound * block))
                 }
             }
         }}}}
