@@ -103,14 +103,19 @@ struct BenchEncode: ParsableCommand {
         var streamRates: (images: Double, sketches: Double)?
         if streams > 0 {
             let encoders = try (0..<streams).map { _ in try GDHEncoder(model: try model.replica(), threads: 1) }
+            // Rounds of `count` encodes per stream until at least a second has passed.
             func rate(_ sketches: Bool) -> Double {
                 let t0 = now()
-                DispatchQueue.concurrentPerform(iterations: streams) { i in
-                    for _ in 0..<count {
-                        _ = sketches ? try? encoders[i].encodeSketches(input) : try? encoders[i].encodeImages(input)
+                var items = 0
+                repeat {
+                    DispatchQueue.concurrentPerform(iterations: streams) { i in
+                        for _ in 0..<count {
+                            _ = sketches ? try? encoders[i].encodeSketches(input) : try? encoders[i].encodeImages(input)
+                        }
                     }
-                }
-                return Double(streams * count * batch) / (Double(now() - t0) / 1e9)
+                    items += streams * count * batch
+                } while now() - t0 < 1_000_000_000
+                return Double(items) / (Double(now() - t0) / 1e9)
             }
             _ = rate(false)
             streamRates = (rate(false), rate(true))
