@@ -399,7 +399,7 @@ final class ConvStep: PlanStep {
     var preparedFloatsAligned: Int { (preparedFloats + 15) & ~15 }
     var label: String { "conv \(c)->\(o) k\(kernel) s\(stride) \(h)x\(w)\(channelBlock > 0 ? " (channel lanes)" : "")" }
     /// Output positions up to which the channel-lane kernel is used.
-    nonisolated(unsafe) static var channelKernelPositions = 64
+    static let channelKernelPositions = 64
 
     init(_ conv: Conv2d, input x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?, residual: PlanValue?, builder: PlanBuilder) {
         precondition(x.shape.count == 3 && x.c == conv.inChannels, "Conv2d expects (\(conv.inChannels), H, W), got \(x.shape)")
