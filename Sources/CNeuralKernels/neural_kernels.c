@@ -592,6 +592,34 @@ void gdh_conv_epilogue(const float *acc, long acc_cstride, long acc_pitch, int r
     if (tmp != stack_row) free(tmp);
 }
 
+void gdh_instance_norm(const float *x, long plane, float eps, const float *gamma, const float *beta,
+                       const float *residual, int act, float slope, float *out, int c_begin, int c_end) {
+    for (int c = c_begin; c < c_end; c++) {
+        const float *xc = x + (long)c * plane;
+        float *oc = out + (long)c * plane;
+        // Sums in eight float lanes (vectorised), combined in double.
+        float lanes[8] = {0};
+        long i = 0;
+        for (; i + 8 <= plane; i += 8) for (int l = 0; l < 8; l++) lanes[l] += xc[i + l];
+        double sum = 0;
+        for (int l = 0; l < 8; l++) sum += lanes[l];
+        for (; i < plane; i++) sum += xc[i];
+        const float mean = (float)(sum / (double)plane);
+        float sq[8] = {0};
+        for (i = 0; i + 8 <= plane; i += 8) for (int l = 0; l < 8; l++) { const float d = xc[i + l] - mean; sq[l] += d * d; }
+        double var = 0;
+        for (int l = 0; l < 8; l++) var += sq[l];
+        for (; i < plane; i++) { const double d = (double)xc[i] - mean; var += d * d; }
+        const float inv = (float)(1.0 / sqrt(var / (double)plane + (double)eps));
+        const float scale = (gamma ? gamma[c] : 1.0f) * inv;
+        const float shift = (beta ? beta[c] : 0.0f) - mean * scale;
+        const float *r = residual ? residual + (long)c * plane : NULL;
+        if (r) for (i = 0; i < plane; i++) oc[i] = xc[i] * scale + shift + r[i];
+        else for (i = 0; i < plane; i++) oc[i] = xc[i] * scale + shift;
+        activate(oc, (int)plane, act, slope);
+    }
+}
+
 void gdh_maxpool(const float *src, int height, int width, int k, int stride, int pad,
                  float *out, int out_h, int out_w, int c_begin, int c_end, int row_begin, int row_end) {
     // Per output row: the element-wise maximum of the window's input rows (vectorised)

@@ -86,6 +86,19 @@ public final class PlanBuilder {
                            activation final: Activation.Kind? = nil) -> PlanValue {
         var v = x, i = 0, fused = residual == nil
         while i < layers.count {
+            if let norm = layers[i] as? InstanceNorm2d, v.shape.count == 3, v.c == norm.channels {
+                // InstanceNorm with the activation after it (and the residual when it ends the chain).
+                var j = i + 1
+                var act: Activation.Kind?
+                if j < layers.count, let a = layers[j] as? Activation { act = a.kind; j += 1 }
+                var res: PlanValue?
+                if j == layers.count, act == nil, let r = residual { res = r; act = final; fused = true }
+                let y = newValue(v.shape)
+                steps.append(InstanceNormStep(norm, input: v, residual: res, output: y, activation: act))
+                v = y
+                i = j
+                continue
+            }
             let isConv = layers[i] is Conv2d || layers[i] is ConvTranspose2d
             guard isConv else { v = lower(layers[i], v); i += 1; continue }
             var j = i + 1
@@ -801,6 +814,41 @@ final class TransposedConvStep: PlanStep {
                                       0, Int32(o))
                 }
             }
+        }
+    }
+}
+
+final class InstanceNormStep: PlanStep {
+    let input: Int, output: Int, residual: Int?, c: Int, plane: Int
+    let eps: Float
+    let gamma: [Float]?, beta: [Float]?
+    let act: Int32, slope: Float
+    var inputs: [Int] { [input] + (residual.map { [$0] } ?? []) }
+    var scratchFloats: Int { 0 }
+    var label: String { "instance norm \(c)" }
+
+    init(_ norm: InstanceNorm2d, input: PlanValue, residual: PlanValue?, output: PlanValue, activation: Activation.Kind?) {
+        if let r = residual { precondition(r.shape == input.shape, "residual \(r.shape) does not fit \(input.shape)") }
+        self.input = input.id; self.output = output.id; self.residual = residual?.id
+        c = input.c; plane = input.h * input.w; eps = norm.eps
+        gamma = norm.weight?.value.data
+        beta = norm.bias?.value.data
+        (act, slope) = activationCode(activation)
+    }
+
+    func run(_ m: PlanMemory) {
+        let threads = c * plane * 8 >= m.parallelWork ? m.threads : 1
+        let x = m[input], y = m[output], res = residual.map { UnsafePointer(m[$0]) }
+        func go(_ g: UnsafePointer<Float>?, _ b: UnsafePointer<Float>?) {
+            parallel(threads, threads) { i in
+                let r = split(c, threads, i)
+                gdh_instance_norm(x, plane, eps, g, b, res, act, slope, y, Int32(r.lowerBound), Int32(r.upperBound))
+            }
+        }
+        if let gamma, let beta {
+            gamma.withUnsafeBufferPointer { g in beta.withUnsafeBufferPointer { b in go(g.baseAddress, b.baseAddress) } }
+        } else {
+            go(nil, nil)
         }
     }
 }

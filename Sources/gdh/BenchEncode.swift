@@ -19,6 +19,7 @@ struct BenchEncode: ParsableCommand {
     )
     @Option(help: "Configuration: small or paper.") var config: String = "small"
     @Option(help: "Code bits.") var bits: Int = 64
+    @Option(help: "The generator's normalisation: batch (category-level) or instance (fine-grained).") var norm: String = "batch"
     @Option(help: "Threads per layer (the plans' and OpenBLAS's).") var threads: Int = 1
     @Option(help: "Encodes to time (each kind).") var count: Int = 50
     @Option(help: "Images per batch.") var batch: Int = 1
@@ -35,13 +36,15 @@ struct BenchEncode: ParsableCommand {
 
     func validate() throws {
         guard GDHConfiguration.named(config, bits: bits) != nil else { throw ValidationError("--config is small or paper") }
+        guard NormKind(rawValue: norm) != nil else { throw ValidationError("--norm is batch or instance") }
         guard (1...64).contains(threads), count >= 1, (1...64).contains(batch), (0...64).contains(streams) else {
             throw ValidationError("--threads 1-64, --count ≥ 1, --batch 1-64, --streams 0-64")
         }
     }
 
     func run() throws {
-        guard let c = GDHConfiguration.named(config, bits: bits) else { return }
+        guard var c = GDHConfiguration.named(config, bits: bits), let normKind = NormKind(rawValue: norm) else { return }
+        c.norm = normKind
         setBLASThreads(threads)
         var rng = SplitMix64(seed: seed)
         let model = try GDHModel(configuration: c)

@@ -89,6 +89,12 @@ void gdh_conv_epilogue(const float *acc, long acc_cstride, long acc_pitch, int r
                        float *out, long out_cstride, long out_offset, long out_ystride, long out_xstride,
                        int o_begin, int o_end);
 
+/// Instance normalisation of channels [c_begin, c_end) of one image (planes of `plane`
+/// values): out = act((x − mean) / sqrt(var + eps) · gamma[c] + beta[c] + residual), biased
+/// variance as nn.InstanceNorm2d; gamma, beta and residual may be NULL.
+void gdh_instance_norm(const float *x, long plane, float eps, const float *gamma, const float *beta,
+                       const float *residual, int act, float slope, float *out, int c_begin, int c_end);
+
 /// Max pooling of one image (channels [c_begin, c_end) of height × width) with a k × k
 /// window, stride and implicit -inf padding: out is channels × out_h × out_w, of which
 /// the output rows [row_begin, row_end) are written.
