@@ -620,6 +620,19 @@ void gdh_instance_norm(const float *x, long plane, float eps, const float *gamma
     }
 }
 
+void gdh_linear(const float *x, const float *weight, const float *bias, int in_features, int out_features, float *out) {
+    for (int o = 0; o < out_features; o++) {
+        const float *w = weight + (long)o * in_features;
+        float lanes[16] = {0};
+        int i = 0;
+        for (; i + 16 <= in_features; i += 16) for (int l = 0; l < 16; l++) lanes[l] += w[i + l] * x[i + l];
+        float sum = 0;
+        for (int l = 0; l < 16; l++) sum += lanes[l];
+        for (; i < in_features; i++) sum += w[i] * x[i];
+        out[o] = sum + (bias ? bias[o] : 0.0f);
+    }
+}
+
 void gdh_maxpool(const float *src, int height, int width, int k, int stride, int pad,
                  float *out, int out_h, int out_w, int c_begin, int c_end, int row_begin, int row_end) {
     // Per output row: the element-wise maximum of the window's input rows (vectorised)

@@ -952,11 +952,10 @@ final class LinearStep: PlanStep {
     }
 
     func run(_ m: PlanMemory) {
-        let y = m[output]
-        y.update(from: bias, count: outFeatures)
         weight.withUnsafeBufferPointer { wp in
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outFeatures), Int32(inFeatures), 1, wp.baseAddress, Int32(inFeatures),
-                        m[input], 1, 1, y, 1)
+            bias.withUnsafeBufferPointer { bp in
+                gdh_linear(m[input], wp.baseAddress, bp.baseAddress, Int32(inFeatures), Int32(outFeatures), m[output])
+            }
         }
     }
 }

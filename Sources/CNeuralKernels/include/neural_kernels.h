@@ -95,6 +95,10 @@ void gdh_conv_epilogue(const float *acc, long acc_cstride, long acc_pitch, int r
 void gdh_instance_norm(const float *x, long plane, float eps, const float *gamma, const float *beta,
                        const float *residual, int act, float slope, float *out, int c_begin, int c_end);
 
+/// out[o] = Σ_i weight[o][i] · x[i] + bias[o] (bias may be NULL): a linear layer for one
+/// sample, without OpenBLAS (whose threads would spin beside the encoders).
+void gdh_linear(const float *x, const float *weight, const float *bias, int in_features, int out_features, float *out);
+
 /// Max pooling of one image (channels [c_begin, c_end) of height × width) with a k × k
 /// window, stride and implicit -inf padding: out is channels × out_h × out_w, of which
 /// the output rows [row_begin, row_end) are written.
