@@ -185,6 +185,11 @@ public final class InferencePlan {
     public var kernelLevel: Int = DirectConvolution.bestKernel
     /// Multiply-adds below which a layer runs on one thread even when `threads` > 1.
     public var parallelWork: Int = defaultParallelWork
+    /// With more than one thread, time whole passes with the small layers split and with
+    /// only the big ones split, and use the faster (see `SplitChoice`). Off: `parallelWork`
+    /// as it is (the tests).
+    public var adaptiveThreads = true
+    private let splitChoice = SplitChoice()
     private let arena: UnsafeMutablePointer<Float>
     private let arenaFloats: Int
     private let offsets: [Int]
@@ -283,11 +288,15 @@ public final class InferencePlan {
         precondition(Array(x.shape.dropFirst()) == inputShape, "plan input must be (N, \(inputShape)), got \(x.shape)")
         let n = x.shape[0], inSize = inputShape.reduce(1, *), outSize = outputShape.reduce(1, *)
         var out = Tensor(uninitialized: [n] + outputShape)
-        let memory = PlanMemory(pointers: offsets.map { arena + $0 }, scratch: arena + scratchOffset, threads: threads,
-                                kernelLevel: Int32(kernelLevel), parallelWork: parallelWork)
+        let pointers = offsets.map { arena + $0 }
         x.data.withUnsafeBufferPointer { xp in
             out.data.withUnsafeMutableBufferPointer { op in
                 for i in 0..<n {
+                    let adaptive = adaptiveThreads && threads > 1 && parallelWork < SplitChoice.bigLayerWork
+                    let memory = PlanMemory(pointers: pointers, scratch: arena + scratchOffset, threads: threads,
+                                            kernelLevel: Int32(kernelLevel),
+                                            parallelWork: adaptive ? splitChoice.pick(parallelWork) : parallelWork)
+                    defer { if adaptive { splitChoice.finish() } }
                     memory[inputID].update(from: xp.baseAddress! + i * inSize, count: inSize)
                     if stepTimes != nil {
                         for (k, s) in steps.enumerated() {
@@ -321,6 +330,52 @@ public enum DirectConvolution {
 /// The fork-join pool the plans share: one thread per core (the caller included),
 /// made when a plan first runs with more than one thread.
 nonisolated(unsafe) let sharedPool: OpaquePointer? = gdh_pool_create(Int32(max(1, ProcessInfo.processInfo.activeProcessorCount)))
+
+/// Whether a plan's small layers run split between threads, decided by measurement over
+/// whole passes: splitting them pays on this machine when the two vCPUs share a cache and
+/// loses when they do not (measured: the small hash net ran 0.11 ms split in the first
+/// case, 0.20 ms split and 0.16 ms unsplit in the second), and that changes while a daemon
+/// runs. The first ten passes alternate (two of them warm-up), then the faster mode (the
+/// median of its last nine passes; not splitting must win by 10%) is used and the other
+/// is tried every 32nd pass. Layers of
+/// `bigLayerWork` multiply-adds and more split in both modes. Both modes give identical
+/// results (the same sums in the same order).
+final class SplitChoice {
+    static let bigLayerWork = 4_000_000
+    private var runs = 0
+    private var samples: [[Double]] = [[], []]   // recent ns per pass: small layers split, not split
+    private var mode = 0
+    private var started: UInt64 = 0
+    private var active = false
+
+    /// The median of a mode's recent passes.
+    private func median(_ k: Int) -> Double {
+        let s = samples[k].sorted()
+        return s.isEmpty ? .infinity : s[s.count / 2]
+    }
+
+    /// The parallelWork threshold for this pass; call `finish()` after it.
+    func pick(_ parallelWork: Int) -> Int {
+        runs += 1
+        if runs <= 10 {
+            mode = runs % 2
+        } else {
+            // Splitting stays unless not splitting is clearly (10%) faster.
+            let faster = median(1) < 0.9 * median(0) ? 1 : 0
+            mode = runs % 32 == 0 ? 1 - faster : faster
+        }
+        active = runs > 2
+        started = DispatchTime.now().uptimeNanoseconds
+        return mode == 0 ? parallelWork : SplitChoice.bigLayerWork
+    }
+
+    func finish() {
+        guard active else { return }
+        samples[mode].append(Double(DispatchTime.now().uptimeNanoseconds - started))
+        if samples[mode].count > 9 { samples[mode].removeFirst() }
+        active = false
+    }
+}
 
 /// Runs body(i) for i in 0..<parts, on the shared pool when `threads` > 1.
 @inline(__always)

@@ -164,6 +164,7 @@ struct GDHPlanTests {
                 let plan = InferencePlan(net, inputShape: Array(input.shape.dropFirst()), threads: threads)
                 plan.kernelLevel = level
                 plan.parallelWork = 0
+                plan.adaptiveThreads = false
                 let d = relativeDifference(plan.forward(input), expected)
                 #expect(d <= 1e-4, "\(name), \(DirectConvolution.kernelName(level)), \(threads) thread(s): differs by \(d)")
             }

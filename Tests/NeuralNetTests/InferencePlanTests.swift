@@ -30,6 +30,7 @@ func expectPlanMatches(_ net: Layer, input: Tensor, _ label: String, tolerance: 
             let plan = InferencePlan(net, inputShape: Array(input.shape.dropFirst()), threads: threads)
             plan.kernelLevel = level
             plan.parallelWork = 0   // every layer splits, however small
+            plan.adaptiveThreads = false
             let y = plan.forward(input)
             let d = planDifference(y, reference)
             #expect(d <= tolerance, "\(label): \(DirectConvolution.kernelName(level)), \(threads) thread(s): differs by \(d)")
