@@ -147,6 +147,25 @@ struct InferencePlanTests {
         }
     }
 
+    @Test("split and unsplit passes give identical bits (the adaptive choice alternates them)")
+    func adaptiveSplitIsExact() {
+        var rng = SplitMix64(seed: 21)
+        let net = Chain([
+            ("c1", Conv2d(3, 16, kernel: 7, stride: 2, padding: 3)), ("b1", BatchNorm2d(16)), (nil, Activation(.relu)),
+            (nil, MaxPool2d(kernel: 3, stride: 2, padding: 1)),
+            ("c2", Conv2d(16, 32, kernel: 3, padding: 1)), ("n2", InstanceNorm2d(32)), (nil, Activation(.relu)),
+            ("c3", Conv2d(32, 32, kernel: 3, stride: 2, padding: 1)), (nil, Activation(.relu)),
+            ("d", ConvTranspose2d(32, 8, kernel: 3, stride: 2, padding: 1, outputPadding: 1)),
+        ])
+        randomize(net, &rng)
+        let x = randomTensor([1, 3, 48, 48], &rng)
+        let plan = InferencePlan(net, inputShape: [3, 48, 48], threads: 2)
+        plan.parallelWork = 0   // mode "split": every layer; mode "not split": none of these
+        let first = plan.forward(x)
+        for pass in 0..<14 { #expect(plan.forward(x) == first, "pass \(pass) differs") }
+        #expect(planDifference(first, net.forward(x)) <= 1e-4)
+    }
+
     @Test("values that are no longer needed share memory")
     func memoryReuse() {
         let blocks = (0..<6).map { _ in
