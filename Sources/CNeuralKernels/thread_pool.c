@@ -50,7 +50,9 @@ static void *worker(void *arg) {
     struct gdh_pool *p = arg;
     unsigned long long seen = atomic_load(&p->job) >> 32;
     for (;;) {
-        // Spin for up to 200 µs, then sleep until the next job.
+        // Spin for up to 50 µs (jobs of one forward pass come a few µs apart), then sleep
+        // until the next job: a spinning vCPU slows its neighbour when the host places the
+        // two on one core.
         long long until = 0;
         unsigned long long g;
         int spins = 0;
@@ -58,7 +60,7 @@ static void *worker(void *arg) {
             CPU_RELAX();
             if (++spins % 256 == 0) {
                 const long long t = now_ns();
-                if (until == 0) until = t + 200000;
+                if (until == 0) until = t + 50000;
                 else if (t > until) break;
             }
         }
