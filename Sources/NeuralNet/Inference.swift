@@ -335,9 +335,9 @@ nonisolated(unsafe) let sharedPool: OpaquePointer? = gdh_pool_create(Int32(max(1
 /// whole passes: splitting them pays on this machine when the two vCPUs share a cache and
 /// loses when they do not (measured: the small hash net ran 0.11 ms split in the first
 /// case, 0.20 ms split and 0.16 ms unsplit in the second), and that changes while a daemon
-/// runs. The first ten passes alternate (two of them warm-up), then the faster mode (the
-/// median of its last nine passes; not splitting must win by 10%) is used and the other
-/// is tried every 32nd pass. Layers of
+/// runs. The first sixteen passes alternate (four of them warm-up), then the faster mode
+/// (the fastest of its last five passes; not splitting must win by 10%) is used and the
+/// other is tried every 16th pass. Layers of
 /// `bigLayerWork` multiply-adds and more split in both modes. Both modes give identical
 /// results (the same sums in the same order).
 final class SplitChoice {
@@ -348,23 +348,20 @@ final class SplitChoice {
     private var started: UInt64 = 0
     private var active = false
 
-    /// The median of a mode's recent passes.
-    private func median(_ k: Int) -> Double {
-        let s = samples[k].sorted()
-        return s.isEmpty ? .infinity : s[s.count / 2]
-    }
+    /// The fastest of a mode's recent passes (noise only ever adds time).
+    private func best(_ k: Int) -> Double { samples[k].min() ?? .infinity }
 
     /// The parallelWork threshold for this pass; call `finish()` after it.
     func pick(_ parallelWork: Int) -> Int {
         runs += 1
-        if runs <= 10 {
+        if runs <= 16 {
             mode = runs % 2
         } else {
             // Splitting stays unless not splitting is clearly (10%) faster.
-            let faster = median(1) < 0.9 * median(0) ? 1 : 0
-            mode = runs % 32 == 0 ? 1 - faster : faster
+            let faster = best(1) < 0.9 * best(0) ? 1 : 0
+            mode = runs % 16 == 0 ? 1 - faster : faster
         }
-        active = runs > 2
+        active = runs > 4
         started = DispatchTime.now().uptimeNanoseconds
         return mode == 0 ? parallelWork : SplitChoice.bigLayerWork
     }
@@ -372,7 +369,7 @@ final class SplitChoice {
     func finish() {
         guard active else { return }
         samples[mode].append(Double(DispatchTime.now().uptimeNanoseconds - started))
-        if samples[mode].count > 9 { samples[mode].removeFirst() }
+        if samples[mode].count > 5 { samples[mode].removeFirst() }
         active = false
     }
 }
