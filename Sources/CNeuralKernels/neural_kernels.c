@@ -332,6 +332,53 @@ typedef void (*vtile_fn)(const float *, long, int, const long *, int, const floa
 VTILES512(1) VTILES512(2) VTILES512(3) VTILES512(4)
 #define VROW(OBV) { vtile512_##OBV##_1, vtile512_##OBV##_2, vtile512_##OBV##_3, vtile512_##OBV##_4, vtile512_##OBV##_5, vtile512_##OBV##_6 }
 static const vtile_fn vtiles[4][6] = { VROW(1), VROW(2), VROW(3), VROW(4) };
+
+// The AVX2 row tiles: obv channels x nv vectors of 8 positions (nv <= 2: more spill).
+static inline __attribute__((always_inline, target("avx2,fma")))
+void vtile256(const float *in, long cs, int C, const long *off, int T, const float *w,
+              float *out, long ocs, const int obv, const long *vo, const long *ovo, const int nv,
+              const struct rows_epilogue *e) {
+    __m256 acc[OB][2];
+    long q[2];
+    for (int v = 0; v < nv; v++) q[v] = vo[v];
+    for (int o = 0; o < obv; o++) for (int v = 0; v < nv; v++) acc[o][v] = _mm256_setzero_ps();
+    for (int c = 0; c < C; c++) {
+        const float *ic = in + c * cs;
+        for (int t = 0; t < T; t++, w += OB) {
+            const float *s = ic + off[t];
+            __m256 x[2];
+            for (int v = 0; v < nv; v++) x[v] = _mm256_loadu_ps(s + q[v]);
+            for (int o = 0; o < obv; o++) {
+                const __m256 wv = _mm256_broadcast_ss(w + o);
+                for (int v = 0; v < nv; v++) acc[o][v] = _mm256_fmadd_ps(wv, x[v], acc[o][v]);
+            }
+        }
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    for (int o = 0; o < obv; o++) {
+        const __m256 b = (e && e->bias) ? _mm256_set1_ps(e->bias[o]) : zero;
+        for (int v = 0; v < nv; v++) {
+            __m256 y = acc[o][v];
+            if (e) {
+                y = _mm256_add_ps(y, b);
+                if (e->residual) y = _mm256_add_ps(y, _mm256_loadu_ps(e->residual + o * ocs + ovo[v]));
+                if (e->act == GDH_ACT_RELU) y = _mm256_max_ps(y, zero);
+                else if (e->act == GDH_ACT_LEAKY)
+                    y = _mm256_blendv_ps(_mm256_mul_ps(y, _mm256_set1_ps(e->slope)), y, _mm256_cmp_ps(y, zero, _CMP_GT_OQ));
+            }
+            _mm256_storeu_ps(out + o * ocs + (e ? ovo[v] : q[v]), y);
+        }
+    }
+}
+
+#define VTILE256(OBV, NV) \
+    __attribute__((target("avx2,fma"))) static void vtile256_##OBV##_##NV(const float *in, long cs, int C, const long *off, int T, \
+        const float *w, float *out, long ocs, const long *vo, const long *ovo, const struct rows_epilogue *e) { \
+        vtile256(in, cs, C, off, T, w, out, ocs, OBV, vo, ovo, NV, e); }
+VTILE256(1, 1) VTILE256(1, 2) VTILE256(2, 1) VTILE256(2, 2) VTILE256(3, 1) VTILE256(3, 2) VTILE256(4, 1) VTILE256(4, 2)
+static const vtile_fn vtiles256[4][6] = {
+    { vtile256_1_1, vtile256_1_2 }, { vtile256_2_1, vtile256_2_2 }, { vtile256_3_1, vtile256_3_2 }, { vtile256_4_1, vtile256_4_2 },
+};
 #endif
 
 static int kernel_level = -1;
@@ -381,13 +428,14 @@ void gdh_conv_direct(const float *in, long in_cstride, int channels_in,
 }
 
 #if GDH_HAVE_X86
-// Row tiles over output rows [row_begin, row_end); with `e`, the output is compact
-// (rows `width` apart, channels out_cstride apart) and finished by the epilogue.
-__attribute__((target("avx512f")))
-static void rows512(const float *in, long in_cstride, int channels_in, const long *tap_off, int taps,
-                    const float *w_packed, int channels_out, float *out, long out_cstride, long pitch, int width,
-                    int row_begin, int row_end, const struct rows_epilogue *e) {
-    const int blocks = (channels_out + OB - 1) / OB, per_row = width / 16;
+// Row tiles over output rows [row_begin, row_end) with vectors of `lanes` positions
+// (tiles of up to `maxnv` from `table`); with `e`, the output is compact (rows `width`
+// apart, channels out_cstride apart) and finished by the epilogue.
+static void rows_run(int lanes, int maxnv, const vtile_fn (*table)[6],
+                     const float *in, long in_cstride, int channels_in, const long *tap_off, int taps,
+                     const float *w_packed, int channels_out, float *out, long out_cstride, long pitch, int width,
+                     int row_begin, int row_end, const struct rows_epilogue *e) {
+    const int blocks = (channels_out + OB - 1) / OB, per_row = width / lanes;
     const long wblock = (long)channels_in * taps * OB;
     const long out_pitch = e ? width : pitch;
     // Bands of rows whose input stays in the L2 cache across the channel blocks.
@@ -406,21 +454,24 @@ static void rows512(const float *in, long in_cstride, int channels_in, const lon
                 if (eb.bias) eb.bias += b * OB;
                 if (eb.residual) eb.residual += (long)b * OB * out_cstride;
             }
-            for (int i = first; i < last; i += 6) {
-                const int nv = last - i < 6 ? last - i : 6;
+            for (int i = first; i < last; i += maxnv) {
+                const int nv = last - i < maxnv ? last - i : maxnv;
                 long vo[6], ovo[6];
                 for (int v = 0; v < nv; v++) {
-                    const long row = (i + v) / per_row, col = (long)((i + v) % per_row) * 16;
+                    const long row = (i + v) / per_row, col = (long)((i + v) % per_row) * lanes;
                     vo[v] = row * pitch + col;
                     ovo[v] = row * out_pitch + col;
                 }
-                vtiles[valid - 1][nv - 1](in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, vo, ovo,
-                                          e ? &eb : NULL);
+                table[valid - 1][nv - 1](in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, vo, ovo,
+                                         e ? &eb : NULL);
             }
         }
     }
 }
 #endif
+
+/// The vector width of the row tiles at a kernel level (0: none).
+static int rows_lanes(int level) { return level == 2 ? 16 : (level == 1 ? 8 : 0); }
 
 void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
                           const long *tap_off, int taps, const float *w_packed, int channels_out,
@@ -429,9 +480,10 @@ void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
     const int best = gdh_conv_kernel_level();
     if (level < 0 || level > best) level = best;
 #if GDH_HAVE_X86
-    if (level == 2 && width % 16 == 0) {
-        rows512(in, in_cstride, channels_in, tap_off, taps, w_packed, channels_out, out, out_cstride, pitch, width,
-                row_begin, row_end, NULL);
+    const int lanes = rows_lanes(level);
+    if (lanes && width % lanes == 0) {
+        rows_run(lanes, level == 2 ? 6 : 2, level == 2 ? vtiles : vtiles256, in, in_cstride, channels_in, tap_off, taps,
+                 w_packed, channels_out, out, out_cstride, pitch, width, row_begin, row_end, NULL);
         return;
     }
 #endif
@@ -446,10 +498,11 @@ int gdh_conv_direct_rows_fused(const float *in, long in_cstride, int channels_in
     const int best = gdh_conv_kernel_level();
     if (level < 0 || level > best) level = best;
 #if GDH_HAVE_X86
-    if (level == 2 && width % 16 == 0 && (act == GDH_ACT_NONE || act == GDH_ACT_RELU || act == GDH_ACT_LEAKY)) {
+    const int lanes = rows_lanes(level);
+    if (lanes && width % lanes == 0 && (act == GDH_ACT_NONE || act == GDH_ACT_RELU || act == GDH_ACT_LEAKY)) {
         const struct rows_epilogue e = { bias, residual, act, slope };
-        rows512(in, in_cstride, channels_in, tap_off, taps, w_packed, channels_out, out, out_cstride, pitch, width,
-                row_begin, row_end, &e);
+        rows_run(lanes, level == 2 ? 6 : 2, level == 2 ? vtiles : vtiles256, in, in_cstride, channels_in, tap_off, taps,
+                 w_packed, channels_out, out, out_cstride, pitch, width, row_begin, row_end, &e);
         return 1;
     }
 #endif

@@ -34,6 +34,12 @@ public final class GDHEncoder {
         set { hashPlan.threads = newValue; generatorPlan.threads = newValue }
     }
 
+    /// The convolution kernels the plans use (`DirectConvolution.bestKernel` by default).
+    public var kernelLevel: Int {
+        get { hashPlan.kernelLevel }
+        set { hashPlan.kernelLevel = newValue; generatorPlan.kernelLevel = newValue }
+    }
+
     /// Bytes the two plans keep for their values and scratch.
     public var planMemoryBytes: Int { hashPlan.memoryBytes + generatorPlan.memoryBytes }
 

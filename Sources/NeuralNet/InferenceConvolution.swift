@@ -167,11 +167,12 @@ final class ConvStep: PlanStep {
         if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
     }
 
-    /// Whether the AVX-512 row tiles can finish this layer in registers (output width a
-    /// multiple of 16; no activation, ReLU or leaky ReLU): no accumulator buffer, no
-    /// separate epilogue pass.
+    /// Whether the row tiles can finish this layer in registers (output width a multiple of
+    /// 16 with AVX-512, of 8 with AVX2; no activation, ReLU or leaky ReLU): no accumulator
+    /// buffer, no separate epilogue pass.
     private func fusesEpilogue(_ m: PlanMemory) -> Bool {
-        m.kernelLevel >= 2 && DirectConvolution.bestKernel >= 2 && wo % 16 == 0
+        let level = min(Int(m.kernelLevel), DirectConvolution.bestKernel)
+        return level >= 1 && wo % (level == 2 ? 16 : 8) == 0
             && (act == Int32(GDH_ACT_NONE) || act == Int32(GDH_ACT_RELU) || act == Int32(GDH_ACT_LEAKY))
     }
 

@@ -29,6 +29,7 @@ struct BenchEncode: ParsableCommand {
     var checkInput: String?
     @Flag(help: "Time the layers' own forward passes (im2col + sgemm, the training path) instead of the inference plans.")
     var layers = false
+    @Option(help: "Convolution kernels: best (what the CPU has), avx512, avx2 or c.") var kernels: String = "best"
     @Option(help: "Also measure throughput with this many concurrent streams, each an encoder of its own on one thread (as gdhd's encoder pool runs); 0 skips it.")
     var streams: Int = 0
     @Flag(help: "Print the time of each step of the plans (median over --count forward passes) and exit.") var profile = false
@@ -37,6 +38,7 @@ struct BenchEncode: ParsableCommand {
     func validate() throws {
         guard GDHConfiguration.named(config, bits: bits) != nil else { throw ValidationError("--config is small or paper") }
         guard NormKind(rawValue: norm) != nil else { throw ValidationError("--norm is batch or instance") }
+        guard ["best", "avx512", "avx2", "c"].contains(kernels) else { throw ValidationError("--kernels is best, avx512, avx2 or c") }
         guard (1...64).contains(threads), count >= 1, (1...64).contains(batch), (0...64).contains(streams) else {
             throw ValidationError("--threads 1-64, --count ≥ 1, --batch 1-64, --streams 0-64")
         }
@@ -55,6 +57,11 @@ struct BenchEncode: ParsableCommand {
         }
         if let writeModel { try model.write(to: writeModel) }
         let encoder = try GDHEncoder(model: model, threads: threads)
+        let level = ["avx512": 2, "avx2": 1, "c": 0][kernels] ?? DirectConvolution.bestKernel
+        guard level <= DirectConvolution.bestKernel else {
+            throw Failure("this CPU has no \(kernels) kernels (best: \(DirectConvolution.kernelName(DirectConvolution.bestKernel)))")
+        }
+        encoder.kernelLevel = level
         let encodeImage: (Tensor) throws -> Void, encodeSketch: (Tensor) throws -> Void
         if layers {
             encodeImage = { _ = encoder.codes(model.hashNet.forward($0)) }
@@ -134,7 +141,7 @@ struct BenchEncode: ParsableCommand {
             "conv_gflops": convGFLOPs, "sgemm_gflops": sgemm, "conv_fraction_of_sgemm": convGFLOPs / sgemm,
             "peak_rss_mb": Double(usage.ru_maxrss) / 1024,
             "openblas_coretype": ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"] ?? "unset",
-            "path": layers ? "layers (im2col + sgemm)" : "plan (\(DirectConvolution.kernelName(DirectConvolution.bestKernel)))",
+            "path": layers ? "layers (im2col + sgemm)" : "plan (\(DirectConvolution.kernelName(encoder.kernelLevel)))",
             "plan_memory_mb": Double(encoder.planMemoryBytes) / 1_048_576,
         ]
         if let check { out["check"] = check.mapValues { $0.map(Double.init) } }

@@ -26,9 +26,9 @@ void gdh_conv_direct(const float *in, long in_cstride, int channels_in,
                      float *out, long out_cstride, long p_begin, long p_end, int level);
 
 /// gdh_conv_direct over output rows [row_begin, row_end) of `width` valid positions each
-/// (rows `pitch` apart): where the AVX-512 kernel runs and width is a multiple of 16, only
-/// the valid positions are computed (and written); otherwise as gdh_conv_direct over
-/// [row_begin·pitch, row_end·pitch).
+/// (rows `pitch` apart): with the AVX-512 kernels and a width that is a multiple of 16, or
+/// the AVX2 ones and a multiple of 8, only the valid positions are computed (and
+/// written); otherwise as gdh_conv_direct over [row_begin·pitch, row_end·pitch).
 void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
                           const long *tap_off, int taps, const float *w_packed, int channels_out,
                           float *out, long out_cstride, long pitch, int width,
@@ -37,8 +37,8 @@ void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
 /// gdh_conv_direct_rows with the epilogue of gdh_conv_epilogue applied in registers and
 /// the output written compact: out[o * out_cstride + y * width + x] = act(sum + bias[o] +
 /// residual[o * out_cstride + y * width + x]) for y in [row_begin, row_end), x < width.
-/// Only with the AVX-512 kernel, width a multiple of 16 and act NONE, RELU or LEAKY:
-/// returns 0 (and does nothing) otherwise.
+/// Only where the row tiles run (AVX-512 and width a multiple of 16, or AVX2 and a
+/// multiple of 8) and act is NONE, RELU or LEAKY: returns 0 (and does nothing) otherwise.
 int gdh_conv_direct_rows_fused(const float *in, long in_cstride, int channels_in,
                                const long *tap_off, int taps, const float *w_packed, int channels_out,
                                float *out, long out_cstride, long pitch, int width, int row_begin, int row_end,
