@@ -363,6 +363,7 @@ struct jpeg_state {
     size_t len;
     uint64_t max_pixels;
     int header_only;
+    unsigned scale_denom; /* 1, 2, 4 or 8: libjpeg's DCT-domain reduction */
     uint8_t *out;
     size_t out_len;
     uint32_t width, height;
@@ -470,17 +471,31 @@ static void jpeg_decode_inner(struct jpeg_state *st) {
     }
     if (st->header_only) return;
 
+    /* The memory bound below is for the full image: a reduced decode keeps all
+       coefficients of a progressive file too. */
+    uint64_t limit = ((uint64_t)w + 64) * ((uint64_t)h + 64) * (uint64_t)cinfo->num_components * 2 +
+                     (64ull << 20);
+    if (st->scale_denom > 1) {
+        cinfo->scale_num = 1;
+        cinfo->scale_denom = st->scale_denom;
+    }
+    cinfo->out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
+    jpeg_calc_output_dimensions(cinfo);
+    w = cinfo->output_width;
+    h = cinfo->output_height;
+    st->width = w;
+    st->height = h;
+    if (w == 0 || h == 0) {
+        jpeg_fail(st, GDH_IMAGE_ECORRUPT, "empty image");
+    }
     if ((uint64_t)w * h > SIZE_MAX / 4 || st->out_len < (size_t)w * h * 3) {
         jpeg_fail(st, GDH_IMAGE_EBUFFER, "output buffer too small");
     }
-    cinfo->out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
     cinfo->dct_method = JDCT_ISLOW;
     cinfo->do_fancy_upsampling = TRUE;
 
     /* Memory bound: progressive files keep all DCT coefficients (2 bytes per
        sample per component, MCU-padded) plus working buffers. */
-    uint64_t limit = ((uint64_t)w + 64) * ((uint64_t)h + 64) * (uint64_t)cinfo->num_components * 2 +
-                     (64ull << 20);
     cinfo->mem->max_memory_to_use = limit > (uint64_t)LONG_MAX ? LONG_MAX : (long)limit;
 
     st->progress.progress_monitor = jpeg_progress_cb;
@@ -530,7 +545,7 @@ static void jpeg_decode_inner(struct jpeg_state *st) {
     jpeg_finish_decompress(cinfo);
 }
 
-static int jpeg_run(const uint8_t *data, size_t len, uint64_t max_pixels, int header_only,
+static int jpeg_run(const uint8_t *data, size_t len, uint64_t max_pixels, int header_only, unsigned scale_denom,
                     uint8_t *out, size_t out_len, uint32_t *wp, uint32_t *hp,
                     char *err, size_t errlen) {
     struct jpeg_state *st = (struct jpeg_state *)calloc(1, sizeof *st);
@@ -546,6 +561,7 @@ static int jpeg_run(const uint8_t *data, size_t len, uint64_t max_pixels, int he
     st->len = len;
     st->max_pixels = max_pixels;
     st->header_only = header_only;
+    st->scale_denom = scale_denom;
     st->out = out;
     st->out_len = out_len;
     st->err = err;
@@ -585,13 +601,20 @@ int gdh_image_probe(const uint8_t *data, size_t len, int *format,
         }
         return rc;
     }
-    return jpeg_run(data, len, UINT64_MAX, 1, NULL, 0, width, height, err, errlen);
+    return jpeg_run(data, len, UINT64_MAX, 1, 1, NULL, 0, width, height, err, errlen);
 }
 
-int gdh_image_decode_rgb8(const uint8_t *data, size_t len, uint64_t max_pixels,
-                          uint8_t *out, size_t out_len,
-                          uint32_t *width, uint32_t *height,
-                          char *err, size_t errlen) {
+unsigned gdh_jpeg_reduction(uint32_t width, uint32_t height, uint32_t min_width, uint32_t min_height) {
+    unsigned d = 8;
+    while (d > 1 && ((width + d - 1) / d < min_width || (height + d - 1) / d < min_height)) d /= 2;
+    return d;
+}
+
+/* Both decode entry points; min_width = min_height = 0 means no reduction. */
+static int decode_rgb8(const uint8_t *data, size_t len, uint64_t max_pixels,
+                       uint32_t min_width, uint32_t min_height,
+                       uint8_t *out, size_t out_len, uint32_t *width, uint32_t *height,
+                       char *err, size_t errlen) {
     clear_err(err, errlen);
     if (width) *width = 0;
     if (height) *height = 0;
@@ -603,7 +626,30 @@ int gdh_image_decode_rgb8(const uint8_t *data, size_t len, uint64_t max_pixels,
     if (fmt < 0) return -fmt;
     if (fmt == GDH_IMAGE_FORMAT_PNG)
         return png_decode(data, len, max_pixels, out, out_len, width, height, err, errlen);
-    return jpeg_run(data, len, max_pixels, 0, out, out_len, width, height, err, errlen);
+    unsigned d = 1;
+    if (min_width > 0 || min_height > 0) {
+        uint32_t w = 0, h = 0;
+        int rc = jpeg_run(data, len, UINT64_MAX, 1, 1, NULL, 0, &w, &h, err, errlen);
+        if (rc != GDH_IMAGE_OK) return rc;
+        d = gdh_jpeg_reduction(w, h, min_width, min_height);
+    }
+    return jpeg_run(data, len, max_pixels, 0, d, out, out_len, width, height, err, errlen);
+}
+
+int gdh_image_decode_rgb8(const uint8_t *data, size_t len, uint64_t max_pixels,
+                          uint8_t *out, size_t out_len,
+                          uint32_t *width, uint32_t *height,
+                          char *err, size_t errlen) {
+    return decode_rgb8(data, len, max_pixels, 0, 0, out, out_len, width, height, err, errlen);
+}
+
+int gdh_image_decode_rgb8_reduced(const uint8_t *data, size_t len, uint64_t max_pixels,
+                                  uint32_t min_width, uint32_t min_height,
+                                  uint8_t *out, size_t out_len,
+                                  uint32_t *width, uint32_t *height,
+                                  char *err, size_t errlen) {
+    return decode_rgb8(data, len, max_pixels, min_width ? min_width : 1, min_height ? min_height : 1,
+                       out, out_len, width, height, err, errlen);
 }
 
 /* ------------------------------------------------------------------------ */

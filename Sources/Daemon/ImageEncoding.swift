@@ -86,10 +86,12 @@ public final class ModelEncoder: CodeEncoder, @unchecked Sendable {
     /// Decodes and prepares an image: (1, 3, S, S) in [-1, 1].
     func prepare(_ bytes: [UInt8]) throws -> Tensor {
         let image: RGBImage
-        do { image = try ImageDecoder.decode(bytes, maxPixels: maxPixels) } catch {
+        let c = pool.configuration
+        // Large JPEGs decode reduced in the DCT domain to no less than twice the model's
+        // input size, then the configured filter resizes them.
+        do { image = try ImageDecoder.decode(bytes, maxPixels: maxPixels, atLeast: (2 * c.imageSize, 2 * c.imageSize)) } catch {
             throw ProtocolError(.badImage, "\(error)")
         }
-        let c = pool.configuration
         let resized = image.resized(width: c.imageSize, height: c.imageSize, filter: c.resize == "bilinear" ? .bilinear : .area)
         return Tensor(shape: [1, 3, c.imageSize, c.imageSize], data: resized.normalizedCHW())
     }

@@ -515,3 +515,50 @@ struct EncodeTests {
         }
     }
 }
+
+@Suite("Reduced JPEG decoding")
+struct ReducedDecodeTests {
+    /// 1/8 reduction is the mean of each 8 x 8 block (up to rounding and chroma
+    /// subsampling); sizes follow gdh_jpeg_reduction; PNGs and small targets decode whole.
+    @Test("JPEGs decode reduced to the smallest size covering the target", arguments: ["jpg_rgb_baseline.jpg", "jpg_progressive.jpg", "jpg_grey.jpg", "jpg_cmyk.jpg"])
+    func reduced(file: String) throws {
+        let bytes = try fixtureBytes(file)
+        let full = try ImageDecoder.decode(bytes)
+        #expect(full.width == 37 && full.height == 29)
+        // 37 x 29 reduces to 5 x 4 (1/8), 10 x 8 (1/4), 19 x 15 (1/2).
+        for (target, d) in [((5, 3), 8), ((8, 4), 4), ((10, 8), 4), ((11, 8), 2), ((19, 15), 2), ((20, 15), 1),
+                            ((37, 29), 1), ((100, 100), 1)] {
+            let r = try ImageDecoder.decode(bytes, atLeast: (target.0, target.1))
+            #expect(r.width == (37 + d - 1) / d && r.height == (29 + d - 1) / d, "\(file) to \(target): \(r.width)x\(r.height), expected 1/\(d)")
+            #expect(r.width >= min(target.0, 37) && r.height >= min(target.1, 29))
+            if d == 1 { #expect(r.pixels == full.pixels, "\(file) to \(target): a whole decode differs") }
+        }
+        // Whole 8 x 8 blocks of the full decode against the 1/8 reduction.
+        let r8 = try ImageDecoder.decode(bytes, atLeast: (1, 1))
+        var total = 0.0, n = 0
+        for by in 0..<(29 / 8) {
+            for bx in 0..<(37 / 8) {
+                for ch in 0..<3 {
+                    var sum = 0
+                    for y in 0..<8 { for x in 0..<8 { sum += Int(full.pixels[((by * 8 + y) * 37 + bx * 8 + x) * 3 + ch]) } }
+                    total += abs(Double(sum) / 64 - Double(r8.pixels[(by * r8.width + bx) * 3 + ch]))
+                    n += 1
+                }
+            }
+        }
+        #expect(total / Double(n) <= 8, "\(file): block means differ by \(total / Double(n)) on average")
+    }
+
+    @Test("PNGs always decode whole; limits apply to the full size")
+    func pngAndLimits() throws {
+        let png = try fixtureBytes("png_rgb.png")
+        let full = try ImageDecoder.decode(png)
+        let whole = try ImageDecoder.decode(png, atLeast: (1, 1)).pixels == full.pixels
+        #expect(whole, "a PNG was not decoded whole")
+        let jpeg = try fixtureBytes("jpg_rgb_baseline.jpg")
+        #expect(throws: ImageError.self) { try ImageDecoder.decode(jpeg, maxPixels: 37 * 29 - 1, atLeast: (1, 1)) }
+        #expect(gdh_jpeg_reduction(4000, 3000, 512, 512) == 4)
+        #expect(gdh_jpeg_reduction(4000, 3000, 128, 128) == 8)
+        #expect(gdh_jpeg_reduction(600, 500, 512, 512) == 1)
+    }
+}

@@ -71,6 +71,25 @@ int gdh_image_decode_rgb8(const uint8_t *data, size_t len, uint64_t max_pixels,
                           char *err, size_t errlen);
 
 /*
+ * The largest JPEG reduction, 1/d for d in 8, 4, 2, 1, that keeps a width x height
+ * image at least min_width x min_height (reduced sizes round up, as libjpeg's).
+ */
+unsigned gdh_jpeg_reduction(uint32_t width, uint32_t height, uint32_t min_width, uint32_t min_height);
+
+/*
+ * gdh_image_decode_rgb8, except that a JPEG is decoded reduced by
+ * gdh_jpeg_reduction(width, height, min_width, min_height) in libjpeg's DCT
+ * domain (much faster for photos far larger than needed): `out` must hold the
+ * reduced size, which *width and *height report. PNGs decode at full size.
+ * max_pixels applies to the full (header) size.
+ */
+int gdh_image_decode_rgb8_reduced(const uint8_t *data, size_t len, uint64_t max_pixels,
+                                  uint32_t min_width, uint32_t min_height,
+                                  uint8_t *out, size_t out_len,
+                                  uint32_t *width, uint32_t *height,
+                                  char *err, size_t errlen);
+
+/*
  * Encodes 8-bit RGB (row-major, width * height * 3 bytes) as a non-interlaced
  * PNG. On success *out is a malloc'ed buffer of *out_len bytes that the caller
  * releases with gdh_image_free.
