@@ -63,11 +63,11 @@ public struct Tensor: Equatable, CustomStringConvertible {
 /// `zeroGrad()` clears it (a separate call, so gradients can accumulate).
 public final class Parameter {
     public var value: Tensor
-    public var grad: Tensor
+    /// Made (zeros) when first used: inference never allocates it.
+    public lazy var grad: Tensor = Tensor(zeros: value.shape)
 
     public init(_ value: Tensor) {
         self.value = value
-        self.grad = Tensor(zeros: value.shape)
     }
 
     public func zeroGrad() { grad.zero() }
