@@ -171,6 +171,40 @@ struct GDHPlanTests {
         }
     }
 
+    @Test("plans equal the layers for assorted configurations", arguments: 0..<8)
+    func assortedConfigurations(seed: Int) throws {
+        var rng = SplitMix64(seed: UInt64(100 + seed))
+        func pick(_ xs: [Int]) -> Int { xs[Int(rng.next() % UInt64(xs.count))] }
+        let size = pick([16, 20, 28, 36, 44, 52])
+        let w0 = pick([3, 4, 8, 16])
+        let config = GDHConfiguration(name: "assorted", imageSize: size, bits: pick([32, 64, 96]), ngf: pick([1, 2, 3, 5, 8]),
+                                      generatorBlocks: pick([0, 1, 2]), norm: rng.next() % 2 == 0 ? .batch : .instance,
+                                      attention: rng.next() % 2 == 0, ndf: 4,
+                                      hashWidths: [w0, w0 * pick([1, 2]), 16 * pick([1, 2]), 32 * pick([1, 2])],
+                                      hashBlocks: [pick([1, 2]), 1, pick([1, 2]), 1], resize: "area")
+        #expect(config.problem == nil)
+        let model = try GDHModel(configuration: config)
+        for net in [model.generatorI, model.hashNet] {
+            for (name, p) in net.parameters {
+                var t = p.value
+                Initializer.normal(&t, mean: name.hasSuffix("norm.weight") || name.contains("bn") && name.hasSuffix("weight") ? 1 : 0,
+                                   std: 0.1, using: &rng)
+                p.value = t
+            }
+            for (name, b) in net.buffers where name.hasSuffix("running_var") {
+                b.value = Tensor(shape: b.value.shape, data: b.value.data.map { _ in Float.random(in: 0.5...1.5, using: &rng) })
+            }
+        }
+        model.setTraining(false)
+        var x = Tensor(zeros: [2, 3, size, size])
+        for i in 0..<x.count { x.data[i] = Float.random(in: -1...1, using: &rng) }
+        let encoder = try GDHEncoder(model: model, threads: 2)
+        let image = try encoder.imageOutputs(x), sketch = try encoder.sketchOutputs(x)
+        let label = "\(size) px, ngf \(config.ngf), \(config.generatorBlocks) blocks, \(config.norm), attention \(config.attention), widths \(config.hashWidths)"
+        #expect(relativeDifference(image, model.hashNet.forward(x)) <= 1e-4, "image: \(label)")
+        #expect(relativeDifference(sketch, model.hashNet.forward(model.generatorI.forward(x))) <= 1e-4, "sketch: \(label)")
+    }
+
     @Test("the paper's ResNet-18 hash net as a plan equals its layers")
     func paperHashNet() {
         let config = GDHConfiguration.paper(bits: 64)
