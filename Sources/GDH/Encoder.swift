@@ -94,36 +94,44 @@ public final class GDHEncoder {
 }
 
 /// A fixed set of encoder replicas for concurrent callers: `withEncoder` blocks until one
-/// is free. With as many replicas as cores, each runs its layers on one thread (and
-/// OpenBLAS single-threaded); with fewer, each layer splits over cores / replicas
-/// threads, so the replicas never oversubscribe the machine.
+/// is free. The cores are shared among the encoders at work: a request that finds the
+/// others idle runs its layers on all cores (an interactive query on an idle daemon is
+/// answered twice as fast on two cores), one that arrives while others work gets
+/// cores / (encoders at work) threads, so the pool does not oversubscribe the machine
+/// (at most briefly, while an encoder that started alone finishes its pass).
 public final class EncoderPool: @unchecked Sendable {
     private var free: [GDHEncoder]
+    private var working = 0
     private let condition = NSCondition()
+    private let cores: Int
     public let size: Int
     public let width: CodeWidth
     public let configuration: GDHConfiguration
 
     public init(model: GDHModel, size: Int) throws {
         precondition(size >= 1)
-        let cores = ProcessInfo.processInfo.activeProcessorCount
-        let threads = size >= cores ? 1 : max(1, cores / size)
-        var encoders = [try GDHEncoder(model: model, threads: threads)]
-        for _ in 1..<size { encoders.append(try GDHEncoder(model: try model.replica(), threads: threads)) }
+        cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        var encoders = [try GDHEncoder(model: model)]
+        for _ in 1..<size { encoders.append(try GDHEncoder(model: try model.replica())) }
         free = encoders
         self.size = size
         width = encoders[0].width
         configuration = model.configuration
-        setBLASThreads(threads)
+        // The plans do not use OpenBLAS; keep its threads from spinning beside them.
+        setBLASThreads(1)
     }
 
     public func withEncoder<T>(_ body: (GDHEncoder) throws -> T) rethrows -> T {
         condition.lock()
         while free.isEmpty { condition.wait() }
         let e = free.removeLast()
+        working += 1
+        let threads = max(1, cores / working)
         condition.unlock()
+        e.threads = threads
         defer {
             condition.lock()
+            working -= 1
             free.append(e)
             condition.signal()
             condition.unlock()
