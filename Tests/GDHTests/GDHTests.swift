@@ -242,6 +242,20 @@ func fixtureModel() throws -> GDHModel {
 
 @Suite("GDH encoders")
 struct EncoderTests {
+    @Test("the pool shares the cores among the encoders at work")
+    func poolThreads() throws {
+        let pool = try EncoderPool(model: try fixtureModel(), size: 2)
+        let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+        pool.withEncoder { first in
+            #expect(first.threads == cores)
+            pool.withEncoder { second in
+                #expect(second.threads == max(1, cores / 2))
+                #expect(second !== first)
+            }
+        }
+        pool.withEncoder { #expect($0.threads == cores) }
+    }
+
     @Test("image codes are the signs of PyTorch's hash-net outputs")
     func imageCodes() throws {
         let encoder = try GDHEncoder(model: try fixtureModel())
