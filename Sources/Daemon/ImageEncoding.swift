@@ -96,19 +96,22 @@ public final class ModelEncoder: CodeEncoder, @unchecked Sendable {
         return Tensor(shape: [1, 3, c.imageSize, c.imageSize], data: resized.normalizedCHW())
     }
 
-    func encode(_ bytes: [UInt8], sketch: Bool) throws -> HammingCode {
+    /// `query`: a KNN/RANGE request waiting for its answer (its layers may use idle cores);
+    /// otherwise an item being stored or re-encoded (one thread per request: bulk ingest
+    /// keeps several requests in flight).
+    func encode(_ bytes: [UInt8], sketch: Bool, query: Bool = false) throws -> HammingCode {
         let input = try prepare(bytes)
-        let codes = try pool.withEncoder { sketch ? try $0.encodeSketches(input) : try $0.encodeImages(input) }
+        let codes = try pool.withEncoder(spread: query) { sketch ? try $0.encodeSketches(input) : try $0.encodeImages(input) }
         return codes[0]
     }
 
     public func code(for source: Source) throws -> HammingCode {
         switch source {
         case .code: return try source.code(width: pool.width)
-        case .image(let p): return try encode(try bytes(ofFile: try allowedPath(p)), sketch: false)
-        case .sketch(let p): return try encode(try bytes(ofFile: try allowedPath(p)), sketch: true)
-        case .image64(let t): return try encode(try bytes(ofBase64: t), sketch: false)
-        case .sketch64(let t): return try encode(try bytes(ofBase64: t), sketch: true)
+        case .image(let p): return try encode(try bytes(ofFile: try allowedPath(p)), sketch: false, query: true)
+        case .sketch(let p): return try encode(try bytes(ofFile: try allowedPath(p)), sketch: true, query: true)
+        case .image64(let t): return try encode(try bytes(ofBase64: t), sketch: false, query: true)
+        case .sketch64(let t): return try encode(try bytes(ofBase64: t), sketch: true, query: true)
         }
     }
 

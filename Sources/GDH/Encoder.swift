@@ -28,6 +28,12 @@ public final class GDHEncoder {
         retainFreedMemory()
     }
 
+    /// Cores shared with other encoders at work (see `CoreShare`); nil: `threads` always.
+    public var coreShare: CoreShare? {
+        get { hashPlan.coreShare }
+        set { hashPlan.coreShare = newValue; generatorPlan.coreShare = newValue }
+    }
+
     /// Threads each layer may use.
     public var threads: Int {
         get { hashPlan.threads }
@@ -94,25 +100,25 @@ public final class GDHEncoder {
 }
 
 /// A fixed set of encoder replicas for concurrent callers: `withEncoder` blocks until one
-/// is free. The cores are shared among the encoders at work: a request that finds the
-/// others idle runs its layers on all cores (an interactive query on an idle daemon is
-/// answered twice as fast on two cores), one that arrives while others work gets
-/// cores / (encoders at work) threads, so the pool does not oversubscribe the machine
-/// (at most briefly, while an encoder that started alone finishes its pass).
+/// is free. The cores are shared among the encoders at work (`CoreShare`, asked before
+/// every layer): a request that finds the others idle runs its layers on all cores (an
+/// interactive query on an idle daemon is answered twice as fast on two cores), and as
+/// soon as others start, each layer gets cores / (encoders at work) threads, so the pool
+/// does not oversubscribe the machine.
 public final class EncoderPool: @unchecked Sendable {
     private var free: [GDHEncoder]
-    private var working = 0
     private let condition = NSCondition()
-    private let cores: Int
+    private let share: CoreShare
     public let size: Int
     public let width: CodeWidth
     public let configuration: GDHConfiguration
 
     public init(model: GDHModel, size: Int) throws {
         precondition(size >= 1)
-        cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
-        var encoders = [try GDHEncoder(model: model)]
-        for _ in 1..<size { encoders.append(try GDHEncoder(model: try model.replica())) }
+        share = CoreShare()
+        var encoders = [try GDHEncoder(model: model, threads: share.cores)]
+        for _ in 1..<size { encoders.append(try GDHEncoder(model: try model.replica(), threads: share.cores)) }
+        for e in encoders { e.coreShare = share }
         free = encoders
         self.size = size
         width = encoders[0].width
@@ -121,17 +127,23 @@ public final class EncoderPool: @unchecked Sendable {
         setBLASThreads(1)
     }
 
-    public func withEncoder<T>(_ body: (GDHEncoder) throws -> T) rethrows -> T {
+    /// Threads a layer gets now (cores / encoders at work).
+    public var currentShare: Int { share.threads }
+
+    /// Runs `body` with a free encoder. `spread`: the encoder's layers may use the cores
+    /// the other encoders leave idle (for interactive queries); without it the encoder
+    /// runs on one thread (bulk ingest: several requests in flight keep every core busy,
+    /// and splitting tiny layers would only add overhead).
+    public func withEncoder<T>(spread: Bool = true, _ body: (GDHEncoder) throws -> T) rethrows -> T {
         condition.lock()
         while free.isEmpty { condition.wait() }
         let e = free.removeLast()
-        working += 1
-        let threads = max(1, cores / working)
         condition.unlock()
-        e.threads = threads
+        e.threads = spread ? share.cores : 1
+        share.enter()
         defer {
+            share.leave()
             condition.lock()
-            working -= 1
             free.append(e)
             condition.signal()
             condition.unlock()

@@ -35,7 +35,7 @@ protocol PlanStep: AnyObject {
 struct PlanMemory {
     let pointers: [UnsafeMutablePointer<Float>]
     let scratch: UnsafeMutablePointer<Float>
-    let threads: Int
+    var threads: Int
     let kernelLevel: Int32
     let parallelWork: Int
     subscript(_ id: Int) -> UnsafeMutablePointer<Float> { pointers[id] }
@@ -191,6 +191,8 @@ public final class InferencePlan {
     /// only the big ones split, and use the faster (see `SplitChoice`). Off: `parallelWork`
     /// as it is (the tests).
     public var adaptiveThreads = true
+    /// Shared with other plans at work: each step uses at most the share's threads.
+    public var coreShare: CoreShare?
     private let splitChoice = SplitChoice()
     private let arena: UnsafeMutablePointer<Float>
     private let arenaFloats: Int
@@ -295,7 +297,7 @@ public final class InferencePlan {
             out.data.withUnsafeMutableBufferPointer { op in
                 for i in 0..<n {
                     let adaptive = adaptiveThreads && threads > 1 && parallelWork < SplitChoice.bigLayerWork
-                    let memory = PlanMemory(pointers: pointers, scratch: arena + scratchOffset, threads: threads,
+                    var memory = PlanMemory(pointers: pointers, scratch: arena + scratchOffset, threads: threads,
                                             kernelLevel: Int32(kernelLevel),
                                             parallelWork: adaptive ? splitChoice.pick(parallelWork) : parallelWork)
                     defer { if adaptive { splitChoice.finish() } }
@@ -305,6 +307,11 @@ public final class InferencePlan {
                             let t = DispatchTime.now().uptimeNanoseconds
                             s.run(memory)
                             stepTimes![k] += DispatchTime.now().uptimeNanoseconds - t
+                        }
+                    } else if let share = coreShare, threads > 1 {
+                        for s in steps {
+                            memory.threads = min(threads, share.threads)
+                            s.run(memory)
                         }
                     } else {
                         for s in steps { s.run(memory) }

@@ -14,6 +14,28 @@ public enum DirectConvolution {
     }
 }
 
+/// Cores shared among plans at work (an encoder pool's replicas): each plan that has one
+/// asks it before every step and uses at most cores / (plans at work) threads, so that a
+/// lone plan uses every core and concurrent ones do not oversubscribe the machine.
+public final class CoreShare: @unchecked Sendable {
+    private let counter = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+    public let cores: Int
+
+    public init(cores: Int = ProcessInfo.processInfo.activeProcessorCount) {
+        self.cores = max(1, cores)
+        counter.initialize(to: 0)
+    }
+
+    deinit { counter.deallocate() }
+
+    /// A plan (or an encoder) starts work.
+    public func enter() { gdh_atomic_add(counter, 1) }
+    /// It is done.
+    public func leave() { gdh_atomic_add(counter, -1) }
+    /// Threads for a step now.
+    public var threads: Int { max(1, cores / max(1, Int(gdh_atomic_load(counter)))) }
+}
+
 /// The fork-join pool the plans share: one thread per core (the caller included),
 /// made when a plan first runs with more than one thread.
 nonisolated(unsafe) let sharedPool: OpaquePointer? = gdh_pool_create(Int32(max(1, ProcessInfo.processInfo.activeProcessorCount)))

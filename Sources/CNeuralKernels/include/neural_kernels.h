@@ -109,6 +109,10 @@ void gdh_maxpool(const float *src, int height, int width, int k, int stride, int
 /// GDH_SCALAR_KERNELS=1 in the environment forces 0.
 int gdh_conv_kernel_level(void);
 
+/// Relaxed atomic counter operations (for sharing cores among concurrent plans).
+static inline int gdh_atomic_load(const int *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
+static inline void gdh_atomic_add(int *p, int v) { (void)__atomic_add_fetch(p, v, __ATOMIC_RELAXED); }
+
 /// A fork-join pool of `threads` threads (the caller counts as one).
 typedef struct gdh_pool gdh_pool;
 typedef void (*gdh_task_fn)(void *ctx, int part);
