@@ -2,7 +2,7 @@
 // input channels and kernel taps, of a weight times the input shifted by the tap's
 // offset; the caller prepares a padded (and for strides > 1, phase-split) copy of the
 // input in which every tap is a constant offset. A register tile holds
-// GDH_CONV_OC_BLOCK output channels × up to six vectors of positions; each step loads
+// GDH_CONV_OC_BLOCK output channels × up to six (AVX-512) vectors of positions; each step loads
 // the input vectors once and multiplies them by one broadcast weight per channel.
 // The AVX-512 and AVX2 paths are chosen once at run time; the portable C path is the
 // reference (GDH_SCALAR_KERNELS=1 forces it).
@@ -36,151 +36,145 @@ static void tile_scalar(const float *in, long cs, int C, const long *off, int T,
 }
 
 #if GDH_HAVE_X86
-// obv output channels (of the block's GDH_CONV_OC_BLOCK) × nv vectors of 16 positions;
-// the last vector masked when `masked`.
+// The epilogue a tile may apply in registers: bias, residual, then ReLU or leaky ReLU.
+struct epilogue { const float *bias; const float *residual; int act; float slope; };
+
 static inline __attribute__((always_inline, target("avx512f")))
-void tile512(const float *in, long cs, int C, const long *off, int T, const float *w,
-             float *out, long ocs, const int obv, long p, const int nv, const int masked, __mmask16 m) {
+__m512 act512(__m512 y, const struct epilogue *e) {
+    const __m512 zero = _mm512_setzero_ps();
+    if (e->act == GDH_ACT_RELU) return _mm512_max_ps(y, zero);
+    if (e->act == GDH_ACT_LEAKY) return _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, _mm512_set1_ps(e->slope));
+    return y;
+}
+
+static inline __attribute__((always_inline, target("avx2,fma")))
+__m256 act256(__m256 y, const struct epilogue *e) {
+    const __m256 zero = _mm256_setzero_ps();
+    if (e->act == GDH_ACT_RELU) return _mm256_max_ps(y, zero);
+    if (e->act == GDH_ACT_LEAKY)
+        return _mm256_blendv_ps(_mm256_mul_ps(y, _mm256_set1_ps(e->slope)), y, _mm256_cmp_ps(y, zero, _CMP_GT_OQ));
+    return y;
+}
+
+// One tile: obv output channels (of the block's GDH_CONV_OC_BLOCK) x nv vectors of
+// positions. Vector v reads the input at flat offset vo[v]; it is stored at vo[v], or
+// with an epilogue (e != NULL) finished in registers and stored at ovo[v] (the compact
+// output of row tiles). With `masked`, only the first `rem` lanes of the last vector
+// are loaded and stored. Constant trip counts everywhere, one loop over the
+// accumulators at the end: otherwise the compiler keeps them in memory (half the speed).
+#define TILE_ARGS const float *in, long cs, int C, const long *off, int T, const float *w, \
+                  float *out, long ocs, const long *vo, const long *ovo, int rem, const struct epilogue *e
+typedef void (*tile_fn)(TILE_ARGS);
+
+static inline __attribute__((always_inline, target("avx512f")))
+void tile512(TILE_ARGS, const int obv, const int nv, const int masked) {
+    const __mmask16 m = masked ? (__mmask16)((1u << rem) - 1u) : (__mmask16)0xFFFF;
     __m512 acc[OB][8];
+    long q[8];
+    for (int v = 0; v < nv; v++) q[v] = vo[v];
     for (int o = 0; o < obv; o++) for (int v = 0; v < nv; v++) acc[o][v] = _mm512_setzero_ps();
     for (int c = 0; c < C; c++) {
-        const float *ic = in + c * cs + p;
+        const float *ic = in + c * cs;
         for (int t = 0; t < T; t++, w += OB) {
             const float *s = ic + off[t];
             __m512 x[8];
             for (int v = 0; v < nv; v++)
-                x[v] = (masked && v == nv - 1) ? _mm512_maskz_loadu_ps(m, s + 16 * v) : _mm512_loadu_ps(s + 16 * v);
+                x[v] = (masked && v == nv - 1) ? _mm512_maskz_loadu_ps(m, s + q[v]) : _mm512_loadu_ps(s + q[v]);
             for (int o = 0; o < obv; o++) {
                 const __m512 wv = _mm512_set1_ps(w[o]);
                 for (int v = 0; v < nv; v++) acc[o][v] = _mm512_fmadd_ps(wv, x[v], acc[o][v]);
             }
         }
     }
-    // Constant trip counts everywhere, so that the accumulators stay in registers.
     for (int o = 0; o < obv; o++) {
-        float *d = out + o * ocs + p;
+        const __m512 b = _mm512_set1_ps((e && e->bias) ? e->bias[o] : 0.0f);
         for (int v = 0; v < nv; v++) {
-            if (masked && v == nv - 1) _mm512_mask_storeu_ps(d + 16 * v, m, acc[o][v]);
-            else _mm512_storeu_ps(d + 16 * v, acc[o][v]);
+            __m512 y = acc[o][v];
+            const __mmask16 mv = (masked && v == nv - 1) ? m : (__mmask16)0xFFFF;
+            if (e) {
+                y = _mm512_add_ps(y, b);
+                if (e->residual) y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mv, e->residual + o * ocs + ovo[v]));
+                y = act512(y, e);
+            }
+            _mm512_mask_storeu_ps(out + o * ocs + (e ? ovo[v] : q[v]), mv, y);
         }
     }
 }
 
-// A block with fewer than GDH_CONV_OC_BLOCK channels (the last block of a layer such as
-// the generator's 3-channel output) computes only those, with up to 8 vectors.
-typedef void (*rtile_fn)(const float *, long, int, const long *, int, const float *, float *, long, long, __mmask16);
-#define RTILE512(OBV, NV) \
-    __attribute__((target("avx512f"))) static void rtile512_##OBV##_##NV(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, float *out, long ocs, long p, __mmask16 m) { tile512(in, cs, C, off, T, w, out, ocs, OBV, p, NV, 0, m); } \
-    __attribute__((target("avx512f"))) static void rtile512_##OBV##_##NV##m(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, float *out, long ocs, long p, __mmask16 m) { tile512(in, cs, C, off, T, w, out, ocs, OBV, p, NV, 1, m); }
-#define RTILES512(OBV) RTILE512(OBV, 1) RTILE512(OBV, 2) RTILE512(OBV, 3) RTILE512(OBV, 4) \
-    RTILE512(OBV, 5) RTILE512(OBV, 6) RTILE512(OBV, 7) RTILE512(OBV, 8)
-RTILES512(1) RTILES512(2) RTILES512(3)
-#define RROW(OBV) { rtile512_##OBV##_1, rtile512_##OBV##_2, rtile512_##OBV##_3, rtile512_##OBV##_4, \
-    rtile512_##OBV##_5, rtile512_##OBV##_6, rtile512_##OBV##_7, rtile512_##OBV##_8 }
-#define RROWM(OBV) { rtile512_##OBV##_1m, rtile512_##OBV##_2m, rtile512_##OBV##_3m, rtile512_##OBV##_4m, \
-    rtile512_##OBV##_5m, rtile512_##OBV##_6m, rtile512_##OBV##_7m, rtile512_##OBV##_8m }
-static const rtile_fn rtiles[3][8] = { RROW(1), RROW(2), RROW(3) };
-static const rtile_fn rtiles_masked[3][8] = { RROWM(1), RROWM(2), RROWM(3) };
-
-#define TILE512(NV) \
-    __attribute__((target("avx512f"))) static void tile512_##NV(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, float *out, long ocs, int ob_valid, long p) { (void)ob_valid; tile512(in, cs, C, off, T, w, out, ocs, OB, p, NV, 0, 0xFFFF); } \
-    __attribute__((target("avx512f"))) static void tile512_##NV##m(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, float *out, long ocs, int ob_valid, long p, __mmask16 m) { (void)ob_valid; tile512(in, cs, C, off, T, w, out, ocs, OB, p, NV, 1, m); }
-TILE512(1) TILE512(2) TILE512(3) TILE512(4) TILE512(5) TILE512(6)
-
-__attribute__((target("avx512f")))
-static void run512(const float *in, long cs, int C, const long *off, int T, const float *w,
-                   float *out, long ocs, int ob_valid, long p, long end) {
-    if (ob_valid < OB) {
-        // Three channels × eight vectors would need 33 registers: seven vectors there.
-        const int r = ob_valid - 1, full = ob_valid == 3 ? 7 : 8;
-        for (; p + 16 * full <= end; p += 16 * full) rtiles[r][full - 1](in, cs, C, off, T, w, out, ocs, p, 0xFFFF);
-        const long n = end - p;
-        if (n <= 0) return;
-        const int nv = (int)((n + 15) / 16), rem = (int)(n - 16 * (nv - 1));
-        if (rem == 16) rtiles[r][nv - 1](in, cs, C, off, T, w, out, ocs, p, 0xFFFF);
-        else rtiles_masked[r][nv - 1](in, cs, C, off, T, w, out, ocs, p, (__mmask16)((1u << rem) - 1u));
-        return;
-    }
-    for (; p + 96 <= end; p += 96) tile512_6(in, cs, C, off, T, w, out, ocs, ob_valid, p);
-    long n = end - p;
-    if (n <= 0) return;
-    int nv = (int)((n + 15) / 16);
-    int rem = (int)(n - 16 * (nv - 1));
-    __mmask16 m = (__mmask16)((1u << rem) - 1u);
-    if (rem == 16) {
-        switch (nv) {
-        case 1: tile512_1(in, cs, C, off, T, w, out, ocs, ob_valid, p); break;
-        case 2: tile512_2(in, cs, C, off, T, w, out, ocs, ob_valid, p); break;
-        case 3: tile512_3(in, cs, C, off, T, w, out, ocs, ob_valid, p); break;
-        case 4: tile512_4(in, cs, C, off, T, w, out, ocs, ob_valid, p); break;
-        default: tile512_5(in, cs, C, off, T, w, out, ocs, ob_valid, p); break;
-        }
-    } else {
-        switch (nv) {
-        case 1: tile512_1m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
-        case 2: tile512_2m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
-        case 3: tile512_3m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
-        case 4: tile512_4m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
-        case 5: tile512_5m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
-        default: tile512_6m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m); break;
-        }
-    }
-}
-
-// AVX2: nv vectors of 8 positions (up to 2: 8 accumulators; more spill registers).
 static inline __attribute__((always_inline, target("avx2,fma")))
-void tile256(const float *in, long cs, int C, const long *off, int T, const float *w,
-             float *out, long ocs, int ob_valid, long p, const int nv, const int masked, __m256i m) {
+void tile256(TILE_ARGS, const int obv, const int nv, const int masked) {
+    int lanes[8];
+    for (int i = 0; i < 8; i++) lanes[i] = (!masked || i < rem) ? -1 : 0;
+    const __m256i m = _mm256_loadu_si256((const __m256i *)lanes), all = _mm256_set1_epi32(-1);
     __m256 acc[OB][2];
-    for (int o = 0; o < OB; o++) for (int v = 0; v < nv; v++) acc[o][v] = _mm256_setzero_ps();
+    long q[2];
+    for (int v = 0; v < nv; v++) q[v] = vo[v];
+    for (int o = 0; o < obv; o++) for (int v = 0; v < nv; v++) acc[o][v] = _mm256_setzero_ps();
     for (int c = 0; c < C; c++) {
-        const float *ic = in + c * cs + p;
+        const float *ic = in + c * cs;
         for (int t = 0; t < T; t++, w += OB) {
             const float *s = ic + off[t];
             __m256 x[2];
             for (int v = 0; v < nv; v++)
-                x[v] = (masked && v == nv - 1) ? _mm256_maskload_ps(s + 8 * v, m) : _mm256_loadu_ps(s + 8 * v);
-            for (int o = 0; o < OB; o++) {
+                x[v] = (masked && v == nv - 1) ? _mm256_maskload_ps(s + q[v], m) : _mm256_loadu_ps(s + q[v]);
+            for (int o = 0; o < obv; o++) {
                 const __m256 wv = _mm256_broadcast_ss(w + o);
                 for (int v = 0; v < nv; v++) acc[o][v] = _mm256_fmadd_ps(wv, x[v], acc[o][v]);
             }
         }
     }
-    for (int o = 0; o < OB; o++) {
-        if (o >= ob_valid) break;
-        float *d = out + o * ocs + p;
+    for (int o = 0; o < obv; o++) {
+        const __m256 b = _mm256_set1_ps((e && e->bias) ? e->bias[o] : 0.0f);
         for (int v = 0; v < nv; v++) {
-            if (masked && v == nv - 1) _mm256_maskstore_ps(d + 8 * v, m, acc[o][v]);
-            else _mm256_storeu_ps(d + 8 * v, acc[o][v]);
+            __m256 y = acc[o][v];
+            const __m256i mv = (masked && v == nv - 1) ? m : all;
+            if (e) {
+                y = _mm256_add_ps(y, b);
+                if (e->residual) y = _mm256_add_ps(y, _mm256_maskload_ps(e->residual + o * ocs + ovo[v], mv));
+                y = act256(y, e);
+            }
+            _mm256_maskstore_ps(out + o * ocs + (e ? ovo[v] : q[v]), mv, y);
         }
     }
 }
 
-#define TILE256(NV) \
-    __attribute__((target("avx2,fma"))) static void tile256_##NV(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, float *out, long ocs, int ob_valid, long p) { tile256(in, cs, C, off, T, w, out, ocs, ob_valid, p, NV, 0, _mm256_set1_epi32(-1)); } \
-    __attribute__((target("avx2,fma"))) static void tile256_##NV##m(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, float *out, long ocs, int ob_valid, long p, __m256i m) { tile256(in, cs, C, off, T, w, out, ocs, ob_valid, p, NV, 1, m); }
-TILE256(1) TILE256(2)
+#define TILE_PASS in, cs, C, off, T, w, out, ocs, vo, ovo, rem, e
+#define TILES(ISA, TARGET, OBV, NV) \
+    __attribute__((target(TARGET))) static void ISA##_##OBV##_##NV(TILE_ARGS) { ISA(TILE_PASS, OBV, NV, 0); } \
+    __attribute__((target(TARGET))) static void ISA##_##OBV##_##NV##m(TILE_ARGS) { ISA(TILE_PASS, OBV, NV, 1); }
+#define TILES512(OBV) TILES(tile512, "avx512f", OBV, 1) TILES(tile512, "avx512f", OBV, 2) TILES(tile512, "avx512f", OBV, 3) \
+    TILES(tile512, "avx512f", OBV, 4) TILES(tile512, "avx512f", OBV, 5) TILES(tile512, "avx512f", OBV, 6) \
+    TILES(tile512, "avx512f", OBV, 7) TILES(tile512, "avx512f", OBV, 8)
+#define TILES256(OBV) TILES(tile256, "avx2,fma", OBV, 1) TILES(tile256, "avx2,fma", OBV, 2)
+TILES512(1) TILES512(2) TILES512(3) TILES512(4)
+TILES256(1) TILES256(2) TILES256(3) TILES256(4)
+#define ROW512(OBV) { { tile512_##OBV##_1, tile512_##OBV##_1m }, { tile512_##OBV##_2, tile512_##OBV##_2m }, \
+    { tile512_##OBV##_3, tile512_##OBV##_3m }, { tile512_##OBV##_4, tile512_##OBV##_4m }, \
+    { tile512_##OBV##_5, tile512_##OBV##_5m }, { tile512_##OBV##_6, tile512_##OBV##_6m }, \
+    { tile512_##OBV##_7, tile512_##OBV##_7m }, { tile512_##OBV##_8, tile512_##OBV##_8m } }
+#define ROW256(OBV) { { tile256_##OBV##_1, tile256_##OBV##_1m }, { tile256_##OBV##_2, tile256_##OBV##_2m } }
 
-__attribute__((target("avx2,fma")))
-static void run256(const float *in, long cs, int C, const long *off, int T, const float *w,
-                   float *out, long ocs, int ob_valid, long p, long end) {
-    for (; p + 16 <= end; p += 16) tile256_2(in, cs, C, off, T, w, out, ocs, ob_valid, p);
-    long n = end - p;
+// A kernel family: vector width, tiles by [channels - 1][vectors - 1][masked], and the
+// most vectors a tile of that many channels takes without spilling registers
+// (AVX-512: 32 registers, e.g. 4 x 6 accumulators + 6 inputs + 1 weight; AVX2: 16).
+struct isa { int lanes; int maxnv[OB]; tile_fn tiles[OB][8][2]; };
+static const struct isa isa512 = { 16, { 8, 8, 7, 6 }, { ROW512(1), ROW512(2), ROW512(3), ROW512(4) } };
+static const struct isa isa256 = { 8, { 2, 2, 2, 2 }, { ROW256(1), ROW256(2), ROW256(3), ROW256(4) } };
+
+// Flat positions [p, end) for one block of `valid` channels, no epilogue.
+static void run_flat(const struct isa *k, const float *in, long cs, int C, const long *off, int T, const float *w,
+                     float *out, long ocs, int valid, long p, long end) {
+    const int full = k->maxnv[valid - 1], L = k->lanes;
+    long vo[8];
+    for (; p + (long)L * full <= end; p += (long)L * full) {
+        for (int v = 0; v < full; v++) vo[v] = p + (long)L * v;
+        k->tiles[valid - 1][full - 1][0](in, cs, C, off, T, w, out, ocs, vo, NULL, L, NULL);
+    }
+    const long n = end - p;
     if (n <= 0) return;
-    int nv = (int)((n + 7) / 8);
-    int rem = (int)(n - 8 * (nv - 1));
-    int lanes[8];
-    for (int i = 0; i < 8; i++) lanes[i] = i < rem ? -1 : 0;
-    __m256i m = _mm256_loadu_si256((const __m256i *)lanes);
-    if (rem == 8) tile256_1(in, cs, C, off, T, w, out, ocs, ob_valid, p);
-    else if (nv == 1) tile256_1m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m);
-    else tile256_2m(in, cs, C, off, T, w, out, ocs, ob_valid, p, m);
+    const int nv = (int)((n + L - 1) / L), rem = (int)(n - (long)L * (nv - 1));
+    for (int v = 0; v < nv; v++) vo[v] = p + (long)L * v;
+    k->tiles[valid - 1][nv - 1][rem != L](in, cs, C, off, T, w, out, ocs, vo, NULL, rem, NULL);
 }
 #endif
 
@@ -189,11 +183,10 @@ static void run256(const float *in, long cs, int C, const long *off, int T, cons
 // eight positions × NV vectors of 16 channels; each step loads NV weight vectors and
 // broadcasts one input value per position. The epilogue (bias, residual, ReLU or leaky
 // ReLU) is applied in registers before the results are scattered to their channels.
-struct channel_epilogue { const float *bias; const float *residual; int act; float slope; };
 
 static inline __attribute__((always_inline, target("avx512f")))
 void ctile512(const float *in, long cs, int C, const long *off, int T, const float *w, const int nv,
-              const long *pos, const int np, float *out, long ocs, const struct channel_epilogue *e) {
+              const long *pos, const int np, float *out, long ocs, const struct epilogue *e) {
     __m512 acc[8][2];
     for (int j = 0; j < np; j++) for (int v = 0; v < nv; v++) acc[j][v] = _mm512_setzero_ps();
     long q[8];
@@ -214,26 +207,23 @@ void ctile512(const float *in, long cs, int C, const long *off, int T, const flo
                                              _mm512_set1_epi32((int)ocs));
     __m512 bias[2];
     for (int v = 0; v < nv; v++) bias[v] = e->bias ? _mm512_loadu_ps(e->bias + 16 * v) : _mm512_setzero_ps();
-    const __m512 zero = _mm512_setzero_ps(), slope = _mm512_set1_ps(e->slope);
     for (int j = 0; j < np; j++)
         for (int v = 0; v < nv; v++) {
             __m512 y = _mm512_add_ps(acc[j][v], bias[v]);
             if (e->residual) y = _mm512_add_ps(y, _mm512_i32gather_ps(lanes, e->residual + (16 * v) * ocs + j, 4));
-            if (e->act == GDH_ACT_RELU) y = _mm512_max_ps(y, zero);
-            else if (e->act == GDH_ACT_LEAKY) y = _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, slope);
-            _mm512_i32scatter_ps(out + (16 * v) * ocs + j, lanes, y, 4);
+            _mm512_i32scatter_ps(out + (16 * v) * ocs + j, lanes, act512(y, e), 4);
         }
 }
 
 #define CTILE512(NV, NP) \
     __attribute__((target("avx512f"))) static void ctile512_##NV##_##NP(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, const long *pos, float *out, long ocs, const struct channel_epilogue *e) { \
+        const float *w, const long *pos, float *out, long ocs, const struct epilogue *e) { \
         ctile512(in, cs, C, off, T, w, NV, pos, NP, out, ocs, e); }
 CTILE512(1, 1) CTILE512(1, 2) CTILE512(1, 3) CTILE512(1, 4) CTILE512(1, 5) CTILE512(1, 6) CTILE512(1, 7) CTILE512(1, 8)
 CTILE512(2, 1) CTILE512(2, 2) CTILE512(2, 3) CTILE512(2, 4) CTILE512(2, 5) CTILE512(2, 6) CTILE512(2, 7) CTILE512(2, 8)
 
 typedef void (*ctile_fn)(const float *, long, int, const long *, int, const float *, const long *, float *, long,
-                         const struct channel_epilogue *);
+                         const struct epilogue *);
 static const ctile_fn ctiles[2][8] = {
     { ctile512_1_1, ctile512_1_2, ctile512_1_3, ctile512_1_4, ctile512_1_5, ctile512_1_6, ctile512_1_7, ctile512_1_8 },
     { ctile512_2_1, ctile512_2_2, ctile512_2_3, ctile512_2_4, ctile512_2_5, ctile512_2_6, ctile512_2_7, ctile512_2_8 },
@@ -260,12 +250,12 @@ void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
     for (int b = b_begin; b < b_end; b++) {
         const float *w = w_packed + b * wblock;
         float *o = out + (long)b * block * out_cstride;
-        const struct channel_epilogue e = {
+        const struct epilogue e = {
             bias ? bias + b * block : NULL, residual ? residual + (long)b * block * out_cstride : NULL, act, slope,
         };
         for (int j = 0; j < npos; j += 8) {
             const int np = npos - j < 8 ? npos - j : 8;
-            struct channel_epilogue at = e;   // the residual of this tile's positions
+            struct epilogue at = e;   // the residual of this tile's positions
             if (at.residual) at.residual += j;
             ctiles[nv - 1][np - 1](in, in_cstride, channels_in, tap_off, taps, w, pos + j, o + j, out_cstride, &at);
         }
@@ -277,109 +267,6 @@ void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
 #endif
 }
 
-#if GDH_HAVE_X86
-// Tiles of whole output rows (no padding columns): vector v of the tile reads the input
-// at flat offset vo[v] and is stored at ovo[v]; obv output channels. With an epilogue
-// (e != NULL) bias, residual and (leaky) ReLU are applied in registers before the store.
-struct rows_epilogue { const float *bias; const float *residual; int act; float slope; };
-
-static inline __attribute__((always_inline, target("avx512f")))
-void vtile512(const float *in, long cs, int C, const long *off, int T, const float *w,
-              float *out, long ocs, const int obv, const long *vo, const long *ovo, const int nv,
-              const struct rows_epilogue *e) {
-    __m512 acc[OB][6];
-    long q[6];
-    for (int v = 0; v < nv; v++) q[v] = vo[v];
-    for (int o = 0; o < obv; o++) for (int v = 0; v < nv; v++) acc[o][v] = _mm512_setzero_ps();
-    for (int c = 0; c < C; c++) {
-        const float *ic = in + c * cs;
-        for (int t = 0; t < T; t++, w += OB) {
-            const float *s = ic + off[t];
-            __m512 x[6];
-            for (int v = 0; v < nv; v++) x[v] = _mm512_loadu_ps(s + q[v]);
-            for (int o = 0; o < obv; o++) {
-                const __m512 wv = _mm512_set1_ps(w[o]);
-                for (int v = 0; v < nv; v++) acc[o][v] = _mm512_fmadd_ps(wv, x[v], acc[o][v]);
-            }
-        }
-    }
-    // One loop with constant trip counts over the accumulators (an early return or a
-    // second store loop made the compiler keep them in memory: half the speed).
-    const __m512 zero = _mm512_setzero_ps();
-    for (int o = 0; o < obv; o++) {
-        const __m512 b = (e && e->bias) ? _mm512_set1_ps(e->bias[o]) : zero;
-        for (int v = 0; v < nv; v++) {
-            __m512 y = acc[o][v];
-            if (e) {
-                y = _mm512_add_ps(y, b);
-                if (e->residual) y = _mm512_add_ps(y, _mm512_loadu_ps(e->residual + o * ocs + ovo[v]));
-                if (e->act == GDH_ACT_RELU) y = _mm512_max_ps(y, zero);
-                else if (e->act == GDH_ACT_LEAKY)
-                    y = _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, _mm512_set1_ps(e->slope));
-            }
-            _mm512_storeu_ps(out + o * ocs + (e ? ovo[v] : q[v]), y);
-        }
-    }
-}
-
-typedef void (*vtile_fn)(const float *, long, int, const long *, int, const float *, float *, long, const long *,
-                         const long *, const struct rows_epilogue *);
-#define VTILE512(OBV, NV) \
-    __attribute__((target("avx512f"))) static void vtile512_##OBV##_##NV(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, float *out, long ocs, const long *vo, const long *ovo, const struct rows_epilogue *e) { \
-        vtile512(in, cs, C, off, T, w, out, ocs, OBV, vo, ovo, NV, e); }
-#define VTILES512(OBV) VTILE512(OBV, 1) VTILE512(OBV, 2) VTILE512(OBV, 3) VTILE512(OBV, 4) VTILE512(OBV, 5) VTILE512(OBV, 6)
-VTILES512(1) VTILES512(2) VTILES512(3) VTILES512(4)
-#define VROW(OBV) { vtile512_##OBV##_1, vtile512_##OBV##_2, vtile512_##OBV##_3, vtile512_##OBV##_4, vtile512_##OBV##_5, vtile512_##OBV##_6 }
-static const vtile_fn vtiles[4][6] = { VROW(1), VROW(2), VROW(3), VROW(4) };
-
-// The AVX2 row tiles: obv channels x nv vectors of 8 positions (nv <= 2: more spill).
-static inline __attribute__((always_inline, target("avx2,fma")))
-void vtile256(const float *in, long cs, int C, const long *off, int T, const float *w,
-              float *out, long ocs, const int obv, const long *vo, const long *ovo, const int nv,
-              const struct rows_epilogue *e) {
-    __m256 acc[OB][2];
-    long q[2];
-    for (int v = 0; v < nv; v++) q[v] = vo[v];
-    for (int o = 0; o < obv; o++) for (int v = 0; v < nv; v++) acc[o][v] = _mm256_setzero_ps();
-    for (int c = 0; c < C; c++) {
-        const float *ic = in + c * cs;
-        for (int t = 0; t < T; t++, w += OB) {
-            const float *s = ic + off[t];
-            __m256 x[2];
-            for (int v = 0; v < nv; v++) x[v] = _mm256_loadu_ps(s + q[v]);
-            for (int o = 0; o < obv; o++) {
-                const __m256 wv = _mm256_broadcast_ss(w + o);
-                for (int v = 0; v < nv; v++) acc[o][v] = _mm256_fmadd_ps(wv, x[v], acc[o][v]);
-            }
-        }
-    }
-    const __m256 zero = _mm256_setzero_ps();
-    for (int o = 0; o < obv; o++) {
-        const __m256 b = (e && e->bias) ? _mm256_set1_ps(e->bias[o]) : zero;
-        for (int v = 0; v < nv; v++) {
-            __m256 y = acc[o][v];
-            if (e) {
-                y = _mm256_add_ps(y, b);
-                if (e->residual) y = _mm256_add_ps(y, _mm256_loadu_ps(e->residual + o * ocs + ovo[v]));
-                if (e->act == GDH_ACT_RELU) y = _mm256_max_ps(y, zero);
-                else if (e->act == GDH_ACT_LEAKY)
-                    y = _mm256_blendv_ps(_mm256_mul_ps(y, _mm256_set1_ps(e->slope)), y, _mm256_cmp_ps(y, zero, _CMP_GT_OQ));
-            }
-            _mm256_storeu_ps(out + o * ocs + (e ? ovo[v] : q[v]), y);
-        }
-    }
-}
-
-#define VTILE256(OBV, NV) \
-    __attribute__((target("avx2,fma"))) static void vtile256_##OBV##_##NV(const float *in, long cs, int C, const long *off, int T, \
-        const float *w, float *out, long ocs, const long *vo, const long *ovo, const struct rows_epilogue *e) { \
-        vtile256(in, cs, C, off, T, w, out, ocs, OBV, vo, ovo, NV, e); }
-VTILE256(1, 1) VTILE256(1, 2) VTILE256(2, 1) VTILE256(2, 2) VTILE256(3, 1) VTILE256(3, 2) VTILE256(4, 1) VTILE256(4, 2)
-static const vtile_fn vtiles256[4][6] = {
-    { vtile256_1_1, vtile256_1_2 }, { vtile256_2_1, vtile256_2_2 }, { vtile256_3_1, vtile256_3_2 }, { vtile256_4_1, vtile256_4_2 },
-};
-#endif
 
 static int kernel_level = -1;
 
@@ -416,8 +303,11 @@ void gdh_conv_direct(const float *in, long in_cstride, int channels_in,
             float *o = out + (long)b * OB * out_cstride;
             const int valid = channels_out - b * OB < OB ? channels_out - b * OB : OB;
 #if GDH_HAVE_X86
-            if (level == 2) { run512(in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, valid, b0, b1); continue; }
-            if (level == 1) { run256(in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, valid, b0, b1); continue; }
+            if (level >= 1) {
+                run_flat(level == 2 ? &isa512 : &isa256, in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride,
+                         valid, b0, b1);
+                continue;
+            }
 #endif
             for (long p = b0; p < b1; p += 96) {
                 const int n = (int)(b1 - p < 96 ? b1 - p : 96);
@@ -428,14 +318,13 @@ void gdh_conv_direct(const float *in, long in_cstride, int channels_in,
 }
 
 #if GDH_HAVE_X86
-// Row tiles over output rows [row_begin, row_end) with vectors of `lanes` positions
-// (tiles of up to `maxnv` from `table`); with `e`, the output is compact (rows `width`
-// apart, channels out_cstride apart) and finished by the epilogue.
-static void rows_run(int lanes, int maxnv, const vtile_fn (*table)[6],
-                     const float *in, long in_cstride, int channels_in, const long *tap_off, int taps,
-                     const float *w_packed, int channels_out, float *out, long out_cstride, long pitch, int width,
-                     int row_begin, int row_end, const struct rows_epilogue *e) {
-    const int blocks = (channels_out + OB - 1) / OB, per_row = width / lanes;
+// Row tiles over output rows [row_begin, row_end) (width a multiple of the vector
+// width): with `e`, the output is compact (rows `width` apart, channels out_cstride
+// apart) and finished by the epilogue; without, stored at the flat positions.
+static void rows_run(const struct isa *k, const float *in, long in_cstride, int channels_in, const long *tap_off,
+                     int taps, const float *w_packed, int channels_out, float *out, long out_cstride, long pitch,
+                     int width, int row_begin, int row_end, const struct epilogue *e) {
+    const int blocks = (channels_out + OB - 1) / OB, per_row = width / k->lanes;
     const long wblock = (long)channels_in * taps * OB;
     const long out_pitch = e ? width : pitch;
     // Bands of rows whose input stays in the L2 cache across the channel blocks.
@@ -447,8 +336,8 @@ static void rows_run(int lanes, int maxnv, const vtile_fn (*table)[6],
         for (int b = 0; b < blocks; b++) {
             const float *w = w_packed + b * wblock;
             float *o = out + (long)b * OB * out_cstride;
-            const int valid = channels_out - b * OB < OB ? channels_out - b * OB : OB;
-            struct rows_epilogue eb;
+            const int valid = channels_out - b * OB < OB ? channels_out - b * OB : OB, maxnv = k->maxnv[valid - 1];
+            struct epilogue eb;
             if (e) {
                 eb = *e;
                 if (eb.bias) eb.bias += b * OB;
@@ -456,22 +345,25 @@ static void rows_run(int lanes, int maxnv, const vtile_fn (*table)[6],
             }
             for (int i = first; i < last; i += maxnv) {
                 const int nv = last - i < maxnv ? last - i : maxnv;
-                long vo[6], ovo[6];
+                long vo[8], ovo[8];
                 for (int v = 0; v < nv; v++) {
-                    const long row = (i + v) / per_row, col = (long)((i + v) % per_row) * lanes;
+                    const long row = (i + v) / per_row, col = (long)((i + v) % per_row) * k->lanes;
                     vo[v] = row * pitch + col;
                     ovo[v] = row * out_pitch + col;
                 }
-                table[valid - 1][nv - 1](in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, vo, ovo,
-                                         e ? &eb : NULL);
+                k->tiles[valid - 1][nv - 1][0](in, in_cstride, channels_in, tap_off, taps, w, o, out_cstride, vo, ovo,
+                                              k->lanes, e ? &eb : NULL);
             }
         }
     }
 }
-#endif
 
-/// The vector width of the row tiles at a kernel level (0: none).
-static int rows_lanes(int level) { return level == 2 ? 16 : (level == 1 ? 8 : 0); }
+// The row-tile family for a kernel level and width, or NULL where row tiles do not apply.
+static const struct isa *rows_isa(int level, int width) {
+    const struct isa *k = level == 2 ? &isa512 : (level == 1 ? &isa256 : NULL);
+    return k && width % k->lanes == 0 ? k : NULL;
+}
+#endif
 
 void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
                           const long *tap_off, int taps, const float *w_packed, int channels_out,
@@ -480,10 +372,10 @@ void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
     const int best = gdh_conv_kernel_level();
     if (level < 0 || level > best) level = best;
 #if GDH_HAVE_X86
-    const int lanes = rows_lanes(level);
-    if (lanes && width % lanes == 0) {
-        rows_run(lanes, level == 2 ? 6 : 2, level == 2 ? vtiles : vtiles256, in, in_cstride, channels_in, tap_off, taps,
-                 w_packed, channels_out, out, out_cstride, pitch, width, row_begin, row_end, NULL);
+    const struct isa *k = rows_isa(level, width);
+    if (k) {
+        rows_run(k, in, in_cstride, channels_in, tap_off, taps, w_packed, channels_out, out, out_cstride, pitch, width,
+                 row_begin, row_end, NULL);
         return;
     }
 #endif
@@ -498,11 +390,11 @@ int gdh_conv_direct_rows_fused(const float *in, long in_cstride, int channels_in
     const int best = gdh_conv_kernel_level();
     if (level < 0 || level > best) level = best;
 #if GDH_HAVE_X86
-    const int lanes = rows_lanes(level);
-    if (lanes && width % lanes == 0 && (act == GDH_ACT_NONE || act == GDH_ACT_RELU || act == GDH_ACT_LEAKY)) {
-        const struct rows_epilogue e = { bias, residual, act, slope };
-        rows_run(lanes, level == 2 ? 6 : 2, level == 2 ? vtiles : vtiles256, in, in_cstride, channels_in, tap_off, taps,
-                 w_packed, channels_out, out, out_cstride, pitch, width, row_begin, row_end, &e);
+    const struct isa *k = rows_isa(level, width);
+    if (k && (act == GDH_ACT_NONE || act == GDH_ACT_RELU || act == GDH_ACT_LEAKY)) {
+        const struct epilogue e = { bias, residual, act, slope };
+        rows_run(k, in, in_cstride, channels_in, tap_off, taps, w_packed, channels_out, out, out_cstride, pitch, width,
+                 row_begin, row_end, &e);
         return 1;
     }
 #endif
