@@ -196,7 +196,8 @@ public final class InferencePlan {
     private let splitChoice = SplitChoice()
     private let arena: UnsafeMutablePointer<Float>
     private let arenaFloats: Int
-    private let offsets: [Int]
+    /// Where each value lives in the arena.
+    private let pointers: [UnsafeMutablePointer<Float>]
     private let scratchOffset: Int
     private var guardOffset = 0
     static let guardValue = Float(bitPattern: 0x7FC0_DEAD)
@@ -258,7 +259,8 @@ public final class InferencePlan {
         // here in debug builds (the tests) instead of as a corrupted heap later.
         (arena + total + scratch).update(repeating: InferencePlan.guardValue, count: 64)
         guardOffset = total + scratch
-        offsets = (0..<count).map { slotOf[$0] < 0 ? 0 : slotOffset[slotOf[$0]] }
+        let base = arena
+        pointers = (0..<count).map { base + (slotOf[$0] < 0 ? 0 : slotOffset[slotOf[$0]]) }
     }
 
     deinit { arena.deallocate() }
@@ -292,7 +294,6 @@ public final class InferencePlan {
         precondition(Array(x.shape.dropFirst()) == inputShape, "plan input must be (N, \(inputShape)), got \(x.shape)")
         let n = x.shape[0], inSize = inputShape.reduce(1, *), outSize = outputShape.reduce(1, *)
         var out = Tensor(uninitialized: [n] + outputShape)
-        let pointers = offsets.map { arena + $0 }
         x.data.withUnsafeBufferPointer { xp in
             out.data.withUnsafeMutableBufferPointer { op in
                 for i in 0..<n {

@@ -118,6 +118,7 @@ final class ConvStep: PlanStep {
 
     func run(_ m: PlanMemory) {
         let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
+        defer { if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) } }
         let threads = flops / 2 >= Double(m.parallelWork) ? m.threads : 1
         let src = m[input], dst = m[output]
         let prepared = direct ? src : m.scratch
@@ -126,12 +127,10 @@ final class ConvStep: PlanStep {
         let length = ho * pitch
         if channelBlock > 0 && m.kernelLevel >= 2 {
             runChannelLanes(m, threads: threads)
-            if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
             return
         }
         if threads > 1 && preparedFloats <= privatePrepareLimit {
             runRows(m, threads: min(threads, ConvStep.maxThreads))
-            if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
             return
         }
         if !direct {
@@ -143,7 +142,6 @@ final class ConvStep: PlanStep {
         }
         if fusesEpilogue(m) {
             parallel(threads, threads) { i in _ = fusedRows(m, prepared, cstride, split(ho, threads, i)) }
-            if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
             return
         }
         taps.withUnsafeBufferPointer { tp in
@@ -164,7 +162,6 @@ final class ConvStep: PlanStep {
                                   dst, ho * wo, 0, wo, 1, Int32(r.lowerBound), Int32(r.upperBound))
             }
         }
-        if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
     }
 
     /// Whether the row tiles can finish this layer in registers (output width a multiple of
@@ -292,12 +289,9 @@ final class TransposedConvStep: PlanStep {
     let act: Int32, slope: Float
     let flops: Double
     var preparedFloats: Int { c * (h + 2 * q) * pitch + 4 * pitch + 64 }
-    var accOffsets: [Int] {
-        var offs: [Int] = [], t = preparedFloats
-        for ph in phases { offs.append(t); t += ph.rows * pitch * o + 64 }
-        return offs
-    }
-    /// The phases' accumulators (after the prepared input in `run`, first in `runRows`).
+    /// Where each phase's accumulators start, relative to the accumulator area (which
+    /// follows the prepared input in `run` and comes first in `runRows`).
+    let accOffsets: [Int]
     var accAreaAligned: Int { (phases.reduce(0) { $0 + $1.rows * pitch * o + 64 } + 15) & ~15 }
     var scratchFloats: Int {
         let shared = preparedFloats + accAreaAligned
@@ -350,6 +344,9 @@ final class TransposedConvStep: PlanStep {
             }
         }
         phases = list
+        var offsets: [Int] = [], t = 0
+        for ph in list { offsets.append(t); t += ph.rows * pitch * o + 64 }
+        accOffsets = offsets
         bias = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] }
         (act, slope) = activationCode(activation)
         outputShape = [o, ho, wo]
@@ -360,10 +357,10 @@ final class TransposedConvStep: PlanStep {
 
     func run(_ m: PlanMemory) {
         let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
+        defer { if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) } }
         let threads = flops / 2 >= Double(m.parallelWork) ? m.threads : 1
         if threads > 1 && preparedFloats <= privatePrepareLimit {
             runRows(m, threads: min(threads, ConvStep.maxThreads))
-            if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
             return
         }
         let src = m[input], dst = m[output], prepared = m.scratch
@@ -373,9 +370,9 @@ final class TransposedConvStep: PlanStep {
             gdh_conv_prepare(src, Int32(h), Int32(w), Int32(q), 0, 1, 1, prepared, cstride, Int32(h + 2 * q), Int32(pitch),
                              Int32(r.lowerBound), Int32(r.upperBound))
         }
-        let accs = accOffsets
+        let accs = m.scratch + preparedFloats
         for (k, ph) in phases.enumerated() where ph.rows > 0 && ph.cols > 0 {
-            let acc = m.scratch + accs[k], length = ph.rows * pitch
+            let acc = accs + accOffsets[k], length = ph.rows * pitch
             if ph.taps.isEmpty { acc.update(repeating: 0, count: length * o); continue }
             ph.taps.withUnsafeBufferPointer { tp in
                 ph.packed.withUnsafeBufferPointer { wp in
@@ -392,13 +389,12 @@ final class TransposedConvStep: PlanStep {
             parallel(threads, threads) { i in
                 let r = split(o, threads, i)
                 for (k, ph) in phases.enumerated() where ph.rows > 0 && ph.cols > 0 {
-                    gdh_conv_epilogue(m.scratch + accs[k], ph.rows * pitch, pitch, Int32(ph.rows), Int32(ph.cols), bp.baseAddress,
+                    gdh_conv_epilogue(accs + accOffsets[k], ph.rows * pitch, pitch, Int32(ph.rows), Int32(ph.cols), bp.baseAddress,
                                       nil, 0, act, slope, dst, ho * wo, ph.py * wo + ph.px, stride * wo, stride,
                                       Int32(r.lowerBound), Int32(r.upperBound))
                 }
             }
         }
-        if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) }
     }
 
     /// A small layer on several threads in one fork-join: each thread zero-pads its own
@@ -406,7 +402,6 @@ final class TransposedConvStep: PlanStep {
     private func runRows(_ m: PlanMemory, threads: Int) {
         let src = m[input], dst = m[output]
         let cstride = (h + 2 * q) * pitch
-        let accs = accOffsets.map { $0 - preparedFloats }
         let privateBase = accAreaAligned
         bias.withUnsafeBufferPointer { bp in
             parallel(threads, threads) { i in
@@ -424,7 +419,7 @@ final class TransposedConvStep: PlanStep {
                                           0, Int32(c), Int32(lo), Int32(hi))
                 }
                 for (k, ph) in phases.enumerated() where ph.rows > 0 && ph.cols > 0 {
-                    let acc = m.scratch + accs[k], length = ph.rows * pitch
+                    let acc = m.scratch + accOffsets[k], length = ph.rows * pitch
                     let rows = split(ph.rows, threads, i)
                     if ph.taps.isEmpty {
                         for ch in 0..<o { (acc + ch * length + rows.lowerBound * pitch).update(repeating: 0, count: rows.count * pitch) }
