@@ -41,6 +41,12 @@ let package = Package(
         .target(name: "NeuralNet", dependencies: ["COpenBLAS", "CNeuralKernels"], swiftSettings: popcnt),
         .target(name: "GDH", dependencies: ["NeuralNet", "Safetensors", "HammingCode"], swiftSettings: popcnt),
         .target(name: "GDHClient", dependencies: ["WireProtocol"], swiftSettings: popcnt),
+        // Dataset layouts, splits, the image cache and the synthetic data generator.
+        .target(name: "Datasets", dependencies: ["ImageIO", "HammingCode"], swiftSettings: popcnt),
+        // Retrieval metrics, SVG plots, the HOG + ITQ baseline and the evaluation of a model.
+        .target(name: "Evaluation", dependencies: ["Datasets", "GDH", "MultiIndex", "HammingCode", "ImageIO", "NeuralNet", "COpenBLAS"], swiftSettings: popcnt),
+        // The GDH trainer: losses, target codes, the training loop, checkpoints.
+        .target(name: "Training", dependencies: ["GDH", "NeuralNet", "Datasets", "Evaluation", "Safetensors", "HammingCode", "ImageIO"], swiftSettings: popcnt),
         .target(name: "Safetensors", swiftSettings: popcnt),
         .target(
             name: "Daemon",
@@ -65,6 +71,7 @@ let package = Package(
             name: "gdh",
             dependencies: [
                 "WireProtocol", "HammingCode", "MultiIndex", "GDHClient", "GDH", "NeuralNet", "Safetensors",
+                "Datasets", "Evaluation", "Training", "ImageIO",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: popcnt
@@ -78,6 +85,14 @@ let package = Package(
         .testTarget(
             name: "GDHTests",
             dependencies: ["GDH", "NeuralNet", "Safetensors", "HammingCode"],
+            exclude: ["Fixtures"],
+            swiftSettings: popcnt
+        ),
+        .testTarget(name: "DatasetsTests", dependencies: ["Datasets", "ImageIO"], swiftSettings: popcnt),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation", "Datasets", "MultiIndex", "HammingCode", "GDH", "ImageIO"], swiftSettings: popcnt),
+        .testTarget(
+            name: "TrainingTests",
+            dependencies: ["Training", "GDH", "NeuralNet", "Datasets", "Evaluation", "Safetensors"],
             exclude: ["Fixtures"],
             swiftSettings: popcnt
         ),

@@ -1,47 +1,48 @@
 #!/usr/bin/env bash
-# The demo on embedded defaults: installs what it needs, builds, starts gdhd on a
-# temporary database, imports 200,000 clustered 64-bit codes over the socket, runs
-# queries with the gdh client and with socat, compacts, verifies, and stops the daemon.
+# The demo on embedded defaults: a real sketch search with the shipped default model.
+# Installs what it needs, builds, starts gdhd with Models/gdh-small-64.safetensors on a
+# temporary database, synthesizes a gallery the model was never trained on (another seed),
+# adds its photos with `gdh add-images`, queries held-out sketches through the daemon,
+# prints mAP@all and the top results of a few queries, and writes HTML result pages with
+# thumbnails to demo-output/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash Tools/setup.sh socat
+bash Tools/setup.sh
 swift build -c release --product gdhd >/dev/null
 swift build -c release --product gdh >/dev/null
 BIN=.build/release
+MODEL=Models/gdh-small-64.safetensors
+OUT=demo-output
 WORK=$(mktemp -d /tmp/gdh-demo.XXXXXX)
 SOCK="$WORK/gdh.sock"
 export GDH_SOCKET="$SOCK"
 cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
-
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "start gdhd (64-bit codes, database $WORK/db)"
-$BIN/gdhd --db "$WORK/db" --socket "$SOCK" --log-level warning &
+say "synthesize a gallery the model never saw (seed 4242; the model was trained on seed 1)"
+$BIN/gdh synth --out "$WORK/data" --classes 30 --per-class 20 --sketches-per-class 4 --seed 4242
+
+say "start gdhd with the default model ($MODEL) on a temporary database"
+$BIN/gdhd --db "$WORK/db" --socket "$SOCK" --model "$MODEL" --allow-root "$WORK" --log-level warning &
 PID=$!
 for _ in $(seq 100); do $BIN/gdh ping >/dev/null 2>&1 && break; sleep 0.1; done
 $BIN/gdh ping
 
-say "generate 200,000 clustered codes (1,000 centres, 8% of bits flipped) and import them"
-$BIN/gdh generate --n 200000 --bits 64 --kind clustered > "$WORK/codes.txt"
-head -3 "$WORK/codes.txt"
-$BIN/gdh import "$WORK/codes.txt"
+say "add the 600 photos through the GDH image branch (sign(H(photo)))"
+$BIN/gdh add-images "$WORK/data/images"
 
-say "the 5 nearest neighbours of the first code (exact, nearest first)"
-Q=$(head -1 "$WORK/codes.txt" | cut -d' ' -f2)
-$BIN/gdh knn "$Q" -k 5
-say "the same as JSON"
-$BIN/gdh knn "$Q" -k 3 --json
+say "mAP@all of the 120 held-out sketches against the gallery (tie-aware), in process"
+$BIN/gdh eval --model "$MODEL" --data "$WORK/data" --split all
 
-say "by hand over the socket with socat"
-printf 'PING\nKNN 3 CODE %s\nRANGE 2 CODE %s\nGET c0-999999\nADD my-item CODE %s\nGET my-item\nDEL my-item\n' "$Q" "$Q" "$Q" \
-    | socat -t 2 - UNIX-CONNECT:"$SOCK"
-
-say "delete half the items, compact, verify"
-awk 'NR % 2 == 0 { print "DEL " $1 }' "$WORK/codes.txt" | socat -t 30 - UNIX-CONNECT:"$SOCK" | sort | uniq -c
-echo "compact (bytes before, after):"; $BIN/gdh compact
-echo "verify (items, stale entries):"; $BIN/gdh verify
-$BIN/gdh stats | grep -E '^(items|bits|substrings|file_bytes|scan_kernel) '
+say "query sketches through the daemon (sign(H(G_I(sketch))), exact Hamming 10-NN)"
+mkdir -p "$OUT"
+for cls in house car fish umbrella; do
+    s=$(ls "$WORK/data/sketches/$cls" | head -1)
+    echo "-- sketch sketches/$cls/$s: top 5 (key, Hamming distance)"
+    $BIN/gdh query "$WORK/data/sketches/$cls/$s" -k 10 --root "$WORK/data/images" --html "$OUT/query-$cls.html" | head -5 | cut -d' ' -f1,2
+done
+echo "HTML result pages with thumbnails: $OUT/query-*.html"
 
 say "stop gdhd with SIGTERM"
 kill -TERM "$PID"; wait "$PID"; echo "gdhd exited with status $?"; PID=

@@ -248,6 +248,8 @@ def model_tensors(config, G_I, H, G_S=None, D_I=None, D_S=None):
 def model_metadata(config):
     check_config(config)
     c = {k: config[k] for k in CONFIG_KEYS}
+    if config.get("noGenerator"):
+        c["noGenerator"] = True
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

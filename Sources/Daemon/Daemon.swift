@@ -79,7 +79,10 @@ public final class Daemon: @unchecked Sendable {
             let model = try GDHModel.read(contentsOf: path)
             encoder = try ModelEncoder(model: model, poolSize: configuration.encoderThreads > 0 ? configuration.encoderThreads : System.coreCount,
                                        allowRoots: configuration.allowRoots)
-            logger.info("model loaded", metadata: ["model": "\(path)", "config": "\(model.configuration.name)", "bits": "\(model.configuration.bits)"])
+            logger.info("model loaded", metadata: [
+                "model": "\(path)", "config": "\(model.configuration.name)", "bits": "\(model.configuration.bits)",
+                "identity": "\(encoder?.modelIdentity ?? "?")",
+            ])
         }
         // A new database takes the model's code width unless --bits says otherwise.
         var options = StoreOptions(bits: configuration.bits ?? encoder?.bits, substrings: configuration.substrings)
@@ -93,6 +96,9 @@ public final class Daemon: @unchecked Sendable {
         if let encoder, encoder.bits != store.width.bits {
             store.close()
             throw DaemonError.model("the model produces \(encoder.bits)-bit codes but the database \(configuration.databasePath) holds \(store.width.bits)-bit codes")
+        }
+        if let loaded = encoder?.modelIdentity, let stored = store.modelIdentity, stored != loaded {
+            logger.warning("database codes were made by model \(stored); this daemon runs model \(loaded); image and sketch queries answer ERR MODELMISMATCH until REENCODE")
         }
         let cores = System.coreCount
         group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.loopThreads > 0 ? configuration.loopThreads : cores)

@@ -16,6 +16,13 @@ public protocol CodeEncoder: Sendable {
     func reencode(_ source: ItemSource) throws -> HammingCode
     /// The code width the model produces.
     var bits: Int { get }
+    /// The model's identity (`GDHModel.identity`); nil when not known, and then no
+    /// identity is recorded or compared.
+    var modelIdentity: String? { get }
+}
+
+extension CodeEncoder {
+    public var modelIdentity: String? { nil }
 }
 
 /// The GDH encoder behind the protocol: reads images (paths only under the allowed
@@ -29,9 +36,13 @@ public final class ModelEncoder: CodeEncoder, @unchecked Sendable {
     let maxPixels: Int
 
     public var bits: Int { pool.width.bits }
+    /// `GDHModel.identity` of the model, computed once.
+    public let identity: String
+    public var modelIdentity: String? { identity }
 
     public init(model: GDHModel, poolSize: Int, allowRoots: [String],
                 maxImageBytes: Int = 64 << 20, maxPixels: Int = ImageDecoder.defaultMaxPixels) throws {
+        identity = model.identity
         pool = try EncoderPool(model: model, size: max(1, poolSize))
         roots = try allowRoots.map { root in
             guard let real = realpath(root, nil) else {

@@ -47,6 +47,21 @@ final class Service: @unchecked Sendable {
         return try encoder.code(for: source)
     }
 
+    /// `ERR MODELMISMATCH` while the stored image codes were made by another model than
+    /// the loaded one (until a REENCODE completes); nil when they agree, when either
+    /// identity is unknown, or without a model.
+    func modelMismatch() -> ProtocolError? {
+        guard let loaded = encoder?.modelIdentity, let stored = store.modelIdentity, stored != loaded else { return nil }
+        return ProtocolError.modelMismatch(stored: stored, loaded: loaded)
+    }
+
+    /// The code a KNN or RANGE request searches with: images and sketches only when the
+    /// stored image codes come from the loaded model.
+    private func queryCode(for source: Source) throws -> HammingCode {
+        if !source.isCode, encoder != nil, let mismatch = modelMismatch() { throw mismatch }
+        return try code(for: source)
+    }
+
     /// The response text for one command. Never fails: errors become `ERR` lines.
     func execute(_ command: Command, on loop: EventLoop) -> EventLoopFuture<String> {
         switch command {
@@ -63,6 +78,9 @@ final class Service: @unchecked Sendable {
             }
             guard let encoder else {
                 return loop.makeSucceededFuture(render(ProtocolError.noModel(for: source)))
+            }
+            if let mismatch = modelMismatch() {
+                return loop.makeSucceededFuture(render(mismatch))
             }
             return pool.runIfActive(eventLoop: loop) { try encoder.codeForStorage(source) }
                 .flatMap { self.submitWrite(.add(key: key, code: $0.0, source: $0.1), on: loop) }
@@ -87,14 +105,14 @@ final class Service: @unchecked Sendable {
             }
         case .knn(let k, let source):
             return runRead(on: loop, heavy: !source.isCode) {
-                let q = try self.code(for: source)
+                let q = try self.queryCode(for: source)
                 var stats = SearchStats()
                 let r = self.store.knn(q, k: k, stats: &stats)
                 return ResponseFormatter.neighbors(r)
             }
         case .range(let radius, let source):
             return runRead(on: loop, heavy: !source.isCode) {
-                let q = try self.code(for: source)
+                let q = try self.queryCode(for: source)
                 var stats = SearchStats()
                 let r = self.store.range(q, radius: radius, stats: &stats)
                 return ResponseFormatter.neighbors(r)
@@ -115,7 +133,8 @@ final class Service: @unchecked Sendable {
             ("writes", String(c.writes)),
             ("errors", String(c.errors)),
             ("scan_kernel", gdh_kernels_vectorised() == 1 ? "avx512" : "popcnt"),
-            ("model", encoder == nil ? "none" : "loaded"),
+            ("model", encoder.map { $0.modelIdentity ?? "loaded" } ?? "none"),
+            ("codes_model", store.modelIdentity ?? (store.imageItems > 0 ? "unknown" : "none")),
         ]
         return s
     }

@@ -99,7 +99,7 @@ final class Writer: @unchecked Sendable {
                 callbacks.append(done)
             }
             do {
-                let outcomes = try store.apply(ops)
+                let outcomes = try store.apply(ops, codesModel: encoder?.modelIdentity)
                 for (done, outcome) in zip(callbacks, outcomes) { done(.success(outcome)) }
                 if let foldError = store.lastFoldError {
                     logger.warning("folding the table delta failed (writes are durable; retried after the next batch): \(foldError)")
@@ -128,6 +128,7 @@ final class Writer: @unchecked Sendable {
             // Every stored image through the current model, in batches of writes; items
             // whose image can no longer be read keep their code and are counted.
             guard let encoder else { return "0 0" }
+            let model = encoder.modelIdentity
             var done = 0, failed = 0
             var batch: [WriteOp] = []
             for (key, source) in try store.sources() {
@@ -138,9 +139,23 @@ final class Writer: @unchecked Sendable {
                     failed += 1
                     logger.warning("REENCODE could not encode \(key): \(error)")
                 }
-                if batch.count >= 256 { _ = try store.apply(batch); batch.removeAll() }
+                if batch.count >= 256 { _ = try store.apply(batch, codesModel: model); batch.removeAll() }
             }
-            if !batch.isEmpty { _ = try store.apply(batch) }
+            if !batch.isEmpty { _ = try store.apply(batch, codesModel: model) }
+            // Completed: the stored image codes are this model's now (items whose image
+            // could not be read keep their old codes; they were logged above).
+            if let model {
+                let previous = store.modelIdentity
+                if store.imageItems > 0, previous != model {
+                    try store.setModelIdentity(model)
+                    logger.info("REENCODE: the database's image codes are now made by model \(model) (were \(previous ?? "unknown"))")
+                } else if store.imageItems == 0, previous != nil {
+                    try store.setModelIdentity(nil)
+                }
+                if failed > 0 {
+                    logger.warning("REENCODE: \(failed) images could not be encoded again and keep their codes from the previous model")
+                }
+            }
             return "\(done) \(failed)"
         }
     }

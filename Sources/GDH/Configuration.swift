@@ -22,9 +22,15 @@ public struct GDHConfiguration: Codable, Equatable, Sendable {
     public var hashBlocks: [Int]
     /// How images are resized: "area" or "bilinear".
     public var resize: String
+    /// True for a model trained without a generator (the `--no-generator` ablation): sketch
+    /// codes are sign(H(sketch)). Absent (nil) in ordinary model files.
+    public var noGenerator: Bool?
+
+    /// Whether sketches go through G_I before H.
+    public var usesGenerator: Bool { noGenerator != true }
 
     public init(name: String, imageSize: Int, bits: Int, ngf: Int, generatorBlocks: Int, norm: NormKind, attention: Bool,
-                ndf: Int, hashWidths: [Int], hashBlocks: [Int], resize: String) {
+                ndf: Int, hashWidths: [Int], hashBlocks: [Int], resize: String, noGenerator: Bool? = nil) {
         self.name = name
         self.imageSize = imageSize
         self.bits = bits
@@ -36,6 +42,7 @@ public struct GDHConfiguration: Codable, Equatable, Sendable {
         self.hashWidths = hashWidths
         self.hashBlocks = hashBlocks
         self.resize = resize
+        self.noGenerator = noGenerator
     }
 
     /// The paper's configuration: 256 px, ngf 32 with 9 blocks, ResNet-18 hash net.

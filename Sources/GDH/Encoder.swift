@@ -62,10 +62,10 @@ public final class GDHEncoder {
         return codes(hashPlan.forward(batch))
     }
 
-    /// sign(H(G_I(x))) for each sketch of the batch.
+    /// sign(H(G_I(x))) for each sketch of the batch (sign(H(x)) for a model trained
+    /// without a generator).
     public func encodeSketches(_ batch: Tensor) throws -> [HammingCode] {
-        try checkInput(batch)
-        return codes(hashPlan.forward(generatorPlan.forward(batch)))
+        codes(try sketchOutputs(batch))
     }
 
     /// H(x) before the sign, (N, b).
@@ -74,9 +74,10 @@ public final class GDHEncoder {
         return hashPlan.forward(batch)
     }
 
-    /// H(G_I(x)) before the sign, (N, b).
+    /// H(G_I(x)) before the sign, (N, b) (H(x) without a generator).
     public func sketchOutputs(_ batch: Tensor) throws -> Tensor {
         try checkInput(batch)
+        guard model.configuration.usesGenerator else { return hashPlan.forward(batch) }
         return hashPlan.forward(generatorPlan.forward(batch))
     }
 

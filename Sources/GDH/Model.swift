@@ -50,6 +50,55 @@ public final class GDHModel {
         return d
     }
 
+    /// What determines the codes, as a content hash: `sha256:` followed by the first 16
+    /// hexadecimal digits (the first 64 bits) of SHA-256 over
+    ///
+    /// - `gdh-index model identity 1\n`;
+    /// - the configuration as JSON with sorted keys, preceded by its byte length;
+    /// - the number of inference tensors (`G_I.*` and `H.*`, parameters and BatchNorm
+    ///   statistics), then for each, in byte order of the names: the name's byte length
+    ///   and UTF-8 bytes, the rank, each dimension, and the values as little-endian float32.
+    ///
+    /// Every length, count and dimension is a little-endian u64. The training networks
+    /// (G_S, D_I, D_S) do not count, so a full training file and its inference-only export
+    /// have the same identity; any changed inference weight changes it. Computed on every
+    /// call (it reads every weight): keep the result.
+    public var identity: String {
+        var h = SHA256()
+        func u64(_ v: Int) {
+            var le = UInt64(v).littleEndian
+            withUnsafeBytes(of: &le) { h.update($0) }
+        }
+        func bytes(_ b: [UInt8]) {
+            u64(b.count)
+            h.update(b)
+        }
+        h.update(Array("gdh-index model identity 1\n".utf8))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        bytes([UInt8]((try? encoder.encode(configuration)) ?? Data()))
+        var tensors: [([UInt8], Tensor)] = []
+        for (prefix, net) in [("G_I", generatorI), ("H", hashNet)] {
+            for (k, v) in net.stateDict() { tensors.append((Array((prefix + "." + k).utf8), v)) }
+        }
+        tensors.sort { $0.0.lexicographicallyPrecedes($1.0) }
+        u64(tensors.count)
+        for (name, t) in tensors {
+            bytes(name)
+            u64(t.shape.count)
+            for d in t.shape { u64(d) }
+            #if _endian(little)
+            t.data.withUnsafeBytes { h.update($0) }
+            #else
+            h.update(t.data.flatMap { f -> [UInt8] in
+                let b = f.bitPattern.littleEndian
+                return withUnsafeBytes(of: b) { Array($0) }
+            })
+            #endif
+        }
+        return "sha256:" + SHA256.hex(Array(h.finalize().prefix(8)))
+    }
+
     public var preprocessingDescription: String {
         "RGB; resize (\(configuration.resize)) to \(configuration.imageSize)x\(configuration.imageSize); scale v/255 to [-1, 1] with mean 0.5 and std 0.5 per channel; code bit = 1 where H(x) > 0"
     }

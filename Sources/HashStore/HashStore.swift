@@ -88,7 +88,9 @@ public struct StoreOptions: Sendable {
 
 /// The persistent hash store: one LMDB environment in a directory, holding
 ///
-/// - `meta`: format version, code width, substring setting, next id, the m of the stored tables;
+/// - `meta`: format version, code width, substring setting, next id, the m of the stored tables,
+///   and the identity of the model that made the image codes (`model_identity`, absent when
+///   unknown or when no item was encoded from an image);
 /// - `items`: id (u32) → code bytes (b/8) followed by the external key's UTF-8 bytes;
 /// - `tables`: table j (u32) → the table as one value (`StoredTable`): ids grouped by
 ///   substring value, ascending per bucket, and the bucket sizes in unary;
@@ -119,6 +121,13 @@ public final class HashStore {
     private let rw = ReadWriteLock()
     private var nextID: UInt32
     private let foldThreshold: Int?
+
+    /// The meta key recording which model made the image codes.
+    static let modelIdentityKey = "model_identity"
+    /// The recorded model identity and the number of items with a stored source, mirrored
+    /// from LMDB (read under `rw`).
+    private var recordedModel: String?
+    private var imageItemCount = 0
 
     /// The map size, kept beside the environment so STATS never touches an
     /// environment that COMPACT is swapping.
@@ -164,7 +173,7 @@ public final class HashStore {
         }
 
         // Read or create the settings.
-        var settings: (bits: Int, m: Int?, next: UInt32, tablesM: Int?)
+        var settings: (bits: Int, m: Int?, next: UInt32, tablesM: Int?, model: String?, images: Int)
         do {
             var dbs = (MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0))
             settings = try env.write { txn in
@@ -196,14 +205,15 @@ public final class HashStore {
                         m = want
                     }
                     let tablesM = try txn.getString(dbs.0, "tables_m").flatMap { Int($0) }
-                    return (bits, m, next, tablesM)
+                    let model = try txn.getString(dbs.0, HashStore.modelIdentityKey)
+                    return (bits, m, next, tablesM, model, try txn.count(dbs.4))
                 }
                 let bits = options.bits ?? 64
                 try txn.putString(dbs.0, "format", String(HashStore.formatVersion))
                 try txn.putString(dbs.0, "bits", String(bits))
                 try txn.putString(dbs.0, "substrings", options.substrings.map { String($0) } ?? "auto")
                 try txn.putString(dbs.0, "next_id", "0")
-                return (bits, options.substrings, 0, nil)
+                return (bits, options.substrings, 0, nil, nil, 0)
             }
             (dbMeta, dbItems, dbTables, dbPending, dbSources) = dbs
         } catch let e as StoreError {
@@ -224,6 +234,8 @@ public final class HashStore {
         }
         keys = KeyIndex()
         nextID = settings.next
+        recordedModel = settings.model
+        imageItemCount = settings.images
         mapBytes = env.mapSize
         do {
             try loadMirror(tablesM: settings.tablesM)
@@ -322,6 +334,16 @@ public final class HashStore {
 
     public var count: Int { rw.withReadLock { index.count } }
 
+    /// The identity of the model that made the stored image codes (meta `model_identity`),
+    /// or nil: unknown (a database written before identities were recorded) or no item
+    /// encoded from an image. Recorded by the first write that stores an item with a
+    /// source (`apply(_:codesModel:)`) and by `setModelIdentity`; removed in the
+    /// transaction that removes the last item with a source.
+    public var modelIdentity: String? { rw.withReadLock { recordedModel } }
+
+    /// Items that were encoded from an image (that have a stored source).
+    public var imageItems: Int { rw.withReadLock { imageItemCount } }
+
     /// The planner mode used by searches.
     public var planner: PlannerMode {
         get { rw.withReadLock { index.planner } }
@@ -352,14 +374,19 @@ public final class HashStore {
     /// Applies a batch of writes in one transaction (group commit) and, once it is
     /// durable, to the mirror. Either every write of the batch is applied or none is:
     /// on failure the error is thrown and nothing changed.
-    public func apply(_ batch: [WriteOp]) throws -> [WriteOutcome] {
+    ///
+    /// `codesModel` is the identity of the model that encoded the batch's items with a
+    /// source; it is recorded when the store has no model identity yet.
+    public func apply(_ batch: [WriteOp], codesModel: String? = nil) throws -> [WriteOutcome] {
         guard !batch.isEmpty else { return [] }
         var attempt = 0
         while true {
             do {
-                let (outcomes, changes, newNext) = try writeBatch(batch)
+                let (outcomes, changes, newNext, model, images) = try writeBatch(batch, codesModel: codesModel)
                 commits += 1
                 rw.withWriteLock {
+                    recordedModel = model
+                    imageItemCount = images
                     for change in changes {
                         switch change {
                         case .insert(let id, let key, let code):
@@ -400,8 +427,10 @@ public final class HashStore {
         case remove(UInt32, String)
     }
 
-    private func writeBatch(_ batch: [WriteOp]) throws -> ([WriteOutcome], [Change], UInt32) {
+    private func writeBatch(_ batch: [WriteOp], codesModel: String?) throws
+        -> ([WriteOutcome], [Change], UInt32, String?, Int) {
         try env.write { txn in
+            var storedSource = false
             var next = nextID
             // Keys touched earlier in this batch: id, or nil when deleted.
             var overlay: [String: UInt32?] = [:]
@@ -435,6 +464,7 @@ public final class HashStore {
                     try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: flags) }
                     try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
                     if let source {
+                        storedSource = true
                         try source.encoded.withUnsafeBytes { try txn.put(dbSources, id: id, value: $0) }
                     } else if existing != nil {
                         try txn.delete(dbSources, id: id)
@@ -456,7 +486,18 @@ public final class HashStore {
                 }
             }
             if next != nextID { try txn.putString(dbMeta, "next_id", String(next)) }
-            return (outcomes, changes, next)
+            // The model identity describes the items with a source: recorded with the
+            // first of them, dropped with the last.
+            let images = try txn.count(dbSources)
+            var model = recordedModel
+            if images == 0, model != nil {
+                try txn.deleteString(dbMeta, HashStore.modelIdentityKey)
+                model = nil
+            } else if images > 0, model == nil, storedSource, let codesModel {
+                try txn.putString(dbMeta, HashStore.modelIdentityKey, codesModel)
+                model = codesModel
+            }
+            return (outcomes, changes, next, model, images)
         }
     }
 
@@ -590,6 +631,31 @@ public final class HashStore {
         guard fd >= 0 else { throw StoreError.io("cannot open \(path) to sync it") }
         defer { Glibc.close(fd) }
         guard fsync(fd) == 0 else { throw StoreError.io("cannot sync \(path): \(String(cString: strerror(errno)))") }
+    }
+
+    /// Records that `identity` made the stored image codes (after every stored image was
+    /// encoded again with it), or with nil removes the record (the codes' model is then
+    /// unknown). Writer thread.
+    public func setModelIdentity(_ identity: String?) throws {
+        var attempt = 0
+        while true {
+            do {
+                try env.write { txn in
+                    if let identity {
+                        try txn.putString(dbMeta, HashStore.modelIdentityKey, identity)
+                    } else {
+                        try txn.deleteString(dbMeta, HashStore.modelIdentityKey)
+                    }
+                }
+                break
+            } catch let e as LMDBError where e.isMapFull && attempt < 40 {
+                attempt += 1
+                try growMap()
+            } catch {
+                throw StoreError.io("cannot record the model identity: \(error)")
+            }
+        }
+        rw.withWriteLock { recordedModel = identity }
     }
 
     /// Every item that has a stored source: key and source, in id order (writer thread).

@@ -194,6 +194,12 @@ extension Transaction {
         } }
     }
 
+    @discardableResult
+    func deleteString(_ dbi: MDB_dbi, _ key: String) throws -> Bool {
+        let k = Array(key.utf8)
+        return try k.withUnsafeBytes { try delete(dbi, key: $0) }
+    }
+
     func getString(_ dbi: MDB_dbi, _ key: String) throws -> String? {
         let k = Array(key.utf8)
         return try k.withUnsafeBytes { kb in

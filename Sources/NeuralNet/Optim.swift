@@ -9,6 +9,7 @@ public final class Adam {
     /// Steps taken (t in the bias corrections).
     public private(set) var steps = 0
 
+
     public init(_ parameters: [Parameter], lr: Float = 2e-4, betas: (Float, Float) = (0.5, 0.999),
                 eps: Float = 1e-8, weightDecay: Float = 0) {
         self.parameters = parameters
@@ -36,6 +37,21 @@ public final class Adam {
     }
 
     public func zeroGrad() { parameters.forEach { $0.zeroGrad() } }
+
+    /// The moments and the step count, for checkpoints: `m[k]`, `v[k]` belong to `parameters[k]`.
+    public var moments: (m: [[Float]], v: [[Float]], steps: Int) { (m, v, steps) }
+
+    /// Restores moments saved from an optimiser over parameters of the same shapes.
+    public func restore(m newM: [[Float]], v newV: [[Float]], steps newSteps: Int) throws {
+        guard newM.count == parameters.count, newV.count == parameters.count,
+              zip(parameters, zip(newM, newV)).allSatisfy({ $0.value.count == $1.0.count && $0.value.count == $1.1.count }),
+              newSteps >= 0 else {
+            throw StateDictError(description: "optimiser state does not fit the parameters")
+        }
+        m = newM
+        v = newV
+        steps = newSteps
+    }
 }
 
 /// `torch.optim.SGD` with momentum (no dampening) and L2 weight decay.

@@ -8,6 +8,7 @@ public enum ErrorCode: String, Sendable, CaseIterable, Hashable {
     case notFound = "NOTFOUND"
     case tooLong = "TOOLONG"
     case noModel = "NOMODEL"
+    case modelMismatch = "MODELMISMATCH"
     case badImage = "BADIMAGE"
     case forbidden = "FORBIDDEN"
     case corrupt = "CORRUPT"
@@ -23,6 +24,7 @@ public enum ErrorCode: String, Sendable, CaseIterable, Hashable {
         case .notFound: return "not found"
         case .tooLong: return "request line too long"
         case .noModel: return "no model is loaded"
+        case .modelMismatch: return "the stored image codes were made by another model; run REENCODE"
         case .badImage: return "the image cannot be read"
         case .forbidden: return "that path is outside the allowed directories"
         case .corrupt: return "the database is inconsistent"
@@ -66,6 +68,12 @@ public struct ProtocolError: Error, Equatable, Hashable, Sendable, CustomStringC
     /// `ERR NOMODEL ...` for an IMAGE/IMAGE64/SKETCH/SKETCH64 request without a model.
     public static func noModel(for source: Source) -> ProtocolError {
         ProtocolError(.noModel, "\(source.word) requests need a GDH model to turn images and sketches into codes, and this daemon has none loaded")
+    }
+
+    /// `ERR MODELMISMATCH ...` for a request whose code must be comparable with stored
+    /// image codes that another model made (until a REENCODE completes).
+    public static func modelMismatch(stored: String, loaded: String) -> ProtocolError {
+        ProtocolError(.modelMismatch, "the database's image codes were made by model \(stored), this daemon runs model \(loaded): run REENCODE to encode the stored images with this model")
     }
 
     /// `ERR SHUTDOWN ...`.

@@ -14,7 +14,7 @@ struct GDH: ParsableCommand {
         """,
         subcommands: [
             Ping.self, Add.self, Import.self, Get.self, Del.self, Knn.self, RangeQuery.self,
-            Stats.self, Compact.self, Rebuild.self, Verify.self, Reencode.self, AddImages.self, Query.self, Generate.self, Bench.self,
+            Stats.self, Compact.self, Rebuild.self, Verify.self, Reencode.self, AddImages.self, Query.self, Generate.self, Synth.self, Train.self, Eval.self, Bench.self,
         ]
     )
 }

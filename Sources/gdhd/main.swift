@@ -43,7 +43,7 @@ struct GDHD: ParsableCommand {
     @Flag(name: .long, help: "Run queries on a thread pool instead of the event loops (for workloads of long RANGE queries).")
     var poolQueries = false
 
-    @Option(name: .long, help: ArgumentHelp("A GDH model file (safetensors): ADD ... IMAGE and KNN/RANGE ... SKETCH/IMAGE are encoded with it.", valueName: "file"))
+    @Option(name: .long, help: ArgumentHelp("A GDH model file (safetensors): ADD ... IMAGE and KNN/RANGE ... SKETCH/IMAGE are encoded with it. If the database's image codes were made by another model, those requests answer ERR MODELMISMATCH until REENCODE.", valueName: "file"))
     var model: String?
 
     @Option(name: .long, help: ArgumentHelp("A directory under which IMAGE and SKETCH paths may be read (repeatable).", valueName: "dir"))

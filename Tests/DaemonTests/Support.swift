@@ -20,7 +20,7 @@ final class TestDaemon {
     }
 
     func start(bits: Int? = nil, substrings: Int? = nil, maxLineBytes: Int = 4 << 20,
-               configure: (inout DaemonConfiguration) -> Void = { _ in }) throws {
+               configure: (inout DaemonConfiguration) -> Void = { _ in }, logger given: Logger? = nil) throws {
         var config = DaemonConfiguration(databasePath: dir, socketPath: socket)
         config.bits = bits
         config.substrings = substrings
@@ -28,8 +28,8 @@ final class TestDaemon {
         config.loopThreads = 2
         config.queryThreads = 2
         configure(&config)
-        var logger = Logger(label: "test")
-        logger.logLevel = .warning
+        var logger = given ?? Logger(label: "test")
+        if given == nil { logger.logLevel = .warning }
         let d = try Daemon(configuration: config, logger: logger)
         try d.start()
         daemon = d

@@ -1,0 +1,1 @@
+// Dataset layouts, splits, the image cache and the synthetic data generator.
