@@ -243,19 +243,21 @@ def hash_loss(h_I, h_S, b_I, b_S, y_I, y_S):
 
 class Trainer:
     def __init__(self, nets, seed, no_generator=False, no_cycle=False, no_adversarial=False,
-                 detach_hash=False, lr=LR):
+                 detach_hash=False, lr=LR, hash_lr_factor=1.0):
         self.nets = nets
+        self.hash_lr_factor = hash_lr_factor
         self.no_generator = no_generator
         self.cycle = not no_cycle and not no_generator
         self.adversarial = not no_adversarial and not no_generator
         self.detach_hash = detach_hash
         for net in nets.values():
             net.train()
-        if no_generator:
-            g_params = list(nets["H"].parameters())
-        else:
-            g_params = [p for k in ("G_I", "G_S", "H") for p in nets[k].parameters()]
-        self.opt_G = torch.optim.Adam(g_params, lr=lr, betas=BETAS, eps=ADAM_EPS, weight_decay=0.0)
+        # Two parameter groups: the generators at the schedule's rate, H at hash_lr_factor
+        # times it (Adam is per parameter, so with factor 1 this is one optimiser).
+        groups = [{"params": list(nets["H"].parameters()), "lr": lr * hash_lr_factor, "factor": hash_lr_factor}]
+        if not no_generator:
+            groups.append({"params": [p for k in ("G_I", "G_S") for p in nets[k].parameters()], "lr": lr, "factor": 1.0})
+        self.opt_G = torch.optim.Adam(groups, lr=lr, betas=BETAS, eps=ADAM_EPS, weight_decay=0.0)
         self.opt_D = None
         if self.adversarial:
             d_params = [p for k in ("D_I", "D_S") for p in nets[k].parameters()]
@@ -267,7 +269,7 @@ class Trainer:
         for opt in (self.opt_G, self.opt_D):
             if opt is not None:
                 for g in opt.param_groups:
-                    g["lr"] = lr
+                    g["lr"] = lr * g.get("factor", 1.0)
 
     def _set_d_grad(self, on):
         for k in ("D_I", "D_S"):
@@ -608,7 +610,8 @@ def cmd_train(args):
     names = ("H",) if args.no_generator else NETWORKS
     nets = {p: n.to(device) for p, n in make_networks(config, names).items()}
     trainer = Trainer(nets, args.seed, no_generator=args.no_generator, no_cycle=args.no_cycle,
-                      no_adversarial=args.no_adversarial, detach_hash=args.detach_hash)
+                      no_adversarial=args.no_adversarial, detach_hash=args.detach_hash,
+                      hash_lr_factor=args.hash_lr_factor)
     # Target codes: one random code per class (seeded), every item starts at its class's.
     g = torch.Generator().manual_seed(args.seed)
     class_codes = torch.randint(0, 2, (K, bits), generator=g).float() * 2 - 1
@@ -673,7 +676,8 @@ def cmd_bench(args):
     names = ("H",) if args.no_generator else NETWORKS
     nets = {p: n.to(device) for p, n in make_networks(config, names).items()}
     trainer = Trainer(nets, args.seed, no_generator=args.no_generator, no_cycle=args.no_cycle,
-                      no_adversarial=args.no_adversarial, detach_hash=args.detach_hash)
+                      no_adversarial=args.no_adversarial, detach_hash=args.detach_hash,
+                      hash_lr_factor=getattr(args, "hash_lr_factor", 1.0))
 
     def batch():
         y = torch.randint(0, 10, (B,)).float()
@@ -725,6 +729,8 @@ def main(argv=None):
     t.add_argument("--split", required=True)
     t.add_argument("--out", required=True)
     t.add_argument("--epochs", type=int, default=30)
+    t.add_argument("--hash-lr-factor", type=float, default=1.0,
+                   help="H's learning rate as a multiple of the schedule's (gdh train --hash-lr-factor)")
     t.add_argument("--log-every", type=int, default=10)
     common(t)
     b = sub.add_parser("bench", help="time training steps on random data")

@@ -133,11 +133,16 @@ struct NoiseField: Sendable {
 
     /// Value noise in 0...1 at lattice coordinates (x, y); wraps every `n` cells.
     func at(_ x: Double, _ y: Double) -> Float {
+        values.withUnsafeBufferPointer { Self.sample($0, n, x, y) }
+    }
+
+    /// Smoothly interpolated value of an n x n lattice at (x, y), wrapping.
+    static func sample(_ values: UnsafeBufferPointer<Float>, _ n: Int, _ x: Double, _ y: Double) -> Float {
         let fx = floor(x), fy = floor(y)
         let tx = Float(x - fx), ty = Float(y - fy)
         let sx = tx * tx * (3 - 2 * tx), sy = ty * ty * (3 - 2 * ty)
         let ix = ((Int(fx) % n) + n) % n, iy = ((Int(fy) % n) + n) % n
-        let jx = (ix + 1) % n, jy = (iy + 1) % n
+        let jx = ix + 1 == n ? 0 : ix + 1, jy = iy + 1 == n ? 0 : iy + 1
         let a = values[iy * n + ix], b = values[iy * n + jx]
         let c = values[jy * n + ix], d = values[jy * n + jx]
         let top = a + (b - a) * sx, bottom = c + (d - c) * sx
@@ -313,29 +318,57 @@ struct Canvas {
     }
 
     /// Multiplies every pixel by 1 + amount * (2 * noise - 1), noise sampled with the
-    /// given cell size (pixels) and offset.
+    /// given cell size (pixels) and offset. The noise is evaluated every other pixel
+    /// and interpolated in between (it is smooth at that scale).
     mutating func modulate(_ noise: NoiseField, cell: Double, amount: Float, offset: Vec2 = Vec2(0, 0)) {
-        data.withUnsafeMutableBufferPointer { d in
-            for y in 0..<height {
-                for x in 0..<width {
-                    let n = noise.fractal((Double(x) + offset.x) / cell, (Double(y) + offset.y) / cell)
-                    let f = 1 + amount * (2 * n - 1)
-                    let k = (y * width + x) * 3
-                    d[k] *= f
-                    d[k + 1] *= f
-                    d[k + 2] *= f
+        let w = width, h = height, gw = w / 2 + 2, gh = h / 2 + 2
+        var grid = [Float](repeating: 0, count: gw * gh)
+        noise.values.withUnsafeBufferPointer { v in
+            grid.withUnsafeMutableBufferPointer { g in
+                for j in 0..<gh {
+                    let ny = (Double(2 * j) + offset.y) / cell
+                    for i in 0..<gw {
+                        let nx = (Double(2 * i) + offset.x) / cell
+                        let n = (NoiseField.sample(v, noise.n, nx, ny) * 2
+                            + NoiseField.sample(v, noise.n, nx * 2.03 + 5.1, ny * 2.03 + 1.7)) / 3
+                        g[j * gw + i] = 1 + amount * (2 * n - 1)
+                    }
+                }
+            }
+        }
+        grid.withUnsafeBufferPointer { g in
+            data.withUnsafeMutableBufferPointer { d in
+                for y in 0..<h {
+                    let j = y >> 1, j2 = j + (y & 1)
+                    for x in 0..<w {
+                        let i = x >> 1, i2 = i + (x & 1)
+                        let f = (g[j * gw + i] + g[j * gw + i2] + g[j2 * gw + i] + g[j2 * gw + i2]) * 0.25
+                        let k = (y * w + x) * 3
+                        d[k] *= f
+                        d[k + 1] *= f
+                        d[k + 2] *= f
+                    }
                 }
             }
         }
     }
 
     /// Adds per-pixel noise: a luminance part with standard deviation `sigma` and an
-    /// independent per-channel part of `chroma` times that.
+    /// independent per-channel part of `chroma` times that (triangular distributions
+    /// from 16-bit slices of the random stream, for speed).
     mutating func addGrain(_ rng: inout Rand, sigma: Double, chroma: Double) {
-        for i in 0..<(width * height) {
-            let l = Float(rng.normal() * sigma)
-            for c in 0..<3 {
-                data[3 * i + c] += l + Float(rng.normal() * sigma * chroma)
+        let scale = Float(sigma / 0.4082 / 65536), cscale = Float(sigma * chroma / 0.4082 / 65536)
+        let n = width * height
+        data.withUnsafeMutableBufferPointer { d in
+            for i in 0..<n {
+                let a = rng.generator.next(), b = rng.generator.next()
+                let l = (Float(a & 0xFFFF) + Float((a >> 16) & 0xFFFF) - 65535) * scale
+                let c0 = (Float((a >> 32) & 0xFFFF) + Float(a >> 48) - 65535) * cscale
+                let c1 = (Float(b & 0xFFFF) + Float((b >> 16) & 0xFFFF) - 65535) * cscale
+                let c2 = (Float((b >> 32) & 0xFFFF) + Float(b >> 48) - 65535) * cscale
+                d[3 * i] += l + c0
+                d[3 * i + 1] += l + c1
+                d[3 * i + 2] += l + c2
             }
         }
     }
@@ -352,22 +385,35 @@ struct Canvas {
         }
     }
 
-    /// The mean colour of the canvas.
+    /// The mean colour of the canvas (estimated from every 4th pixel of every 4th row).
     func mean() -> RGB {
         var s = (0.0, 0.0, 0.0)
-        for i in 0..<(width * height) {
-            s.0 += Double(data[3 * i])
-            s.1 += Double(data[3 * i + 1])
-            s.2 += Double(data[3 * i + 2])
+        var n = 0
+        data.withUnsafeBufferPointer { d in
+            for y in stride(from: 0, to: height, by: 4) {
+                for x in stride(from: 0, to: width, by: 4) {
+                    let k = (y * width + x) * 3
+                    s.0 += Double(d[k])
+                    s.1 += Double(d[k + 1])
+                    s.2 += Double(d[k + 2])
+                    n += 1
+                }
+            }
         }
-        let n = Double(max(1, width * height))
-        return RGB(Float(s.0 / n), Float(s.1 / n), Float(s.2 / n))
+        let m = Double(max(1, n))
+        return RGB(Float(s.0 / m), Float(s.1 / m), Float(s.2 / m))
     }
 
     /// The canvas as 8-bit RGB, clamped and rounded.
     func image() -> RGBImage {
-        let pixels = data.map { v -> UInt8 in
-            UInt8(max(0, min(255, (v * 255).rounded())))
+        var pixels = [UInt8](repeating: 0, count: data.count)
+        data.withUnsafeBufferPointer { d in
+            pixels.withUnsafeMutableBufferPointer { p in
+                for i in 0..<d.count {
+                    let v = d[i] * 255 + 0.5
+                    p[i] = v > 0 ? (v < 255 ? UInt8(v) : 255) : 0  // NaN becomes 0
+                }
+            }
         }
         return RGBImage(width: width, height: height, pixels: pixels)
     }
@@ -412,8 +458,10 @@ enum Raster {
             for s in 0..<subsamples {
                 let sy = Double(row) + (Double(s) + 0.5) * weight
                 crossings.removeAll(keepingCapacity: true)
-                for e in edges where sy >= e.yTop && sy < e.yBottom {
-                    crossings.append((e.xAtTop + (sy - e.yTop) * e.slope, e.winding))
+                edges.withUnsafeBufferPointer { es in
+                    for e in es where sy >= e.yTop && sy < e.yBottom {
+                        crossings.append((e.xAtTop + (sy - e.yTop) * e.slope, e.winding))
+                    }
                 }
                 guard crossings.count >= 2 else { continue }
                 crossings.sort { $0.x < $1.x }

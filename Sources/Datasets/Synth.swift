@@ -475,8 +475,8 @@ struct PhotoRenderer {
         case .grainy:
             canvas.modulate(noise, cell: Double(size) / 6, amount: Float(rng.u(0.08, 0.2)), offset: Vec2(rng.u(0, 99), rng.u(0, 99)))
             let cast = RGB(Float(rng.u(0.75, 1.25)), Float(rng.u(0.75, 1.25)), Float(rng.u(0.75, 1.25)))
-            canvas.grade(contrast: Float(rng.u(0.35, 0.6)), pivot: Float(rng.u(0.4, 0.6)), cast: cast, lift: Float(rng.u(-0.05, 0.1)))
-            canvas.addGrain(&rng, sigma: rng.u(0.07, 0.13), chroma: 0.6)
+            canvas.grade(contrast: Float(rng.u(0.45, 0.7)), pivot: Float(rng.u(0.4, 0.6)), cast: cast, lift: Float(rng.u(-0.05, 0.1)))
+            canvas.addGrain(&rng, sigma: rng.u(0.05, 0.1), chroma: 0.6)
         }
     }
 }
@@ -511,18 +511,18 @@ struct Hand {
         let k = Double(size) / 128
         switch style {
         case .standard:
-            return Hand(drift: rng.u(1.5, 3.5) * k, driftLength: rng.u(50, 110) * k, wobble: rng.u(0.4, 1.2) * k,
-                        wobbleLength: rng.u(8, 18) * k, tremor: 0.15 * k, width: rng.u(1.0, 2.4) * k,
+            return Hand(drift: rng.u(1.0, 2.8) * k, driftLength: rng.u(50, 110) * k, wobble: rng.u(0.3, 1.0) * k,
+                        wobbleLength: rng.u(8, 18) * k, tremor: 0.15 * k, width: max(1, rng.u(1.0, 2.4) * k),
                         widthVariation: rng.u(0.15, 0.35), taper: true, dropPart: 0.08, dropSegment: 0.15, double: 0.15,
                         extras: 0...2, overshoot: rng.u(2, 5) * k, ink: Float(rng.u(0.02, 0.3)), spacing: 1.5 * k)
         case .shaky:
-            return Hand(drift: rng.u(4, 7) * k, driftLength: rng.u(40, 90) * k, wobble: rng.u(1.8, 3) * k,
-                        wobbleLength: rng.u(6, 12) * k, tremor: 0.6 * k, width: rng.u(1.0, 2.6) * k,
-                        widthVariation: rng.u(0.3, 0.5), taper: true, dropPart: 0.12, dropSegment: 0.25, double: 0.4,
-                        extras: 2...5, overshoot: rng.u(5, 9) * k, ink: Float(rng.u(0.02, 0.35)), spacing: 1.5 * k)
+            return Hand(drift: rng.u(2.5, 4.5) * k, driftLength: rng.u(40, 90) * k, wobble: rng.u(1.1, 1.8) * k,
+                        wobbleLength: rng.u(9, 15) * k, tremor: 0.3 * k, width: max(1, rng.u(1.0, 2.6) * k),
+                        widthVariation: rng.u(0.3, 0.5), taper: true, dropPart: 0.12, dropSegment: 0.25, double: 0.35,
+                        extras: 2...4, overshoot: rng.u(5, 9) * k, ink: Float(rng.u(0.02, 0.35)), spacing: 1.5 * k)
         case .clean:
             return Hand(drift: 0.3 * k, driftLength: 100 * k, wobble: 0.1 * k, wobbleLength: 12 * k, tremor: 0,
-                        width: rng.u(0.8, 1.1) * k, widthVariation: 0, taper: false, dropPart: 0, dropSegment: 0, double: 0,
+                        width: max(0.8, rng.u(0.8, 1.1) * k), widthVariation: 0, taper: false, dropPart: 0, dropSegment: 0, double: 0,
                         extras: 0...0, overshoot: 0, ink: Float(rng.u(0, 0.1)), spacing: 1.5 * k)
         }
     }
@@ -535,7 +535,7 @@ struct Jitter {
 
     init(_ hand: Hand, rng: inout Rand) {
         shift = Vec2(rng.normal(), rng.normal()) * (hand.drift * 0.4)
-        let specs = [(hand.drift, hand.driftLength), (hand.wobble, hand.wobbleLength), (hand.tremor, 3.5 * hand.spacing)]
+        let specs = [(hand.drift, hand.driftLength), (hand.wobble, hand.wobbleLength), (hand.tremor, 6 * hand.spacing)]
         for (amp, length) in specs where amp > 0 {
             terms.append((amp * rng.normal(), amp * rng.normal(), length * rng.u(0.8, 1.25),
                           rng.u(0, 2 * Double.pi), rng.u(0, 2 * Double.pi)))
@@ -563,9 +563,10 @@ struct SketchRenderer {
         let pose = Pose.random(parts, size: size, extent: 0.55...0.9, maxRotation: Double.pi / 12, rng: &rng)
         var canvas = Canvas(width: size, height: size, color: .white)
         let boxes = parts.map { box($0.contours.map { $0.map(pose.apply) }) }
-        let keep = boxes.indices.max { area(boxes[$0]) < area(boxes[$1]) } ?? 0
+        // Only details (parts much smaller than the largest) are ever left out.
+        let largest = boxes.map(area).max() ?? 0
         for (i, part) in parts.enumerated() where part.inSketch {
-            if i != keep && rng.chance(hand.dropPart) { continue }
+            if area(boxes[i]) < 0.25 * largest && rng.chance(hand.dropPart) { continue }
             for contour in part.contours where !contour.isEmpty {
                 drawStroke(contour.map(pose.apply), closed: part.closed || part.filled, hand: hand, canvas: &canvas, rng: &rng)
             }
@@ -594,9 +595,14 @@ struct SketchRenderer {
     /// Draws a line through `pts` by hand, sometimes twice, slightly offset.
     func drawStroke(_ pts: [Vec2], closed: Bool, hand: Hand, canvas: inout Canvas, rng: inout Rand) {
         let passes = rng.chance(hand.double) ? 2 : 1
+        var length = 0.0
+        for i in pts.indices.dropFirst() { length += (pts[i] - pts[i - 1]).length }
+        if closed, let first = pts.first, let last = pts.last { length += (first - last).length }
         for pass in 0..<passes {
+            // A small shape is drawn with proportionally smaller deviations.
             var h = hand
-            if pass > 0 { h.drift *= 0.6 }
+            h.drift *= min(1, length / (80 * k)) * (pass > 0 ? 0.6 : 1)
+            h.wobble *= min(1, length / (30 * k))
             let offset = pass == 0 ? Vec2(0, 0) : Vec2(rng.normal(), rng.normal()) * (1.2 * k)
             for piece in handPath(pts, closed: closed, hand: h, rng: &rng) where !piece.isEmpty {
                 let moved = piece.map { $0 + offset }

@@ -696,7 +696,7 @@ extension Categories {
     }
 
     static func arrow(_ f: inout Figure) {
-        let sw = f.u(0.04, 0.07), hl = f.u(0.25, 0.45), hw = f.u(0.15, 0.3), fl = f.u(0.2, 0.35)
+        let sw = f.u(0.05, 0.09), hl = f.u(0.3, 0.5), hw = f.u(0.2, 0.35), fl = f.u(0.2, 0.35)
         f.fill(G.rect(-1, -sw, 1 - hl * 0.8, sw), role: 1)
         f.fill([G.p(1 - hl, -hw), G.p(1, 0), G.p(1 - hl, hw), G.p(1 - hl * 0.8, 0)], role: 0)
         if f.chance(0.8) {
@@ -730,16 +730,26 @@ extension Categories {
     }
 
     static func cloud(_ f: inout Figure) {
-        let n = f.int(3, 5), ry = f.u(0.4, 0.6), flat = f.u(0.2, 0.45)
-        var pts: [Vec2] = [G.p(1, flat)]
-        for k in 0..<n {
-            let x0 = 1 - 2 * Double(k) / Double(n), x1 = 1 - 2 * Double(k + 1) / Double(n)
-            let c = (x0 + x1) / 2, r = (x0 - x1) / 2
-            let hBump = ry * (1 - 0.5 * abs(c)) * f.u(0.8, 1.3)
-            pts += G.arc(c, flat - 0.15 + 0.15 * abs(c), r, hBump + 0.1, 0, -Double.pi, n: 12).dropFirst()
+        let n = f.int(3, 5), flat = f.u(0.2, 0.4)
+        var circles: [(x: Double, y: Double, r: Double)] = []
+        for i in 0..<n {
+            let t = Double(i) / Double(n - 1), edge = abs(2 * t - 1)
+            let r = f.u(0.32, 0.45) * (1.15 - 0.45 * edge) * (4 / Double(n + 1))
+            let x = (2 * t - 1) * (1 - r)
+            circles.append((x, flat - r * f.u(0.35, 0.7) - 0.15 * (1 - edge), r))
         }
-        pts += G.arc(0, flat, 1, 0.12, Double.pi, 0, n: 12).dropFirst().dropLast()
-        f.fill(pts.map { Vec2($0.x, min($0.y, flat + 0.1)) }, role: 4)
+        // The upper envelope of the circles, closed by a gently rounded base.
+        var pts: [Vec2] = []
+        for k in 0...60 {
+            let x = 1 - 2 * Double(k) / 60
+            var y = flat
+            for c in circles where abs(x - c.x) < c.r {
+                y = min(y, c.y - (c.r * c.r - (x - c.x) * (x - c.x)).squareRoot())
+            }
+            pts.append(G.p(x, y))
+        }
+        pts += G.arc(0, flat, 1, 0.08, Double.pi, 0, n: 12).dropFirst().dropLast()
+        f.fill(pts, role: 4)
         if f.chance(0.3) {
             for k in 0..<f.int(2, 4) {
                 let x = -0.5 + 0.35 * Double(k)
@@ -867,7 +877,7 @@ extension Categories {
     }
 
     static func pencil(_ f: inout Figure) {
-        let hw = f.u(0.1, 0.16), tip = f.u(0.25, 0.4), ferrule = f.u(0.1, 0.16), eraser = f.u(0.1, 0.2)
+        let hw = f.u(0.13, 0.22), tip = f.u(0.25, 0.4), ferrule = f.u(0.1, 0.16), eraser = f.u(0.1, 0.2)
         let bodyEnd = 1 - tip, back = -1 + eraser + ferrule
         f.fill(G.rect(back, -hw, bodyEnd, hw), role: 0)
         f.line([G.p(back, -hw / 3), G.p(bodyEnd, -hw / 3)], width: 0.015, role: 0, sketch: false)

@@ -1,3 +1,4 @@
+import CNeuralKernels
 import Foundation
 
 /// An element-wise activation: y = f(x), dx = g · f′ (from the kept input or output).
@@ -14,37 +15,32 @@ public final class Activation: StatelessLayer, Layer {
 
     public init(_ kind: Kind) { self.kind = kind }
 
+    private var code: (Int32, Float) { activationCode(kind) }
+
     public func forward(_ x: Tensor) -> Tensor {
-        var y = x
+        var y = Tensor(uninitialized: x.shape)
+        let (act, slope) = code
+        x.data.withUnsafeBufferPointer { xp in
+            y.data.withUnsafeMutableBufferPointer { yp in
+                gdh_activation_forward(xp.baseAddress!, yp.baseAddress!, xp.count, act, slope)
+            }
+        }
         switch kind {
-        case .relu:
-            y.data.withUnsafeMutableBufferPointer { p in for i in 0..<p.count { p[i] = max(p[i], 0) } }
-            kept = x
-        case .leakyReLU(let slope):
-            for i in 0..<y.count where y.data[i] < 0 { y.data[i] *= slope }
-            kept = x
-        case .tanh:
-            for i in 0..<y.count { y.data[i] = Foundation.tanh(y.data[i]) }
-            kept = y
-        case .sigmoid:
-            for i in 0..<y.count { y.data[i] = 1 / (1 + exp(-y.data[i])) }
-            kept = y
+        case .relu, .leakyReLU: kept = x
+        case .tanh, .sigmoid: kept = y
         }
         return y
     }
 
     public func backward(_ g: Tensor) -> Tensor {
-        var dx = g
-        switch kind {
-        case .relu:
-            for i in 0..<dx.count where kept.data[i] <= 0 { dx.data[i] = 0 }
-        case .leakyReLU(let slope):
-            for i in 0..<dx.count where kept.data[i] <= 0 { dx.data[i] *= slope }
-        case .tanh:
-            for i in 0..<dx.count { let y = kept.data[i]; dx.data[i] *= 1 - y * y }
-        case .sigmoid:
-            for i in 0..<dx.count { let y = kept.data[i]; dx.data[i] *= y * (1 - y) }
-        }
+        precondition(g.count == kept.count, "Activation.backward: gradient of \(g.shape) for an output of \(kept.shape)")
+        var dx = Tensor(uninitialized: g.shape)
+        let (act, slope) = code
+        g.data.withUnsafeBufferPointer { gp in
+        kept.data.withUnsafeBufferPointer { kp in
+        dx.data.withUnsafeMutableBufferPointer { dp in
+            gdh_activation_backward(gp.baseAddress!, kp.baseAddress!, dp.baseAddress!, gp.count, act, slope)
+        }}}
         return dx
     }
 }

@@ -1,4 +1,6 @@
+import CNeuralKernels
 import Dispatch
+import Foundation
 
 /// Geometry shared by im2col and col2im: an image of `channels` × `height` × `width`
 /// seen through a `kh` × `kw` kernel moved with `stride` and zero `padding`, at the
@@ -11,79 +13,68 @@ struct PatchGeometry {
     var cols: Int { gridH * gridW }
 }
 
-/// Copies image patches into columns (zeros where the kernel overhangs the border), for
-/// the grid rows `gridRows` (all by default): a (channels·kh·kw) × (rows·gridW) matrix.
-func im2col(_ g: PatchGeometry, _ img: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>, gridRows: Range<Int>? = nil) {
+/// Copies image patches into columns (zeros where the kernel overhangs the border, or the
+/// reflection), for the grid rows `gridRows` (all by default) and channels `channels` (all
+/// by default): a (channels·kh·kw) × (rows·gridW) matrix whose rows are `ld` apart
+/// (rows·gridW by default), so that the columns of several samples can sit side by side.
+@inline(__always)
+func im2col(_ g: PatchGeometry, _ img: UnsafePointer<Float>, _ col: UnsafeMutablePointer<Float>,
+            gridRows: Range<Int>? = nil, ld: Int? = nil, channels: Range<Int>? = nil) {
     let rows = gridRows ?? 0..<g.gridH
-    let width = rows.count * g.gridW
-    var row = 0
-    for c in 0..<g.channels {
-        for ki in 0..<g.kh {
-            for kj in 0..<g.kw {
-                let dst = col + row * width
-                for oy in rows {
-                    var iy = oy * g.stride - g.padding + ki
-                    let d = dst + (oy - rows.lowerBound) * g.gridW
-                    if g.reflect {
-                        iy = reflectIndex(iy, g.height)
-                        let src = img + (c * g.height + iy) * g.width
-                        if g.stride == 1 {
-                            // The middle of the row is a copy; only the borders reflect.
-                            let lo = min(g.gridW, max(0, g.padding - kj))
-                            let hi = max(lo, min(g.gridW, g.width + g.padding - kj))
-                            if hi > lo { (d + lo).update(from: src + (lo - g.padding + kj), count: hi - lo) }
-                            for ox in 0..<lo { d[ox] = src[reflectIndex(ox - g.padding + kj, g.width)] }
-                            for ox in hi..<g.gridW { d[ox] = src[reflectIndex(ox - g.padding + kj, g.width)] }
-                        } else {
-                            for ox in 0..<g.gridW { d[ox] = src[reflectIndex(ox * g.stride - g.padding + kj, g.width)] }
-                        }
-                        continue
-                    }
-                    if iy < 0 || iy >= g.height {
-                        d.update(repeating: 0, count: g.gridW)
-                        continue
-                    }
-                    let src = img + (c * g.height + iy) * g.width
-                    if g.stride == 1 {
-                        // Stride 1: the row is a plain copy between zero borders.
-                        let lo = min(g.gridW, max(0, g.padding - kj))
-                        let hi = max(lo, min(g.gridW, g.width + g.padding - kj))
-                        if lo > 0 { d.update(repeating: 0, count: lo) }
-                        if hi > lo { (d + lo).update(from: src + (lo - g.padding + kj), count: hi - lo) }
-                        if hi < g.gridW { (d + hi).update(repeating: 0, count: g.gridW - hi) }
-                        continue
-                    }
-                    for ox in 0..<g.gridW {
-                        let ix = ox * g.stride - g.padding + kj
-                        d[ox] = (ix >= 0 && ix < g.width) ? src[ix] : 0
-                    }
-                }
-                row += 1
-            }
-        }
-    }
+    let cs = channels ?? 0..<g.channels
+    gdh_im2col(img, Int32(g.channels), Int32(g.height), Int32(g.width), Int32(g.kh), Int32(g.kw), Int32(g.stride),
+               Int32(g.padding), g.reflect ? 1 : 0, Int32(g.gridH), Int32(g.gridW),
+               Int32(rows.lowerBound), Int32(rows.upperBound), col, ld ?? rows.count * g.gridW,
+               Int32(cs.lowerBound), Int32(cs.upperBound))
 }
 
-/// The adjoint of `im2col`: adds every column entry back into its image position.
-func col2im(_ g: PatchGeometry, _ col: UnsafePointer<Float>, _ img: UnsafeMutablePointer<Float>) {
-    var row = 0
-    for c in 0..<g.channels {
-        for ki in 0..<g.kh {
-            for kj in 0..<g.kw {
-                let src = col + row * g.cols
-                for oy in 0..<g.gridH {
-                    let iy = oy * g.stride - g.padding + ki
-                    if iy < 0 || iy >= g.height { continue }
-                    let dst = img + (c * g.height + iy) * g.width
-                    let s = src + oy * g.gridW
-                    for ox in 0..<g.gridW {
-                        let ix = ox * g.stride - g.padding + kj
-                        if ix >= 0 && ix < g.width { dst[ix] += s[ox] }
-                    }
-                }
-                row += 1
-            }
-        }
+/// The adjoint of `im2col`: adds every column entry back into its image position
+/// (with reflection, into the pixel it mirrors); columns rows `ld` apart.
+@inline(__always)
+func col2im(_ g: PatchGeometry, _ col: UnsafePointer<Float>, _ img: UnsafeMutablePointer<Float>,
+            ld: Int? = nil, channels: Range<Int>? = nil) {
+    let cs = channels ?? 0..<g.channels
+    gdh_col2im(col, ld ?? g.cols, Int32(g.channels), Int32(g.height), Int32(g.width), Int32(g.kh), Int32(g.kw),
+               Int32(g.stride), Int32(g.padding), g.reflect ? 1 : 0, Int32(g.gridH), Int32(g.gridW), img,
+               Int32(cs.lowerBound), Int32(cs.upperBound))
+}
+
+/// The threads of the training layers' own loops: OpenBLAS's count (`--threads`).
+@inline(__always)
+var trainingThreads: Int { blasThreads }
+
+/// Runs body(i) for i < count, split between the training threads.
+@inline(__always)
+func trainingParallel(_ count: Int, _ body: (Int) -> Void) {
+    parallel(trainingThreads, count, body)
+}
+
+/// Runs body(channels) over parts of 0..<channels, one per training thread.
+@inline(__always)
+func trainingChannels(_ channels: Int, _ body: (Range<Int>) -> Void) {
+    let t = min(trainingThreads, channels)
+    parallel(t, t) { body(split(channels, t, $0)) }
+}
+
+/// Samples whose columns go side by side into one GEMM: small images (16×16, 8×8 at
+/// batch 32) otherwise make GEMMs of a few dozen columns. Up to `convGroupFloats` floats
+/// of columns (1 MiB: measured on the small training step, 256 KiB alike, 4 MiB slower;
+/// GDH_CONV_GROUP_FLOATS overrides it for such measurements).
+nonisolated(unsafe) var convGroupFloats: Int = {
+    if let s = ProcessInfo.processInfo.environment["GDH_CONV_GROUP_FLOATS"], let v = Int(s), v > 0 { return v }
+    return 1 << 18
+}()
+
+@inline(__always)
+func groupSamples(_ n: Int, _ perSample: Int) -> Int {
+    max(1, min(n, convGroupFloats / max(1, perSample)))
+}
+
+/// A float scratch buffer of at least `count` values (grown, never shrunk).
+@inline(__always)
+func ensureScratch(_ buffer: inout [Float], _ count: Int) {
+    if buffer.count < count {
+        buffer = [Float](unsafeUninitializedCapacity: count) { _, n in n = count }
     }
 }
 
@@ -103,7 +94,7 @@ public final class Conv2d: Layer {
     public let bias: Parameter?    // (out)
     public var training = true
 
-    private var input = Tensor(zeros: [0])   // the (padded) input of the last forward
+    private var input = Tensor(zeros: [0])   // the input of the last forward
     private var scratch: [Float] = []
     /// Floats of one band of columns in the forward pass (1 MiB: measured best of 256 KiB-16 MiB).
     static let bandFloats = 1 << 18
@@ -126,103 +117,134 @@ public final class Conv2d: Layer {
     }
 
     private func geometry(_ x: Tensor) -> PatchGeometry {
-        let p = paddingMode == .zeros ? padding : 0
-        let ho = (x.h + 2 * p - kernelH) / stride + 1
-        let wo = (x.w + 2 * p - kernelW) / stride + 1
+        let ho = (x.h + 2 * padding - kernelH) / stride + 1
+        let wo = (x.w + 2 * padding - kernelW) / stride + 1
+        let reflect = paddingMode == .reflect && padding > 0
+        if reflect {
+            precondition(padding < x.h && padding < x.w, "reflection padding \(padding) needs a larger image than \(x.h)x\(x.w)")
+        }
         return PatchGeometry(channels: x.c, height: x.h, width: x.w, kh: kernelH, kw: kernelW,
-                             stride: stride, padding: p, gridH: ho, gridW: wo)
+                             stride: stride, padding: padding, gridH: ho, gridW: wo, reflect: reflect)
     }
 
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rank == 4 && x.c == inChannels, "Conv2d expects (N, \(inChannels), H, W), got \(x.shape)")
         let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
-        // Reflection padding happens inside im2col: no padded copy of the input is made.
-        let xin = x
+        // Padding (zeros or reflection) happens inside im2col: no padded copy is made.
         input = x
-        var g = geometry(x)
-        if paddingMode == .reflect && padding > 0 {
-            g.padding = padding
-            g.reflect = true
-            g.gridH = (x.h + 2 * padding - kernelH) / stride + 1
-            g.gridW = (x.w + 2 * padding - kernelW) / stride + 1
-        }
-        var out = Tensor(uninitialized: [xin.n, outChannels, g.gridH, g.gridW])
-        // The columns are made a band of output rows at a time, so that they stay in cache
-        // (and a 7×7 convolution of a large image does not need hundreds of megabytes).
-        let bandRows = max(1, min(g.gridH, Conv2d.bandFloats / max(1, g.rows * g.gridW)))
-        if scratch.count < g.rows * bandRows * g.gridW {
-            scratch = [Float](unsafeUninitializedCapacity: g.rows * bandRows * g.gridW) { _, n in n = g.rows * bandRows * g.gridW }
-        }
-        let imageSize = xin.c * xin.h * xin.w, outSize = outChannels * g.cols
-        xin.data.withUnsafeBufferPointer { xp in
+        let g = geometry(x)
+        var out = Tensor(uninitialized: [x.n, outChannels, g.gridH, g.gridW])
+        let imageSize = x.c * x.h * x.w, outSize = outChannels * g.cols
+        let sg = groupSamples(x.n, g.rows * g.cols)
+        // One sample at a time: the columns are made a band of output rows at a time, so that
+        // they stay in cache (and a 7×7 convolution of a large image does not need hundreds of
+        // megabytes). Several samples: their columns side by side, one GEMM, then scattered.
+        let bandRows = sg > 1 ? g.gridH : max(1, min(g.gridH, Conv2d.bandFloats / max(1, g.rows * g.gridW)))
+        let colFloats = sg > 1 ? g.rows * sg * g.cols : g.rows * bandRows * g.gridW
+        let tmpFloats = sg > 1 ? outChannels * sg * g.cols : 0
+        ensureScratch(&scratch, colFloats + tmpFloats)
+        let biasValues = bias?.value.data ?? []
+        x.data.withUnsafeBufferPointer { xp in
         weight.value.data.withUnsafeBufferPointer { wp in
-        scratch.withUnsafeMutableBufferPointer { colp in
+        biasValues.withUnsafeBufferPointer { bp in
+        scratch.withUnsafeMutableBufferPointer { sp in
         out.data.withUnsafeMutableBufferPointer { op in
-            for n in 0..<xin.n {
-                let o = op.baseAddress! + n * outSize
-                if let b = bias {
-                    for oc in 0..<outChannels {
-                        (o + oc * g.cols).update(repeating: b.value.data[oc], count: g.cols)
+            let colp = sp.baseAddress!, xb = xp.baseAddress!, w = wp.baseAddress!
+            if sg > 1 {
+                let tmp = colp + colFloats
+                var n0 = 0
+                while n0 < x.n {
+                    let s = min(sg, x.n - n0), ld = s * g.cols
+                    trainingParallel(s) { i in
+                        im2col(g, xb + (n0 + i) * imageSize, colp + i * g.cols, ld: ld)
                     }
+                    gemm(m: outChannels, n: ld, k: g.rows, w, lda: g.rows, colp, ldb: ld, tmp, ldc: ld)
+                    gdh_group_scatter(tmp, Int32(s), Int32(outChannels), g.cols, bias == nil ? nil : bp.baseAddress,
+                                      op.baseAddress! + n0 * outSize)
+                    n0 += s
+                }
+                return
+            }
+            for n in 0..<x.n {
+                let o = op.baseAddress! + n * outSize
+                if bias != nil {
+                    for oc in 0..<outChannels { (o + oc * g.cols).update(repeating: bp[oc], count: g.cols) }
                 }
                 var y0 = 0
                 while y0 < g.gridH {
                     let y1 = min(g.gridH, y0 + bandRows)
                     let width = (y1 - y0) * g.gridW
-                    im2col(g, xp.baseAddress! + n * imageSize, colp.baseAddress!, gridRows: y0..<y1)
-                    gemm(m: outChannels, n: width, k: g.rows, wp.baseAddress!, lda: g.rows,
-                         colp.baseAddress!, ldb: width, beta: bias == nil ? 0 : 1, o + y0 * g.gridW, ldc: g.cols)
+                    trainingChannels(g.channels) { cs in
+                        im2col(g, xb + n * imageSize, colp, gridRows: y0..<y1, channels: cs)
+                    }
+                    gemm(m: outChannels, n: width, k: g.rows, w, lda: g.rows,
+                         colp, ldb: width, beta: bias == nil ? 0 : 1, o + y0 * g.gridW, ldc: g.cols)
                     y0 = y1
                 }
             }
-        }}}}
+        }}}}}
         if ConvProfiler.enabled {
-            ConvProfiler.record(start: started, flops: 2 * Double(xin.n * outChannels * g.rows * g.cols))
+            ConvProfiler.record(start: started, flops: 2 * Double(x.n * outChannels * g.rows * g.cols))
         }
         return out
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
-        let xin = paddingMode == .reflect && padding > 0 ? reflectionPad(input, padding) : input
-        let g = geometry(xin)
-        precondition(gradOutput.shape == [xin.n, outChannels, g.gridH, g.gridW], "Conv2d.backward: bad gradient shape")
-        var dx = Tensor(zeros: xin.shape)
-        var dcol = [Float](repeating: 0, count: g.rows * g.cols)
-        if scratch.count < g.rows * g.cols { scratch = [Float](repeating: 0, count: g.rows * g.cols) }
-        let imageSize = xin.c * xin.h * xin.w, outSize = outChannels * g.cols
-        xin.data.withUnsafeBufferPointer { xp in
+        let x = input
+        let g = geometry(x)
+        precondition(gradOutput.shape == [x.n, outChannels, g.gridH, g.gridW], "Conv2d.backward: bad gradient shape")
+        var dx = Tensor(zeros: x.shape)
+        let imageSize = x.c * x.h * x.w, outSize = outChannels * g.cols
+        let sg = groupSamples(x.n, g.rows * g.cols)
+        let colFloats = g.rows * sg * g.cols, gatherFloats = sg > 1 ? outChannels * sg * g.cols : 0
+        ensureScratch(&scratch, colFloats + gatherFloats)
+        x.data.withUnsafeBufferPointer { xp in
         gradOutput.data.withUnsafeBufferPointer { gp in
         weight.value.data.withUnsafeBufferPointer { wp in
         weight.grad.data.withUnsafeMutableBufferPointer { dwp in
-        scratch.withUnsafeMutableBufferPointer { colp in
-        dcol.withUnsafeMutableBufferPointer { dcolp in
+        scratch.withUnsafeMutableBufferPointer { sp in
         dx.data.withUnsafeMutableBufferPointer { dxp in
-            for n in 0..<xin.n {
-                let gn = gp.baseAddress! + n * outSize
-                im2col(g, xp.baseAddress! + n * imageSize, colp.baseAddress!)
-                // dW += g_n · colsᵀ
-                gemm(transB: true, m: outChannels, n: g.rows, k: g.cols, gn, lda: g.cols,
-                     colp.baseAddress!, ldb: g.cols, beta: 1, dwp.baseAddress!, ldc: g.rows)
-                // dcols = Wᵀ · g_n, then back into the image
-                gemm(transA: true, m: g.rows, n: g.cols, k: outChannels, wp.baseAddress!, lda: g.rows,
-                     gn, ldb: g.cols, dcolp.baseAddress!, ldc: g.cols)
-                col2im(g, dcolp.baseAddress!, dxp.baseAddress! + n * imageSize)
+            let colp = sp.baseAddress!, gathered = colp + colFloats
+            let xb = xp.baseAddress!, dxb = dxp.baseAddress!
+            var n0 = 0
+            while n0 < x.n {
+                let s = min(sg, x.n - n0), ld = s * g.cols
+                if s > 1 {
+                    trainingParallel(s) { i in im2col(g, xb + (n0 + i) * imageSize, colp + i * g.cols, ld: ld) }
+                } else {
+                    trainingChannels(g.channels) { cs in im2col(g, xb + n0 * imageSize, colp, channels: cs) }
+                }
+                let gn: UnsafePointer<Float>
+                if s > 1 {
+                    gdh_group_gather(gp.baseAddress! + n0 * outSize, Int32(s), Int32(outChannels), g.cols, gathered)
+                    gn = UnsafePointer(gathered)
+                } else {
+                    gn = gp.baseAddress! + n0 * outSize
+                }
+                // dW += g · colsᵀ
+                gemm(transB: true, m: outChannels, n: g.rows, k: ld, gn, lda: ld,
+                     colp, ldb: ld, beta: 1, dwp.baseAddress!, ldc: g.rows)
+                // dcols = Wᵀ · g (over the columns, which are no longer needed), then back into the images
+                gemm(transA: true, m: g.rows, n: ld, k: outChannels, wp.baseAddress!, lda: g.rows,
+                     gn, ldb: ld, colp, ldc: ld)
+                if s > 1 {
+                    trainingParallel(s) { i in col2im(g, colp + i * g.cols, dxb + (n0 + i) * imageSize, ld: ld) }
+                } else {
+                    trainingChannels(g.channels) { cs in col2im(g, colp, dxb + n0 * imageSize, channels: cs) }
+                }
+                n0 += s
             }
-        }}}}}}}
+        }}}}}}
         if let b = bias { addChannelSums(gradOutput, into: b) }
-        return paddingMode == .reflect && padding > 0 ? reflectionPadBackward(dx, padding) : dx
+        return dx
     }
 }
 
 /// Adds the per-channel sums of an NCHW gradient into a bias gradient.
 func addChannelSums(_ g: Tensor, into bias: Parameter) {
-    let plane = g.h * g.w
-    for n in 0..<g.n {
-        for c in 0..<g.c {
-            var s: Float = 0
-            let base = (n * g.c + c) * plane
-            for i in 0..<plane { s += g.data[base + i] }
-            bias.grad.data[c] += s
+    g.data.withUnsafeBufferPointer { gp in
+        bias.grad.data.withUnsafeMutableBufferPointer { bp in
+            gdh_channel_sums(gp.baseAddress!, Int32(g.n), Int32(g.c), g.h * g.w, bp.baseAddress!)
         }
     }
 }
@@ -236,6 +258,7 @@ public final class ConvTranspose2d: Layer {
     public let bias: Parameter?    // (out)
     public var training = true
     private var input = Tensor(zeros: [0])
+    private var scratch: [Float] = []
 
     public init(_ inChannels: Int, _ outChannels: Int, kernel: Int, stride: Int = 1, padding: Int = 0,
                 outputPadding: Int = 0, bias: Bool = true) {
@@ -266,27 +289,43 @@ public final class ConvTranspose2d: Layer {
         input = x
         let g = geometry(x)
         var out = Tensor(zeros: [x.n, outChannels, g.height, g.width])
-        var col = [Float](unsafeUninitializedCapacity: g.rows * g.cols) { _, n in n = g.rows * g.cols }
         let inSize = inChannels * g.cols, outSize = outChannels * g.height * g.width
+        let sg = groupSamples(x.n, g.rows * g.cols)
+        let colFloats = g.rows * sg * g.cols, gatherFloats = sg > 1 ? inChannels * sg * g.cols : 0
+        ensureScratch(&scratch, colFloats + gatherFloats)
         x.data.withUnsafeBufferPointer { xp in
         weight.value.data.withUnsafeBufferPointer { wp in
-        col.withUnsafeMutableBufferPointer { colp in
+        scratch.withUnsafeMutableBufferPointer { sp in
         out.data.withUnsafeMutableBufferPointer { op in
-            for n in 0..<x.n {
-                gemm(transA: true, m: g.rows, n: g.cols, k: inChannels, wp.baseAddress!, lda: g.rows,
-                     xp.baseAddress! + n * inSize, ldb: g.cols, colp.baseAddress!, ldc: g.cols)
-                col2im(g, colp.baseAddress!, op.baseAddress! + n * outSize)
+            let colp = sp.baseAddress!, gathered = colp + colFloats, ob = op.baseAddress!
+            var n0 = 0
+            while n0 < x.n {
+                let s = min(sg, x.n - n0), ld = s * g.cols
+                let xn: UnsafePointer<Float>
+                if s > 1 {
+                    gdh_group_gather(xp.baseAddress! + n0 * inSize, Int32(s), Int32(inChannels), g.cols, gathered)
+                    xn = UnsafePointer(gathered)
+                } else {
+                    xn = xp.baseAddress! + n0 * inSize
+                }
+                // cols = Wᵀ · x, then into the output images
+                gemm(transA: true, m: g.rows, n: ld, k: inChannels, wp.baseAddress!, lda: g.rows,
+                     xn, ldb: ld, colp, ldc: ld)
+                if s > 1 {
+                    trainingParallel(s) { i in col2im(g, colp + i * g.cols, ob + (n0 + i) * outSize, ld: ld) }
+                } else {
+                    trainingChannels(g.channels) { cs in col2im(g, colp, ob + n0 * outSize, channels: cs) }
+                }
+                n0 += s
             }
         }}}}
         if ConvProfiler.enabled {
             ConvProfiler.record(start: started, flops: 2 * Double(x.n * inChannels * g.rows * g.cols))
         }
         if let b = bias {
-            let plane = g.height * g.width
-            for n in 0..<x.n {
-                for c in 0..<outChannels {
-                    let v = b.value.data[c], base = (n * outChannels + c) * plane
-                    for i in 0..<plane { out.data[base + i] += v }
+            out.data.withUnsafeMutableBufferPointer { op in
+                b.value.data.withUnsafeBufferPointer { bp in
+                    gdh_add_channel_bias(op.baseAddress!, Int32(x.n), Int32(outChannels), g.height * g.width, bp.baseAddress!)
                 }
             }
         }
@@ -296,23 +335,43 @@ public final class ConvTranspose2d: Layer {
     public func backward(_ gradOutput: Tensor) -> Tensor {
         let x = input
         let g = geometry(x)
-        var dx = Tensor(zeros: x.shape)
-        var col = [Float](repeating: 0, count: g.rows * g.cols)
+        var dx = Tensor(uninitialized: x.shape)
         let inSize = inChannels * g.cols, outSize = outChannels * g.height * g.width
+        let sg = groupSamples(x.n, g.rows * g.cols)
+        let colFloats = g.rows * sg * g.cols, gatherFloats = sg > 1 ? 2 * inChannels * sg * g.cols : 0
+        ensureScratch(&scratch, colFloats + gatherFloats)
         x.data.withUnsafeBufferPointer { xp in
         gradOutput.data.withUnsafeBufferPointer { gp in
         weight.value.data.withUnsafeBufferPointer { wp in
         weight.grad.data.withUnsafeMutableBufferPointer { dwp in
-        col.withUnsafeMutableBufferPointer { colp in
+        scratch.withUnsafeMutableBufferPointer { sp in
         dx.data.withUnsafeMutableBufferPointer { dxp in
-            for n in 0..<x.n {
-                im2col(g, gp.baseAddress! + n * outSize, colp.baseAddress!)
-                // dx_n = W · cols(g_n)
-                gemm(m: inChannels, n: g.cols, k: g.rows, wp.baseAddress!, lda: g.rows,
-                     colp.baseAddress!, ldb: g.cols, dxp.baseAddress! + n * inSize, ldc: g.cols)
-                // dW += x_n · cols(g_n)ᵀ
-                gemm(transB: true, m: inChannels, n: g.rows, k: g.cols, xp.baseAddress! + n * inSize, lda: g.cols,
-                     colp.baseAddress!, ldb: g.cols, beta: 1, dwp.baseAddress!, ldc: g.rows)
+            let colp = sp.baseAddress!, gathered = colp + colFloats, dxg = gathered + inChannels * sg * g.cols
+            let gb = gp.baseAddress!
+            var n0 = 0
+            while n0 < x.n {
+                let s = min(sg, x.n - n0), ld = s * g.cols
+                if s > 1 {
+                    trainingParallel(s) { i in im2col(g, gb + (n0 + i) * outSize, colp + i * g.cols, ld: ld) }
+                } else {
+                    trainingChannels(g.channels) { cs in im2col(g, gb + n0 * outSize, colp, channels: cs) }
+                }
+                let xn: UnsafePointer<Float>
+                if s > 1 {
+                    gdh_group_gather(xp.baseAddress! + n0 * inSize, Int32(s), Int32(inChannels), g.cols, gathered)
+                    xn = UnsafePointer(gathered)
+                    // dx = W · cols(g)
+                    gemm(m: inChannels, n: ld, k: g.rows, wp.baseAddress!, lda: g.rows, colp, ldb: ld, dxg, ldc: ld)
+                    gdh_group_scatter(dxg, Int32(s), Int32(inChannels), g.cols, nil, dxp.baseAddress! + n0 * inSize)
+                } else {
+                    xn = xp.baseAddress! + n0 * inSize
+                    gemm(m: inChannels, n: g.cols, k: g.rows, wp.baseAddress!, lda: g.rows,
+                         colp, ldb: g.cols, dxp.baseAddress! + n0 * inSize, ldc: g.cols)
+                }
+                // dW += x · cols(g)ᵀ
+                gemm(transB: true, m: inChannels, n: g.rows, k: ld, xn, lda: ld,
+                     colp, ldb: ld, beta: 1, dwp.baseAddress!, ldc: g.rows)
+                n0 += s
             }
         }}}}}}
         if let b = bias { addChannelSums(gradOutput, into: b) }
@@ -353,14 +412,10 @@ func reflectionPad(_ x: Tensor, _ p: Int) -> Tensor {
 
 func reflectionPadBackward(_ g: Tensor, _ p: Int) -> Tensor {
     let h = g.h - 2 * p, w = g.w - 2 * p
-    var dx = Tensor(zeros: [g.n, g.c, h, w])
-    for plane in 0..<(g.n * g.c) {
-        let src = plane * g.h * g.w, dst = plane * h * w
-        for oy in 0..<g.h {
-            let iy = reflectIndex(oy - p, h)
-            for ox in 0..<g.w {
-                dx.data[dst + iy * w + reflectIndex(ox - p, w)] += g.data[src + oy * g.w + ox]
-            }
+    var dx = Tensor(uninitialized: [g.n, g.c, h, w])
+    g.data.withUnsafeBufferPointer { gp in
+        dx.data.withUnsafeMutableBufferPointer { dp in
+            gdh_reflection_pad_backward(gp.baseAddress!, Int32(g.n * g.c), Int32(h), Int32(w), Int32(p), dp.baseAddress!)
         }
     }
     return dx

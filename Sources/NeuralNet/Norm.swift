@@ -1,3 +1,4 @@
+import CNeuralKernels
 import Foundation
 
 /// `nn.BatchNorm2d`: per channel over (N, H, W) in training, with running statistics
@@ -41,27 +42,19 @@ public final class BatchNorm2d: Layer {
     public var buffers: [(String, Buffer)] { [("running_mean", runningMeanBuffer), ("running_var", runningVarBuffer)] }
 
     public func forward(_ x: Tensor) -> Tensor {
-        let plane = x.h * x.w, m = x.n * plane
+        precondition(x.rank == 4 && x.c == channels, "BatchNorm2d expects (N, \(channels), H, W), got \(x.shape)")
+        let plane = x.h * x.w
         var mu = [Float](repeating: 0, count: channels)
         var variance = [Float](repeating: 0, count: channels)
         usedBatchStats = training
         if training {
+            var unbiased = [Float](repeating: 0, count: channels)
             x.data.withUnsafeBufferPointer { xp in
-                for c in 0..<channels {
-                    var s: Double = 0
-                    for n in 0..<x.n { let b = (n * channels + c) * plane; for i in 0..<plane { s += Double(xp[b + i]) } }
-                    let mean = s / Double(m)
-                    var v: Double = 0
-                    for n in 0..<x.n {
-                        let b = (n * channels + c) * plane
-                        for i in 0..<plane { let d = Double(xp[b + i]) - mean; v += d * d }
-                    }
-                    mu[c] = Float(mean)
-                    variance[c] = Float(v / Double(m))
-                    let unbiased = m > 1 ? Float(v / Double(m - 1)) : variance[c]
-                    runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * mu[c]
-                    runningVar.data[c] = (1 - momentum) * runningVar.data[c] + momentum * unbiased
-                }
+                gdh_batchnorm_stats(xp.baseAddress!, Int32(x.n), Int32(channels), plane, &mu, &variance, &unbiased)
+            }
+            for c in 0..<channels {
+                runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * mu[c]
+                runningVar.data[c] = (1 - momentum) * runningVar.data[c] + momentum * unbiased[c]
             }
         } else {
             mu = runningMean.data
@@ -71,52 +64,33 @@ public final class BatchNorm2d: Layer {
         mean = mu
         input = x
         // y = γ·(x − μ)·σ⁻¹ + β, as one scale and shift per channel.
+        var scale = [Float](repeating: 0, count: channels), shift = scale
+        for c in 0..<channels {
+            scale[c] = weight.value.data[c] * invStd[c]
+            shift[c] = bias.value.data[c] - mu[c] * scale[c]
+        }
         var out = Tensor(uninitialized: x.shape)
         x.data.withUnsafeBufferPointer { xp in
             out.data.withUnsafeMutableBufferPointer { op in
-                for c in 0..<channels {
-                    let scale = weight.value.data[c] * invStd[c]
-                    let shift = bias.value.data[c] - mu[c] * scale
-                    for n in 0..<x.n {
-                        let b = (n * channels + c) * plane
-                        for i in 0..<plane { op[b + i] = xp[b + i] * scale + shift }
-                    }
-                }
+                gdh_channel_affine(xp.baseAddress!, Int32(x.n), Int32(channels), plane, scale, shift, op.baseAddress!)
             }
         }
         return out
     }
 
     public func backward(_ g: Tensor) -> Tensor {
-        let plane = g.h * g.w, m = Float(g.n * plane)
+        precondition(g.shape == input.shape, "BatchNorm2d.backward: gradient of \(g.shape) for an input of \(input.shape)")
         var dx = Tensor(uninitialized: g.shape)
         input.data.withUnsafeBufferPointer { xp in
         g.data.withUnsafeBufferPointer { gp in
+        weight.value.data.withUnsafeBufferPointer { gamma in
+        weight.grad.data.withUnsafeMutableBufferPointer { dgamma in
+        bias.grad.data.withUnsafeMutableBufferPointer { dbeta in
         dx.data.withUnsafeMutableBufferPointer { dp in
-            for c in 0..<channels {
-                let mu = mean[c], istd = invStd[c]
-                var sumG: Float = 0, sumGX: Float = 0
-                for n in 0..<g.n {
-                    let b = (n * channels + c) * plane
-                    for i in 0..<plane { sumG += gp[b + i]; sumGX += gp[b + i] * (xp[b + i] - mu) * istd }
-                }
-                weight.grad.data[c] += sumGX
-                bias.grad.data[c] += sumG
-                let gamma = weight.value.data[c]
-                for n in 0..<g.n {
-                    let b = (n * channels + c) * plane
-                    for i in 0..<plane {
-                        if usedBatchStats {
-                            // dx = γ·σ⁻¹/M · (M·g − Σg − x̂·Σ(g·x̂))
-                            let xhat = (xp[b + i] - mu) * istd
-                            dp[b + i] = gamma * istd / m * (m * gp[b + i] - sumG - xhat * sumGX)
-                        } else {
-                            dp[b + i] = gamma * istd * gp[b + i]
-                        }
-                    }
-                }
-            }
-        }}}
+            gdh_batchnorm_backward(xp.baseAddress!, gp.baseAddress!, Int32(g.n), Int32(channels), g.h * g.w,
+                                   mean, invStd, gamma.baseAddress!, usedBatchStats ? 1 : 0,
+                                   dgamma.baseAddress!, dbeta.baseAddress!, dp.baseAddress!)
+        }}}}}}
         return dx
     }
 }

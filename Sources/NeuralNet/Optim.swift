@@ -1,3 +1,4 @@
+import CNeuralKernels
 import Foundation
 
 /// `torch.optim.Adam` (L2 weight decay added to the gradient, bias-corrected moments).
@@ -26,13 +27,15 @@ public final class Adam {
         steps += 1
         let bc1 = 1 - pow(beta1, Float(steps)), bc2 = 1 - pow(beta2, Float(steps))
         for (k, p) in parameters.enumerated() {
-            for i in 0..<p.value.count {
-                let g = p.grad.data[i] + weightDecay * p.value.data[i]
-                m[k][i] = beta1 * m[k][i] + (1 - beta1) * g
-                v[k][i] = beta2 * v[k][i] + (1 - beta2) * g * g
-                let denom = (v[k][i] / bc2).squareRoot() + eps
-                p.value.data[i] -= lr * (m[k][i] / bc1) / denom
-            }
+            let count = p.value.count
+            precondition(p.grad.count == count && m[k].count == count && v[k].count == count, "Adam: parameter \(k) changed size")
+            p.value.data.withUnsafeMutableBufferPointer { pp in
+            p.grad.data.withUnsafeBufferPointer { gp in
+            m[k].withUnsafeMutableBufferPointer { mp in
+            v[k].withUnsafeMutableBufferPointer { vp in
+                gdh_adam_step(pp.baseAddress!, gp.baseAddress!, mp.baseAddress!, vp.baseAddress!, count,
+                              beta1, beta2, bc1, bc2, lr, eps, weightDecay)
+            }}}}
         }
     }
 

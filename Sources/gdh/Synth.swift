@@ -56,6 +56,15 @@ struct Synth: ParsableCommand {
     func validate() throws {
         if list { return }
         guard let out else { throw ValidationError("--out DIR is required") }
+        let n = Datasets.Synth.categoryNames.count
+        guard (1...n).contains(classes) else { throw ValidationError("--classes must be 1 to \(n), got \(classes)") }
+        guard perClass >= 1 else { throw ValidationError("--per-class must be at least 1, got \(perClass)") }
+        if let k = sketchesPerClass, k < 1 {
+            throw ValidationError("--sketches-per-class must be at least 1, got \(k)")
+        }
+        guard SynthOptions.sizes.contains(size) else {
+            throw ValidationError("--size must be \(SynthOptions.sizes.lowerBound) to \(SynthOptions.sizes.upperBound), got \(size)")
+        }
         do {
             try options.validate()
             try Datasets.Synth.checkOutputDirectory(out)
@@ -74,7 +83,7 @@ struct Synth: ParsableCommand {
         do {
             summary = try Datasets.Synth.write(to: out, options: options)
         } catch {
-            throw Failure("synth: \(error)")
+            throw Failure("\(error)")
         }
         let seconds = Date().timeIntervalSince(start)
         print("synth: \(summary.classes.count) classes, \(summary.photos) photos, \(summary.sketches) sketches "

@@ -14,7 +14,7 @@ struct Train: ParsableCommand {
         beside it MODEL.ckpt (everything needed to resume, written atomically after every
         epoch, every 10 minutes and on SIGINT), MODEL.split.json (the split: which files were
         held out as queries and gallery), MODEL.losses.csv and MODEL.losses.svg.
-        The defaults are the budget of the shipped default model (Models/README.md).
+        The defaults are the budget of the shipped default model (Tools/models/README.md).
         Exit status: 0 when training finished, 130 when interrupted (resume with --resume
         MODEL.ckpt and the same options), 1 on an error, 64 on a usage error.
         """
@@ -24,7 +24,7 @@ struct Train: ParsableCommand {
     @Option(help: "Model configuration: small or paper.") var config: String = "small"
     @Option(help: "Code bits (32 to 1024 in steps of 32).") var bits: Int = 64
     @Option(help: "Input size in pixels (default: the configuration's).") var imageSize: Int?
-    @Option(help: "Epochs over the training photos.") var epochs: Int = 30
+    @Option(help: "Epochs over the training photos.") var epochs: Int = 24
     @Option(help: "Photos (and as many sketches) per step.") var batch: Int = 16
     @Option(help: "Seed of the initial weights, the target codes, the batches and the split.") var seed: UInt64 = 0
     @Option(help: "Threads for the training kernels (both cores by default).") var threads: Int = 2
@@ -36,7 +36,7 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Resume from this checkpoint (same options as the run that wrote it).", valueName: "file")) var resume: String?
     @Option(help: "Memory for decoded training images, MB.") var cacheMb: Int = 1024
     @Option(help: "Progress line every this many steps.") var logEvery: Int = 20
-    @Option(help: "H's learning rate as a multiple of the schedule's (2e-4 at the start).") var hashLrFactor: Float = 1
+    @Option(help: "H's learning rate as a multiple of the schedule's (2e-4 at the start; 10 learned fastest of 1, 5, 10 in Docs/training.md).") var hashLrFactor: Float = 10
     @Flag(help: "Ablation: no generator, sketches go straight into H.") var noGenerator = false
     @Flag(help: "Ablation: no cycle-consistency loss.") var noCycle = false
     @Flag(help: "Ablation: no adversarial loss (and no discriminators).") var noAdversarial = false

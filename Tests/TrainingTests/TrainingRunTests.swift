@@ -44,7 +44,9 @@ enum TinyRun {
     @Test func tinyRunLearnsAndBeatsChance() throws {
         let (dir, data, resolved) = try TinyRun.dataset()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let settings = TrainingSettings(configuration: TinyRun.configuration, objective: TrainingObjective(), epochs: 8, batch: 8, seed: 1)
+        var objective = TrainingObjective()
+        objective.hashLearningRateFactor = 5
+        let settings = TrainingSettings(configuration: TinyRun.configuration, objective: objective, epochs: 12, batch: 8, seed: 1)
         let trainer = try GDHTrainer(settings: settings, set: TinyRun.set(resolved))
         trainer.log = { _ in }
         let csv = dir + "/losses.csv"

@@ -123,6 +123,47 @@ int gdh_pool_threads(const gdh_pool *pool);
 /// done. If another job is running, runs every part on the calling thread.
 void gdh_pool_run(gdh_pool *pool, int parts, gdh_task_fn fn, void *ctx);
 
+// MARK: Training kernels (training_kernels.c)
+
+/// im2col of one image (channels × height × width): for channels [c_begin, c_end), taps
+/// (ki, kj) and grid rows oy in [row_begin, row_end), column row r = (c·kh + ki)·kw + kj:
+///   col[r · ldcol + (oy − row_begin) · grid_w + ox] = img[c][oy·stride − pad + ki][ox·stride − pad + kj]
+/// (0 outside the image, or reflected as nn.ReflectionPad2d when `reflect` is set).
+void gdh_im2col(const float *img, int channels, int height, int width, int kh, int kw, int stride, int pad,
+                int reflect, int grid_h, int grid_w, int row_begin, int row_end, float *col, long ldcol,
+                int c_begin, int c_end);
+/// The adjoint of gdh_im2col over all grid rows: adds every column entry into its image
+/// position (reflected positions into the pixel they mirror), channels [c_begin, c_end).
+void gdh_col2im(const float *col, long ldcol, int channels, int height, int width, int kh, int kw, int stride,
+                int pad, int reflect, int grid_h, int grid_w, float *img, int c_begin, int c_end);
+/// dst[c · (samples·plane) + s · plane + i] = src[(s · channels + c) · plane + i].
+void gdh_group_gather(const float *src, int samples, int channels, long plane, float *dst);
+/// The inverse of gdh_group_gather, adding bias[c] (bias may be NULL).
+void gdh_group_scatter(const float *src, int samples, int channels, long plane, const float *bias, float *dst);
+/// x[s][c][i] += bias[c].
+void gdh_add_channel_bias(float *x, int samples, int channels, long plane, const float *bias);
+/// sums[c] += Σ_s Σ_i g[s][c][i] (a float sum per sample and channel).
+void gdh_channel_sums(const float *g, int samples, int channels, long plane, float *sums);
+/// y = act(x) for the GDH_ACT_* codes (x and y distinct buffers).
+void gdh_activation_forward(const float *x, float *y, long n, int act, float slope);
+/// dx = g · act′, from the kept input (ReLU kinds) or output (tanh, sigmoid); distinct buffers.
+void gdh_activation_backward(const float *g, const float *kept, float *dx, long n, int act, float slope);
+/// Per channel mean, biased and unbiased variance of an NCHW tensor (sums in double).
+void gdh_batchnorm_stats(const float *x, int samples, int channels, long plane, float *mean, float *var,
+                         float *unbiased);
+/// y[s][c][i] = x[s][c][i] · scale[c] + shift[c].
+void gdh_channel_affine(const float *x, int samples, int channels, long plane, const float *scale,
+                        const float *shift, float *y);
+/// BatchNorm2d's backward (batch statistics or running ones), adding into dgamma, dbeta.
+void gdh_batchnorm_backward(const float *x, const float *g, int samples, int channels, long plane,
+                            const float *mean, const float *inv_std, const float *gamma, int batch_stats,
+                            float *dgamma, float *dbeta, float *dx);
+/// One Adam update of n parameters (torch.optim.Adam with L2 weight decay).
+void gdh_adam_step(float *p, const float *g, float *m, float *v, long n, float beta1, float beta2,
+                   float bc1, float bc2, float lr, float eps, float weight_decay);
+/// The gradient of reflection padding by `pad`: g is planes × (h+2p) × (w+2p), dx planes × h × w.
+void gdh_reflection_pad_backward(const float *g, int planes, int height, int width, int pad, float *dx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,355 @@
+// Kernels of the training layers: im2col / col2im for the GEMM convolutions, the
+// gather and scatter of sample groups, and element-wise loops (activations, BatchNorm,
+// Adam) without the bounds and uniqueness checks of Swift arrays. Loop orders (and so
+// the sums) follow the Swift code they replace.
+#include "neural_kernels.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__SSE2__)
+#include <immintrin.h>
+#define GDH_TRAIN_SSE 1
+#else
+#define GDH_TRAIN_SSE 0
+#endif
+
+static inline int reflect_at(int i, int n) { return i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i); }
+
+// Both work through a padded copy of one channel plane ((height + 2·pad) × (width + 2·pad),
+// zeros or the reflection): every column row is then a plain (stride 1) or every-other
+// (stride 2) copy of a padded row, without border cases in the inner loops, whose short
+// rows (8 to 64 values) are copied with SSE rather than by calls to memcpy.
+#define PLANE_STACK 8192
+// The SSE stride-2 loops read (and add zeros) a few floats past a row's last entry.
+#define PLANE_SLACK 16
+
+static inline void copy_row(float *restrict d, const float *restrict s, int n) {
+    int i = 0;
+#if GDH_TRAIN_SSE
+    for (; i + 8 <= n; i += 8) {
+        _mm_storeu_ps(d + i, _mm_loadu_ps(s + i));
+        _mm_storeu_ps(d + i + 4, _mm_loadu_ps(s + i + 4));
+    }
+    if (i + 4 <= n) { _mm_storeu_ps(d + i, _mm_loadu_ps(s + i)); i += 4; }
+    if (i < n && n >= 4) { _mm_storeu_ps(d + n - 4, _mm_loadu_ps(s + n - 4)); return; }
+#endif
+    for (; i < n; i++) d[i] = s[i];
+}
+
+static inline void copy_row2(float *restrict d, const float *restrict s, int n) {
+    int i = 0;
+#if GDH_TRAIN_SSE
+    for (; i + 4 <= n; i += 4) {
+        const __m128 a = _mm_loadu_ps(s + 2 * i), b = _mm_loadu_ps(s + 2 * i + 4);
+        _mm_storeu_ps(d + i, _mm_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+    }
+#endif
+    for (; i < n; i++) d[i] = s[2 * i];
+}
+
+static inline void add_row(float *restrict d, const float *restrict s, int n) {
+    int i = 0;
+#if GDH_TRAIN_SSE
+    for (; i + 8 <= n; i += 8) {
+        _mm_storeu_ps(d + i, _mm_add_ps(_mm_loadu_ps(d + i), _mm_loadu_ps(s + i)));
+        _mm_storeu_ps(d + i + 4, _mm_add_ps(_mm_loadu_ps(d + i + 4), _mm_loadu_ps(s + i + 4)));
+    }
+    if (i + 4 <= n) { _mm_storeu_ps(d + i, _mm_add_ps(_mm_loadu_ps(d + i), _mm_loadu_ps(s + i))); i += 4; }
+#endif
+    for (; i < n; i++) d[i] += s[i];
+}
+
+static inline void add_row2(float *restrict d, const float *restrict s, int n) {
+    int i = 0;
+#if GDH_TRAIN_SSE
+    const __m128 z = _mm_setzero_ps();
+    for (; i + 4 <= n; i += 4) {
+        const __m128 v = _mm_loadu_ps(s + i);
+        _mm_storeu_ps(d + 2 * i, _mm_add_ps(_mm_loadu_ps(d + 2 * i), _mm_unpacklo_ps(v, z)));
+        _mm_storeu_ps(d + 2 * i + 4, _mm_add_ps(_mm_loadu_ps(d + 2 * i + 4), _mm_unpackhi_ps(v, z)));
+    }
+#endif
+    for (; i < n; i++) d[2 * i] += s[i];
+}
+
+// Adds the padded plane src (ph × pw) into dst (height × width).
+static void unpad_plane_add(const float *src, int height, int width, int pad, int reflect, float *dst, int ph, int pw) {
+    for (int y = 0; y < ph; y++) {
+        int iy = y - pad;
+        if (!reflect && (iy < 0 || iy >= height)) continue;
+        if (reflect) iy = reflect_at(iy, height);
+        const float *s = src + (long)y * pw;
+        float *d = dst + (long)iy * width;
+        if (reflect) for (int x = 0; x < pad; x++) d[reflect_at(x - pad, width)] += s[x];
+        add_row(d, s + pad, width);
+        if (reflect) for (int x = pad + width; x < pw; x++) d[reflect_at(x - pad, width)] += s[x];
+    }
+}
+
+void gdh_im2col(const float *img, int channels, int height, int width, int kh, int kw, int stride, int pad,
+                int reflect, int grid_h, int grid_w, int row_begin, int row_end, float *col, long ldcol,
+                int c_begin, int c_end) {
+    (void)channels;
+    // Only the padded rows the grid rows read.
+    const int y_lo = row_begin * stride, y_hi = (row_end - 1) * stride + kh;
+    const int ph = y_hi - y_lo, pw = width + 2 * pad;
+    float stack_plane[PLANE_STACK];
+    float *padded = (long)ph * pw + PLANE_SLACK <= PLANE_STACK ? stack_plane : malloc(sizeof(float) * ((size_t)ph * pw + PLANE_SLACK));
+    const int rows = row_end - row_begin;
+    for (int c = c_begin; c < c_end; c++) {
+        const float *plane = img + (long)c * height * width;
+        if (pad == 0 && stride == 1 && pw == width) {
+            // No padding: read the image rows in place.
+            for (int ki = 0; ki < kh; ki++)
+                for (int kj = 0; kj < kw; kj++) {
+                    float *dst = col + ((long)(c * kh + ki) * kw + kj) * ldcol;
+                    const float *src = plane + (long)(row_begin + ki) * width + kj;
+                    for (int r = 0; r < rows; r++) copy_row(dst + (long)r * grid_w, src + (long)r * width, grid_w);
+                }
+            continue;
+        }
+        // The padded rows y_lo ..< y_hi of the plane.
+        for (int y = 0; y < ph; y++) {
+            float *d = padded + (long)y * pw;
+            int iy = y + y_lo - pad;
+            if (!reflect && (iy < 0 || iy >= height)) { memset(d, 0, sizeof(float) * (size_t)pw); continue; }
+            if (reflect) iy = reflect_at(iy, height);
+            const float *s = plane + (long)iy * width;
+            for (int x = 0; x < pad; x++) d[x] = reflect ? s[reflect_at(x - pad, width)] : 0;
+            memcpy(d + pad, s, sizeof(float) * (size_t)width);
+            for (int x = pad + width; x < pw; x++) d[x] = reflect ? s[reflect_at(x - pad, width)] : 0;
+        }
+        for (int ki = 0; ki < kh; ki++)
+            for (int kj = 0; kj < kw; kj++) {
+                float *dst = col + ((long)(c * kh + ki) * kw + kj) * ldcol;
+                const float *src = padded + (long)ki * pw + kj;
+                const long step = (long)stride * pw;
+                if (stride == 1) {
+                    for (int r = 0; r < rows; r++) copy_row(dst + (long)r * grid_w, src + r * step, grid_w);
+                } else if (stride == 2) {
+                    for (int r = 0; r < rows; r++) copy_row2(dst + (long)r * grid_w, src + r * step, grid_w);
+                } else {
+                    for (int r = 0; r < rows; r++) {
+                        float *d = dst + (long)r * grid_w;
+                        const float *s = src + r * step;
+                        for (int ox = 0; ox < grid_w; ox++) d[ox] = s[ox * stride];
+                    }
+                }
+            }
+    }
+    if (padded != stack_plane) free(padded);
+}
+
+void gdh_col2im(const float *col, long ldcol, int channels, int height, int width, int kh, int kw, int stride,
+                int pad, int reflect, int grid_h, int grid_w, float *img, int c_begin, int c_end) {
+    (void)channels;
+    const int ph = (grid_h - 1) * stride + kh, pw = width + 2 * pad;
+    const int full_h = height + 2 * pad;
+    float stack_plane[PLANE_STACK];
+    float *padded = (long)full_h * pw + PLANE_SLACK <= PLANE_STACK ? stack_plane : malloc(sizeof(float) * ((size_t)full_h * pw + PLANE_SLACK));
+    for (int c = c_begin; c < c_end; c++) {
+        float *plane = img + (long)c * height * width;
+        if (pad == 0 && stride == 1 && pw == width) {
+            for (int ki = 0; ki < kh; ki++)
+                for (int kj = 0; kj < kw; kj++) {
+                    const float *src = col + ((long)(c * kh + ki) * kw + kj) * ldcol;
+                    float *dst = plane + (long)ki * width + kj;
+                    for (int r = 0; r < grid_h; r++) add_row(dst + (long)r * width, src + (long)r * grid_w, grid_w);
+                }
+            continue;
+        }
+        memset(padded, 0, sizeof(float) * ((size_t)full_h * pw + PLANE_SLACK));
+        for (int ki = 0; ki < kh; ki++)
+            for (int kj = 0; kj < kw; kj++) {
+                const float *src = col + ((long)(c * kh + ki) * kw + kj) * ldcol;
+                float *dst = padded + (long)ki * pw + kj;
+                const long step = (long)stride * pw;
+                if (stride == 1) {
+                    for (int r = 0; r < grid_h; r++) add_row(dst + r * step, src + (long)r * grid_w, grid_w);
+                } else if (stride == 2) {
+                    for (int r = 0; r < grid_h; r++) add_row2(dst + r * step, src + (long)r * grid_w, grid_w);
+                } else {
+                    for (int r = 0; r < grid_h; r++) {
+                        float *d = dst + r * step;
+                        const float *s = src + (long)r * grid_w;
+                        for (int ox = 0; ox < grid_w; ox++) d[ox * stride] += s[ox];
+                    }
+                }
+            }
+        unpad_plane_add(padded, height, width, pad, reflect, plane, ph < full_h ? ph : full_h, pw);
+    }
+    if (padded != stack_plane) free(padded);
+}
+
+void gdh_group_gather(const float *src, int samples, int channels, long plane, float *dst) {
+    const long ld = (long)samples * plane;
+    for (int s = 0; s < samples; s++)
+        for (int c = 0; c < channels; c++)
+            memcpy(dst + c * ld + s * plane, src + ((long)s * channels + c) * plane, sizeof(float) * (size_t)plane);
+}
+
+void gdh_group_scatter(const float *src, int samples, int channels, long plane, const float *bias, float *dst) {
+    const long ld = (long)samples * plane;
+    for (int s = 0; s < samples; s++) {
+        for (int c = 0; c < channels; c++) {
+            const float *restrict a = src + c * ld + s * plane;
+            float *restrict d = dst + ((long)s * channels + c) * plane;
+            if (bias) {
+                const float b = bias[c];
+                for (long i = 0; i < plane; i++) d[i] = a[i] + b;
+            } else {
+                memcpy(d, a, sizeof(float) * (size_t)plane);
+            }
+        }
+    }
+}
+
+void gdh_add_channel_bias(float *x, int samples, int channels, long plane, const float *bias) {
+    for (int s = 0; s < samples; s++)
+        for (int c = 0; c < channels; c++) {
+            float *restrict d = x + ((long)s * channels + c) * plane;
+            const float b = bias[c];
+            for (long i = 0; i < plane; i++) d[i] += b;
+        }
+}
+
+void gdh_channel_sums(const float *g, int samples, int channels, long plane, float *sums) {
+    for (int s = 0; s < samples; s++)
+        for (int c = 0; c < channels; c++) {
+            const float *p = g + ((long)s * channels + c) * plane;
+            float acc = 0;
+            for (long i = 0; i < plane; i++) acc += p[i];
+            sums[c] += acc;
+        }
+}
+
+void gdh_activation_forward(const float *restrict x, float *restrict y, long n, int act, float slope) {
+    switch (act) {
+    case GDH_ACT_RELU:
+        for (long i = 0; i < n; i++) y[i] = x[i] > 0 ? x[i] : 0;
+        break;
+    case GDH_ACT_LEAKY:
+        for (long i = 0; i < n; i++) y[i] = x[i] < 0 ? x[i] * slope : x[i];
+        break;
+    case GDH_ACT_TANH:
+        for (long i = 0; i < n; i++) y[i] = tanhf(x[i]);
+        break;
+    case GDH_ACT_SIGMOID:
+        for (long i = 0; i < n; i++) y[i] = 1 / (1 + expf(-x[i]));
+        break;
+    default:
+        memcpy(y, x, sizeof(float) * (size_t)n);
+    }
+}
+
+void gdh_activation_backward(const float *restrict g, const float *restrict kept, float *restrict dx, long n,
+                             int act, float slope) {
+    switch (act) {
+    case GDH_ACT_RELU:
+        for (long i = 0; i < n; i++) dx[i] = kept[i] <= 0 ? 0.0f : g[i];
+        break;
+    case GDH_ACT_LEAKY:
+        for (long i = 0; i < n; i++) { const float v = g[i]; dx[i] = kept[i] <= 0 ? v * slope : v; }
+        break;
+    case GDH_ACT_TANH:
+        for (long i = 0; i < n; i++) { const float y = kept[i]; dx[i] = g[i] * (1 - y * y); }
+        break;
+    case GDH_ACT_SIGMOID:
+        for (long i = 0; i < n; i++) { const float y = kept[i]; dx[i] = g[i] * (y * (1 - y)); }
+        break;
+    default:
+        memcpy(dx, g, sizeof(float) * (size_t)n);
+    }
+}
+
+void gdh_batchnorm_stats(const float *x, int samples, int channels, long plane, float *mean, float *var,
+                         float *unbiased) {
+    const long m = (long)samples * plane;
+    for (int c = 0; c < channels; c++) {
+        double s = 0;
+        for (int n = 0; n < samples; n++) {
+            const float *p = x + ((long)n * channels + c) * plane;
+            for (long i = 0; i < plane; i++) s += (double)p[i];
+        }
+        const double mu = s / (double)m;
+        double v = 0;
+        for (int n = 0; n < samples; n++) {
+            const float *p = x + ((long)n * channels + c) * plane;
+            for (long i = 0; i < plane; i++) { const double d = (double)p[i] - mu; v += d * d; }
+        }
+        mean[c] = (float)mu;
+        var[c] = (float)(v / (double)m);
+        unbiased[c] = m > 1 ? (float)(v / (double)(m - 1)) : var[c];
+    }
+}
+
+void gdh_channel_affine(const float *x, int samples, int channels, long plane, const float *scale,
+                        const float *shift, float *y) {
+    for (int n = 0; n < samples; n++)
+        for (int c = 0; c < channels; c++) {
+            const long b = ((long)n * channels + c) * plane;
+            const float a = scale[c], t = shift[c];
+            const float *restrict xp = x + b;
+            float *restrict yp = y + b;
+            for (long i = 0; i < plane; i++) yp[i] = xp[i] * a + t;
+        }
+}
+
+void gdh_batchnorm_backward(const float *x, const float *g, int samples, int channels, long plane,
+                            const float *mean, const float *inv_std, const float *gamma, int batch_stats,
+                            float *dgamma, float *dbeta, float *dx) {
+    const float m = (float)((long)samples * plane);
+    for (int c = 0; c < channels; c++) {
+        const float mu = mean[c], istd = inv_std[c];
+        float sum_g = 0, sum_gx = 0;
+        for (int n = 0; n < samples; n++) {
+            const long b = ((long)n * channels + c) * plane;
+            for (long i = 0; i < plane; i++) { sum_g += g[b + i]; sum_gx += g[b + i] * (x[b + i] - mu) * istd; }
+        }
+        dgamma[c] += sum_gx;
+        dbeta[c] += sum_g;
+        const float k = gamma[c] * istd / m;
+        const float gi = gamma[c] * istd;
+        for (int n = 0; n < samples; n++) {
+            const long b = ((long)n * channels + c) * plane;
+            const float *restrict xp = x + b, *restrict gp = g + b;
+            float *restrict dp = dx + b;
+            if (batch_stats) {
+                for (long i = 0; i < plane; i++) {
+                    const float xhat = (xp[i] - mu) * istd;
+                    dp[i] = k * (m * gp[i] - sum_g - xhat * sum_gx);
+                }
+            } else {
+                for (long i = 0; i < plane; i++) dp[i] = gi * gp[i];
+            }
+        }
+    }
+}
+
+void gdh_adam_step(float *p, const float *g, float *m, float *v, long n, float beta1, float beta2,
+                   float bc1, float bc2, float lr, float eps, float weight_decay) {
+    for (long i = 0; i < n; i++) {
+        const float gi = g[i] + weight_decay * p[i];
+        m[i] = beta1 * m[i] + (1 - beta1) * gi;
+        v[i] = beta2 * v[i] + (1 - beta2) * gi * gi;
+        const float denom = sqrtf(v[i] / bc2) + eps;
+        p[i] -= lr * (m[i] / bc1) / denom;
+    }
+}
+
+void gdh_reflection_pad_backward(const float *g, int planes, int height, int width, int pad, float *dx) {
+    const int gh = height + 2 * pad, gw = width + 2 * pad;
+    memset(dx, 0, sizeof(float) * (size_t)planes * height * width);
+    for (int p = 0; p < planes; p++) {
+        const float *src = g + (long)p * gh * gw;
+        float *dst = dx + (long)p * height * width;
+        for (int oy = 0; oy < gh; oy++) {
+            float *restrict d = dst + (long)reflect_at(oy - pad, height) * width;
+            const float *restrict s = src + (long)oy * gw;
+            for (int ox = 0; ox < pad; ox++) d[reflect_at(ox - pad, width)] += s[ox];
+            for (int ox = 0; ox < width; ox++) d[ox] += s[ox + pad];
+            for (int ox = pad + width; ox < gw; ox++) d[reflect_at(ox - pad, width)] += s[ox];
+        }
+    }
+}
