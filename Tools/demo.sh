@@ -29,13 +29,13 @@ PID=$!
 for _ in $(seq 100); do $BIN/gdh ping >/dev/null 2>&1 && break; sleep 0.1; done
 $BIN/gdh ping
 
-say "add the 600 photos through the GDH image branch (sign(H(photo)))"
+say "add the 600 photos through the image branch (code = sign(H(photo)))"
 $BIN/gdh add-images "$WORK/data/images"
 
 say "mAP@all of the 120 held-out sketches against the gallery (tie-aware), in process"
 $BIN/gdh eval --model "$MODEL" --data "$WORK/data" --split all
 
-say "query sketches through the daemon (sign(H(G_I(sketch))), exact Hamming 10-NN)"
+say "query sketches through the daemon (exact Hamming 10-NN of the sketch code)"
 mkdir -p "$OUT"
 for cls in house car fish umbrella; do
     s=$(ls "$WORK/data/sketches/$cls" | head -1)

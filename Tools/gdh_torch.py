@@ -208,6 +208,8 @@ def load_networks(path):
     check_config(config)
     training = any(k.startswith("G_S.") for k in tensors)
     prefixes = PREFIXES if training else ("G_I", "H")
+    if config.get("noGenerator") and not training:
+        prefixes = ("H",)   # a model trained without a generator has no G_I
     stray = sorted(k for k in tensors if k.split(".", 1)[0] not in prefixes or "." not in k)
     if stray:
         raise ModelError("model %s: unexpected tensor %s" % (path, stray[0]))
@@ -221,7 +223,7 @@ def load_networks(path):
 def load_model(path):
     """(config dict, G_I, H) of a model file, strictly loaded, in eval mode."""
     config, nets = load_networks(path)
-    return config, nets["G_I"], nets["H"]
+    return config, nets.get("G_I"), nets["H"]
 
 
 def model_tensors(config, G_I, H, G_S=None, D_I=None, D_S=None):
@@ -233,6 +235,8 @@ def model_tensors(config, G_I, H, G_S=None, D_I=None, D_S=None):
         raise ModelError("a model file holds G_S, D_I and D_S together or none of them "
                          "(the Swift reader loads all three when G_S is present); got %s"
                          % ", ".join(training))
+    if G_I is None and not config.get("noGenerator"):
+        raise ModelError("only a model trained without a generator (noGenerator) may omit G_I")
     out = {}
     for p, net in given.items():
         if net is None:
@@ -272,7 +276,7 @@ def encode(G_I, H, images=None, sketches=None):
     """H outputs (N, bits) of images and of sketches (through G_I); None for no input."""
     with torch.inference_mode():
         hi = H(images) if images is not None else None
-        hs = H(G_I(sketches)) if sketches is not None else None
+        hs = (H(G_I(sketches)) if G_I is not None else H(sketches)) if sketches is not None else None
     return hi, hs
 
 

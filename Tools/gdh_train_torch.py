@@ -51,7 +51,7 @@ Readings of Docs/training.md where it leaves a choice (the Swift trainer follows
 * Steps per epoch: floor(N / B) batches (the last partial batch is dropped), at least one
   (then B = N). Photos of a class without training sketches are left out.
 * --no-generator models are written with an untrained G_I (the file format always has one)
-  and "noGenerator": true in the config JSON (sketches go straight into H at query time).
+  and "noGenerator": true in the config JSON, without G_I (sketches go straight into H).
 """
 
 import argparse
@@ -571,12 +571,8 @@ def lr_at(epoch, epochs, base=LR):
 def save_trained(path, config, nets, no_generator):
     cpu = {p: copy.deepcopy(net).cpu().eval() for p, net in nets.items()}
     if no_generator:
-        # The model file always holds a G_I: an untrained one (seed 0), unused at query time.
-        rng = torch.get_rng_state()
-        torch.manual_seed(0)
-        g = make_networks(config, ("G_I",))["G_I"].eval()
-        torch.set_rng_state(rng)
-        gdh_torch.save_model(path, dict(config, noGenerator=True), g, cpu["H"])
+        # A no-generator model file holds H only ("noGenerator": true in its config).
+        gdh_torch.save_model(path, dict(config, noGenerator=True), None, cpu["H"])
     else:
         gdh_torch.save_model(path, config, cpu["G_I"], cpu["H"], cpu["G_S"], cpu["D_I"], cpu["D_S"])
 

@@ -38,9 +38,16 @@ public final class GDHModel {
         discriminatorS = training ? Discriminator.make(ndf: c.ndf, norm: c.norm) : nil
     }
 
+    /// A model trained without a generator (`noGenerator`) has no G_I in its file: its
+    /// `generatorI` is never run and never stored.
     private var networks: [(String, Chain)] {
-        [("G_I", generatorI), ("H", hashNet)]
+        inferenceNetworks
             + [("G_S", generatorS), ("D_I", discriminatorI), ("D_S", discriminatorS)].compactMap { n, c in c.map { (n, $0) } }
+    }
+
+    /// G_I (unless the model was trained without one) and H.
+    private var inferenceNetworks: [(String, Chain)] {
+        configuration.usesGenerator ? [("G_I", generatorI), ("H", hashNet)] : [("H", hashNet)]
     }
 
     /// The inference networks' tensors, and the training ones' when present.
@@ -78,7 +85,7 @@ public final class GDHModel {
         encoder.outputFormatting = [.sortedKeys]
         bytes([UInt8]((try? encoder.encode(configuration)) ?? Data()))
         var tensors: [([UInt8], Tensor)] = []
-        for (prefix, net) in [("G_I", generatorI), ("H", hashNet)] {
+        for (prefix, net) in inferenceNetworks {
             for (k, v) in net.stateDict() { tensors.append((Array((prefix + "." + k).utf8), v)) }
         }
         tensors.sort { $0.0.lexicographicallyPrecedes($1.0) }
