@@ -39,7 +39,7 @@ public struct ModelEvaluator {
         let photos = try encode(resolved.gallery.map(dataset.absolutePath), sketch: false, encoders: encoders, progress: progress)
         var report = scoreCodes(queries: resolved.queries, queryCodes: sketches.codes,
                                 gallery: resolved.gallery, galleryCodes: photos.codes, classes: resolved.classes)
-        report.method = "gdh"
+        report.method = model.configuration.usesGenerator ? "gdh" : "gdh-no-generator"
         report.encodeMsPerQuery = sketches.msPerItem
         report.encodeMsPerImage = photos.msPerItem
         report.skippedUnreadable = sketches.unreadable.count + photos.unreadable.count
