@@ -1,1 +1,0 @@
-// Dataset layouts, splits, the image cache and the synthetic data generator.
