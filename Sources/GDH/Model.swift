@@ -111,6 +111,11 @@ public final class GDHModel {
     }
 
     public func write(to path: String) throws {
+        try file().write(to: path)
+    }
+
+    /// The model as a safetensors file (tensors and metadata), ready to encode or write.
+    public func file() throws -> SafetensorsFile {
         var file = SafetensorsFile()
         for (name, t) in stateDict() { file.tensors[name] = try TensorData(floats: t.data, shape: t.shape) }
         let json = try JSONEncoder().encode(configuration)
@@ -119,7 +124,7 @@ public final class GDHModel {
             "config": String(decoding: json, as: UTF8.self), "bits": String(configuration.bits),
             "image_size": String(configuration.imageSize), "preprocessing": preprocessingDescription,
         ]
-        try file.write(to: path)
+        return file
     }
 
     /// Reads a model file; the training networks are loaded when the file has them.

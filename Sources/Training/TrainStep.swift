@@ -147,18 +147,10 @@ public final class GDHTrainStep {
         let gI = model.generatorI
         // 1-4: sketches to photos, their cycle, D_I's verdict, and the hashing loss.
         let fakeI = gI.forward(batch.sketches)
-        var dFakeI = Tensor(zeros: fakeI.shape)
-        if objective.cycle {
-            let recS = gS.forward(fakeI)
-            let (l, g) = Loss.l1(recS, batch.sketches)
-            losses.cycleS = objective.cycleWeight * l
-            dFakeI.accumulate(gS.backward(scaled(g, objective.cycleWeight)))
-        }
-        if objective.adversarial, let dI = model.discriminatorI {
-            let (l, g) = lsgan(dI.forward(fakeI), target: 1)
-            losses.adversarialI = l
-            dFakeI.accumulate(dI.backward(g))
-        }
+        let towardsSketch = cycleAndVerdict(fakeI, back: gS, original: batch.sketches, critic: model.discriminatorI)
+        var dFakeI = towardsSketch.gradient
+        losses.cycleS = towardsSketch.cycle
+        losses.adversarialI = towardsSketch.adversarial
         let h = model.hashNet.forward(stack(batch.photos, fakeI))
         let (_, dh) = hashLoss(h, batch, &losses)
         let dStack = model.hashNet.backward(scaled(dh, objective.lambdaHash))
@@ -166,18 +158,9 @@ public final class GDHTrainStep {
         _ = gI.backward(dFakeI)
         // 5: photos to sketches and back, D_S's verdict.
         let fakeS = gS.forward(batch.photos)
-        var dFakeS = Tensor(zeros: fakeS.shape)
-        if objective.cycle {
-            let recI = gI.forward(fakeS)
-            let (l, g) = Loss.l1(recI, batch.photos)
-            losses.cycleI = objective.cycleWeight * l
-            dFakeS.accumulate(gI.backward(scaled(g, objective.cycleWeight)))
-        }
-        if objective.adversarial, let dS = model.discriminatorS {
-            let (l, g) = lsgan(dS.forward(fakeS), target: 1)
-            losses.adversarialS = l
-            dFakeS.accumulate(dS.backward(g))
-        }
+        let (dFakeS, cycleI, adversarialS) = cycleAndVerdict(fakeS, back: gI, original: batch.photos, critic: model.discriminatorS)
+        losses.cycleI = cycleI
+        losses.adversarialS = adversarialS
         _ = gS.backward(dFakeS)
         losses.generator = losses.adversarialI + losses.adversarialS + losses.cycleS + losses.cycleI
             + objective.lambdaHash * losses.hash
@@ -185,6 +168,27 @@ public final class GDHTrainStep {
         optimizerH.step()
         if objective.adversarial { discriminatorStep(batch, fakeI: fakeI, fakeS: fakeS, &losses) }
         return losses
+    }
+
+    /// The terms on one direction's fake: the cycle back to `original` through `back` (then
+    /// `back`'s backward, so that it may run forward again) and the critic's verdict, in that
+    /// order. Returns the gradient they send into `fake` and the two weighted losses (0 for
+    /// a term the objective drops).
+    private func cycleAndVerdict(_ fake: Tensor, back: Chain, original: Tensor, critic: Chain?)
+        -> (gradient: Tensor, cycle: Float, adversarial: Float) {
+        var dFake = Tensor(zeros: fake.shape)
+        var cycle: Float = 0, adversarial: Float = 0
+        if objective.cycle {
+            let (l, g) = Loss.l1(back.forward(fake), original)
+            cycle = objective.cycleWeight * l
+            dFake.accumulate(back.backward(scaled(g, objective.cycleWeight)))
+        }
+        if objective.adversarial, let critic {
+            let (l, g) = lsgan(critic.forward(fake), target: 1)
+            adversarial = l
+            dFake.accumulate(critic.backward(g))
+        }
+        return (dFake, cycle, adversarial)
     }
 
     /// 7-8: the discriminators on real images and on fakes from the pools.

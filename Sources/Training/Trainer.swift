@@ -159,11 +159,7 @@ public final class GDHTrainer {
         let state = step.model.stateDict()
         try out.generatorI.load(state, prefix: "G_I.", strict: false)
         try out.hashNet.load(state, prefix: "H.", strict: false)
-        let temporary = path + ".export-\(getpid())"
-        try out.write(to: temporary)
-        guard let bytes = FileManager.default.contents(atPath: temporary) else { throw TrainingError("cannot read back \(temporary)") }
-        unlink(temporary)
-        try AtomicFile.write([UInt8](bytes), to: path)
+        try AtomicFile.write(out.file().encode(), to: path)
     }
 
     private func progressLine(_ l: StepLosses, imagesPerSecond: Double, stepsDone: Int, since: Date) -> String {
