@@ -198,6 +198,11 @@ conv2d_case("conv2d_zero", 3, 4, 3, 1, 1, hw=7)
 conv2d_case("conv2d_stride2", 3, 4, 3, 2, 1)
 conv2d_case("conv2d_reflect", 3, 4, 7, 1, 3, padding_mode="reflect")
 conv2d_case("conv2d_nobias_k4s2", 3, 4, 4, 2, 1, bias=False)
+# Shapes of the direct training kernels' paths: rows of a multiple of 8 (fused) and not,
+# output channels past a block of 4, a stride-2 weight gradient with masked rows.
+conv2d_case("conv2d_reflect_k7_wide", 8, 5, 7, 1, 3, padding_mode="reflect", hw=16)
+conv2d_case("conv2d_k4s1", 6, 9, 4, 1, 1, hw=9)
+conv2d_case("conv2d_k3s2_wide", 7, 6, 3, 2, 1, hw=13)
 conv2d_case("conv2d_1x1", 4, 3, 1, 1, 0, hw=6)
 
 

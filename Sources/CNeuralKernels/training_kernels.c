@@ -353,3 +353,120 @@ void gdh_reflection_pad_backward(const float *g, int planes, int height, int wid
         }
     }
 }
+
+// MARK: - Direct convolution gradients
+
+// dw[o][c][t] += Σ_y Σ_x g[o][y][x] · in[c][tap_off[t] + y·pitch + x], scalar.
+static void weight_grad_scalar(const float *in, long in_cstride, int channels_in, const long *tap_off, int taps,
+                               const float *g, long g_cstride, int channels_out, int rows, int width, long pitch,
+                               float *dw, int c_begin, int c_end) {
+    for (int c = c_begin; c < c_end; c++)
+        for (int o = 0; o < channels_out; o++)
+            for (int t = 0; t < taps; t++) {
+                const float *src = in + (long)c * in_cstride + tap_off[t];
+                const float *go = g + (long)o * g_cstride;
+                float acc = 0;
+                for (int y = 0; y < rows; y++)
+                    for (int x = 0; x < width; x++) acc += go[(long)y * width + x] * src[(long)y * pitch + x];
+                dw[((long)o * channels_in + c) * taps + t] += acc;
+            }
+}
+
+#if defined(__x86_64__)
+static inline __attribute__((always_inline, target("avx2,fma"))) float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// One block of OB output channels × TB taps of one input channel: OB·TB vector sums over
+// every output position, 8 at a time (the last 8 of a row masked).
+static inline __attribute__((always_inline, target("avx2,fma")))
+void weight_grad_block256(const float *src, const long *off, const float *g, long g_cstride, int rows, int width,
+                          long pitch, float *dw, long dw_ostride, const int OB, const int TB) {
+    __m256 acc[4][3];
+    for (int j = 0; j < OB; j++)
+        for (int t = 0; t < TB; t++) acc[j][t] = _mm256_setzero_ps();
+    const int full = width & ~7, rest = width - full;
+    const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rest), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    for (int y = 0; y < rows; y++) {
+        const float *gy = g + (long)y * width;
+        const float *sy = src + (long)y * pitch;
+        for (int x = 0; x < full; x += 8) {
+            __m256 gv[4], sv[3];
+            for (int j = 0; j < OB; j++) gv[j] = _mm256_loadu_ps(gy + (long)j * g_cstride + x);
+            for (int t = 0; t < TB; t++) sv[t] = _mm256_loadu_ps(sy + off[t] + x);
+            for (int j = 0; j < OB; j++)
+                for (int t = 0; t < TB; t++) acc[j][t] = _mm256_fmadd_ps(gv[j], sv[t], acc[j][t]);
+        }
+        if (rest) {
+            __m256 gv[4], sv[3];
+            for (int j = 0; j < OB; j++) gv[j] = _mm256_maskload_ps(gy + (long)j * g_cstride + full, mask);
+            for (int t = 0; t < TB; t++) sv[t] = _mm256_maskload_ps(sy + off[t] + full, mask);
+            for (int j = 0; j < OB; j++)
+                for (int t = 0; t < TB; t++) acc[j][t] = _mm256_fmadd_ps(gv[j], sv[t], acc[j][t]);
+        }
+    }
+    for (int j = 0; j < OB; j++)
+        for (int t = 0; t < TB; t++) dw[(long)j * dw_ostride + t] += hsum256(acc[j][t]);
+}
+
+#define WG_BLOCK(OB, TB) \
+    __attribute__((target("avx2,fma"))) static void wg256_##OB##_##TB(const float *src, const long *off, const float *g, \
+        long g_cstride, int rows, int width, long pitch, float *dw, long dw_ostride) { \
+        weight_grad_block256(src, off, g, g_cstride, rows, width, pitch, dw, dw_ostride, OB, TB); }
+WG_BLOCK(1, 1) WG_BLOCK(1, 2) WG_BLOCK(1, 3)
+WG_BLOCK(2, 1) WG_BLOCK(2, 2) WG_BLOCK(2, 3)
+WG_BLOCK(3, 1) WG_BLOCK(3, 2) WG_BLOCK(3, 3)
+WG_BLOCK(4, 1) WG_BLOCK(4, 2) WG_BLOCK(4, 3)
+typedef void (*wg_fn)(const float *, const long *, const float *, long, int, int, long, float *, long);
+static const wg_fn wg256[4][3] = {
+    { wg256_1_1, wg256_1_2, wg256_1_3 }, { wg256_2_1, wg256_2_2, wg256_2_3 },
+    { wg256_3_1, wg256_3_2, wg256_3_3 }, { wg256_4_1, wg256_4_2, wg256_4_3 },
+};
+#endif
+
+void gdh_conv_weight_grad(const float *in, long in_cstride, int channels_in, const long *tap_off, int taps,
+                          const float *g, long g_cstride, int channels_out, int rows, int width, long pitch,
+                          float *dw, int c_begin, int c_end, int level) {
+#if defined(__x86_64__)
+    if (level >= 1 && gdh_conv_kernel_level() >= 1) {
+        for (int c = c_begin; c < c_end; c++) {
+            const float *src = in + (long)c * in_cstride;
+            for (int o = 0; o < channels_out; o += 4) {
+                const int ob = channels_out - o < 4 ? channels_out - o : 4;
+                for (int t = 0; t < taps; t += 3) {
+                    const int tb = taps - t < 3 ? taps - t : 3;
+                    wg256[ob - 1][tb - 1](src, tap_off + t, g + (long)o * g_cstride, g_cstride, rows, width, pitch,
+                                          dw + ((long)o * channels_in + c) * taps + t, (long)channels_in * taps);
+                }
+            }
+        }
+        return;
+    }
+#endif
+    (void)level;
+    weight_grad_scalar(in, in_cstride, channels_in, tap_off, taps, g, g_cstride, channels_out, rows, width, pitch,
+                       dw, c_begin, c_end);
+}
+
+void gdh_unpad_planes(const float *src, long src_cstride, long pitch, int height, int width, int pad, int reflect,
+                      float *dst, int c_begin, int c_end) {
+    const int ph = height + 2 * pad, pw = width + 2 * pad;
+    for (int c = c_begin; c < c_end; c++) {
+        const float *s = src + (long)c * src_cstride;
+        float *d = dst + (long)c * height * width;
+        // The interior first (a copy), then what reflection folds back onto it.
+        for (int y = 0; y < height; y++) memcpy(d + (long)y * width, s + (long)(y + pad) * pitch + pad, sizeof(float) * (size_t)width);
+        if (!reflect || pad == 0) continue;
+        for (int y = 0; y < ph; y++) {
+            const int iy = reflect_at(y - pad, height);
+            const float *sr = s + (long)y * pitch;
+            float *dr = d + (long)iy * width;
+            if (y < pad || y >= pad + height) add_row(dr, sr + pad, width);
+            for (int x = 0; x < pad; x++) dr[reflect_at(x - pad, width)] += sr[x];
+            for (int x = pad + width; x < pw; x++) dr[reflect_at(x - pad, width)] += sr[x];
+        }
+    }
+}

@@ -17,11 +17,11 @@ public final class Chain: Layer {
     }
 
     public func forward(_ x: Tensor) -> Tensor {
-        children.reduce(x) { $1.layer.forward($0) }
+        children.reduce(x) { x, c in LayerProfiler.measure(c.layer, "fwd", x) { c.layer.forward(x) } }
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
-        children.reversed().reduce(gradOutput) { $1.layer.backward($0) }
+        children.reversed().reduce(gradOutput) { g, c in LayerProfiler.measure(c.layer, "bwd", g) { c.layer.backward(g) } }
     }
 
     public var parameters: [(String, Parameter)] {

@@ -93,9 +93,11 @@ public final class Conv2d: Layer {
     public let weight: Parameter   // (out, in, kh, kw)
     public let bias: Parameter?    // (out)
     public var training = true
+    /// Direct kernels or im2col + GEMM (see ConvDirect.swift); automatic by default.
+    public var algorithm: ConvAlgorithm = .automatic
 
-    private var input = Tensor(zeros: [0])   // the input of the last forward
-    private var scratch: [Float] = []
+    var input = Tensor(zeros: [0])   // the input of the last forward
+    var scratch: [Float] = []
     /// Floats of one band of columns in the forward pass (1 MiB: measured best of 256 KiB-16 MiB).
     static let bandFloats = 1 << 18
 
@@ -129,6 +131,10 @@ public final class Conv2d: Layer {
 
     public func forward(_ x: Tensor) -> Tensor {
         precondition(x.rank == 4 && x.c == inChannels, "Conv2d expects (N, \(inChannels), H, W), got \(x.shape)")
+        if usesDirect(x, backward: false) {
+            input = x
+            return directForward(x)
+        }
         let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
         // Padding (zeros or reflection) happens inside im2col: no padded copy is made.
         input = x
@@ -190,6 +196,7 @@ public final class Conv2d: Layer {
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {
+        if usesDirect(input, backward: true) { return directBackward(gradOutput) }
         let x = input
         let g = geometry(x)
         precondition(gradOutput.shape == [x.n, outChannels, g.gridH, g.gridW], "Conv2d.backward: bad gradient shape")
@@ -249,6 +256,39 @@ func addChannelSums(_ g: Tensor, into bias: Parameter) {
     }
 }
 
+/// out += col2im(Wᵀ · x) for `samples` inputs of `channels` × (gridH·gridW) (out zeroed by
+/// the caller; W is channels × rows): a transposed convolution, or a convolution's input
+/// gradient. Several samples side by side in one GEMM (`groupSamples`).
+func transposedConvolution(_ g: PatchGeometry, samples: Int, channels: Int, _ x: UnsafePointer<Float>,
+                           weights: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, scratch: inout [Float]) {
+    let inSize = channels * g.cols, outSize = g.channels * g.height * g.width
+    let sg = groupSamples(samples, g.rows * g.cols)
+    let colFloats = g.rows * sg * g.cols, gatherFloats = sg > 1 ? channels * sg * g.cols : 0
+    ensureScratch(&scratch, colFloats + gatherFloats)
+    scratch.withUnsafeMutableBufferPointer { sp in
+        let colp = sp.baseAddress!, gathered = colp + colFloats
+        var n0 = 0
+        while n0 < samples {
+            let s = min(sg, samples - n0), ld = s * g.cols
+            let xn: UnsafePointer<Float>
+            if s > 1 {
+                gdh_group_gather(x + n0 * inSize, Int32(s), Int32(channels), g.cols, gathered)
+                xn = UnsafePointer(gathered)
+            } else {
+                xn = x + n0 * inSize
+            }
+            // cols = Wᵀ · x, then into the output images
+            gemm(transA: true, m: g.rows, n: ld, k: channels, weights, lda: g.rows, xn, ldb: ld, colp, ldc: ld)
+            if s > 1 {
+                trainingParallel(s) { i in col2im(g, colp + i * g.cols, out + (n0 + i) * outSize, ld: ld) }
+            } else {
+                trainingChannels(g.channels) { cs in col2im(g, colp, out + n0 * outSize, channels: cs) }
+            }
+            n0 += s
+        }
+    }
+}
+
 /// Transposed 2-D convolution, PyTorch `nn.ConvTranspose2d` (dilation 1, groups 1):
 /// weight (in, out, kh, kw), bias (out); output size (H−1)·stride − 2·padding + k + outputPadding.
 /// Its forward is the data gradient of a convolution: cols = Wᵀ · x_n, then col2im.
@@ -289,36 +329,12 @@ public final class ConvTranspose2d: Layer {
         input = x
         let g = geometry(x)
         var out = Tensor(zeros: [x.n, outChannels, g.height, g.width])
-        let inSize = inChannels * g.cols, outSize = outChannels * g.height * g.width
-        let sg = groupSamples(x.n, g.rows * g.cols)
-        let colFloats = g.rows * sg * g.cols, gatherFloats = sg > 1 ? inChannels * sg * g.cols : 0
-        ensureScratch(&scratch, colFloats + gatherFloats)
         x.data.withUnsafeBufferPointer { xp in
         weight.value.data.withUnsafeBufferPointer { wp in
-        scratch.withUnsafeMutableBufferPointer { sp in
         out.data.withUnsafeMutableBufferPointer { op in
-            let colp = sp.baseAddress!, gathered = colp + colFloats, ob = op.baseAddress!
-            var n0 = 0
-            while n0 < x.n {
-                let s = min(sg, x.n - n0), ld = s * g.cols
-                let xn: UnsafePointer<Float>
-                if s > 1 {
-                    gdh_group_gather(xp.baseAddress! + n0 * inSize, Int32(s), Int32(inChannels), g.cols, gathered)
-                    xn = UnsafePointer(gathered)
-                } else {
-                    xn = xp.baseAddress! + n0 * inSize
-                }
-                // cols = Wᵀ · x, then into the output images
-                gemm(transA: true, m: g.rows, n: ld, k: inChannels, wp.baseAddress!, lda: g.rows,
-                     xn, ldb: ld, colp, ldc: ld)
-                if s > 1 {
-                    trainingParallel(s) { i in col2im(g, colp + i * g.cols, ob + (n0 + i) * outSize, ld: ld) }
-                } else {
-                    trainingChannels(g.channels) { cs in col2im(g, colp, ob + n0 * outSize, channels: cs) }
-                }
-                n0 += s
-            }
-        }}}}
+            transposedConvolution(g, samples: x.n, channels: inChannels, xp.baseAddress!, weights: wp.baseAddress!,
+                                  into: op.baseAddress!, scratch: &scratch)
+        }}}
         if ConvProfiler.enabled {
             ConvProfiler.record(start: started, flops: 2 * Double(x.n * inChannels * g.rows * g.cols))
         }

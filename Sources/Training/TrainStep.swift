@@ -110,6 +110,9 @@ public final class GDHTrainStep {
         self.model = model
         self.objective = objective
         model.setTraining(true)
+        // A step frees and reallocates the same tensors: keep their memory in the process
+        // instead of paying page faults and zeroing for it again every step.
+        retainFreedMemory()
         let g = objective.generator ? model.generatorI.parameters.map { $0.1 } + gS.parameters.map { $0.1 } : []
         optimizerG = Adam(g, lr: learningRate, betas: (0.5, 0.999))
         optimizerH = Adam(model.hashNet.parameters.map { $0.1 }, lr: learningRate * objective.hashLearningRateFactor, betas: (0.5, 0.999))

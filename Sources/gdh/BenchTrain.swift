@@ -19,6 +19,7 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Timed steps (after 2 warm-up steps).") var steps: Int = 5
     @Flag(help: "Time the no-generator ablation (H only).") var noGenerator = false
     @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Also print the time of each layer (forward and backward, per step), slowest first.") var layers = false
 
     func validate() throws {
         guard GDHConfiguration.named(config, bits: bits) != nil else { throw ValidationError("--config is small or paper") }
@@ -46,12 +47,16 @@ struct BenchTrain: ParsableCommand {
         let data = TrainingBatch(photos: images(), sketches: images(), photoLabels: labels, sketchLabels: labels,
                                  photoTargets: targets, sketchTargets: targets)
         for _ in 0..<2 { trainer.step(data) }
+        LayerProfiler.reset()
+        LayerProfiler.enabled = layers
         var times: [UInt64] = []
         for _ in 0..<steps {
             let t0 = now()
             trainer.step(data)
             times.append(now() - t0)
         }
+        LayerProfiler.enabled = false
+        if layers { printLayerProfile(steps: steps, stepMilliseconds: times.reduce(0, +) / UInt64(steps)) }
         let ms = summary(times)["median"] ?? 0
         let rate = Double(2 * batch) / (ms / 1000)
         if json {
@@ -62,4 +67,19 @@ struct BenchTrain: ParsableCommand {
                          config, batch, threads, ms, steps, rate))
         }
     }
+}
+
+/// The layer profile of `steps` steps: milliseconds per step, slowest first, and what the
+/// layers leave to the rest of the step (losses, optimiser, copies).
+func printLayerProfile(steps: Int, stepMilliseconds meanNanoseconds: UInt64) {
+    let rows = LayerProfiler.entries.sorted { $0.value.nanoseconds > $1.value.nanoseconds }
+    var total = 0.0
+    print("ms/step  calls/step  layer (direction, settings, input or gradient shape)")
+    for (key, e) in rows {
+        let ms = Double(e.nanoseconds) / 1e6 / Double(steps)
+        total += ms
+        if ms >= 1 { print(String(format: "%7.1f  %10d  %@", ms, e.calls / steps, key)) }
+    }
+    let step = Double(meanNanoseconds) / 1e6
+    print(String(format: "layers %.1f ms of a %.1f ms step (%.0f%%); the rest is losses, optimiser and copies", total, step, 100 * total / max(step, 1e-9)))
 }

@@ -135,22 +135,27 @@ struct PyTorchFixtureTests {
             }
             return
         }
-        let layer = try makeLayer(f)
-        layer.training = f.flag("training", true)
-        for (name, p) in layer.parameters {
-            p.value = try f.tensor("param.\(name)")
-            p.zeroGrad()
-        }
-        let y = layer.forward(x)
-        expectClose(y, try f.tensor("output"), "\(file) output")
-        let dx = layer.backward(g)
-        expectClose(dx, try f.tensor("grad_input"), "\(file) grad_input")
-        for (name, p) in layer.parameters {
-            expectClose(p.grad, try f.tensor("grad.\(name)"), "\(file) grad.\(name)")
-        }
-        if layer.training, let bn = layer as? BatchNorm2d {
-            expectClose(bn.runningMean, try f.tensor("buffer.running_mean"), "\(file) running_mean")
-            expectClose(bn.runningVar, try f.tensor("buffer.running_var"), "\(file) running_var")
+        // Convolutions both ways: im2col + GEMM and the direct kernels.
+        let algorithms: [ConvAlgorithm] = kind == "conv2d" ? [.gemm, .direct] : [.automatic]
+        for algorithm in algorithms {
+            let layer = try makeLayer(f)
+            (layer as? Conv2d)?.algorithm = algorithm
+            layer.training = f.flag("training", true)
+            for (name, p) in layer.parameters {
+                p.value = try f.tensor("param.\(name)")
+                p.zeroGrad()
+            }
+            let y = layer.forward(x)
+            expectClose(y, try f.tensor("output"), "\(file) \(algorithm) output")
+            let dx = layer.backward(g)
+            expectClose(dx, try f.tensor("grad_input"), "\(file) \(algorithm) grad_input")
+            for (name, p) in layer.parameters {
+                expectClose(p.grad, try f.tensor("grad.\(name)"), "\(file) \(algorithm) grad.\(name)")
+            }
+            if layer.training, let bn = layer as? BatchNorm2d {
+                expectClose(bn.runningMean, try f.tensor("buffer.running_mean"), "\(file) running_mean")
+                expectClose(bn.runningVar, try f.tensor("buffer.running_var"), "\(file) running_var")
+            }
         }
     }
 

@@ -164,6 +164,20 @@ void gdh_adam_step(float *p, const float *g, float *m, float *v, long n, float b
 /// The gradient of reflection padding by `pad`: g is planes × (h+2p) × (w+2p), dx planes × h × w.
 void gdh_reflection_pad_backward(const float *g, int planes, int height, int width, int pad, float *dx);
 
+/// The weight gradient of gdh_conv_direct, over input channels [c_begin, c_end):
+///   dw[(o · channels_in + c) · taps + t] += Σ_{y < rows} Σ_{x < width}
+///       g[o · g_cstride + y · width + x] · in[c · in_cstride + tap_off[t] + y · pitch + x]
+/// (g compact, `in` as prepared for the forward pass). `level` as gdh_conv_direct.
+void gdh_conv_weight_grad(const float *in, long in_cstride, int channels_in, const long *tap_off, int taps,
+                          const float *g, long g_cstride, int channels_out, int rows, int width, long pitch,
+                          float *dw, int c_begin, int c_end, int level);
+/// The gradient of padding by `pad` for channels [c_begin, c_end): src holds, per channel
+/// (src_cstride apart), the (height + 2·pad) × (width + 2·pad) gradient of the padded
+/// image in rows `pitch` apart; dst (channels × height × width) is set to the interior,
+/// plus (with `reflect`) the border entries added into the pixels they mirror.
+void gdh_unpad_planes(const float *src, long src_cstride, long pitch, int height, int width, int pad, int reflect,
+                      float *dst, int c_begin, int c_end);
+
 #ifdef __cplusplus
 }
 #endif
