@@ -3,6 +3,7 @@
 // Adam) without the bounds and uniqueness checks of Swift arrays. Loop orders (and so
 // the sums) follow the Swift code they replace.
 #include "neural_kernels.h"
+#include "kernel_math.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,6 +225,50 @@ void gdh_channel_sums(const float *g, int samples, int channels, long plane, flo
         }
 }
 
+// Sums of a plane in two SSE accumulators (8 lanes), returned as a double: the element
+// loops of BatchNorm are otherwise sequential float (or double) additions that do not
+// vectorise.
+#if GDH_TRAIN_SSE
+static inline double lanes_sum(__m128 a, __m128 b) {
+    float lanes[4];
+    _mm_storeu_ps(lanes, _mm_add_ps(a, b));
+    return (double)lanes[0] + lanes[1] + lanes[2] + lanes[3];
+}
+#endif
+
+static inline double plane_sum(const float *p, long n) {
+    long i = 0;
+    double tail = 0;
+#if GDH_TRAIN_SSE
+    __m128 a = _mm_setzero_ps(), b = _mm_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+        a = _mm_add_ps(a, _mm_loadu_ps(p + i));
+        b = _mm_add_ps(b, _mm_loadu_ps(p + i + 4));
+    }
+    tail = lanes_sum(a, b);
+#endif
+    for (; i < n; i++) tail += p[i];
+    return tail;
+}
+
+// Σ (q[i] − qmu)·(p[i] − mu), likewise: the centred sum of squares with q = p, qmu = mu.
+static inline double plane_centered_dot(const float *q, float qmu, const float *p, long n, float mu) {
+    long i = 0;
+    double tail = 0;
+#if GDH_TRAIN_SSE
+    const __m128 m = _mm_set1_ps(mu), qm = _mm_set1_ps(qmu);
+    __m128 a = _mm_setzero_ps(), b = _mm_setzero_ps();
+    for (; i + 8 <= n; i += 8) {
+        a = _mm_add_ps(a, _mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(q + i), qm), _mm_sub_ps(_mm_loadu_ps(p + i), m)));
+        b = _mm_add_ps(b, _mm_mul_ps(_mm_sub_ps(_mm_loadu_ps(q + i + 4), qm), _mm_sub_ps(_mm_loadu_ps(p + i + 4), m)));
+    }
+    tail = lanes_sum(a, b);
+#endif
+    for (; i < n; i++) tail += ((double)q[i] - qmu) * ((double)p[i] - mu);
+    return tail;
+}
+
+__attribute__((target_clones("avx2", "default")))
 void gdh_activation_forward(const float *restrict x, float *restrict y, long n, int act, float slope) {
     switch (act) {
     case GDH_ACT_RELU:
@@ -233,24 +278,26 @@ void gdh_activation_forward(const float *restrict x, float *restrict y, long n, 
         for (long i = 0; i < n; i++) y[i] = x[i] < 0 ? x[i] * slope : x[i];
         break;
     case GDH_ACT_TANH:
-        for (long i = 0; i < n; i++) y[i] = tanhf(x[i]);
+        for (long i = 0; i < n; i++) y[i] = tanh_approx(x[i]);
         break;
     case GDH_ACT_SIGMOID:
-        for (long i = 0; i < n; i++) y[i] = 1 / (1 + expf(-x[i]));
+        for (long i = 0; i < n; i++) y[i] = 1.0f / (1.0f + exp_approx(-x[i]));
         break;
     default:
         memcpy(y, x, sizeof(float) * (size_t)n);
     }
 }
 
+__attribute__((target_clones("avx2", "default")))
 void gdh_activation_backward(const float *restrict g, const float *restrict kept, float *restrict dx, long n,
                              int act, float slope) {
+    // Every load unconditional (a load under the condition keeps the loop scalar).
     switch (act) {
     case GDH_ACT_RELU:
-        for (long i = 0; i < n; i++) dx[i] = kept[i] <= 0 ? 0.0f : g[i];
+        for (long i = 0; i < n; i++) { const float v = g[i]; dx[i] = kept[i] > 0 ? v : 0.0f; }
         break;
     case GDH_ACT_LEAKY:
-        for (long i = 0; i < n; i++) { const float v = g[i]; dx[i] = kept[i] <= 0 ? v * slope : v; }
+        for (long i = 0; i < n; i++) { const float v = g[i]; dx[i] = kept[i] > 0 ? v : v * slope; }
         break;
     case GDH_ACT_TANH:
         for (long i = 0; i < n; i++) { const float y = kept[i]; dx[i] = g[i] * (1 - y * y); }
@@ -264,20 +311,14 @@ void gdh_activation_backward(const float *restrict g, const float *restrict kept
 }
 
 void gdh_batchnorm_stats(const float *x, int samples, int channels, long plane, float *mean, float *var,
-                         float *unbiased) {
+                         float *unbiased, int c_begin, int c_end) {
     const long m = (long)samples * plane;
-    for (int c = 0; c < channels; c++) {
+    for (int c = c_begin; c < c_end; c++) {
         double s = 0;
-        for (int n = 0; n < samples; n++) {
-            const float *p = x + ((long)n * channels + c) * plane;
-            for (long i = 0; i < plane; i++) s += (double)p[i];
-        }
+        for (int n = 0; n < samples; n++) s += plane_sum(x + ((long)n * channels + c) * plane, plane);
         const double mu = s / (double)m;
         double v = 0;
-        for (int n = 0; n < samples; n++) {
-            const float *p = x + ((long)n * channels + c) * plane;
-            for (long i = 0; i < plane; i++) { const double d = (double)p[i] - mu; v += d * d; }
-        }
+        for (int n = 0; n < samples; n++) { const float *p = x + ((long)n * channels + c) * plane; v += plane_centered_dot(p, (float)mu, p, plane, (float)mu); }
         mean[c] = (float)mu;
         var[c] = (float)(v / (double)m);
         unbiased[c] = m > 1 ? (float)(v / (double)(m - 1)) : var[c];
@@ -285,9 +326,9 @@ void gdh_batchnorm_stats(const float *x, int samples, int channels, long plane, 
 }
 
 void gdh_channel_affine(const float *x, int samples, int channels, long plane, const float *scale,
-                        const float *shift, float *y) {
+                        const float *shift, float *y, int c_begin, int c_end) {
     for (int n = 0; n < samples; n++)
-        for (int c = 0; c < channels; c++) {
+        for (int c = c_begin; c < c_end; c++) {
             const long b = ((long)n * channels + c) * plane;
             const float a = scale[c], t = shift[c];
             const float *restrict xp = x + b;
@@ -298,15 +339,17 @@ void gdh_channel_affine(const float *x, int samples, int channels, long plane, c
 
 void gdh_batchnorm_backward(const float *x, const float *g, int samples, int channels, long plane,
                             const float *mean, const float *inv_std, const float *gamma, int batch_stats,
-                            float *dgamma, float *dbeta, float *dx) {
+                            float *dgamma, float *dbeta, float *dx, int c_begin, int c_end) {
     const float m = (float)((long)samples * plane);
-    for (int c = 0; c < channels; c++) {
+    for (int c = c_begin; c < c_end; c++) {
         const float mu = mean[c], istd = inv_std[c];
-        float sum_g = 0, sum_gx = 0;
+        double sg = 0, sgx = 0;
         for (int n = 0; n < samples; n++) {
             const long b = ((long)n * channels + c) * plane;
-            for (long i = 0; i < plane; i++) { sum_g += g[b + i]; sum_gx += g[b + i] * (x[b + i] - mu) * istd; }
+            sg += plane_sum(g + b, plane);
+            sgx += plane_centered_dot(g + b, 0, x + b, plane, mu);
         }
+        const float sum_g = (float)sg, sum_gx = (float)(sgx * istd);
         dgamma[c] += sum_gx;
         dbeta[c] += sum_g;
         const float k = gamma[c] * istd / m;

@@ -22,7 +22,8 @@ public final class Activation: StatelessLayer, Layer {
         let (act, slope) = code
         x.data.withUnsafeBufferPointer { xp in
             y.data.withUnsafeMutableBufferPointer { yp in
-                gdh_activation_forward(xp.baseAddress!, yp.baseAddress!, xp.count, act, slope)
+                let x = xp.baseAddress!, y = yp.baseAddress!
+                elementParallel(xp.count) { r in gdh_activation_forward(x + r.lowerBound, y + r.lowerBound, r.count, act, slope) }
             }
         }
         switch kind {
@@ -39,7 +40,10 @@ public final class Activation: StatelessLayer, Layer {
         g.data.withUnsafeBufferPointer { gp in
         kept.data.withUnsafeBufferPointer { kp in
         dx.data.withUnsafeMutableBufferPointer { dp in
-            gdh_activation_backward(gp.baseAddress!, kp.baseAddress!, dp.baseAddress!, gp.count, act, slope)
+            let g = gp.baseAddress!, k = kp.baseAddress!, d = dp.baseAddress!
+            elementParallel(gp.count) { r in
+                gdh_activation_backward(g + r.lowerBound, k + r.lowerBound, d + r.lowerBound, r.count, act, slope)
+            }
         }}}
         return dx
     }

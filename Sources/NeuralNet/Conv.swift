@@ -49,6 +49,14 @@ func trainingParallel(_ count: Int, _ body: (Int) -> Void) {
     parallel(trainingThreads, count, body)
 }
 
+/// Runs body(range) over parts of 0..<count (multiples of 16 apart), one per training
+/// thread when there are at least 64k elements (below that the hand-over costs more).
+@inline(__always)
+func elementParallel(_ count: Int, _ body: (Range<Int>) -> Void) {
+    let t = count >= 1 << 16 ? trainingThreads : 1
+    parallel(t, t) { body(split(count, t, $0, align: 16)) }
+}
+
 /// Runs body(channels) over parts of 0..<channels, one per training thread.
 @inline(__always)
 func trainingChannels(_ channels: Int, _ body: (Range<Int>) -> Void) {

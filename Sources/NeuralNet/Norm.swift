@@ -1,6 +1,14 @@
 import CNeuralKernels
 import Foundation
 
+/// Runs body over parts of the channels of x, one per training thread when x has at least
+/// 64k elements and a channel for each thread.
+@inline(__always)
+func normChannels(_ x: Tensor, _ body: (Range<Int>) -> Void) {
+    let t = x.count >= 1 << 16 ? min(trainingThreads, x.c) : 1
+    parallel(t, t) { body(split(x.c, t, $0)) }
+}
+
 /// `nn.BatchNorm2d`: per channel over (N, H, W) in training, with running statistics
 /// (momentum, unbiased running variance as PyTorch); running statistics in inference.
 public final class BatchNorm2d: Layer {
@@ -50,7 +58,15 @@ public final class BatchNorm2d: Layer {
         if training {
             var unbiased = [Float](repeating: 0, count: channels)
             x.data.withUnsafeBufferPointer { xp in
-                gdh_batchnorm_stats(xp.baseAddress!, Int32(x.n), Int32(channels), plane, &mu, &variance, &unbiased)
+                mu.withUnsafeMutableBufferPointer { mp in
+                variance.withUnsafeMutableBufferPointer { vp in
+                unbiased.withUnsafeMutableBufferPointer { up in
+                    let (m, v, u) = (mp.baseAddress!, vp.baseAddress!, up.baseAddress!)
+                    normChannels(x) { cs in
+                        gdh_batchnorm_stats(xp.baseAddress!, Int32(x.n), Int32(channels), plane, m, v, u,
+                                            Int32(cs.lowerBound), Int32(cs.upperBound))
+                    }
+                }}}
             }
             for c in 0..<channels {
                 runningMean.data[c] = (1 - momentum) * runningMean.data[c] + momentum * mu[c]
@@ -72,7 +88,13 @@ public final class BatchNorm2d: Layer {
         var out = Tensor(uninitialized: x.shape)
         x.data.withUnsafeBufferPointer { xp in
             out.data.withUnsafeMutableBufferPointer { op in
-                gdh_channel_affine(xp.baseAddress!, Int32(x.n), Int32(channels), plane, scale, shift, op.baseAddress!)
+                scale.withUnsafeBufferPointer { sc in
+                shift.withUnsafeBufferPointer { sh in
+                    normChannels(x) { cs in
+                        gdh_channel_affine(xp.baseAddress!, Int32(x.n), Int32(channels), plane, sc.baseAddress!, sh.baseAddress!,
+                                           op.baseAddress!, Int32(cs.lowerBound), Int32(cs.upperBound))
+                    }
+                }}
             }
         }
         return out
@@ -87,9 +109,15 @@ public final class BatchNorm2d: Layer {
         weight.grad.data.withUnsafeMutableBufferPointer { dgamma in
         bias.grad.data.withUnsafeMutableBufferPointer { dbeta in
         dx.data.withUnsafeMutableBufferPointer { dp in
-            gdh_batchnorm_backward(xp.baseAddress!, gp.baseAddress!, Int32(g.n), Int32(channels), g.h * g.w,
-                                   mean, invStd, gamma.baseAddress!, usedBatchStats ? 1 : 0,
-                                   dgamma.baseAddress!, dbeta.baseAddress!, dp.baseAddress!)
+            mean.withUnsafeBufferPointer { mp in
+            invStd.withUnsafeBufferPointer { ip in
+                normChannels(g) { cs in
+                    gdh_batchnorm_backward(xp.baseAddress!, gp.baseAddress!, Int32(g.n), Int32(channels), g.h * g.w,
+                                           mp.baseAddress!, ip.baseAddress!, gamma.baseAddress!, usedBatchStats ? 1 : 0,
+                                           dgamma.baseAddress!, dbeta.baseAddress!, dp.baseAddress!,
+                                           Int32(cs.lowerBound), Int32(cs.upperBound))
+                }
+            }}
         }}}}}}
         return dx
     }

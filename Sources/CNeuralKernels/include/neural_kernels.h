@@ -144,20 +144,23 @@ void gdh_group_scatter(const float *src, int samples, int channels, long plane, 
 void gdh_add_channel_bias(float *x, int samples, int channels, long plane, const float *bias);
 /// sums[c] += Σ_s Σ_i g[s][c][i] (a float sum per sample and channel).
 void gdh_channel_sums(const float *g, int samples, int channels, long plane, float *sums);
-/// y = act(x) for the GDH_ACT_* codes (x and y distinct buffers).
+/// y = act(x) for the GDH_ACT_* codes (x and y distinct buffers); tanh and sigmoid by the
+/// inference kernels' approximations (relative error below 1e-6).
 void gdh_activation_forward(const float *x, float *y, long n, int act, float slope);
 /// dx = g · act′, from the kept input (ReLU kinds) or output (tanh, sigmoid); distinct buffers.
 void gdh_activation_backward(const float *g, const float *kept, float *dx, long n, int act, float slope);
-/// Per channel mean, biased and unbiased variance of an NCHW tensor (sums in double).
+/// Per channel mean, biased and unbiased variance of an NCHW tensor, channels
+/// [c_begin, c_end) (float sums per plane, combined in double).
 void gdh_batchnorm_stats(const float *x, int samples, int channels, long plane, float *mean, float *var,
-                         float *unbiased);
-/// y[s][c][i] = x[s][c][i] · scale[c] + shift[c].
+                         float *unbiased, int c_begin, int c_end);
+/// y[s][c][i] = x[s][c][i] · scale[c] + shift[c], channels [c_begin, c_end).
 void gdh_channel_affine(const float *x, int samples, int channels, long plane, const float *scale,
-                        const float *shift, float *y);
-/// BatchNorm2d's backward (batch statistics or running ones), adding into dgamma, dbeta.
+                        const float *shift, float *y, int c_begin, int c_end);
+/// BatchNorm2d's backward (batch statistics or running ones), adding into dgamma, dbeta;
+/// channels [c_begin, c_end).
 void gdh_batchnorm_backward(const float *x, const float *g, int samples, int channels, long plane,
                             const float *mean, const float *inv_std, const float *gamma, int batch_stats,
-                            float *dgamma, float *dbeta, float *dx);
+                            float *dgamma, float *dbeta, float *dx, int c_begin, int c_end);
 /// One Adam update of n parameters (torch.optim.Adam with L2 weight decay).
 void gdh_adam_step(float *p, const float *g, float *m, float *v, long n, float beta1, float beta2,
                    float bc1, float bc2, float lr, float eps, float weight_decay);
