@@ -11,6 +11,57 @@ func gemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
                 Int32(m), Int32(n), Int32(k), alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
 }
 
+/// `gemm` split between the training threads: the larger of M and N in parts of whole
+/// rows or columns, each part one single-threaded OpenBLAS call on a pool thread (every C
+/// entry is still one call's sum over the whole of K).
+@inline(__always)
+func trainingGemm(transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int,
+                  _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+                  beta: Float = 0, _ c: UnsafeMutablePointer<Float>, ldc: Int) {
+    let t = trainingThreads
+    // Below about a million multiply-adds one call is cheaper than a hand-over.
+    guard t > 1, m * n * k >= 1 << 20 else {
+        gemm(transA: transA, transB: transB, m: m, n: n, k: k, a, lda: lda, b, ldb: ldb, beta: beta, c, ldc: ldc)
+        return
+    }
+    if m >= n {
+        parallel(t, t) { i in
+            let r = split(m, t, i, align: 8)
+            guard !r.isEmpty else { return }
+            gemm(transA: transA, transB: transB, m: r.count, n: n, k: k, transA ? a + r.lowerBound : a + r.lowerBound * lda, lda: lda,
+                 b, ldb: ldb, beta: beta, c + r.lowerBound * ldc, ldc: ldc)
+        }
+    } else {
+        parallel(t, t) { i in
+            let r = split(n, t, i, align: 16)
+            guard !r.isEmpty else { return }
+            gemm(transA: transA, transB: transB, m: m, n: r.count, k: k, a, lda: lda,
+                 transB ? b + r.lowerBound * ldb : b + r.lowerBound, ldb: ldb, beta: beta, c + r.lowerBound, ldc: ldc)
+        }
+    }
+}
+
+/// Threads of the training layers: their own loops and their GEMMs (`trainingGemm`) are
+/// split between the pool's threads, while OpenBLAS itself runs on one thread: its idle
+/// workers spin for a while after each call, and on two cores they took the core the
+/// pool's worker needed (2 threads were only 1.15x faster than 1).
+nonisolated(unsafe) public private(set) var trainingThreadCount = 1
+
+public func setTrainingThreads(_ n: Int) {
+    trainingThreadCount = max(1, n)
+    openblas_set_num_threads(1)
+}
+
+public enum TrainingThreads {
+    /// Another count for the current task only (tests compare counts without changing the
+    /// process-wide setting other tests run under).
+    @TaskLocal public static var override: Int?
+}
+
+/// The threads of the training layers (`setTrainingThreads`, `--threads`).
+@inline(__always)
+var trainingThreads: Int { TrainingThreads.override ?? trainingThreadCount }
+
 #if canImport(Glibc)
 import Glibc
 #endif

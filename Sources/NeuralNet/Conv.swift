@@ -39,9 +39,6 @@ func col2im(_ g: PatchGeometry, _ col: UnsafePointer<Float>, _ img: UnsafeMutabl
                Int32(cs.lowerBound), Int32(cs.upperBound))
 }
 
-/// The threads of the training layers' own loops: OpenBLAS's count (`--threads`).
-@inline(__always)
-var trainingThreads: Int { blasThreads }
 
 /// Runs body(i) for i < count, split between the training threads.
 @inline(__always)
@@ -172,7 +169,7 @@ public final class Conv2d: Layer {
                     trainingParallel(s) { i in
                         im2col(g, xb + (n0 + i) * imageSize, colp + i * g.cols, ld: ld)
                     }
-                    gemm(m: outChannels, n: ld, k: g.rows, w, lda: g.rows, colp, ldb: ld, tmp, ldc: ld)
+                    trainingGemm(m: outChannels, n: ld, k: g.rows, w, lda: g.rows, colp, ldb: ld, tmp, ldc: ld)
                     gdh_group_scatter(tmp, Int32(s), Int32(outChannels), g.cols, bias == nil ? nil : bp.baseAddress,
                                       op.baseAddress! + n0 * outSize)
                     n0 += s
@@ -191,7 +188,7 @@ public final class Conv2d: Layer {
                     trainingChannels(g.channels) { cs in
                         im2col(g, xb + n * imageSize, colp, gridRows: y0..<y1, channels: cs)
                     }
-                    gemm(m: outChannels, n: width, k: g.rows, w, lda: g.rows,
+                    trainingGemm(m: outChannels, n: width, k: g.rows, w, lda: g.rows,
                          colp, ldb: width, beta: bias == nil ? 0 : 1, o + y0 * g.gridW, ldc: g.cols)
                     y0 = y1
                 }
@@ -237,10 +234,10 @@ public final class Conv2d: Layer {
                     gn = gp.baseAddress! + n0 * outSize
                 }
                 // dW += g · colsᵀ
-                gemm(transB: true, m: outChannels, n: g.rows, k: ld, gn, lda: ld,
+                trainingGemm(transB: true, m: outChannels, n: g.rows, k: ld, gn, lda: ld,
                      colp, ldb: ld, beta: 1, dwp.baseAddress!, ldc: g.rows)
                 // dcols = Wᵀ · g (over the columns, which are no longer needed), then back into the images
-                gemm(transA: true, m: g.rows, n: ld, k: outChannels, wp.baseAddress!, lda: g.rows,
+                trainingGemm(transA: true, m: g.rows, n: ld, k: outChannels, wp.baseAddress!, lda: g.rows,
                      gn, ldb: ld, colp, ldc: ld)
                 if s > 1 {
                     trainingParallel(s) { i in col2im(g, colp + i * g.cols, dxb + (n0 + i) * imageSize, ld: ld) }
@@ -286,7 +283,7 @@ func transposedConvolution(_ g: PatchGeometry, samples: Int, channels: Int, _ x:
                 xn = x + n0 * inSize
             }
             // cols = Wᵀ · x, then into the output images
-            gemm(transA: true, m: g.rows, n: ld, k: channels, weights, lda: g.rows, xn, ldb: ld, colp, ldc: ld)
+            trainingGemm(transA: true, m: g.rows, n: ld, k: channels, weights, lda: g.rows, xn, ldb: ld, colp, ldc: ld)
             if s > 1 {
                 trainingParallel(s) { i in col2im(g, colp + i * g.cols, out + (n0 + i) * outSize, ld: ld) }
             } else {
@@ -385,15 +382,15 @@ public final class ConvTranspose2d: Layer {
                     gdh_group_gather(xp.baseAddress! + n0 * inSize, Int32(s), Int32(inChannels), g.cols, gathered)
                     xn = UnsafePointer(gathered)
                     // dx = W · cols(g)
-                    gemm(m: inChannels, n: ld, k: g.rows, wp.baseAddress!, lda: g.rows, colp, ldb: ld, dxg, ldc: ld)
+                    trainingGemm(m: inChannels, n: ld, k: g.rows, wp.baseAddress!, lda: g.rows, colp, ldb: ld, dxg, ldc: ld)
                     gdh_group_scatter(dxg, Int32(s), Int32(inChannels), g.cols, nil, dxp.baseAddress! + n0 * inSize)
                 } else {
                     xn = xp.baseAddress! + n0 * inSize
-                    gemm(m: inChannels, n: g.cols, k: g.rows, wp.baseAddress!, lda: g.rows,
+                    trainingGemm(m: inChannels, n: g.cols, k: g.rows, wp.baseAddress!, lda: g.rows,
                          colp, ldb: g.cols, dxp.baseAddress! + n0 * inSize, ldc: g.cols)
                 }
                 // dW += x · cols(g)ᵀ
-                gemm(transB: true, m: inChannels, n: g.rows, k: ld, xn, lda: ld,
+                trainingGemm(transB: true, m: inChannels, n: g.rows, k: ld, xn, lda: ld,
                      colp, ldb: ld, beta: 1, dwp.baseAddress!, ldc: g.rows)
                 n0 += s
             }

@@ -30,7 +30,7 @@ struct BenchTrain: ParsableCommand {
 
     func run() throws {
         BLASCoreType.reexecIfNeeded()
-        setBLASThreads(threads)
+        setTrainingThreads(threads)
         guard let c = GDHConfiguration.named(config, bits: bits) else { throw Failure("unknown configuration \(config)") }
         let model = try GDHModel(configuration: c, training: true)
         TrainingInit.initialize(model, seed: 1)

@@ -70,7 +70,7 @@ struct Train: ParsableCommand {
 
     func run() throws {
         BLASCoreType.reexecIfNeeded()
-        setBLASThreads(threads)
+        setTrainingThreads(threads)
         let settings = try self.settings
         let (resolved, splitFile) = try loadSplit()
         let augmenter = Augmenter.forSettings(settings, maxCacheBytes: cacheMb << 20)

@@ -198,3 +198,37 @@ private func geometry(_ c: (Int, Int, Int, Int, Int, Int, Bool)) -> PatchGeometr
         }
     }
 }
+
+/// Two training threads (layer loops and GEMMs split between them) give what one gives, up
+/// to the order of the weight-gradient sums, on both convolution algorithms.
+@Test func trainingLayersOnTwoThreadsMatchOne() {
+    var rng = SplitMix64(seed: 16)
+    let layers: [(Layer, [Int])] = [
+        (Conv2d(8, 3, kernel: 7, padding: 3, paddingMode: .reflect), [4, 8, 16, 16]),
+        (Conv2d(16, 24, kernel: 3, padding: 1), [4, 16, 16, 16]),
+        (Conv2d(16, 32, kernel: 4, stride: 2, padding: 1), [4, 16, 16, 16]),
+        (ConvTranspose2d(16, 8, kernel: 3, stride: 2, padding: 1, outputPadding: 1), [4, 16, 16, 16]),
+        (BatchNorm2d(16), [4, 16, 32, 32]),
+        (Activation(.tanh), [4, 16, 32, 32]),
+    ]
+    for (layer, shape) in layers {
+        for p in layer.parameters { for i in 0..<p.1.value.count { p.1.value.data[i] = Float.random(in: -0.5...0.5, using: &rng) } }
+        let x = Tensor(shape: shape, data: randomArray(shape.reduce(1, *), &rng))
+        let algorithms: [ConvAlgorithm] = layer is Conv2d ? [.gemm, .direct] : [.automatic]
+        for algorithm in algorithms {
+            (layer as? Conv2d)?.algorithm = algorithm
+            let results = [1, 2].map { threads in
+                TrainingThreads.$override.withValue(threads) { () -> (Tensor, Tensor, [Tensor]) in
+                    layer.zeroGrad()
+                    let y = layer.forward(x)
+                    let gy = Tensor(shape: y.shape, data: (0..<y.count).map { Float(($0 * 7) % 13) / 13 - 0.5 })
+                    return (y, layer.backward(gy), layer.parameters.map { $0.1.grad })
+                }
+            }
+            let e1 = zip(results[0].0.data, results[1].0.data).map { abs($0 - $1) }.max() ?? 0
+            let e2 = zip(results[0].1.data, results[1].1.data).map { abs($0 - $1) }.max() ?? 0
+            let e3 = zip(results[0].2, results[1].2).map { a, b in zip(a.data, b.data).map { abs($0 - $1) }.max() ?? 0 }.max() ?? 0
+            #expect(e1 < 1e-4 && e2 < 1e-4 && e3 < 1e-3, "\(type(of: layer)) \(shape) \(algorithm): \(e1) \(e2) \(e3)")
+        }
+    }
+}
