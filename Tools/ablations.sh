@@ -8,7 +8,8 @@
 #                           [--seeds "1 2 3"] [--variants "gdh no-generator ..."] [--out DIR]
 #                           [--hash-lr-factor F] [--threads T] [--image-size PX]
 #
-# Variants: gdh, no-generator, no-cycle, no-adversarial, detach-hash, hog-itq.
+# Variants: gdh, no-generator, no-cycle, no-adversarial, detach-hash, no-attention,
+# no-triplet, hog-itq (each but gdh and hog-itq is the gdh train flag of that name).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLASSES=10 PER_CLASS=60 EPOCHS=12 BATCH=16 SEEDS="1 2 3" THREADS=1 OUT=ablation-runs FACTOR=10 SIZE=32

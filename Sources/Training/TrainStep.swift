@@ -35,6 +35,7 @@ public struct TrainingObjective: Codable, Equatable, Sendable {
         if !cycle { parts.append("no-cycle") }
         if !adversarial { parts.append("no-adversarial") }
         if detachHash { parts.append("detach-hash") }
+        if lambdaTri == 0 { parts.append("no-triplet") }
         return parts.isEmpty ? "gdh" : parts.joined(separator: "+")
     }
 }

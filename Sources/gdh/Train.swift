@@ -24,7 +24,7 @@ struct Train: ParsableCommand {
     @Option(help: "Model configuration: small or paper.") var config: String = "small"
     @Option(help: "Code bits (32 to 1024 in steps of 32).") var bits: Int = 64
     @Option(help: "Input size in pixels (default: the configuration's).") var imageSize: Int?
-    @Option(help: "Epochs over the training photos.") var epochs: Int = 24
+    @Option(help: "Epochs over the training photos.") var epochs: Int = 60
     @Option(help: "Photos (and as many sketches) per step.") var batch: Int = 16
     @Option(help: "Seed of the initial weights, the target codes, the batches and the split.") var seed: UInt64 = 0
     @Option(help: "Threads for the training kernels (both cores by default).") var threads: Int = 2
@@ -41,6 +41,8 @@ struct Train: ParsableCommand {
     @Flag(help: "Ablation: no cycle-consistency loss.") var noCycle = false
     @Flag(help: "Ablation: no adversarial loss (and no discriminators).") var noAdversarial = false
     @Flag(help: "Ablation: the hashing loss does not reach G_I (the public code's behaviour).") var detachHash = false
+    @Flag(help: "Ablation: the generators without their attention module.") var noAttention = false
+    @Flag(help: "Ablation: no triplet ranking term (λ_tri = 0).") var noTriplet = false
     @Flag(help: "Print only the final summary.") var quiet = false
 
     func validate() throws {
@@ -56,11 +58,13 @@ struct Train: ParsableCommand {
         get throws {
             guard var c = GDHConfiguration.named(config, bits: bits) else { throw Failure("unknown configuration \(config)") }
             if let s = imageSize { c.imageSize = s }
+            if noAttention { c.attention = false }
             var objective = TrainingObjective()
             objective.generator = !noGenerator
             objective.cycle = !noCycle
             objective.adversarial = !noAdversarial
             objective.detachHash = detachHash
+            if noTriplet { objective.lambdaTri = 0 }
             objective.hashLearningRateFactor = hashLrFactor
             let s = TrainingSettings(configuration: c, objective: objective, epochs: epochs, batch: batch, seed: seed)
             if let p = s.problem { throw ValidationError(p) }
