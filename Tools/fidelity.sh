@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
 done
 GDH=${GDH:-.build/release/gdh}
 [ -x "$GDH" ] || swift build -c release --product gdh >/dev/null
-python3 -c "import torch" 2>/dev/null || pip install -q "torch==2.13.0+cpu" safetensors numpy pillow
+python3 -c "import torch, safetensors, numpy, PIL" 2>/dev/null || pip install -q "torch==2.13.0+cpu" safetensors numpy pillow
 mkdir -p "$OUT"
 : > "$OUT/results.jsonl"
 for s in $SEEDS; do
