@@ -33,6 +33,10 @@ public struct ITQ: Sendable {
         guard n >= 2 else { throw LinearAlgebraError("ITQ needs at least 2 training items, got \(n)") }
         guard features.count == n * d else { throw LinearAlgebraError("expected \(n) × \(d) features, got \(features.count) values") }
         guard b <= d else { throw LinearAlgebraError("cannot project \(d) features to \(b) bits: need at least as many features as bits") }
+        // One OpenBLAS thread, as every other in-process user sets it: its sums depend on
+        // the thread count, and over 50 iterations a last-bit difference flipped about 3% of
+        // the code bits between two fits with one seed when another caller had changed it.
+        openblas_set_num_threads(1)
         let (mean, centred) = centre(features, count: n, dimension: d)
         let w = try principalComponents(centred, count: n, dimension: d, components: b)
         let v = multiply(centred, w, m: n, k: d, n: b)
