@@ -46,15 +46,12 @@ struct DirectConvGeometry {
             if gdh_conv_direct_rows_fused(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), packed, Int32(o),
                                           out, ho * wo, pitch, Int32(wo), 0, Int32(ho), bias, nil,
                                           Int32(GDH_ACT_NONE), 0, level) != 0 { return }
-            gdh_conv_direct_rows(prepared, cstride, Int32(c), tp.baseAddress, Int32(taps.count), packed, Int32(o),
-                                 acc, ho * pitch, pitch, Int32(wo), 0, Int32(ho), level)
+            runPitched(prepared, packed, acc: acc, level: level)
             gdh_conv_epilogue(acc, ho * pitch, pitch, Int32(ho), Int32(wo), bias, nil, 0, Int32(GDH_ACT_NONE), 0,
                               out, ho * wo, 0, wo, 1, 0, Int32(o))
         }
     }
-}
 
-extension DirectConvGeometry {
     /// acc (o × ho rows `pitch` apart, wo valid) = conv(prepared).
     func runPitched(_ prepared: UnsafePointer<Float>, _ packed: UnsafePointer<Float>, acc: UnsafeMutablePointer<Float>, level: Int32) {
         taps.withUnsafeBufferPointer { tp in
@@ -76,7 +73,9 @@ func phaseTaps(kernel k: Int, stride s: Int, plane: Int, pitch: Int) -> [Int] {
 /// Weights (outs, ins, taps) in the direct kernel's blocks of GDH_CONV_OC_BLOCK output
 /// channels: [block][in][tap][lane], zeros past the last channel. `transposeFlip` packs
 /// the input-gradient convolution instead: outputs and inputs swapped, taps reversed.
-func packDirectWeights(_ wt: UnsafePointer<Float>, outs: Int, ins: Int, taps kk: Int, transposeFlip: Bool = false) -> [Float] {
+/// `scale` multiplies each output channel's weights (a folded BatchNorm; not with transposeFlip).
+func packDirectWeights(_ wt: UnsafePointer<Float>, outs: Int, ins: Int, taps kk: Int, transposeFlip: Bool = false,
+                       scale: [Float]? = nil) -> [Float] {
     let ob = Int(GDH_CONV_OC_BLOCK)
     let (o, c) = transposeFlip ? (ins, outs) : (outs, ins)
     let blocks = (o + ob - 1) / ob
@@ -85,7 +84,9 @@ func packDirectWeights(_ wt: UnsafePointer<Float>, outs: Int, ins: Int, taps kk:
         let b = oc / ob, lane = oc % ob
         for ic in 0..<c {
             for t in 0..<kk {
-                p[((b * c + ic) * kk + t) * ob + lane] = transposeFlip ? wt[(ic * o + oc) * kk + (kk - 1 - t)] : wt[(oc * c + ic) * kk + t]
+                p[((b * c + ic) * kk + t) * ob + lane] = transposeFlip
+                    ? wt[(ic * o + oc) * kk + (kk - 1 - t)]
+                    : wt[(oc * c + ic) * kk + t] * (scale?[oc] ?? 1)
             }
         }
     }
@@ -120,11 +121,9 @@ public enum TrainingConvolution {
 }
 
 extension Conv2d {
-    var directGeometry: (Tensor) -> DirectConvGeometry {
-        { x in
-            DirectConvGeometry(channels: x.c, height: x.h, width: x.w, outChannels: self.outChannels, kernel: self.kernelH,
-                               stride: self.stride, pad: self.padding, reflect: self.paddingMode == .reflect && self.padding > 0)
-        }
+    func directGeometry(_ x: Tensor) -> DirectConvGeometry {
+        DirectConvGeometry(channels: x.c, height: x.h, width: x.w, outChannels: outChannels, kernel: kernelH,
+                           stride: stride, pad: padding, reflect: paddingMode == .reflect && padding > 0)
     }
 
     func usesDirect(_ x: Tensor, backward: Bool) -> Bool {

@@ -56,24 +56,11 @@ final class ConvStep: PlanStep {
         direct = k == 1 && stride == 1 && pad == 0
         planeH = (h + 2 * pad + stride - 1) / stride
         pitch = direct ? w : (w + 2 * pad + stride - 1) / stride
-        let plane = planeH * pitch, s = stride, pt = pitch
-        taps = (0..<(k * k)).map { t in
-            let ki = t / k, kj = t % k
-            return ((ki % s) * s + kj % s) * plane + (ki / s) * pt + kj / s
-        }
+        taps = phaseTaps(kernel: k, stride: stride, plane: planeH * pitch, pitch: pitch)
         let (scale, shift) = batchNormFold(batchNorm, channels: o)
-        let kk = k * k, blocks = (o + Int(GDH_CONV_OC_BLOCK) - 1) / Int(GDH_CONV_OC_BLOCK), ob = Int(GDH_CONV_OC_BLOCK)
-        var p = [Float](repeating: 0, count: blocks * c * kk * ob)
+        let kk = k * k, (outs, ins) = (o, c)
         let wt = conv.weight.value.data
-        for oc in 0..<o {
-            let b = oc / ob, lane = oc % ob
-            for ic in 0..<c {
-                for t in 0..<kk {
-                    p[((b * c + ic) * kk + t) * ob + lane] = wt[(oc * c + ic) * kk + t] * scale[oc]
-                }
-            }
-        }
-        packed = p
+        packed = wt.withUnsafeBufferPointer { packDirectWeights($0.baseAddress!, outs: outs, ins: ins, taps: kk, scale: scale) }
         if gdh_conv_channels_kernel_available() != 0 && o % 16 == 0 && ho * wo <= ConvStep.channelKernelPositions {
             let (outs, ins) = (o, c)
             func pack(_ block: Int) -> [Float] {
