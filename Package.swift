@@ -84,7 +84,7 @@ let package = Package(
         ),
         .testTarget(
             name: "GDHTests",
-            dependencies: ["GDH", "NeuralNet", "Safetensors", "HammingCode"],
+            dependencies: ["GDH", "NeuralNet", "Safetensors", "HammingCode", "ImageIO"],
             exclude: ["Fixtures"],
             swiftSettings: popcnt
         ),

@@ -9,11 +9,28 @@ names inside a network are its PyTorch state_dict names) and string metadata:
     format_version  "1"
     config          JSON of the Swift ``GDHConfiguration``: name, imageSize, bits, ngf,
                     generatorBlocks, norm ("batch" | "instance"), attention, ndf,
-                    hashWidths, hashBlocks, resize ("area" | "bilinear")
+                    hashWidths, hashBlocks, resize ("area" | "bilinear"), and optionally
+                    noGenerator (true) and hashNet ("resnet", the default when absent, or
+                    "lite0": EfficientNet-Lite0, for which hashWidths/hashBlocks are kept but
+                    ignored and imageSize must be a multiple of 32)
     bits, image_size, preprocessing
 
 (see Sources/GDH/Model.swift). The networks are the PyTorch definitions of
-Tools/make_network_fixtures.py, which the Swift networks are tested against.
+Tools/make_network_fixtures.py, which the Swift networks are tested against; a lite0 H is
+the PyPI package efficientnet-lite-pytorch's EfficientNet (see Lite0HashNet below).
+
+The lite0 hashing network (Sources/GDH/EfficientNetLite.swift): H.<name> with exactly the
+package's state_dict names: _conv_stem.weight (32,3,3,3), _bn0.{weight,bias,running_mean,
+running_var}, _blocks.<i>.{_expand_conv.weight, _bn0.*} (i = 1...15; block 0 has no
+expansion), _blocks.<i>._depthwise_conv.weight, _blocks.<i>._bn1.*,
+_blocks.<i>._project_conv.weight, _blocks.<i>._bn2.*, _conv_head.weight (1280,320,1,1),
+_bn1.* (1280), _fc.weight (bits, 1280), _fc.bias (bits). Input x in [-1, 1]
+(pixel / 127.5 - 1, as for every H); the network first applies the fixed affine map
+x * 0.99609375 + 0.00390625 (= x * 127.5/128 + 0.5/128) on every channel, which turns x
+into (pixel - 127) / 128, the normalisation the ImageNet weights expect (no parameters,
+nothing stored); then stem, the 16 blocks (ReLU6, BatchNorm eps 1e-3 momentum 0.01,
+TF-SAME padding, no squeeze-excitation), head, global average pooling, _fc to the bits.
+No dropout and no drop-connect (stochastic depth), also in training mode.
 
     import gdh_torch
     config, G_I, H = gdh_torch.load_model("model.safetensors")   # eval mode
@@ -45,6 +62,7 @@ PREFIXES = ("G_I", "H", "G_S", "D_I", "D_S")
 TRAINING_PREFIXES = ("G_S", "D_I", "D_S")
 CONFIG_KEYS = ("name", "imageSize", "bits", "ngf", "generatorBlocks", "norm", "attention",
                "ndf", "hashWidths", "hashBlocks", "resize")
+HASH_NETS = ("resnet", "lite0")
 
 
 class ModelError(Exception):
@@ -67,8 +85,18 @@ def small_config(bits=64):
             "hashBlocks": [1, 1, 1, 1], "resize": "area"}
 
 
+def lite0_config(bits=64):
+    """`small`'s generator with EfficientNet-Lite0 as H at 128 px (GDHConfiguration.lite0)."""
+    return dict(small_config(bits), name="lite0", imageSize=128, hashNet="lite0")
+
+
 def named_config(name, bits=64):
-    return {"paper": paper_config, "small": small_config}[name](bits)
+    return {"paper": paper_config, "small": small_config, "lite0": lite0_config}[name](bits)
+
+
+def hash_net_kind(c):
+    """"resnet" (also when the configuration does not say) or "lite0"."""
+    return c.get("hashNet") or "resnet"
 
 
 def config_problem(c):
@@ -100,6 +128,10 @@ def config_problem(c):
         return "the hash net needs four stages of positive widths and block counts"
     if c["resize"] not in ("area", "bilinear"):
         return "resize must be area or bilinear"
+    if c.get("hashNet") is not None and c["hashNet"] not in HASH_NETS:
+        return "hashNet must be resnet or lite0, not %r" % (c["hashNet"],)
+    if hash_net_kind(c) == "lite0" and s % 32:
+        return "EfficientNet-Lite0 needs an image size that is a multiple of 32, not %d" % s
     return None
 
 
@@ -119,12 +151,74 @@ def preprocessing_description(c):
 # Networks
 # ---------------------------------------------------------------------------
 
+# The lite0 input map: x in [-1, 1] (x = p / 127.5 - 1) to (p - 127) / 128.
+LITE0_INPUT_SCALE = 127.5 / 128   # 0.99609375, exact in float32
+LITE0_INPUT_SHIFT = 0.5 / 128     # 0.00390625
+LITE0_STAGE_BLOCKS = (1, 2, 2, 3, 3, 4, 1)
+LITE0_BLOCK_STAGES = tuple(s for s, n in enumerate(LITE0_STAGE_BLOCKS) for _ in range(n))
+_lite0_class = None
+
+
+def lite0_class():
+    """Lite0HashNet, a subclass of the package's EfficientNet (imported on first use)."""
+    global _lite0_class
+    if _lite0_class is not None:
+        return _lite0_class
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ModelError("the lite0 hashing network needs the PyPI package efficientnet-lite-pytorch "
+                         "(pip install efficientnet-lite-pytorch==0.1.0)") from None
+
+    class Lite0HashNet(EfficientNet):
+        """The package's EfficientNet-Lite0 with `bits` outputs; its state_dict names are the
+        package's. forward(x): x in [-1, 1] -> x * LITE0_INPUT_SCALE + LITE0_INPUT_SHIFT ->
+        the package's forward (no dropout, no drop-connect). `frozen_stages` K > 0 keeps the
+        stem and the blocks of the first K stages in eval mode whatever train() says (their
+        parameters are left out of the optimiser by the trainer)."""
+
+        frozen_stages = 0
+
+        def forward(self, x):
+            return super().forward(x * LITE0_INPUT_SCALE + LITE0_INPUT_SHIFT)
+
+        def frozen_modules(self):
+            if self.frozen_stages <= 0:
+                return []
+            return [self._conv_stem, self._bn0] + [
+                b for b, s in zip(self._blocks, LITE0_BLOCK_STAGES) if s < self.frozen_stages]
+
+        def train(self, mode=True):
+            super().train(mode)
+            for m in self.frozen_modules():
+                m.train(False)
+            return self
+
+    _lite0_class = Lite0HashNet
+    return Lite0HashNet
+
+
+def build_lite0(bits, image_size):
+    """An untrained (PyTorch default init) lite0 H with `bits` outputs, TF-SAME padding
+    fixed for image_size x image_size inputs, dropout 0, drop-connect 0."""
+    return lite0_class().from_name("efficientnet-lite0", num_classes=bits, image_size=image_size,
+                                   dropout_rate=0.0, drop_connect_rate=0.0)
+
+
+def lite0_backbone_name(name):
+    """True for the tensors ImageNet weights provide and the backbone learning rate applies
+    to: everything but the head _fc (EfficientNetLite0.isBackbone)."""
+    return not name.startswith("_fc.")
+
 def build_network(prefix, c):
     """An untrained network of the configuration, in eval mode."""
     if prefix in ("G_I", "G_S"):
         net = Generator(c["ngf"], c["generatorBlocks"], c["norm"], c["attention"])
     elif prefix == "H":
-        net = HashNet(c["hashWidths"], c["hashBlocks"], c["bits"])
+        if hash_net_kind(c) == "lite0":
+            net = build_lite0(c["bits"], c["imageSize"])
+        else:
+            net = HashNet(c["hashWidths"], c["hashBlocks"], c["bits"])
     elif prefix in ("D_I", "D_S"):
         net = Discriminator(c["ndf"], c["norm"])
     else:
@@ -254,6 +348,8 @@ def model_metadata(config):
     c = {k: config[k] for k in CONFIG_KEYS}
     if config.get("noGenerator"):
         c["noGenerator"] = True
+    if config.get("hashNet") is not None:   # absent for the ResNet, as the Swift encoder writes it
+        c["hashNet"] = config["hashNet"]
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

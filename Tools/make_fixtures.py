@@ -5,6 +5,7 @@ Run from the repository root:
 
     pip install "torch==2.13.0+cpu" safetensors numpy   # torch from the local wheel folder
     python3 Tools/make_fixtures.py
+    python3 Tools/make_fixtures.py grouped_conv2d relu6   # only the cases with these prefixes
 
 It writes one safetensors file per case into Tests/NeuralNetTests/Fixtures/
 (`<case>.safetensors`) and prints each file it wrote. The output is deterministic:
@@ -71,9 +72,13 @@ Python repr ("1e-05", "0.1"), booleans as "true" / "false":
                       bias padding_mode ("zeros" | "reflect")
     conv_transpose2d  in_channels out_channels kernel_size stride padding output_padding
                       dilation groups bias
+    grouped_conv2d    in_channels out_channels kernel_size stride padding ("same" for
+                      TensorFlow SAME as efficientnet-pytorch's Conv2dDynamicSamePadding, else
+                      the symmetric padding) dilation groups bias, and the SAME amounts
+                      pad_top pad_left pad_bottom pad_right
     batchnorm         num_features eps momentum affine track_running_stats
     instancenorm      num_features eps momentum affine track_running_stats
-    relu, tanh, sigmoid, add   (nothing else)
+    relu, relu6, tanh, sigmoid, add   (nothing else)
     leaky_relu        negative_slope
     softmax           dim
     maxpool           kernel_size stride padding dilation ceil_mode
@@ -93,6 +98,7 @@ Python repr ("1e-05", "0.1"), booleans as "true" / "false":
 """
 
 import json
+import math
 import os
 import struct
 import sys
@@ -221,6 +227,58 @@ conv_transpose2d_case("conv_transpose2d", 4, 3, 3, 2, 1, 1)
 conv_transpose2d_case("conv_transpose2d_k4", 4, 3, 4, 2, 1, 0)
 
 
+class SamePadConv2d(nn.Conv2d):
+    """efficientnet-pytorch's Conv2dDynamicSamePadding: TensorFlow SAME padding computed
+    from each input's size (F.pad, then F.conv2d without padding)."""
+
+    def __init__(self, cin, cout, k, stride, groups, bias):
+        super().__init__(cin, cout, k, stride=stride, padding=0, groups=groups, bias=bias)
+
+    def amounts(self, ih, iw):
+        kh, kw = self.weight.size()[-2:]
+        sh, sw = self.stride
+        oh, ow = math.ceil(ih / sh), math.ceil(iw / sw)
+        pad_h = max((oh - 1) * sh + (kh - 1) * self.dilation[0] + 1 - ih, 0)
+        pad_w = max((ow - 1) * sw + (kw - 1) * self.dilation[1] + 1 - iw, 0)
+        return pad_h // 2, pad_w // 2, pad_h - pad_h // 2, pad_w - pad_w // 2
+
+    def forward(self, x):
+        top, left, bottom, right = self.amounts(*x.size()[-2:])
+        if top or left or bottom or right:
+            x = F.pad(x, [left, right, top, bottom])
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def grouped_conv2d_case(name, cin, cout, k, stride, padding, groups, h, w, bias=True, n=2):
+    """nn.Conv2d with groups; padding "same" (SamePadConv2d) or a symmetric int."""
+    @case(name)
+    def make():
+        if padding == "same":
+            m = SamePadConv2d(cin, cout, k, stride, groups, bias)
+            top, left, bottom, right = m.amounts(h, w)
+        else:
+            m = nn.Conv2d(cin, cout, k, stride=stride, padding=padding, groups=groups, bias=bias)
+            top = left = bottom = right = padding
+        x = torch.randn(n, cin, h, w)
+        return run_module(m, x, meta(
+            "grouped_conv2d", in_channels=cin, out_channels=cout, kernel_size=k, stride=stride, padding=padding,
+            dilation=1, groups=groups, bias=bias, pad_top=top, pad_left=left, pad_bottom=bottom, pad_right=right))
+
+
+# EfficientNet-Lite0's convolutions: depthwise k3 / k5, stride 1 / 2, SAME (asymmetric on
+# even sizes at stride 2), a channel multiplier, symmetric padding, a plain grouped
+# convolution and the stem (groups 1, stride 2, SAME).
+grouped_conv2d_case("grouped_conv2d_dw_k3s1_same", 4, 4, 3, 1, "same", 4, 9, 10)
+grouped_conv2d_case("grouped_conv2d_dw_k3s2_same_even", 4, 4, 3, 2, "same", 4, 10, 12)
+grouped_conv2d_case("grouped_conv2d_dw_k3s2_same_odd", 4, 4, 3, 2, "same", 4, 9, 11)
+grouped_conv2d_case("grouped_conv2d_dw_k5s2_same", 3, 3, 5, 2, "same", 3, 13, 10)
+grouped_conv2d_case("grouped_conv2d_dw_k5s1_same", 3, 3, 5, 1, "same", 3, 8, 9)
+grouped_conv2d_case("grouped_conv2d_dw_mult2", 3, 6, 3, 2, "same", 3, 9, 8)
+grouped_conv2d_case("grouped_conv2d_dw_pad1_bias", 4, 4, 3, 1, 1, 4, 7, 6)
+grouped_conv2d_case("grouped_conv2d_groups2", 4, 6, 3, 1, 1, 2, 6, 7)
+grouped_conv2d_case("grouped_conv2d_stem", 3, 8, 3, 2, "same", 1, 15, 16)
+
+
 def batchnorm_meta(m):
     return meta("batchnorm", num_features=m.num_features, eps=m.eps, momentum=m.momentum,
                 affine=m.affine, track_running_stats=m.track_running_stats)
@@ -300,6 +358,14 @@ simple_case("upsample_bilinear", "upsample_bilinear",
             scale_factor=2, mode="bilinear", align_corners=False)
 simple_case("reflection_pad", "reflection_pad", lambda: nn.ReflectionPad2d(3), (2, 3, 6, 6), padding=3)
 simple_case("zero_pad", "zero_pad", lambda: nn.ZeroPad2d(1), (2, 3, 5, 5), padding=1)
+
+
+@case("relu6")
+def relu6():
+    # Below 0, between, above 6, and exactly at both ends (where the gradient is zero).
+    x = torch.randn(2, 3, 6, 6) * 4.0 + 3.0
+    x.view(-1)[:4] = torch.tensor([0.0, 6.0, -0.5, 6.5])
+    return run_module(nn.ReLU6(), x, meta("relu6"))
 
 
 @case("linear")
@@ -465,7 +531,11 @@ def write_cases(cases, out_dir, max_file_bytes=None, show=lambda name: True):
 
 def main():
     prepare_torch()
-    write_cases(CASES, OUT_DIR)
+    # Optional arguments: write only the cases whose names start with one of them (every
+    # case is seeded by its own name, so a subset gives the same bytes as a full run).
+    prefixes = sys.argv[1:]
+    cases = [c for c in CASES if not prefixes or any(c[0].startswith(p) for p in prefixes)]
+    write_cases(cases, OUT_DIR)
 
 
 if __name__ == "__main__":

@@ -37,13 +37,14 @@ static void tile_scalar(const float *in, long cs, int C, const long *off, int T,
 }
 
 #if GDH_HAVE_X86
-// The epilogue a tile may apply in registers: bias, residual, then ReLU or leaky ReLU.
+// The epilogue a tile may apply in registers: bias, residual, then ReLU, ReLU6 or leaky ReLU.
 struct epilogue { const float *bias; const float *residual; int act; float slope; };
 
 static inline __attribute__((always_inline, target("avx512f")))
 __m512 act512(__m512 y, const struct epilogue *e) {
     const __m512 zero = _mm512_setzero_ps();
     if (e->act == GDH_ACT_RELU) return _mm512_max_ps(y, zero);
+    if (e->act == GDH_ACT_RELU6) return _mm512_min_ps(_mm512_max_ps(y, zero), _mm512_set1_ps(6.0f));
     if (e->act == GDH_ACT_LEAKY) return _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, _mm512_set1_ps(e->slope));
     return y;
 }
@@ -52,6 +53,7 @@ static inline __attribute__((always_inline, target("avx2,fma")))
 __m256 act256(__m256 y, const struct epilogue *e) {
     const __m256 zero = _mm256_setzero_ps();
     if (e->act == GDH_ACT_RELU) return _mm256_max_ps(y, zero);
+    if (e->act == GDH_ACT_RELU6) return _mm256_min_ps(_mm256_max_ps(y, zero), _mm256_set1_ps(6.0f));
     if (e->act == GDH_ACT_LEAKY)
         return _mm256_blendv_ps(_mm256_mul_ps(y, _mm256_set1_ps(e->slope)), y, _mm256_cmp_ps(y, zero, _CMP_GT_OQ));
     return y;
@@ -182,8 +184,8 @@ static void run_flat(const struct isa *k, const float *in, long cs, int C, const
 #if GDH_HAVE_X86
 // Output channels in the vector lanes, for layers with few positions: a tile is up to
 // eight positions × NV vectors of 16 channels; each step loads NV weight vectors and
-// broadcasts one input value per position. The epilogue (bias, residual, ReLU or leaky
-// ReLU) is applied in registers before the results are scattered to their channels.
+// broadcasts one input value per position. The epilogue (bias, residual, ReLU, ReLU6 or
+// leaky ReLU) is applied in registers before the results are scattered to their channels.
 
 static inline __attribute__((always_inline, target("avx512f")))
 void ctile512(const float *in, long cs, int C, const long *off, int T, const float *w, const int nv,
@@ -392,7 +394,7 @@ int gdh_conv_direct_rows_fused(const float *in, long in_cstride, int channels_in
     if (level < 0 || level > best) level = best;
 #if GDH_HAVE_X86
     const struct isa *k = rows_isa(level, width);
-    if (k && (act == GDH_ACT_NONE || act == GDH_ACT_RELU || act == GDH_ACT_LEAKY)) {
+    if (k && (act == GDH_ACT_NONE || act == GDH_ACT_RELU || act == GDH_ACT_RELU6 || act == GDH_ACT_LEAKY)) {
         const struct epilogue e = { bias, residual, act, slope };
         rows_run(k, in, in_cstride, channels_in, tap_off, taps, w_packed, channels_out, out, out_cstride, pitch, width,
                  row_begin, row_end, &e);
@@ -473,6 +475,9 @@ static void activate(float *v, int n, int act, float slope) {
     switch (act) {
     case GDH_ACT_RELU: for (int i = 0; i < n; i++) v[i] = v[i] > 0 ? v[i] : 0; break;
     case GDH_ACT_LEAKY: for (int i = 0; i < n; i++) v[i] = v[i] > 0 ? v[i] : v[i] * slope; break;
+    case GDH_ACT_RELU6:
+        for (int i = 0; i < n; i++) { const float x = v[i] > 0 ? v[i] : 0; v[i] = x < 6.0f ? x : 6.0f; }
+        break;
     case GDH_ACT_TANH: for (int i = 0; i < n; i++) v[i] = tanh_approx(v[i]); break;
     case GDH_ACT_SIGMOID: for (int i = 0; i < n; i++) v[i] = 1.0f / (1.0f + exp_approx(-v[i])); break;
     default: break;

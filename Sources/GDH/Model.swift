@@ -32,10 +32,18 @@ public final class GDHModel {
         if let p = c.problem { throw ModelError("bad model configuration: \(p)") }
         configuration = c
         generatorI = Generator.make(ngf: c.ngf, blocks: c.generatorBlocks, norm: c.norm, attention: c.attention)
-        hashNet = HashNet.make(widths: c.hashWidths, blocks: c.hashBlocks, bits: c.bits)
+        hashNet = GDHModel.makeHashNet(c)
         generatorS = training ? Generator.make(ngf: c.ngf, blocks: c.generatorBlocks, norm: c.norm, attention: c.attention) : nil
         discriminatorI = training ? Discriminator.make(ndf: c.ndf, norm: c.norm) : nil
         discriminatorS = training ? Discriminator.make(ndf: c.ndf, norm: c.norm) : nil
+    }
+
+    /// The hashing network of a configuration, with its initial weights.
+    public static func makeHashNet(_ c: GDHConfiguration) -> Chain {
+        switch c.hashNetKind {
+        case .resnet: return HashNet.make(widths: c.hashWidths, blocks: c.hashBlocks, bits: c.bits)
+        case .lite0: return EfficientNetLite0.make(outputs: c.bits, input: EfficientNetLite0.inputNormalization())
+        }
     }
 
     /// A model trained without a generator (`noGenerator`) has no G_I in its file: its

@@ -3,8 +3,11 @@ import Foundation
 
 /// An element-wise activation: y = f(x), dx = g · f′ (from the kept input or output).
 public final class Activation: StatelessLayer, Layer {
+    /// The function: `relu6` is `nn.ReLU6` (hardtanh(0, 6)), whose gradient passes where
+    /// 0 < x < 6 (zero at both ends, as PyTorch's hardtanh_backward).
     public enum Kind: Equatable, Sendable {
         case relu
+        case relu6
         case leakyReLU(Float)
         case tanh
         case sigmoid
@@ -27,7 +30,7 @@ public final class Activation: StatelessLayer, Layer {
             }
         }
         switch kind {
-        case .relu, .leakyReLU: kept = x
+        case .relu, .relu6, .leakyReLU: kept = x
         case .tanh, .sigmoid: kept = y
         }
         return y

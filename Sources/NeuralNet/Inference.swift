@@ -65,6 +65,7 @@ public final class PlanBuilder {
             return add(lower(r.block, x), x, activation: nil)
         }
         if let conv = layer as? Conv2d { return convolution(conv, x) }
+        if let conv = layer as? GroupedConv2d { return groupedConvolution(conv, x) }
         if let conv = layer as? ConvTranspose2d { return transposedConvolution(conv, x) }
         if let pool = layer as? MaxPool2d, x.shape.count == 3 { return maxPool(pool, x) }
         if let pool = layer as? AdaptiveAvgPool2d, pool.outH == 1, pool.outW == 1, x.shape.count == 3 {
@@ -81,7 +82,8 @@ public final class PlanBuilder {
         return fallback(layer, x)
     }
 
-    /// Lowers layers in a row, fusing Conv → BatchNorm → activation; with `residual`, the
+    /// Lowers layers in a row, fusing Conv → BatchNorm → activation (Conv2d, ConvTranspose2d
+    /// and GroupedConv2d: depthwise ones in a `DepthwiseConvStep`); with `residual`, the
     /// result is activation(chain(x) + residual), fused into the last convolution when the
     /// chain ends with a convolution (and BatchNorm) without an activation.
     public func lowerChain(_ layers: [Layer], _ x: PlanValue, residual: PlanValue? = nil,
@@ -101,7 +103,7 @@ public final class PlanBuilder {
                 i = j
                 continue
             }
-            let isConv = layers[i] is Conv2d || layers[i] is ConvTranspose2d
+            let isConv = layers[i] is Conv2d || layers[i] is ConvTranspose2d || layers[i] is GroupedConv2d
             guard isConv else { v = lower(layers[i], v); i += 1; continue }
             var j = i + 1
             var bn: BatchNorm2d?
@@ -112,6 +114,8 @@ public final class PlanBuilder {
             if j == layers.count, act == nil, let r = residual { res = r; act = final; fused = true }
             if let conv = layers[i] as? Conv2d {
                 v = convolution(conv, v, batchNorm: bn, activation: act, residual: res)
+            } else if let conv = layers[i] as? GroupedConv2d {
+                v = groupedConvolution(conv, v, batchNorm: bn, activation: act, residual: res)
             } else {
                 v = transposedConvolution(layers[i] as! ConvTranspose2d, v, batchNorm: bn, activation: act, residual: res)
             }

@@ -152,12 +152,11 @@ final class ConvStep: PlanStep {
     }
 
     /// Whether the row tiles can finish this layer in registers (output width a multiple of
-    /// 16 with AVX-512, of 8 with AVX2; no activation, ReLU or leaky ReLU): no accumulator
-    /// buffer, no separate epilogue pass.
+    /// 16 with AVX-512, of 8 with AVX2; no activation, ReLU, ReLU6 or leaky ReLU): no
+    /// accumulator buffer, no separate epilogue pass.
     private func fusesEpilogue(_ m: PlanMemory) -> Bool {
         let level = min(Int(m.kernelLevel), DirectConvolution.bestKernel)
-        return level >= 1 && wo % (level == 2 ? 16 : 8) == 0
-            && (act == Int32(GDH_ACT_NONE) || act == Int32(GDH_ACT_RELU) || act == Int32(GDH_ACT_LEAKY))
+        return level >= 1 && wo % (level == 2 ? 16 : 8) == 0 && registerActivation(act)
     }
 
     /// Output rows `rows` computed and finished straight into the output.
@@ -237,8 +236,8 @@ final class ConvStep: PlanStep {
                 // The part's channel blocks, or its positions when there are fewer blocks than parts.
                 let b = byBlocks ? split(blocks, parts, i) : 0..<blocks
                 let p = byBlocks ? 0..<count : split(count, parts, i, align: 8)
-                // ReLU and leaky ReLU are applied by the kernel, tanh and sigmoid after it.
-                let fused = act == Int32(GDH_ACT_NONE) || act == Int32(GDH_ACT_RELU) || act == Int32(GDH_ACT_LEAKY)
+                // ReLU, ReLU6 and leaky ReLU are applied by the kernel, tanh and sigmoid after it.
+                let fused = registerActivation(act)
                 gdh_conv_direct_channels(prepared, plane, Int32(c), tp.baseAddress, Int32(channelTaps.count), wp.baseAddress,
                                          Int32(block), pp.baseAddress! + p.lowerBound, Int32(p.count),
                                          dst + p.lowerBound, count, Int32(b.lowerBound), Int32(b.upperBound),
@@ -257,6 +256,12 @@ final class ConvStep: PlanStep {
     /// Threads a channel-lane layer may use (each needs its own padded input).
     static let maxThreads = max(1, min(16, ProcessInfo.processInfo.activeProcessorCount))
     var channelScratchPerThread: Int { channelBlock > 0 && pad > 0 ? (c * (h + 2 * pad) * channelPitch + 64 + 15) & ~15 : 0 }
+}
+
+/// Whether the convolution kernels apply an activation code in registers (none, ReLU,
+/// ReLU6, leaky ReLU); tanh and sigmoid go through gdh_conv_epilogue.
+func registerActivation(_ act: Int32) -> Bool {
+    act == Int32(GDH_ACT_NONE) || act == Int32(GDH_ACT_RELU) || act == Int32(GDH_ACT_RELU6) || act == Int32(GDH_ACT_LEAKY)
 }
 
 /// Transposed convolution as stride × stride phases of outputs, each a stride-1

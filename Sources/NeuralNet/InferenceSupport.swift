@@ -120,6 +120,7 @@ func activationCode(_ a: Activation.Kind?) -> (Int32, Float) {
     switch a {
     case nil: return (Int32(GDH_ACT_NONE), 0)
     case .relu?: return (Int32(GDH_ACT_RELU), 0)
+    case .relu6?: return (Int32(GDH_ACT_RELU6), 0)
     case .leakyReLU(let s)?: return (Int32(GDH_ACT_LEAKY), s)
     case .tanh?: return (Int32(GDH_ACT_TANH), 0)
     case .sigmoid?: return (Int32(GDH_ACT_SIGMOID), 0)

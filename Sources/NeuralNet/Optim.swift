@@ -6,14 +6,18 @@ public final class Adam {
     public var lr: Float
     public let beta1, beta2, eps, weightDecay: Float
     public let parameters: [Parameter]
+    /// Each parameter's learning rate is `lr` times its scale (all 1 unless given).
+    public let lrScales: [Float]
     private var m: [[Float]], v: [[Float]]
     /// Steps taken (t in the bias corrections).
     public private(set) var steps = 0
 
 
     public init(_ parameters: [Parameter], lr: Float = 2e-4, betas: (Float, Float) = (0.5, 0.999),
-                eps: Float = 1e-8, weightDecay: Float = 0) {
+                eps: Float = 1e-8, weightDecay: Float = 0, lrScales: [Float]? = nil) {
+        precondition(lrScales == nil || lrScales!.count == parameters.count, "Adam: one learning-rate scale per parameter")
         self.parameters = parameters
+        self.lrScales = lrScales ?? [Float](repeating: 1, count: parameters.count)
         self.lr = lr
         beta1 = betas.0
         beta2 = betas.1
@@ -34,7 +38,7 @@ public final class Adam {
             m[k].withUnsafeMutableBufferPointer { mp in
             v[k].withUnsafeMutableBufferPointer { vp in
                 gdh_adam_step(pp.baseAddress!, gp.baseAddress!, mp.baseAddress!, vp.baseAddress!, count,
-                              beta1, beta2, bc1, bc2, lr, eps, weightDecay)
+                              beta1, beta2, bc1, bc2, lr * lrScales[k], eps, weightDecay)
             }}}}
         }
     }

@@ -17,13 +17,18 @@ public struct TrainingSettings: Codable, Equatable, Sendable {
     public var batch: Int
     public var seed: UInt64
     public var learningRate: Float = 2e-4
+    /// How a pretrained-capable hashing network (lite0) starts and learns; nil for the ResNet
+    /// (and in checkpoints written before there was a choice).
+    public var backbone: BackboneTraining?
 
-    public init(configuration: GDHConfiguration, objective: TrainingObjective, epochs: Int, batch: Int, seed: UInt64) {
+    public init(configuration: GDHConfiguration, objective: TrainingObjective, epochs: Int, batch: Int, seed: UInt64,
+                backbone: BackboneTraining? = nil) {
         self.configuration = configuration
         self.objective = objective
         self.epochs = epochs
         self.batch = batch
         self.seed = seed
+        self.backbone = backbone
     }
 
     /// Decay epochs of the schedule: max(1, round(E / 6)).
@@ -38,6 +43,37 @@ public struct TrainingSettings: Codable, Equatable, Sendable {
         if let p = configuration.problem { return p }
         if epochs < 1 || epochs > 100_000 { return "epochs must be 1 to 100000" }
         if batch < 2 || batch > 4096 { return "the batch must be 2 to 4096" }
+        if let b = backbone {
+            guard configuration.hashNetKind == .lite0 else { return "backbone settings are for the lite0 hashing network only" }
+            if let p = b.problem { return p }
+        }
+        return nil
+    }
+}
+
+/// The backbone of a lite0 hashing network in training: its start (ImageNet weights,
+/// named by their file's identity, or the random initialisation of `TrainingInit`), its
+/// learning rate relative to the head's (`_fc`), and how many of its first stages stay fixed.
+public struct BackboneTraining: Codable, Equatable, Sendable {
+    /// `PretrainedBackbone.identity` of the ImageNet weights the run started from; nil: random.
+    public var pretrained: String?
+    /// The backbone's learning rate as a multiple of H's.
+    public var learningRateScale: Float
+    /// The stem and this many of the 7 stages get no updates and keep their BatchNorm
+    /// statistics (BatchNorm in inference mode).
+    public var freezeStages: Int
+
+    public init(pretrained: String?, learningRateScale: Float = 0.1, freezeStages: Int = 0) {
+        self.pretrained = pretrained
+        self.learningRateScale = learningRateScale
+        self.freezeStages = freezeStages
+    }
+
+    public var problem: String? {
+        if !(learningRateScale >= 0 && learningRateScale <= 1000) { return "the backbone learning-rate scale must be 0 to 1000" }
+        if freezeStages < 0 || freezeStages > EfficientNetLite0.stages.count {
+            return "frozen stages must be 0 to \(EfficientNetLite0.stages.count)"
+        }
         return nil
     }
 }
@@ -130,7 +166,8 @@ public enum Checkpoint {
                 try net.load(tensors, prefix: prefix + ".", strict: true)
             }
         } catch { throw TrainingError("checkpoint \(path) does not fit the model: \(error)") }
-        let step = try GDHTrainStep(model: model, objective: settings.objective, seed: settings.seed, learningRate: settings.learningRate)
+        let step = try GDHTrainStep(model: model, objective: settings.objective, seed: settings.seed, learningRate: settings.learningRate,
+                                    backbone: settings.backbone)
         let adamSteps = (file.metadata["adam_steps"] ?? "").split(separator: " ").compactMap { Int($0) }
         guard adamSteps.count == 3 else { throw TrainingError("checkpoint \(path) lacks the optimisers' step counts") }
         for (tag, opt, n) in [("G", Optional(step.optimizerG), adamSteps[0]), ("H", step.optimizerH, adamSteps[1]), ("D", step.optimizerD, adamSteps[2])] {
@@ -157,7 +194,7 @@ public enum Checkpoint {
     }
 
     static func describe(_ s: TrainingSettings) -> String {
-        "config \(s.configuration.name), \(s.configuration.bits) bits, \(s.configuration.imageSize) px, \(s.objective.variantName), epochs \(s.epochs), batch \(s.batch), seed \(s.seed)"
+        "config \(s.configuration.name)\(s.backbone.map { $0.pretrained == nil ? " (random init)" : " (ImageNet init)" } ?? ""), \(s.configuration.bits) bits, \(s.configuration.imageSize) px, \(s.objective.variantName), epochs \(s.epochs), batch \(s.batch), seed \(s.seed)"
     }
 }
 

@@ -104,7 +104,12 @@ public final class GDHTrainStep {
     public private(set) var lastPhotoOutputs = Tensor(zeros: [0])
     public private(set) var lastSketchOutputs = Tensor(zeros: [0])
 
-    public init(model: GDHModel, objective: TrainingObjective, seed: UInt64, learningRate: Float = 2e-4) throws {
+    /// The layers of H whose tensors stay fixed (`BackboneTraining.freezeStages`): no updates,
+    /// BatchNorm in inference mode.
+    public let frozen: [Layer]
+
+    public init(model: GDHModel, objective: TrainingObjective, seed: UInt64, learningRate: Float = 2e-4,
+                backbone: BackboneTraining? = nil) throws {
         guard let gS = model.generatorS, let dI = model.discriminatorI, let dS = model.discriminatorS else {
             throw ModelError("training needs a full model (G_I, G_S, D_I, D_S and H)")
         }
@@ -116,7 +121,14 @@ public final class GDHTrainStep {
         retainFreedMemory()
         let g = objective.generator ? model.generatorI.parameters.map { $0.1 } + gS.parameters.map { $0.1 } : []
         optimizerG = Adam(g, lr: learningRate, betas: (0.5, 0.999))
-        optimizerH = Adam(model.hashNet.parameters.map { $0.1 }, lr: learningRate * objective.hashLearningRateFactor, betas: (0.5, 0.999))
+        frozen = backbone.map { EfficientNetLite0.frozenLayers(of: model.hashNet, stages: $0.freezeStages) } ?? []
+        for layer in frozen { layer.training = false }
+        let fixed = Set(frozen.flatMap { $0.parameters.map { ObjectIdentifier($0.1) } })
+        let trained = model.hashNet.parameters.filter { !fixed.contains(ObjectIdentifier($0.1)) }
+        // The backbone (all but the head `_fc`) learns at its scale of H's rate.
+        let scales = trained.map { name, _ in backbone.map { EfficientNetLite0.isBackbone(name) ? $0.learningRateScale : 1 } ?? 1 }
+        optimizerH = Adam(trained.map { $0.1 }, lr: learningRate * objective.hashLearningRateFactor, betas: (0.5, 0.999),
+                          lrScales: scales)
         optimizerD = objective.generator && objective.adversarial
             ? Adam(dI.parameters.map { $0.1 } + dS.parameters.map { $0.1 }, lr: learningRate, betas: (0.5, 0.999))
             : nil

@@ -32,8 +32,10 @@ public final class GDHTrainer {
 
     /// A new run (initial weights from the seed), or the run saved in `resume`.
     /// `augmenter`: one made by `Augmenter.forSettings` (its cache may be warm already).
+    /// `pretrained`: the ImageNet weights named by `settings.backbone.pretrained` (needed for
+    /// a new run that starts from them; a resumed run has them in its checkpoint).
     public init(settings: TrainingSettings, set: TrainingSet, resume: String? = nil, augmenter: Augmenter? = nil,
-                maxCacheBytes: Int = 1 << 30) throws {
+                maxCacheBytes: Int = 1 << 30, pretrained: PretrainedBackbone? = nil) throws {
         if let p = settings.problem { throw TrainingError(p) }
         if let p = set.problem { throw TrainingError(p) }
         guard set.photoPaths.count >= settings.batch else {
@@ -55,7 +57,15 @@ public final class GDHTrainer {
         } else {
             let model = try GDHModel(configuration: c, training: true)
             TrainingInit.initialize(model, seed: settings.seed)
-            step = try GDHTrainStep(model: model, objective: settings.objective, seed: settings.seed, learningRate: settings.learningRate)
+            if let wanted = settings.backbone?.pretrained {
+                guard let pretrained else { throw TrainingError("this run starts from the backbone weights \(wanted), which were not given") }
+                guard pretrained.identity == wanted else {
+                    throw TrainingError("the backbone weights given are \(pretrained.identity), the settings name \(wanted)")
+                }
+                do { try pretrained.load(into: model.hashNet) } catch { throw TrainingError("\(error)") }
+            }
+            step = try GDHTrainStep(model: model, objective: settings.objective, seed: settings.seed, learningRate: settings.learningRate,
+                                    backbone: settings.backbone)
             progress = TrainingProgress()
             targets = TargetCodes(bits: bits, classes: set.classes.count, photoLabels: set.photoLabels,
                                   sketchLabels: set.sketchLabels, seed: settings.seed &+ 303)

@@ -17,7 +17,10 @@ struct BenchEncode: ParsableCommand {
         1024³ sgemm measured in the same run, and the peak resident memory.
         """
     )
-    @Option(help: "Configuration: small or paper.") var config: String = "small"
+    @Option(help: "Configuration: small, paper or lite0.") var config: String = "small"
+    @Option(help: "Input size in pixels (default: the configuration's).") var imageSize: Int?
+    @Flag(help: "lite0: the backbone's ImageNet weights (Tools/models/efficientnet-lite0-imagenet.safetensors or GDH_BACKBONE) instead of random ones.")
+    var imagenet = false
     @Option(help: "Code bits.") var bits: Int = 64
     @Option(help: "The generator's normalisation: batch (category-level) or instance (fine-grained).") var norm: String = "batch"
     @Option(help: "Threads per layer (the plans' and OpenBLAS's).") var threads: Int = 1
@@ -36,7 +39,10 @@ struct BenchEncode: ParsableCommand {
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
-        guard GDHConfiguration.named(config, bits: bits) != nil else { throw ValidationError("--config is small or paper") }
+        guard var c = GDHConfiguration.named(config, bits: bits) else { throw ValidationError("--config is small, paper or lite0") }
+        if let imageSize { c.imageSize = imageSize }
+        if let p = c.problem { throw ValidationError(p) }
+        if imagenet && c.hashNetKind != .lite0 { throw ValidationError("--imagenet is for the lite0 configuration") }
         guard NormKind(rawValue: norm) != nil else { throw ValidationError("--norm is batch or instance") }
         guard ["best", "avx512", "avx2", "c"].contains(kernels) else { throw ValidationError("--kernels is best, avx512, avx2 or c") }
         guard (1...64).contains(threads), count >= 1, (1...64).contains(batch), (0...64).contains(streams) else {
@@ -47,6 +53,7 @@ struct BenchEncode: ParsableCommand {
     func run() throws {
         guard var c = GDHConfiguration.named(config, bits: bits), let normKind = NormKind(rawValue: norm) else { return }
         c.norm = normKind
+        if let imageSize { c.imageSize = imageSize }
         setBLASThreads(threads)
         var rng = SplitMix64(seed: seed)
         let model = try GDHModel(configuration: c)
@@ -55,6 +62,7 @@ struct BenchEncode: ParsableCommand {
                 Initializer.normal(&p.value, std: 0.02, using: &rng)
             }
         }
+        if imagenet { try PretrainedBackbone.read(contentsOf: PretrainedBackbone.defaultPath()).load(into: model.hashNet) }
         if let writeModel { try model.write(to: writeModel) }
         let encoder = try GDHEncoder(model: model, threads: threads)
         let level = ["avx512": 2, "avx2": 1, "c": 0][kernels] ?? DirectConvolution.bestKernel

@@ -21,7 +21,14 @@ struct Train: ParsableCommand {
     )
     @Option(help: ArgumentHelp("The dataset directory.", valueName: "dir")) var data: String
     @Option(help: ArgumentHelp("The model file to write.", valueName: "file")) var out: String
-    @Option(help: "Model configuration: small or paper.") var config: String = "small"
+    @Option(help: "Model configuration: small, paper or lite0 (small's generator with EfficientNet-Lite0 as H, 128 px).") var config: String = "small"
+    @Option(help: ArgumentHelp("The hashing network: resnet or lite0 (EfficientNet-Lite0; default: the configuration's).", valueName: "net"))
+    var hashnet: String?
+    @Option(name: .customLong("init"), help: ArgumentHelp("lite0: start from imagenet weights or from random ones.", valueName: "init")) var initWeights: String = "imagenet"
+    @Option(help: ArgumentHelp("lite0: the ImageNet weights (default: Tools/models/efficientnet-lite0-imagenet.safetensors, made by bash Tools/setup_lite0.sh).", valueName: "file"))
+    var backbone: String?
+    @Option(help: "lite0: the backbone's learning rate as a multiple of the head's.") var backboneLrScale: Float = 0.1
+    @Option(help: "lite0: keep the stem and this many of the 7 stages fixed (0-7).") var freezeStages: Int = 0
     @Option(help: "Code bits (32 to 1024 in steps of 32).") var bits: Int = 64
     @Option(help: "Input size in pixels (default: the configuration's).") var imageSize: Int?
     @Option(help: "Epochs over the training photos.") var epochs: Int = 60
@@ -46,7 +53,11 @@ struct Train: ParsableCommand {
     @Flag(help: "Print only the final summary.") var quiet = false
 
     func validate() throws {
-        guard GDHConfiguration.named(config, bits: bits) != nil else { throw ValidationError("--config is small or paper") }
+        guard GDHConfiguration.named(config, bits: bits) != nil else { throw ValidationError("--config is small, paper or lite0") }
+        if let h = hashnet, HashNetKind(rawValue: h) == nil { throw ValidationError("--hashnet is resnet or lite0") }
+        guard initWeights == "imagenet" || initWeights == "random" else { throw ValidationError("--init is imagenet or random") }
+        guard (0...7).contains(freezeStages) else { throw ValidationError("--freeze-stages must be 0 to 7") }
+        guard backboneLrScale >= 0, backboneLrScale <= 1000 else { throw ValidationError("--backbone-lr-scale must be 0 to 1000") }
         guard (1...64).contains(threads) else { throw ValidationError("--threads must be 1 to 64") }
         guard hashLrFactor > 0, hashLrFactor <= 1000 else { throw ValidationError("--hash-lr-factor must be in (0, 1000]") }
         guard cacheMb >= 0, logEvery >= 1 else { throw ValidationError("--cache-mb ≥ 0 and --log-every ≥ 1") }
@@ -57,6 +68,10 @@ struct Train: ParsableCommand {
     var settings: TrainingSettings {
         get throws {
             guard var c = GDHConfiguration.named(config, bits: bits) else { throw Failure("unknown configuration \(config)") }
+            if let h = hashnet, let kind = HashNetKind(rawValue: h) {
+                if kind == .lite0 && c.hashNetKind != .lite0 && imageSize == nil { c.imageSize = GDHConfiguration.lite0().imageSize }
+                c.hashNet = kind == .resnet ? nil : kind
+            }
             if let s = imageSize { c.imageSize = s }
             if noAttention { c.attention = false }
             var objective = TrainingObjective()
@@ -66,9 +81,27 @@ struct Train: ParsableCommand {
             objective.detachHash = detachHash
             if noTriplet { objective.lambdaTri = 0 }
             objective.hashLearningRateFactor = hashLrFactor
-            let s = TrainingSettings(configuration: c, objective: objective, epochs: epochs, batch: batch, seed: seed)
+            var s = TrainingSettings(configuration: c, objective: objective, epochs: epochs, batch: batch, seed: seed)
+            if c.hashNetKind == .lite0 {
+                s.backbone = BackboneTraining(pretrained: try pretrained?.identity, learningRateScale: backboneLrScale,
+                                              freezeStages: freezeStages)
+            }
             if let p = s.problem { throw ValidationError(p) }
             return s
+        }
+    }
+
+    /// The ImageNet weights when the run starts from them (lite0 with --init imagenet).
+    var pretrained: PretrainedBackbone? {
+        get throws {
+            let kind = hashnet.flatMap(HashNetKind.init(rawValue:)) ?? GDHConfiguration.named(config, bits: bits)?.hashNetKind
+            guard initWeights == "imagenet", kind == .lite0 else { return nil }
+            if let cached = PretrainedCache.shared.value { return cached }
+            do {
+                let b = try PretrainedBackbone.read(contentsOf: backbone ?? PretrainedBackbone.defaultPath())
+                PretrainedCache.shared.value = b
+                return b
+            } catch { throw Failure("\(error)") }
         }
     }
 
@@ -85,7 +118,10 @@ struct Train: ParsableCommand {
         if let p = set.problem { throw Failure(p) }
         do { try splitFile.write(to: out + ".split.json") } catch { throw Failure("cannot write the split file: \(error)") }
         let trainer: GDHTrainer
-        do { trainer = try GDHTrainer(settings: settings, set: set, resume: resume, augmenter: augmenter) } catch {
+        do {
+            trainer = try GDHTrainer(settings: settings, set: set, resume: resume, augmenter: augmenter,
+                                     pretrained: resume == nil ? try pretrained : nil)
+        } catch {
             throw Failure("\(error)")
         }
         trainer.logEvery = logEvery
@@ -155,4 +191,10 @@ final class StopFlag: @unchecked Sendable {
             sources.append(s)
         }
     }
+}
+
+/// The backbone weights, read once per process.
+final class PretrainedCache: @unchecked Sendable {
+    static let shared = PretrainedCache()
+    var value: PretrainedBackbone?
 }

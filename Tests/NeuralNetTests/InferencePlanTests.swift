@@ -80,7 +80,7 @@ struct InferencePlanTests {
         randomize(plain, &rng)
         let x = randomTensor([2, c.cin, c.h, c.w], &rng)
         expectPlanMatches(plain, input: x, "\(c.testDescription) alone")
-        for act: Activation.Kind in [.relu, .leakyReLU(0.2), .tanh, .sigmoid] {
+        for act: Activation.Kind in [.relu, .relu6, .leakyReLU(0.2), .tanh, .sigmoid] {
             let net = Chain([("conv", conv), ("bn", BatchNorm2d(c.cout)), (nil, Activation(act))])
             randomize(net, &rng)
             expectPlanMatches(net, input: x, "\(c.testDescription) + BN + \(act)")
@@ -145,6 +145,145 @@ struct InferencePlanTests {
             let err = abs(Double(y.data[i]) - exact)
             #expect(err <= 1e-6 * abs(exact) + 1e-9, "\(kind)(\(v)) = \(y.data[i]), exact \(exact)")
         }
+    }
+
+    struct GroupedCase: CustomTestStringConvertible, Sendable {
+        let c, mult, k, stride: Int
+        let same: Bool
+        let h, w: Int
+        var testDescription: String { "\(c)->\(c * mult) k\(k) s\(stride) \(same ? "same" : "p1") \(h)x\(w)" }
+    }
+
+    /// Depthwise k3/k5, strides 1 and 2, SAME on odd and even sizes (asymmetric at stride
+    /// 2), symmetric padding, a channel multiplier, rows wider than a 32-output block, and
+    /// few channels (the rows are split between the threads instead).
+    static let depthwiseCases: [GroupedCase] = [
+        GroupedCase(c: 8, mult: 1, k: 3, stride: 2, same: true, h: 15, w: 16),
+        GroupedCase(c: 8, mult: 1, k: 3, stride: 2, same: true, h: 16, w: 16),
+        GroupedCase(c: 6, mult: 1, k: 3, stride: 1, same: true, h: 9, w: 11),
+        GroupedCase(c: 6, mult: 1, k: 5, stride: 1, same: true, h: 14, w: 14),
+        GroupedCase(c: 5, mult: 1, k: 5, stride: 2, same: true, h: 13, w: 18),
+        GroupedCase(c: 4, mult: 2, k: 3, stride: 2, same: true, h: 7, w: 9),
+        GroupedCase(c: 4, mult: 1, k: 3, stride: 1, same: false, h: 8, w: 7),
+        GroupedCase(c: 3, mult: 1, k: 3, stride: 1, same: true, h: 5, w: 70),
+        GroupedCase(c: 2, mult: 3, k: 5, stride: 2, same: true, h: 11, w: 10),
+        GroupedCase(c: 16, mult: 1, k: 5, stride: 1, same: true, h: 1, w: 1),
+    ]
+
+    @Test("depthwise convolution fused with BatchNorm and ReLU6", arguments: depthwiseCases)
+    func depthwise(_ c: GroupedCase) {
+        var rng = SplitMix64(seed: UInt64(c.c * 100 + c.k * 10 + c.stride + c.h))
+        let conv = GroupedConv2d(c.c, c.c * c.mult, kernel: c.k, stride: c.stride, padding: c.same ? .same : .symmetric(1), groups: c.c)
+        // Inputs large enough that ReLU6 clamps at both ends.
+        let x = randomTensor([2, c.c, c.h, c.w], &rng, scale: 8)
+        for act: Activation.Kind? in [nil, .relu6, .relu, .sigmoid] {
+            var layers: [(String?, Layer)] = [("dw", conv), ("bn", BatchNorm2d(c.c * c.mult, eps: 1e-3))]
+            if let act { layers.append((nil, Activation(act))) }
+            let net = Chain(layers)
+            randomize(net, &rng)
+            expectPlanMatches(net, input: x, "\(c.testDescription) + BN + \(act.map { "\($0)" } ?? "nothing")")
+        }
+        let plan = InferencePlan(Chain([("dw", conv)]), inputShape: [c.c, c.h, c.w])
+        #expect(plan.steps.count == 1 && plan.steps[0] is DepthwiseConvStep, "\(c.testDescription): \(plan.steps.map(\.label))")
+    }
+
+    @Test("the stem: groups 1, stride 2, SAME, BatchNorm and ReLU6", arguments: [(15, 16), (16, 16), (17, 17), (9, 20)])
+    func stem(_ size: (Int, Int)) {
+        var rng = SplitMix64(seed: UInt64(size.0 * 31 + size.1))
+        let net = Chain([
+            ("_conv_stem", GroupedConv2d(3, 8, kernel: 3, stride: 2, padding: .same, groups: 1, bias: false)),
+            ("_bn0", BatchNorm2d(8, eps: 1e-3)), (nil, Activation(.relu6)),
+        ])
+        randomize(net, &rng)
+        expectPlanMatches(net, input: randomTensor([2, 3, size.0, size.1], &rng, scale: 6), "stem \(size.0)x\(size.1)")
+        let plan = InferencePlan(net, inputShape: [3, size.0, size.1])
+        #expect(plan.steps.contains { $0 is ConvStep } && !plan.steps.contains { $0 is FallbackStep }, "\(plan.steps.map(\.label))")
+    }
+
+    /// EfficientNet's inverted residual block: 1×1 expansion + BN + ReLU6, depthwise + BN +
+    /// ReLU6, 1×1 projection + BN, plus the input (fused into the projection's step).
+    static func invertedResidual(_ c: Int, expand: Int, kernel: Int, stride: Int, out: Int) -> Layer {
+        let mid = c * expand
+        let chain = Chain([
+            ("_expand_conv", Conv2d(c, mid, kernel: 1, bias: false)), ("_bn0", BatchNorm2d(mid, eps: 1e-3)), (nil, Activation(.relu6)),
+            ("_depthwise_conv", GroupedConv2d(mid, mid, kernel: kernel, stride: stride, padding: .same, groups: mid, bias: false)),
+            ("_bn1", BatchNorm2d(mid, eps: 1e-3)), (nil, Activation(.relu6)),
+            ("_project_conv", Conv2d(mid, out, kernel: 1, bias: false)), ("_bn2", BatchNorm2d(out, eps: 1e-3)),
+        ])
+        return stride == 1 && c == out ? ResidualBlock(chain) : chain
+    }
+
+    @Test("an inverted residual block (expansion, depthwise, projection, residual)", arguments: [
+        GroupedCase(c: 4, mult: 6, k: 3, stride: 1, same: true, h: 9, w: 9),
+        GroupedCase(c: 4, mult: 6, k: 3, stride: 1, same: true, h: 12, w: 16),
+        GroupedCase(c: 8, mult: 6, k: 5, stride: 1, same: true, h: 7, w: 8),
+        GroupedCase(c: 4, mult: 6, k: 3, stride: 2, same: true, h: 11, w: 12),
+        GroupedCase(c: 8, mult: 6, k: 5, stride: 2, same: true, h: 14, w: 13),
+    ])
+    func invertedResidualBlock(_ c: GroupedCase) {
+        var rng = SplitMix64(seed: UInt64(c.c * 7 + c.k + c.stride * 3 + c.h))
+        let net = InferencePlanTests.invertedResidual(c.c, expand: c.mult, kernel: c.k, stride: c.stride, out: c.stride == 1 ? c.c : 2 * c.c)
+        randomize(net, &rng)
+        expectPlanMatches(net, input: randomTensor([2, c.c, c.h, c.w], &rng, scale: 3), "inverted residual \(c.testDescription)")
+        let plan = InferencePlan(net, inputShape: [c.c, c.h, c.w])
+        let kinds = plan.steps.map { "\(type(of: $0))" }
+        #expect(kinds == ["ConvStep", "DepthwiseConvStep", "ConvStep"], "\(c.testDescription): \(plan.steps.map(\.label))")
+    }
+
+    @Test("a depthwise step that ends a residual chain fuses the residual; other groupings fall back")
+    func groupedResidualAndFallback() {
+        var rng = SplitMix64(seed: 77)
+        let block = ResidualBlock(Chain([
+            ("dw", GroupedConv2d(6, 6, kernel: 3, padding: .same, groups: 6)), ("bn", BatchNorm2d(6, eps: 1e-3)),
+        ]))
+        randomize(block, &rng)
+        expectPlanMatches(block, input: randomTensor([2, 6, 11, 10], &rng, scale: 3), "depthwise residual")
+        #expect(InferencePlan(block, inputShape: [6, 11, 10]).steps.count == 1)
+        let grouped = Chain([
+            ("g", GroupedConv2d(4, 6, kernel: 3, stride: 2, padding: .same, groups: 2)), ("bn", BatchNorm2d(6)), (nil, Activation(.relu6)),
+        ])
+        randomize(grouped, &rng)
+        expectPlanMatches(grouped, input: randomTensor([2, 4, 9, 8], &rng, scale: 3), "groups 2")
+    }
+
+    @Test("fused ReLU6 clamps at 0 and 6 in every epilogue")
+    func relu6Clamps() {
+        var values: [Float] = [-100, -6, -1e-3, -0, 0, 1e-3, 0.5, 3, 5.999, 6, 6.001, 7, 100]
+        for i in 0..<115 { values.append(Float(i - 40) * 0.1) }
+        let width = 32   // a multiple of 8 and 16: the fused row tiles
+        let x = Tensor(shape: [1, 1, values.count / width, width], data: Array(values.prefix(values.count / width * width)))
+        let expected = Tensor(shape: x.shape, data: x.data.map { min(max($0, 0), 6) })
+        func identityConv() -> Conv2d {
+            let conv = Conv2d(1, 1, kernel: 1)
+            conv.weight.value = Tensor(shape: [1, 1, 1, 1], data: [1])
+            return conv
+        }
+        let dw = GroupedConv2d(1, 1, kernel: 1, groups: 1)
+        dw.weight.value = Tensor(shape: [1, 1, 1, 1], data: [1])
+        let depthwise = GroupedConv2d(2, 2, kernel: 1, groups: 2)
+        depthwise.weight.value = Tensor(shape: [2, 1, 1, 1], data: [1, 1])
+        let nets: [(String, Layer, Tensor, Tensor)] = [
+            ("conv (row tiles)", Chain([("c", identityConv()), (nil, Activation(.relu6))]), x, expected),
+            ("conv (epilogue)", Chain([("c", identityConv()), (nil, Activation(.relu6))]),
+             Tensor(shape: [1, 1, 1, 127], data: Array(x.data.prefix(127))), Tensor(shape: [1, 1, 1, 127], data: Array(expected.data.prefix(127)))),
+            ("grouped conv", Chain([("c", dw), (nil, Activation(.relu6))]), x, expected),
+            ("depthwise", Chain([("c", depthwise), (nil, Activation(.relu6))]),
+             Tensor(shape: [1, 2, x.h / 2, width], data: x.data), Tensor(shape: [1, 2, x.h / 2, width], data: expected.data)),
+        ]
+        for (label, net, input, want) in nets {
+            net.training = false
+            #expect(net.forward(input) == want, "\(label): the layers")
+            for level in 0...DirectConvolution.bestKernel {
+                let plan = InferencePlan(net, inputShape: Array(input.shape.dropFirst()))
+                plan.kernelLevel = level
+                #expect(plan.forward(input) == want, "\(label): \(DirectConvolution.kernelName(level))")
+            }
+        }
+        // InstanceNorm's epilogue (and the residual add's, the same C function).
+        let norm = Chain([("in", InstanceNorm2d(1)), (nil, Activation(.relu6))])
+        norm.training = false
+        let big = Tensor(shape: x.shape, data: x.data.map { $0 * 4 })
+        expectPlanMatches(norm, input: big, "instance norm + ReLU6")
     }
 
     @Test("split and unsplit passes give identical bits (the adaptive choice alternates them)")

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import Safetensors
+import HammingCode
 @testable import NeuralNet
 
 /// Layer fixtures written by Tools/make_fixtures.py with PyTorch (contract in
@@ -83,7 +84,12 @@ func makeLayer(_ f: SafetensorsFile) throws -> Layer {
         return bn
     case "instancenorm2d", "instance_norm", "instancenorm":
         return InstanceNorm2d(try f.int("num_features"), eps: f.float("eps", 1e-5), affine: f.flag("affine", false))
+    case "grouped_conv2d":
+        let padding: ConvPadding = f.metadata["padding"] == "same" ? .same : .symmetric(try f.int("padding", 0))
+        return GroupedConv2d(try f.int("in_channels"), try f.int("out_channels"), kernel: try f.int("kernel_size"),
+                             stride: try f.int("stride", 1), padding: padding, groups: try f.int("groups", 1), bias: f.flag("bias", true))
     case "relu": return Activation(.relu)
+    case "relu6": return Activation(.relu6)
     case "leaky_relu": return Activation(.leakyReLU(f.float("negative_slope", 0.01)))
     case "tanh": return Activation(.tanh)
     case "sigmoid": return Activation(.sigmoid)
@@ -155,6 +161,143 @@ struct PyTorchFixtureTests {
             if layer.training, let bn = layer as? BatchNorm2d {
                 expectClose(bn.runningMean, try f.tensor("buffer.running_mean"), "\(file) running_mean")
                 expectClose(bn.runningVar, try f.tensor("buffer.running_var"), "\(file) running_var")
+            }
+        }
+    }
+
+    static var groupedCases: [String] {
+        Fixtures.layerCases.filter { $0.hasPrefix("grouped_conv2d") || $0.hasPrefix("relu6") }
+    }
+
+    @Test("the grouped convolution and ReLU6 fixtures are present")
+    func groupedPresent() {
+        #expect(PyTorchFixtureTests.groupedCases.count >= 10)
+    }
+
+    /// GroupedConv2d (every kernel level the CPU runs; for groups = 1 both algorithms of
+    /// its Conv2d) and ReLU6, on one and two training threads.
+    @Test("GroupedConv2d and ReLU6 match PyTorch on 1 and 2 training threads", arguments: groupedCases)
+    func grouped(file: String) throws {
+        let f = try Fixtures.load(file)
+        let x = try f.tensor("input"), g = try f.tensor("grad_output")
+        let isConv = f.metadata["layer"] == "grouped_conv2d"
+        if isConv {
+            // The SAME amounts the fixture was made with.
+            let layer = try makeLayer(f) as! GroupedConv2d
+            let p = layer.paddedGeometry(height: x.h, width: x.w)
+            #expect([p.padTop, p.padLeft, p.padBottom, p.padRight] ==
+                    [try f.int("pad_top"), try f.int("pad_left"), try f.int("pad_bottom"), try f.int("pad_right")], "\(file) padding")
+            #expect([p.outH, p.outW] == Array(try f.tensor("output").shape.suffix(2)), "\(file) output size")
+        }
+        for threads in [1, 2] {
+            for level in 0...(isConv ? DirectConvolution.bestKernel : 0) {
+                for algorithm in isConv ? [ConvAlgorithm.gemm, .direct] : [.automatic] {
+                    let label = "\(file) \(threads) thread(s) level \(level) \(algorithm)"
+                    try TrainingThreads.$override.withValue(threads) {
+                        let layer = try makeLayer(f)
+                        if let conv = layer as? GroupedConv2d {
+                            conv.kernelLevel = level
+                            conv.inner?.algorithm = algorithm
+                        }
+                        for (name, p) in layer.parameters {
+                            p.value = try f.tensor("param.\(name)")
+                            p.zeroGrad()
+                        }
+                        expectClose(layer.forward(x), try f.tensor("output"), "\(label) output")
+                        expectClose(layer.backward(g), try f.tensor("grad_input"), "\(label) grad_input")
+                        for (name, p) in layer.parameters {
+                            expectClose(p.grad, try f.tensor("grad.\(name)"), "\(label) grad.\(name)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    struct GroupedCase: CustomTestStringConvertible, Sendable {
+        let cin, cout, groups, k, stride: Int
+        let same: Bool
+        let pad: Int
+        let h, w: Int
+        var testDescription: String { "\(cin)->\(cout) g\(groups) k\(k) s\(stride) \(same ? "same" : "p\(pad)") \(h)x\(w)" }
+    }
+
+    static let oracleCases: [GroupedCase] = [
+        GroupedCase(cin: 3, cout: 3, groups: 3, k: 3, stride: 1, same: true, pad: 0, h: 1, w: 1),
+        GroupedCase(cin: 2, cout: 2, groups: 2, k: 3, stride: 2, same: true, pad: 0, h: 2, w: 3),
+        GroupedCase(cin: 2, cout: 4, groups: 2, k: 5, stride: 2, same: true, pad: 0, h: 3, w: 1),
+        GroupedCase(cin: 3, cout: 3, groups: 3, k: 7, stride: 1, same: true, pad: 0, h: 11, w: 13),
+        GroupedCase(cin: 3, cout: 3, groups: 3, k: 7, stride: 2, same: true, pad: 0, h: 17, w: 12),
+        GroupedCase(cin: 2, cout: 2, groups: 2, k: 1, stride: 1, same: true, pad: 0, h: 5, w: 7),
+        GroupedCase(cin: 2, cout: 2, groups: 2, k: 1, stride: 2, same: true, pad: 0, h: 5, w: 8),
+        GroupedCase(cin: 2, cout: 2, groups: 2, k: 2, stride: 2, same: true, pad: 0, h: 6, w: 7),
+        GroupedCase(cin: 2, cout: 6, groups: 2, k: 4, stride: 3, same: true, pad: 0, h: 10, w: 11),
+        GroupedCase(cin: 3, cout: 3, groups: 3, k: 3, stride: 2, same: false, pad: 0, h: 8, w: 9),
+        GroupedCase(cin: 3, cout: 3, groups: 3, k: 5, stride: 1, same: false, pad: 4, h: 3, w: 4),
+        GroupedCase(cin: 2, cout: 2, groups: 2, k: 3, stride: 3, same: false, pad: 2, h: 7, w: 5),
+        // Rows of more than 32 outputs (a wide block, then narrow ones and a partial one).
+        GroupedCase(cin: 2, cout: 2, groups: 2, k: 3, stride: 1, same: true, pad: 0, h: 3, w: 45),
+        GroupedCase(cin: 2, cout: 2, groups: 2, k: 5, stride: 2, same: true, pad: 0, h: 4, w: 90),
+        GroupedCase(cin: 6, cout: 4, groups: 2, k: 3, stride: 2, same: true, pad: 0, h: 7, w: 6),
+        GroupedCase(cin: 3, cout: 5, groups: 1, k: 3, stride: 2, same: true, pad: 0, h: 9, w: 10),
+        GroupedCase(cin: 3, cout: 5, groups: 1, k: 5, stride: 1, same: false, pad: 2, h: 6, w: 5),
+    ]
+
+    /// Forward, input and weight gradients against plain loops in double precision, on every
+    /// kernel level the CPU runs and on one and two training threads.
+    @Test("GroupedConv2d against brute-force loops on odd sizes", arguments: oracleCases)
+    func groupedOracle(_ c: GroupedCase) {
+        var rng = SplitMix64(seed: UInt64(c.cin * 131 + c.k * 17 + c.stride * 5 + c.h * 3 + c.w))
+        let padding: ConvPadding = c.same ? .same : .symmetric(c.pad)
+        let n = 2
+        let x = randomTensor([n, c.cin, c.h, c.w], &rng)
+        let probe = GroupedConv2d(c.cin, c.cout, kernel: c.k, stride: c.stride, padding: padding, groups: c.groups)
+        let p = probe.paddedGeometry(height: c.h, width: c.w)
+        let (ho, wo, k, s) = (p.outH, p.outW, c.k, c.stride)
+        let w = randomTensor(probe.weight.value.shape, &rng), b = randomTensor([c.cout], &rng)
+        let gy = randomTensor([n, c.cout, ho, wo], &rng)
+        let cinG = c.cin / c.groups, coutG = c.cout / c.groups
+        var y = [Double](repeating: 0, count: n * c.cout * ho * wo)
+        var dx = [Double](repeating: 0, count: x.count), dw = [Double](repeating: 0, count: w.count)
+        for i in 0..<n {
+            for co in 0..<c.cout {
+                for oy in 0..<ho {
+                    for ox in 0..<wo {
+                        let yi = ((i * c.cout + co) * ho + oy) * wo + ox
+                        var sum = Double(b.data[co])
+                        for ci in 0..<cinG {
+                            let ch = (co / coutG) * cinG + ci
+                            for ki in 0..<k {
+                                for kj in 0..<k {
+                                    let iy = oy * s + ki - p.padTop, ix = ox * s + kj - p.padLeft
+                                    guard iy >= 0, iy < c.h, ix >= 0, ix < c.w else { continue }
+                                    let xi = ((i * c.cin + ch) * c.h + iy) * c.w + ix, wi = ((co * cinG + ci) * k + ki) * k + kj
+                                    sum += Double(w.data[wi]) * Double(x.data[xi])
+                                    dx[xi] += Double(w.data[wi]) * Double(gy.data[yi])
+                                    dw[wi] += Double(x.data[xi]) * Double(gy.data[yi])
+                                }
+                            }
+                        }
+                        y[yi] = sum
+                    }
+                }
+            }
+        }
+        let want = (Tensor(shape: gy.shape, data: y.map { Float($0) }), Tensor(shape: x.shape, data: dx.map { Float($0) }),
+                    Tensor(shape: w.shape, data: dw.map { Float($0) }))
+        for threads in [1, 2] {
+            for level in 0...DirectConvolution.bestKernel {
+                TrainingThreads.$override.withValue(threads) {
+                    let layer = GroupedConv2d(c.cin, c.cout, kernel: c.k, stride: c.stride, padding: padding, groups: c.groups)
+                    layer.kernelLevel = level
+                    layer.weight.value = w
+                    layer.bias!.value = b
+                    layer.zeroGrad()
+                    let label = "\(c.testDescription) \(threads) thread(s) level \(level)"
+                    expectClose(layer.forward(x), want.0, "\(label) output")
+                    expectClose(layer.backward(gy), want.1, "\(label) grad_input")
+                    expectClose(layer.weight.grad, want.2, "\(label) grad.weight")
+                }
             }
         }
     }

@@ -38,7 +38,7 @@ void gdh_conv_direct_rows(const float *in, long in_cstride, int channels_in,
 /// the output written compact: out[o * out_cstride + y * width + x] = act(sum + bias[o] +
 /// residual[o * out_cstride + y * width + x]) for y in [row_begin, row_end), x < width.
 /// Only where the row tiles run (AVX-512 and width a multiple of 16, or AVX2 and a
-/// multiple of 8) and act is NONE, RELU or LEAKY: returns 0 (and does nothing) otherwise.
+/// multiple of 8) and act is NONE, RELU, RELU6 or LEAKY: returns 0 (and does nothing) otherwise.
 int gdh_conv_direct_rows_fused(const float *in, long in_cstride, int channels_in,
                                const long *tap_off, int taps, const float *w_packed, int channels_out,
                                float *out, long out_cstride, long pitch, int width, int row_begin, int row_end,
@@ -50,7 +50,7 @@ int gdh_conv_direct_rows_fused(const float *in, long in_cstride, int channels_in
 ///   out[o * out_cstride + j] = Σ_c Σ_t w[o][c][t] · in[c * in_cstride + tap_off[t] + pos[j]].
 /// `w_packed` holds blocks of [channels_in][taps][block] floats. The epilogue is applied
 /// before the store: out = act(sum + bias[o] + residual[o * out_cstride + j]) with act
-/// GDH_ACT_NONE, _RELU or _LEAKY (others: apply them afterwards); bias and residual may be
+/// GDH_ACT_NONE, _RELU, _RELU6 or _LEAKY (others: apply them afterwards); bias and residual may be
 /// NULL. Only where gdh_conv_channels_kernel_available() (AVX-512); otherwise it does nothing.
 void gdh_conv_direct_channels(const float *in, long in_cstride, int channels_in,
                               const long *tap_off, int taps, const float *w_packed, int block,
@@ -75,7 +75,8 @@ void gdh_conv_prepare_rows(const float *src, int height, int width, int pad, int
                            int row_begin, int row_end);
 
 /// Activation codes for gdh_conv_epilogue.
-enum { GDH_ACT_NONE = 0, GDH_ACT_RELU = 1, GDH_ACT_LEAKY = 2, GDH_ACT_TANH = 3, GDH_ACT_SIGMOID = 4 };
+/// GDH_ACT_RELU6 is min(max(x, 0), 6) (nn.ReLU6); its gradient passes where 0 < x < 6.
+enum { GDH_ACT_NONE = 0, GDH_ACT_RELU = 1, GDH_ACT_LEAKY = 2, GDH_ACT_TANH = 3, GDH_ACT_SIGMOID = 4, GDH_ACT_RELU6 = 5 };
 
 /// For channels o in [o_begin, o_end), rows y < rows and columns x < cols:
 ///   v = acc[o * acc_cstride + y * acc_pitch + x] + bias[o] + residual[o * res_cstride + y * cols + x]
@@ -180,6 +181,42 @@ void gdh_conv_weight_grad(const float *in, long in_cstride, int channels_in, con
 /// plus (with `reflect`) the border entries added into the pixels they mirror.
 void gdh_unpad_planes(const float *src, long src_cstride, long pitch, int height, int width, int pad, int reflect,
                       float *dst, int c_begin, int c_end);
+
+// MARK: Depthwise convolution (depthwise_kernels.c)
+
+/// A depthwise convolution (nn.Conv2d with groups = channels, dilation 1): output channel
+/// co = c · multiplier + j reads only input channel c, with its own kernel × kernel weights
+/// w[co][ki][kj]; the input is zero-padded by pad_top / pad_left before the first row and
+/// column (and as far as needed after the last), output out_h × out_w:
+///   y[co][oy][ox] = Σ w[co][ki][kj] · x[c][oy·stride + ki − pad_top][ox·stride + kj − pad_left].
+/// Kernels up to GDH_DW_MAX_KERNEL.
+typedef struct gdh_dw_geometry {
+    int channels, multiplier, height, width, kernel, stride, pad_top, pad_left, out_h, out_w;
+} gdh_dw_geometry;
+#define GDH_DW_MAX_KERNEL 11
+
+/// Floats of scratch memory one thread of any of the functions below needs.
+long gdh_depthwise_scratch_floats(const gdh_dw_geometry *g);
+
+/// Training forward over input planes p in [p_begin, p_end) of a batch (p = n · channels + c):
+/// output planes p · multiplier + j = act-free conv + bias[co] (bias may be NULL).
+/// `level` as gdh_conv_direct (2 AVX-512, 1 AVX2 + FMA, 0 C; clamped to the CPU's).
+void gdh_depthwise_forward(const gdh_dw_geometry *g, const float *x, const float *w, const float *bias, float *y,
+                           long p_begin, long p_end, float *scratch, int level);
+/// The input gradient for input planes [p_begin, p_end): dx (set, not added) from dy.
+void gdh_depthwise_input_grad(const gdh_dw_geometry *g, const float *dy, const float *w, float *dx,
+                              long p_begin, long p_end, float *scratch, int level);
+/// The weight gradient of input channels [c_begin, c_end) (all their multiplier output
+/// channels) summed over `samples`, added into dw (channels · multiplier × kernel²): float
+/// sums per sample and tap, combined in double in sample order.
+void gdh_depthwise_weight_grad(const gdh_dw_geometry *g, int samples, const float *x, const float *dy, float *dw,
+                               int c_begin, int c_end, float *scratch, int level);
+/// Inference on one image: for input channels [c_begin, c_end) and output rows
+/// [row_begin, row_end), y = act(conv(x, w) + bias[co] + residual) (a BatchNorm folded into
+/// w and bias by the caller; bias and residual may be NULL; act any GDH_ACT_* code).
+void gdh_depthwise_infer(const gdh_dw_geometry *g, const float *x, const float *w, const float *bias,
+                         const float *residual, int act, float slope, float *y, int c_begin, int c_end,
+                         int row_begin, int row_end, float *scratch, int level);
 
 #ifdef __cplusplus
 }
