@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Benchmark our GDH encoder against PyTorch and onnxruntime on the same weights.
 
-For every configuration (``--configs``, default ``small,paper``) and thread count
+For every configuration (``--configs``, default ``small,paper``; ``lite0-128`` and
+``lite0-224`` are the lite0 configuration at 128 and 224 px with the ImageNet backbone) and thread count
 (``--threads``, default ``1,2``) this
 
 1. runs our encoder benchmark::
@@ -76,9 +77,17 @@ TOOLS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TOOLS_DIR.parent
 sys.path.insert(0, str(TOOLS_DIR))
 from bench_search import emit_report, fmt_ratio, get, machine_info  # noqa: E402  (shared report helpers)
-IMAGE_SIZES = {"small": 64, "paper": 256}
-DEFAULT_COUNT = {"small": 200, "paper": 20}
-DEFAULT_WARMUP = {"small": 20, "paper": 3}
+IMAGE_SIZES = {"small": 64, "paper": 256, "lite0-128": 128, "lite0-224": 224}
+DEFAULT_COUNT = {"small": 200, "paper": 20, "lite0-128": 100, "lite0-224": 50}
+DEFAULT_WARMUP = {"small": 20, "paper": 3, "lite0-128": 10, "lite0-224": 5}
+
+
+def bench_args(name: str) -> list[str]:
+    """`gdh bench encode` options of a configuration name: lite0-S is the lite0
+    configuration at S px with the backbone's ImageNet weights (Tools/setup_lite0.sh)."""
+    if name.startswith("lite0-"):
+        return ["--config", "lite0", "--image-size", name.split("-")[1], "--imagenet"]
+    return ["--config", name]
 CHECK_SEED = 20180908
 MODEL_SEED = 7
 OPSET = 17
@@ -397,7 +406,7 @@ def run_config(args, name: str, work: Path, gdh: str, probe: dict) -> list[dict]
     else:
         for threads in args.threads:
             for label, env in swift_variants(args):
-                cmd = [gdh, "bench", "encode", "--config", name, "--bits", str(args.bits),
+                cmd = [gdh, "bench", "encode", *bench_args(name), "--bits", str(args.bits),
                        "--threads", str(threads), "--count", str(count), "--json"]
                 if not model.exists():
                     cmd += ["--write-model", str(model)]
@@ -619,7 +628,7 @@ def parse_list(kind):
 def config_name(text: str) -> str:
     t = text.strip()
     if t not in IMAGE_SIZES:
-        raise ValueError(f"unknown configuration {t!r} (small or paper)")
+        raise ValueError(f"unknown configuration {t!r} (small, paper, lite0-128 or lite0-224)")
     return t
 
 

@@ -15,6 +15,11 @@ Swift networks), and reads/writes gdh-index model files through Tools/gdh_torch.
         [--epochs 30 --batch 32 --seed 1 --bits 64 --config small --device cpu|cuda --threads N \
          --no-generator --no-cycle --no-adversarial --detach-hash --log-every 10]
 
+    # EfficientNet-Lite0 as H (gdh train --hashnet lite0 ...): ImageNet start (needs
+    # bash Tools/setup_lite0.sh) or random, backbone at 0.1 x H's rate, stem + 2 stages fixed
+    python3 Tools/gdh_train_torch.py train ... --hashnet lite0 --image-size 128 --init imagenet \
+        --backbone-lr-scale 0.1 --freeze-stages 2       # or --config lite0 (= small + lite0, 128 px)
+
     # time training steps on random data
     python3 Tools/gdh_train_torch.py bench --config small --batch 32 --threads 1 --steps 5
 
@@ -52,6 +57,32 @@ Readings of Docs/training.md where it leaves a choice (the Swift trainer follows
   (then B = N). Photos of a class without training sketches are left out.
 * --no-generator models are written with an untrained G_I (the file format always has one)
   and "noGenerator": true in the config JSON, without G_I (sketches go straight into H).
+
+The lite0 hashing network (--hashnet lite0 or --config lite0; gdh_torch.Lite0HashNet: the
+package efficientnet-lite-pytorch's EfficientNet-Lite0 with `bits` outputs, its state_dict
+names under H., input [-1, 1] mapped by the fixed x * 127.5/128 + 0.5/128 to the weights'
+(p - 127) / 128; no dropout, no drop-connect), as `gdh train` (Sources/gdh/Train.swift,
+Sources/Training/TrainStep.swift) does it:
+* --hashnet lite0 on a non-lite0 --config without --image-size sets imageSize 128 (the
+  lite0 configuration's); --image-size N overrides imageSize (lite0: a multiple of 32);
+  --hashnet resnet writes no hashNet key. hashWidths/hashBlocks stay in the config, unused.
+* --init random: init_hash's rule on every tensor of H, which is what the Swift
+  `TrainingInit` does by tensor name and rank: conv weights (also the depthwise ones)
+  Kaiming normal std sqrt(2 / fan_out), fan_out = shape[0] * kh * kw (PyTorch's fan_out
+  ignores groups, as Swift's formula does); BatchNorm weight 1, bias 0 (running statistics
+  0 and 1, as constructed); _fc weight N(0, 0.01), bias 0. (Same distributions; the
+  random streams differ: Swift draws from SplitMix64.)
+* --init imagenet (the default for lite0): the same random init first (so _fc is
+  N(0, 0.01), bias 0), then every tensor but _fc.* (BatchNorm running statistics included)
+  from --backbone (default Tools/models/efficientnet-lite0-imagenet.safetensors, written by
+  bash Tools/setup_lite0.sh), each required with its shape.
+* --backbone-lr-scale F (default 0.1): H's Adam has two groups, the backbone (every
+  parameter but _fc) at lr * hash-lr-factor * F and _fc at lr * hash-lr-factor.
+* --freeze-stages K (0-7, default 0): for K > 0 the stem (_conv_stem, _bn0) and the blocks
+  of the first K of the 7 stages (1, 2, 2, 3, 3, 4, 1 blocks) are left out of the optimiser
+  (requires_grad False; gradients still flow through them to G_I) and their BatchNorms stay
+  in eval mode (running statistics fixed) whatever train() is called with.
+The ResNet paths are unchanged (one Adam group for H; `fixture` writes the same tensors).
 """
 
 import argparse
@@ -106,13 +137,29 @@ def tiny_config(bits=32):
             "hashBlocks": [1, 1, 1, 1], "resize": "area"}
 
 
-def named_config(name, bits):
+def named_config(name, bits, hashnet=None, image_size=None):
+    """The named configuration; `hashnet` ("resnet" | "lite0") and `image_size` as
+    gdh train's --hashnet and --image-size set them."""
     if name == "tiny":
         c = tiny_config(bits)
     else:
         c = gdh_torch.named_config(name, bits)
-    gdh_torch.check_config(c)
+    if hashnet is not None:
+        if hashnet == "lite0" and gdh_torch.hash_net_kind(c) != "lite0" and image_size is None:
+            c["imageSize"] = gdh_torch.lite0_config(bits)["imageSize"]
+        if hashnet == "resnet":
+            c.pop("hashNet", None)
+        else:
+            c["hashNet"] = hashnet
+    if image_size is not None:
+        c["imageSize"] = image_size
+    p = gdh_torch.config_problem(c)
+    if p:
+        raise SystemExit("bad model configuration: " + p)
     return c
+
+
+DEFAULT_BACKBONE = os.path.join(TOOLS, "models", "efficientnet-lite0-imagenet.safetensors")
 
 
 # ---------------------------------------------------------------------------
@@ -150,13 +197,48 @@ def init_hash(net):
                 nn.init.zeros_(m.bias)
 
 
-def make_networks(config, names=NETWORKS):
+def load_backbone(net, path):
+    """ImageNet weights into a lite0 H: every tensor but _fc.* from a gdh-index backbone file
+    (Tools/convert_lite0.py), each present with the network's shape; _fc keeps its init."""
+    metadata, tensors = gdh_torch.read_file(path)
+    if metadata.get("format") != "gdh-index-backbone" or metadata.get("backbone") != "efficientnet-lite0":
+        raise SystemExit("%s is not an efficientnet-lite0 backbone file (bash Tools/setup_lite0.sh makes one)" % path)
+    own = net.state_dict()
+    state, problems = {}, []
+    for name, v in own.items():
+        if not gdh_torch.lite0_backbone_name(name) or name.endswith("num_batches_tracked"):
+            state[name] = v
+            continue
+        t = tensors.get(name)
+        if t is None:
+            problems.append("missing %s" % name)
+        elif tuple(t.shape) != tuple(v.shape):
+            problems.append("%s has shape %s, expected %s" % (name, list(t.shape), list(v.shape)))
+        else:
+            state[name] = t.to(torch.float32)
+    problems += ["unexpected %s" % k for k in sorted(tensors) if k not in own]
+    if problems:
+        raise SystemExit("backbone %s does not fit EfficientNet-Lite0: %s" % (path, "; ".join(problems[:8])))
+    net.load_state_dict(state, strict=True)
+    return net
+
+
+def make_networks(config, names=NETWORKS, init="random", backbone=None, freeze_stages=0):
     """Each network constructed (PyTorch default init draws) and then initialised, in the
-    order G_I, G_S, D_I, D_S, H, from the current torch RNG. Train mode."""
+    order G_I, G_S, D_I, D_S, H, from the current torch RNG. Train mode. A lite0 H with
+    init "imagenet" then gets the backbone tensors of `backbone`; `freeze_stages` fixes its
+    stem and first stages (no gradients, BatchNorm in eval mode)."""
     nets = {}
+    lite0 = gdh_torch.hash_net_kind(config) == "lite0"
     for p in names:
         net = gdh_torch.build_network(p, config)
         (init_hash if p == "H" else init_gan)(net)
+        if p == "H" and lite0:
+            if init == "imagenet":
+                load_backbone(net, backbone or DEFAULT_BACKBONE)
+            net.frozen_stages = freeze_stages
+            for m in net.frozen_modules():
+                m.requires_grad_(False)
         nets[p] = net.train()
     return nets
 
@@ -243,7 +325,9 @@ def hash_loss(h_I, h_S, b_I, b_S, y_I, y_S):
 
 class Trainer:
     def __init__(self, nets, seed, no_generator=False, no_cycle=False, no_adversarial=False,
-                 detach_hash=False, lr=LR, hash_lr_factor=1.0):
+                 detach_hash=False, lr=LR, hash_lr_factor=1.0, backbone_lr_scale=None):
+        """backbone_lr_scale (lite0 H only): H's backbone learns at that multiple of H's rate,
+        its head _fc at H's rate; frozen parameters (requires_grad False) are left out."""
         self.nets = nets
         self.hash_lr_factor = hash_lr_factor
         self.no_generator = no_generator
@@ -254,7 +338,14 @@ class Trainer:
             net.train()
         # Two parameter groups: the generators at the schedule's rate, H at hash_lr_factor
         # times it (Adam is per parameter, so with factor 1 this is one optimiser).
-        groups = [{"params": list(nets["H"].parameters()), "lr": lr * hash_lr_factor, "factor": hash_lr_factor}]
+        if backbone_lr_scale is None:
+            groups = [{"params": list(nets["H"].parameters()), "lr": lr * hash_lr_factor, "factor": hash_lr_factor}]
+        else:
+            named = [(k, v) for k, v in nets["H"].named_parameters() if v.requires_grad]
+            f = hash_lr_factor * backbone_lr_scale
+            groups = [{"params": [v for k, v in named if gdh_torch.lite0_backbone_name(k)], "lr": lr * f, "factor": f},
+                      {"params": [v for k, v in named if not gdh_torch.lite0_backbone_name(k)],
+                       "lr": lr * hash_lr_factor, "factor": hash_lr_factor}]
         if not no_generator:
             groups.append({"params": [p for k in ("G_I", "G_S") for p in nets[k].parameters()], "lr": lr, "factor": 1.0})
         self.opt_G = torch.optim.Adam(groups, lr=lr, betas=BETAS, eps=ADAM_EPS, weight_decay=0.0)
@@ -484,6 +575,59 @@ def cmd_fixture(args):
     return 0
 
 
+def formula(shape, a, b):
+    """sin(a * i + b) over the flat index i, in float64, rounded to float32: inputs the
+    Swift test computes the same way, so the fixture need not store them."""
+    n = 1
+    for d in shape:
+        n *= d
+    return torch.sin(torch.arange(n, dtype=torch.float64) * a + b).to(torch.float32).view(*shape)
+
+
+LITE0_FIXTURE = {"bits": 32, "size": 64, "batch": 4, "steps": 3, "hash_lr_factor": 10.0,
+                 "backbone_lr_scale": 0.1, "freeze_stages": 1}
+
+
+def cmd_fixture_lite0(args):
+    """Three no-generator steps of a lite0 H started from the ImageNet backbone (32 px, 32
+    bits, batch 4, H lr factor 10, backbone lr x 0.1, stem + stage 0 frozen): the losses
+    and some tensors after the steps. _fc, the batches and the target codes are formulas
+    (see `formula`); the backbone is Tools/models/efficientnet-lite0-imagenet.safetensors."""
+    make_fixtures.prepare_torch()
+    P = LITE0_FIXTURE
+    bits, S, B = P["bits"], P["size"], P["batch"]
+    config = named_config("small", bits, "lite0", S)
+    nets = make_networks(config, ("H",), init="imagenet", freeze_stages=P["freeze_stages"])
+    H = nets["H"]
+    with torch.no_grad():
+        H._fc.weight.copy_(formula((bits, 1280), 0.731, 0.2) * 0.05)
+        H._fc.bias.copy_(formula((bits,), 1.37, 0.5) * 0.05)
+    trainer = Trainer(nets, 7, no_generator=True, hash_lr_factor=P["hash_lr_factor"],
+                      backbone_lr_scale=P["backbone_lr_scale"])
+    rows = []
+    y = torch.tensor([0, 1, 0, 1], dtype=torch.float32)
+    for t in range(P["steps"]):
+        x_I = formula((B, 3, S, S), 0.37, 1.3 * t)
+        x_S = formula((B, 3, S, S), 0.53, 1.3 * t + 0.5)
+        b_I = torch.sign(formula((B, bits), 0.91, t) + 1e-3)
+        b_S = torch.sign(formula((B, bits), 0.67, t + 0.25) + 1e-3)
+        L, _, _ = trainer.step(x_I, x_S, y, y, b_I, b_S)
+        rows.append([float(L["L_hash"]), float(L["L_tri"])])
+    tensors = {"losses": torch.tensor(rows, dtype=torch.float32)}
+    sd = H.state_dict()
+    for k in ("_fc.weight", "_fc.bias", "_conv_stem.weight", "_blocks.0._depthwise_conv.weight",
+              "_blocks.3._depthwise_conv.weight", "_blocks.3._bn1.running_mean", "_blocks.1._project_conv.weight",
+              "_bn1.running_var", "_bn1.weight"):
+        tensors["final." + k] = sd[k].detach().clone().contiguous()
+    metadata = {"config": gdh_torch.model_metadata(config)["config"], "torch_version": torch.__version__,
+                "command": "python3 Tools/gdh_train_torch.py fixture-lite0 --out " + os.path.relpath(args.out, ROOT)}
+    metadata.update({k: repr(v) for k, v in P.items()})
+    out = os.path.abspath(args.out)
+    make_fixtures.write(out, tensors, metadata)
+    print("wrote %s (%d bytes); losses %s" % (os.path.relpath(out, ROOT), os.path.getsize(out), rows))
+    return 0
+
+
 # ---------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------
@@ -584,8 +728,9 @@ def cmd_train(args):
         raise SystemExit("--device cuda: no CUDA device")
     torch.manual_seed(args.seed)
     random.seed(args.seed)
-    config = named_config(args.config, args.bits)
+    config = named_config(args.config, args.bits, args.hashnet, args.image_size)
     S, bits = config["imageSize"], config["bits"]
+    lite0 = gdh_torch.hash_net_kind(config) == "lite0"
 
     def log(msg):
         print(msg, flush=True)
@@ -604,10 +749,11 @@ def cmd_train(args):
     steps_per_epoch = max(1, len(usable) // B)
 
     names = ("H",) if args.no_generator else NETWORKS
-    nets = {p: n.to(device) for p, n in make_networks(config, names).items()}
+    nets = {p: n.to(device) for p, n in make_networks(config, names, **lite0_options(args, config)).items()}
     trainer = Trainer(nets, args.seed, no_generator=args.no_generator, no_cycle=args.no_cycle,
                       no_adversarial=args.no_adversarial, detach_hash=args.detach_hash,
-                      hash_lr_factor=args.hash_lr_factor)
+                      hash_lr_factor=args.hash_lr_factor,
+                      backbone_lr_scale=args.backbone_lr_scale if lite0 else None)
     # Target codes: one random code per class (seeded), every item starts at its class's.
     g = torch.Generator().manual_seed(args.seed)
     class_codes = torch.randint(0, 2, (K, bits), generator=g).float() * 2 - 1
@@ -618,8 +764,11 @@ def cmd_train(args):
     csv_path = args.out + ".losses.csv"
     csv = open(csv_path, "w")
     csv.write("epoch,step,lr," + ",".join(COLUMNS) + "\n")
-    log("training %s (%d bits, %d px) on %s: %d epochs of %d steps, batch %d%s"
-        % (config["name"], bits, S, device, args.epochs, steps_per_epoch, B,
+    log("training %s (%d bits, %d px%s) on %s: %d epochs of %d steps, batch %d%s"
+        % (config["name"], bits, S,
+           ", H lite0 from %s weights, backbone lr x%g, %d stages frozen"
+           % (args.init, args.backbone_lr_scale, args.freeze_stages) if lite0 else "",
+           device, args.epochs, steps_per_epoch, B,
            "".join(" --" + f.replace("_", "-") for f in ("no_generator", "no_cycle", "no_adversarial", "detach_hash")
                    if getattr(args, f))))
     t_start, step = time.time(), 0
@@ -667,13 +816,15 @@ def cmd_bench(args):
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(args.seed)
-    config = named_config(args.config, args.bits)
+    config = named_config(args.config, args.bits, args.hashnet, args.image_size)
     S, bits, B = config["imageSize"], config["bits"], args.batch
+    lite0 = gdh_torch.hash_net_kind(config) == "lite0"
     names = ("H",) if args.no_generator else NETWORKS
-    nets = {p: n.to(device) for p, n in make_networks(config, names).items()}
+    nets = {p: n.to(device) for p, n in make_networks(config, names, **lite0_options(args, config)).items()}
     trainer = Trainer(nets, args.seed, no_generator=args.no_generator, no_cycle=args.no_cycle,
                       no_adversarial=args.no_adversarial, detach_hash=args.detach_hash,
-                      hash_lr_factor=getattr(args, "hash_lr_factor", 1.0))
+                      hash_lr_factor=getattr(args, "hash_lr_factor", 1.0),
+                      backbone_lr_scale=args.backbone_lr_scale if lite0 else None)
 
     def batch():
         y = torch.randint(0, 10, (B,)).float()
@@ -696,13 +847,25 @@ def cmd_bench(args):
     float(L["L_G"])
     sync()
     dt = (time.perf_counter() - t0) / args.steps
-    print(json.dumps({"config": config["name"], "batch": B, "threads": args.threads, "device": str(device),
-                      "steps": args.steps, "ms_per_step": round(dt * 1000, 1),
-                      "images_per_s": round(2 * B / dt, 2), "torch": torch.__version__}))
+    row = {"config": config["name"], "batch": B, "threads": args.threads, "device": str(device),
+           "steps": args.steps, "ms_per_step": round(dt * 1000, 1),
+           "images_per_s": round(2 * B / dt, 2), "torch": torch.__version__}
+    if lite0:
+        row.update(hashNet="lite0", image_size=S, init=args.init, freeze_stages=args.freeze_stages)
+    print(json.dumps(row))
     return 0
 
 
 # ---------------------------------------------------------------------------
+
+def lite0_options(args, config):
+    """make_networks' lite0 arguments from the command line (none for the ResNet)."""
+    if not args.backbone_lr_scale >= 0:
+        raise SystemExit("--backbone-lr-scale must be >= 0")
+    if gdh_torch.hash_net_kind(config) != "lite0":
+        return {}  # --init, --backbone, --freeze-stages are ignored for the ResNet (as by gdh train)
+    return {"init": args.init, "backbone": args.backbone, "freeze_stages": args.freeze_stages}
+
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -711,7 +874,19 @@ def main(argv=None):
     f.add_argument("--out", default=os.path.join(ROOT, "Tests", "TrainingTests", "Fixtures", "train_steps.safetensors"))
 
     def common(p):
-        p.add_argument("--config", default="small", choices=["small", "paper", "tiny"])
+        p.add_argument("--config", default="small", choices=["small", "paper", "tiny", "lite0"])
+        p.add_argument("--hashnet", choices=["resnet", "lite0"], default=None,
+                       help="the hashing network (default: the configuration's; lite0 = EfficientNet-Lite0)")
+        p.add_argument("--image-size", type=int, default=None,
+                       help="input size (default: the configuration's; --hashnet lite0 alone sets 128)")
+        p.add_argument("--init", choices=["imagenet", "random"], default="imagenet",
+                       help="lite0: start the backbone from ImageNet weights or from init_hash's random rule")
+        p.add_argument("--backbone", default=None,
+                       help="lite0: the ImageNet weights (default Tools/models/efficientnet-lite0-imagenet.safetensors)")
+        p.add_argument("--backbone-lr-scale", type=float, default=0.1,
+                       help="lite0: the backbone's learning rate as a multiple of H's (_fc gets H's)")
+        p.add_argument("--freeze-stages", type=int, default=0, choices=range(0, 8), metavar="K",
+                       help="lite0: the stem and the first K of the 7 stages get no updates, BatchNorm in eval mode")
         p.add_argument("--bits", type=int, default=64)
         p.add_argument("--batch", type=int, default=32)
         p.add_argument("--seed", type=int, default=1)
@@ -720,6 +895,8 @@ def main(argv=None):
         for flag in ("--no-generator", "--no-cycle", "--no-adversarial", "--detach-hash"):
             p.add_argument(flag, action="store_true")
 
+    fl = sub.add_parser("fixture-lite0", help="write the lite0 fixture of the Swift trainer")
+    fl.add_argument("--out", default=os.path.join(ROOT, "Tests", "TrainingTests", "Fixtures", "train_steps_lite0.safetensors"))
     t = sub.add_parser("train", help="train a model on a plain-layout dataset")
     t.add_argument("--data", required=True)
     t.add_argument("--split", required=True)
@@ -735,6 +912,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.cmd == "fixture":
         return cmd_fixture(args)
+    if args.cmd == "fixture-lite0":
+        return cmd_fixture_lite0(args)
     if args.cmd == "train":
         return cmd_train(args)
     return cmd_bench(args)

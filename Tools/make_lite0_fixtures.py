@@ -26,30 +26,43 @@ weights). Writes into Tests/GDHTests/Fixtures/lite0/:
     `.block.0` (192 KB together), are left out to keep the directory under 400 KB.
 Metadata: preprocessing, photos, resize, torch_version, command.
 
-The encoding is Tools/convert_lite0.py's deterministic writer (the same bytes as
-Tools/make_fixtures.py's); the file is cross-checked with safetensors.torch.load and
+The encoding is the deterministic writer below (the bytes of Tools/make_fixtures.py's
+`serialize` and the Swift `SafetensorsFile.encode()`); the file is cross-checked with safetensors.torch.load and
 written atomically, only if its bytes changed. It also checks that
 Tools/models/efficientnet-lite0-imagenet.safetensors (if present) holds exactly the
 package's weights, and prints the top-5 ImageNet classes of every photo.
 """
 
 import argparse
+import json
 import os
-import sys
+import struct
 
 import numpy as np
 import torch
 from PIL import Image
 
 TOOLS = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, TOOLS)
-import convert_lite0  # noqa: E402  (standard library only)
-
 ROOT = os.path.dirname(TOOLS)
 OUT = os.path.join(ROOT, "Tests", "GDHTests", "Fixtures", "lite0")
 PHOTOS = ("chelsea", "coffee", "rocket")
 SMALL = 64
 PREPROCESSING = "x = (pixel - 127) / 128 on each of R, G, B (pixel = the 8-bit PNG value), NCHW"
+
+
+def serialize(tensors, metadata):
+    """safetensors, deterministic: metadata keys and tensor names sorted, data in name
+    order, the header padded with spaces so the data starts at a multiple of 8."""
+    header = {"__metadata__": dict(sorted(metadata.items()))}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        data = tensors[name].detach().cpu().contiguous().numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape), "data_offsets": [offset, offset + len(data)]}
+        chunks.append(data)
+        offset += len(data)
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * ((8 - (8 + len(text)) % 8) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(chunks)
 
 
 def crop224(a):
@@ -156,14 +169,15 @@ def main():
         "torch_version": torch.__version__,
         "command": "python3 Tools/make_lite0_fixtures.py" + (" --lean" if args.lean else ""),
     }
-    blob = convert_lite0.encode_safetensors(
-        {k: ("F32", tuple(v.shape), v.numpy().astype("<f4").tobytes()) for k, v in tensors.items()}, metadata)
+    blob = serialize(tensors, metadata)
     from safetensors.torch import load as safetensors_load
     loaded = safetensors_load(blob)
     assert sorted(loaded) == sorted(tensors) and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
     path = os.path.join(OUT, "logits.safetensors")
     if not (os.path.exists(path) and open(path, "rb").read() == blob):
-        convert_lite0.write_atomic(path, blob)
+        with open(path + ".tmp", "wb") as f:
+            f.write(blob)
+        os.replace(path + ".tmp", path)
     files = sorted(os.listdir(OUT))
     total = sum(os.path.getsize(os.path.join(OUT, f)) for f in files)
     for f in files:

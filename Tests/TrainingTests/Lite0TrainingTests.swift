@@ -2,6 +2,7 @@ import Foundation
 import GDH
 import HammingCode
 import NeuralNet
+import Safetensors
 import Testing
 @testable import Training
 
@@ -87,5 +88,71 @@ import Testing
         #expect(try JSONDecoder().decode(GDHConfiguration.self, from: old).hashNetKind == .resnet)
         let lite = try JSONEncoder().encode(Self.configuration())
         #expect(try JSONDecoder().decode(GDHConfiguration.self, from: lite) == Self.configuration())
+    }
+}
+
+/// sin(a·i + b) over the flat index, in Double, rounded to Float (Tools/gdh_train_torch.py `formula`).
+func formula(_ shape: [Int], _ a: Double, _ b: Double) -> Tensor {
+    let n = shape.reduce(1, *)
+    return Tensor(shape: shape, data: (0..<n).map { Float(sin(Double($0) * a + b)) })
+}
+
+/// Three no-generator steps of a lite0 H from the ImageNet backbone against the PyTorch
+/// reference (`python3 Tools/gdh_train_torch.py fixture-lite0`): the package's network, the
+/// two learning rates, a frozen stage; losses and tensors after the steps.
+@Suite struct Lite0FixtureTests {
+    @Test func lite0StepsMatchPyTorch() throws {
+        let f = try SafetensorsFile.read(contentsOf: TrainingFixture.directory.appendingPathComponent("train_steps_lite0.safetensors").path)
+        guard let json = f.metadata["config"] else { throw FixtureError("no config") }
+        let config = try JSONDecoder().decode(GDHConfiguration.self, from: Data(json.utf8))
+        let bits = config.bits, s = config.imageSize, b = 4
+        let model = try GDHModel(configuration: config, training: true)
+        let root = TrainingFixture.directory.deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let weights = try PretrainedBackbone.read(contentsOf: root.appendingPathComponent(PretrainedBackbone.defaultRelativePath).path)
+        try weights.load(into: model.hashNet)
+        var head = model.hashNet.stateDict()
+        head["_fc.weight"] = Tensor(shape: [bits, 1280], data: formula([bits, 1280], 0.731, 0.2).data.map { $0 * 0.05 })
+        head["_fc.bias"] = Tensor(shape: [bits], data: formula([bits], 1.37, 0.5).data.map { $0 * 0.05 })
+        try model.hashNet.load(head)
+        var objective = TrainingObjective()
+        objective.generator = false
+        objective.hashLearningRateFactor = Float(f.metadata["hash_lr_factor"] ?? "") ?? 10
+        let step = try GDHTrainStep(model: model, objective: objective, seed: 7, backbone: BackboneTraining(
+            pretrained: weights.identity, learningRateScale: Float(f.metadata["backbone_lr_scale"] ?? "") ?? 0.1,
+            freezeStages: Int(f.metadata["freeze_stages"] ?? "") ?? 1))
+        let reference = try f.tensor("losses")
+        let labels = [0, 1, 0, 1]
+        func sign(_ t: Tensor) -> Tensor { Tensor(shape: t.shape, data: t.data.map { $0 + 1e-3 >= 0 ? 1 : -1 }) }
+        for t in 0..<reference.shape[0] {
+            let batch = TrainingBatch(
+                photos: formula([b, 3, s, s], 0.37, 1.3 * Double(t)), sketches: formula([b, 3, s, s], 0.53, 1.3 * Double(t) + 0.5),
+                photoLabels: labels, sketchLabels: labels,
+                photoTargets: sign(formula([b, bits], 0.91, Double(t))), sketchTargets: sign(formula([b, bits], 0.67, Double(t) + 0.25)))
+            let l = step.step(batch)
+            // Step 0 agrees to float rounding; later steps within 0.3% (see below).
+            expectRelative(l.hash, reference.data[2 * t], "lite0 step \(t) L_hash", tolerance: t == 0 ? 1e-4 : 3e-3)
+            expectRelative(l.triplet, reference.data[2 * t + 1], "lite0 step \(t) L_tri", tolerance: t == 0 ? 1e-4 : 3e-3)
+        }
+        // Adam's first steps move a weight by about ±lr whatever the size of its gradient, so
+        // gradients that are float noise on one side (features that ReLU6 zeroes on the other)
+        // make lr-sized differences: the tensors after the steps must agree within one head
+        // step (2e-3); a wrong learning-rate scale would differ by several. The frozen tensors
+        // must not have moved at all.
+        let state = model.hashNet.stateDict()
+        let lr: Float = 2e-4 * objective.hashLearningRateFactor
+        for name in f.names where name.hasPrefix("final.") {
+            let key = String(name.dropFirst("final.".count))
+            let got = state[key]!, want = try f.tensor(name).reshaped(state[key]!.shape)
+            let worst = zip(got.data, want.data).map { abs($0 - $1) }.max() ?? 0
+            if key.contains("running") {
+                // Statistics: relative to their size.
+                #expect(worst <= 1e-3 * max(1, want.data.map(abs).max() ?? 0), "after the steps: \(key) differs by \(worst)")
+            } else {
+                #expect(worst <= lr, "after the steps: \(key) differs by \(worst)")
+            }
+        }
+        for key in ["_conv_stem.weight", "_blocks.0._depthwise_conv.weight"] {
+            #expect(state[key]!.data == weights.tensors[key]!.data, "\(key) is frozen but moved")
+        }
     }
 }
