@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The demo on embedded defaults: a real sketch search with the shipped default model.
-# Installs what it needs, builds, starts gdhd with Tools/models/gdh-small-64.safetensors on a
+# Installs what it needs, builds, starts gdhd with Tools/models/gdh-lite0-96-64.safetensors on a
 # temporary database, synthesizes a gallery the model was never trained on (another seed),
 # adds its photos with `gdh add-images`, queries held-out sketches through the daemon,
 # prints mAP@all and the top results of a few queries, and writes HTML result pages with
@@ -11,7 +11,7 @@ bash Tools/setup.sh
 swift build -c release --product gdhd >/dev/null
 swift build -c release --product gdh >/dev/null
 BIN=.build/release
-MODEL=Tools/models/gdh-small-64.safetensors
+MODEL=Tools/models/gdh-lite0-96-64.safetensors
 OUT=demo-output
 WORK=$(mktemp -d /tmp/gdh-demo.XXXXXX)
 SOCK="$WORK/gdh.sock"
