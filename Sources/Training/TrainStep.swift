@@ -25,6 +25,9 @@ public struct TrainingObjective: Codable, Equatable, Sendable {
     public var poolSize = 50
     /// H's learning rate is the schedule's times this (1: the paper's single rate).
     public var hashLearningRateFactor: Float = 1
+    /// Adam's ε of every optimiser (PyTorch's default 1e-8). The lite0 step fixture uses a
+    /// large one, so that weights whose gradient is float noise do not move by ±lr.
+    public var adamEpsilon: Float = 1e-8
 
     public init() {}
 
@@ -120,7 +123,7 @@ public final class GDHTrainStep {
         // instead of paying page faults and zeroing for it again every step.
         retainFreedMemory()
         let g = objective.generator ? model.generatorI.parameters.map { $0.1 } + gS.parameters.map { $0.1 } : []
-        optimizerG = Adam(g, lr: learningRate, betas: (0.5, 0.999))
+        optimizerG = Adam(g, lr: learningRate, betas: (0.5, 0.999), eps: objective.adamEpsilon)
         frozen = backbone.map { EfficientNetLite0.frozenLayers(of: model.hashNet, stages: $0.freezeStages) } ?? []
         for layer in frozen { layer.training = false }
         let fixed = Set(frozen.flatMap { $0.parameters.map { ObjectIdentifier($0.1) } })
@@ -128,9 +131,10 @@ public final class GDHTrainStep {
         // The backbone (all but the head `_fc`) learns at its scale of H's rate.
         let scales = trained.map { name, _ in backbone.map { EfficientNetLite0.isBackbone(name) ? $0.learningRateScale : 1 } ?? 1 }
         optimizerH = Adam(trained.map { $0.1 }, lr: learningRate * objective.hashLearningRateFactor, betas: (0.5, 0.999),
-                          lrScales: scales)
+                          eps: objective.adamEpsilon, lrScales: scales)
         optimizerD = objective.generator && objective.adversarial
-            ? Adam(dI.parameters.map { $0.1 } + dS.parameters.map { $0.1 }, lr: learningRate, betas: (0.5, 0.999))
+            ? Adam(dI.parameters.map { $0.1 } + dS.parameters.map { $0.1 }, lr: learningRate, betas: (0.5, 0.999),
+                   eps: objective.adamEpsilon)
             : nil
         poolI = ImagePool(capacity: objective.poolSize, seed: seed &+ 101)
         poolS = ImagePool(capacity: objective.poolSize, seed: seed &+ 202)

