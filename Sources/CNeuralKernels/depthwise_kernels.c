@@ -427,6 +427,125 @@ INLINE void dw_weight_grad_body(const gdh_dw_geometry *g, int samples, const flo
     }
 }
 
+// MARK: - Channel lanes (inference, small planes)
+
+// Eight channels side by side: the padded input of a block of eight channels as
+// [rows_needed][cols_needed][8], the weights packed by the caller as [block][k·k][8], so
+// that every tap is one vector multiply-add of eight channels' inputs by their eight
+// weights; four outputs of a row at once share each weight load. A plane of a few
+// pixels (EfficientNet's last stages: 1152 channels of 4 × 4) then costs a few vector
+// operations per output instead of a row loop per channel. The result goes through
+// [out_h·out_w][8] and is transposed back to planes, with the epilogue per plane.
+
+#define DL 8
+INLINE long dl_in_floats(const gdh_dw_geometry *g) { return (long)dw_rows_needed(g) * dw_cols_needed(g) * DL; }
+
+long gdh_depthwise_lanes_scratch_floats(const gdh_dw_geometry *g) {
+    return ((dl_in_floats(g) + (long)g->out_h * g->out_w * DL + 64 + 15) & ~15L);
+}
+
+// o[j][i] = r[i][j] for an 8 × 8 block of floats, in registers.
+INLINE void dl_transpose8(const dw_v8 *r, dw_v8 *o) {
+    dw_v8 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
+        u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+    for (int j = 0; j < 4; j++) {
+        o[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        o[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
+    }
+}
+
+INLINE void dl_block(const float *in, long cols, const dw_v8 *wk, int k, int s, int oy, int ox, dw_v8 b, dw_v8 *out,
+                     const int NB) {
+    dw_v8 acc[4];
+    for (int j = 0; j < NB; j++) acc[j] = b;
+    for (int ki = 0; ki < k; ki++) {
+        const float *row = in + ((long)(oy * s + ki) * cols + (long)ox * s) * DL;
+        for (int kj = 0; kj < k; kj++) {
+            const dw_v8 wv = wk[ki * k + kj];
+            for (int j = 0; j < NB; j++) acc[j] += *(const dw_v8 *)(row + ((long)j * s + kj) * DL) * wv;
+        }
+    }
+    for (int j = 0; j < NB; j++) out[j] = acc[j];
+}
+
+INLINE void dw_lanes_body(const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8,
+                          const float *residual, int act, float slope, float *y, int blk_begin, int blk_end,
+                          float *scratch) {
+    const int C = g->channels, H = g->height, W = g->width, k = g->kernel, s = g->stride;
+    const int pt = g->pad_top, pl = g->pad_left, oh = g->out_h, ow = g->out_w;
+    const long rows = dw_rows_needed(g), cols = dw_cols_needed(g), plane = (long)H * W, oplane = (long)oh * ow;
+    float *in = scratch, *out = scratch + dl_in_floats(g);
+    const int kk = k * k;
+    for (int blk = blk_begin; blk < blk_end; blk++) {
+        const int c0 = blk * DL, nc = C - c0 < DL ? C - c0 : DL;
+        // Zero the border (every padded row outside the image, the side columns of the others).
+        for (long r = 0; r < rows; r++) {
+            const long iy = r - pt;
+            float *pr = in + r * cols * DL;
+            if (iy < 0 || iy >= H) { memset(pr, 0, sizeof(float) * (size_t)(cols * DL)); continue; }
+            const long lead = pl < cols ? pl : cols;
+            memset(pr, 0, sizeof(float) * (size_t)(lead * DL));
+            const long tail0 = pl + W < cols ? pl + W : cols;
+            if (tail0 < cols) memset(pr + tail0 * DL, 0, sizeof(float) * (size_t)((cols - tail0) * DL));
+            if (nc < DL) for (long j = lead; j < tail0; j++) for (int c = nc; c < DL; c++) pr[j * DL + c] = 0.0f;
+        }
+        // Interleave the block's planes: 8 × 8 tiles (channels × pixels of a row) that the
+        // compiler transposes in registers, then the row's last pixels one by one.
+        {
+            const float *src = x + (long)c0 * plane;
+            const long n = pl + W < cols ? W : cols - pl;
+            for (long iy = 0; iy < H; iy++) {
+                const long r = iy + pt;
+                if (r >= rows) break;
+                float *pr = in + (r * cols + pl) * DL;
+                const float *sr = src + iy * W;
+                long ix = 0;
+                if (nc == DL) {
+                    for (; ix + 8 <= n; ix += 8) {
+                        dw_v8 r[8], o[8];
+                        for (int c = 0; c < DL; c++) r[c] = *(const dw_v8 *)(sr + c * plane + ix);
+                        dl_transpose8(r, o);
+                        for (int q = 0; q < 8; q++) *(dw_v8 *)(pr + (ix + q) * DL) = o[q];
+                    }
+                }
+                for (; ix < n; ix++) for (int c = 0; c < nc; c++) pr[ix * DL + c] = sr[c * plane + ix];
+            }
+        }
+        const dw_v8 *wk = (const dw_v8 *)(w8 + (long)blk * kk * DL);
+        const dw_v8 bv = b8 ? *(const dw_v8 *)(b8 + (long)blk * DL) : (dw_v8){0, 0, 0, 0, 0, 0, 0, 0};
+        dw_v8 *ov = (dw_v8 *)out;
+        for (int oy = 0; oy < oh; oy++) {
+            int ox = 0;
+            for (; ox + 4 <= ow; ox += 4) dl_block(in, cols, wk, k, s, oy, ox, bv, ov + (long)oy * ow + ox, 4);
+            for (; ox < ow; ox++) dl_block(in, cols, wk, k, s, oy, ox, bv, ov + (long)oy * ow + ox, 1);
+        }
+        {
+            float *dst = y + (long)c0 * oplane;
+            long p = 0;
+            if (nc == DL) {
+                for (; p + 8 <= oplane; p += 8) {
+                    dw_v8 r[8], o[8];
+                    for (int q = 0; q < 8; q++) r[q] = *(const dw_v8 *)(out + (p + q) * DL);
+                    dl_transpose8(r, o);
+                    for (int c = 0; c < DL; c++) *(dw_v8 *)(dst + c * oplane + p) = o[c];
+                }
+            }
+            for (; p < oplane; p++) for (int c = 0; c < nc; c++) dst[c * oplane + p] = out[p * DL + c];
+            for (int c = 0; c < nc; c++)
+                dw_epilogue(dst + (long)c * oplane, residual ? residual + (long)(c0 + c) * oplane : NULL, oplane, act, slope);
+        }
+    }
+}
+
 // MARK: - Levels
 
 #define DW_FORWARD_ARGS const gdh_dw_geometry *g, const float *x, const float *w, const float *bias, float *y, \
@@ -439,7 +558,12 @@ INLINE void dw_weight_grad_body(const gdh_dw_geometry *g, int samples, const flo
     const float *residual, int act, float slope, float *y, int c_begin, int c_end, int row_begin, int row_end, \
     float *scratch
 
+#define DW_LANES_ARGS const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8, \
+    const float *residual, int act, float slope, float *y, int blk_begin, int blk_end, float *scratch
+
 #define DW_LEVEL(SUFFIX, ATTR) \
+    ATTR static void dw_lanes_##SUFFIX(DW_LANES_ARGS) { \
+        dw_lanes_body(g, x, w8, b8, residual, act, slope, y, blk_begin, blk_end, scratch); } \
     ATTR static void dw_forward_##SUFFIX(DW_FORWARD_ARGS) { dw_forward_body(g, x, w, bias, y, p_begin, p_end, scratch); } \
     ATTR static void dw_input_grad_##SUFFIX(DW_INPUT_GRAD_ARGS) { dw_input_grad_body(g, dy, w, dx, p_begin, p_end, scratch); } \
     ATTR static void dw_weight_grad_##SUFFIX(DW_WEIGHT_GRAD_ARGS) { \
@@ -485,4 +609,11 @@ void gdh_depthwise_infer(const gdh_dw_geometry *g, const float *x, const float *
                          int row_begin, int row_end, float *scratch, int level) {
     if (g->kernel > GDH_DW_MAX_KERNEL || g->out_h <= 0 || g->out_w <= 0) return;
     DW_DISPATCH(dw_infer, g, x, w, bias, residual, act, slope, y, c_begin, c_end, row_begin, row_end, scratch);
+}
+
+void gdh_depthwise_infer_lanes(const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8,
+                               const float *residual, int act, float slope, float *y, int blk_begin, int blk_end,
+                               float *scratch, int level) {
+    if (g->kernel > GDH_DW_MAX_KERNEL || g->out_h <= 0 || g->out_w <= 0 || g->multiplier != 1) return;
+    DW_DISPATCH(dw_lanes, g, x, w8, b8, residual, act, slope, y, blk_begin, blk_end, scratch);
 }

@@ -48,8 +48,11 @@ struct PlanMemory {
 public final class PlanBuilder {
     var shapes: [[Int]] = []
     var steps: [PlanStep] = []
+    /// Depthwise convolutions by channel lanes (true), plane by plane (false), or as
+    /// `DepthwiseConvStep.usesLanes` picks by plane size (nil); tests run both forms.
+    let depthwiseLanes: Bool?
 
-    init() {}
+    init(depthwiseLanes: Bool? = nil) { self.depthwiseLanes = depthwiseLanes }
 
     func newValue(_ shape: [Int]) -> PlanValue {
         shapes.append(shape)
@@ -207,9 +210,9 @@ public final class InferencePlan {
     static let guardValue = Float(bitPattern: 0x7FC0_DEAD)
 
     /// Compiles `network` (set to inference mode by the caller) for inputs of `inputShape`
-    /// (C, H, W).
-    public init(_ network: Layer, inputShape: [Int], threads: Int = 1) {
-        let b = PlanBuilder()
+    /// (C, H, W). `depthwiseLanes` forces one form of the depthwise steps (see PlanBuilder).
+    public init(_ network: Layer, inputShape: [Int], threads: Int = 1, depthwiseLanes: Bool? = nil) {
+        let b = PlanBuilder(depthwiseLanes: depthwiseLanes)
         let x = b.newValue(inputShape)
         let y = b.lower(network, x)
         self.inputShape = inputShape

@@ -20,6 +20,9 @@ final class DepthwiseConvStep: PlanStep {
     let bias: [Float]      // (out): conv bias · scale + shift
     let act: Int32, slope: Float
     let flops: Double
+    /// Eight channels side by side (gdh_depthwise_infer_lanes) instead of plane by plane;
+    /// then `weights` and `bias` are packed [block][k·k][8] and [block][8].
+    let lanes: Bool
     /// Scratch floats of one thread.
     let perThread: Int
     var scratchFloats: Int { perThread * ConvStep.maxThreads }
@@ -37,8 +40,22 @@ final class DepthwiseConvStep: PlanStep {
         let o = conv.outChannels, kk = conv.kernel * conv.kernel
         let (scale, shift) = batchNormFold(batchNorm, channels: o)
         let w = conv.weight.value.data
-        weights = (0..<(o * kk)).map { w[$0] * scale[$0 / kk] }
-        bias = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] }
+        let folded = (0..<(o * kk)).map { w[$0] * scale[$0 / kk] }
+        let shifted = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] }
+        lanes = g.multiplier == 1 && (builder.depthwiseLanes ?? DepthwiseConvStep.usesLanes(outputPixels: Int(g.out_h * g.out_w)))
+        if lanes {
+            let blocks = (o + 7) / 8
+            var w8 = [Float](repeating: 0, count: blocks * kk * 8), b8 = [Float](repeating: 0, count: blocks * 8)
+            for c in 0..<o {
+                for t in 0..<kk { w8[((c / 8) * kk + t) * 8 + c % 8] = folded[c * kk + t] }
+                b8[c] = shifted[c]
+            }
+            weights = w8
+            bias = b8
+        } else {
+            weights = folded
+            bias = shifted
+        }
         (act, slope) = activationCode(activation)
         outputShape = [o, Int(g.out_h), Int(g.out_w)]
         if let r = residual { precondition(r.shape == outputShape, "residual \(r.shape) does not fit \(outputShape)") }
@@ -47,7 +64,20 @@ final class DepthwiseConvStep: PlanStep {
         output = builder.newValue(outputShape).id
         inputs = [x.id] + (residual.map { [$0.id] } ?? [])
         flops = 2 * Double(o * kk * outputShape[1] * outputShape[2])
-        perThread = (gdh_depthwise_scratch_floats(&g) + 15) & ~15
+        perThread = (Int(lanes ? gdh_depthwise_lanes_scratch_floats(&g) : gdh_depthwise_scratch_floats(&g)) + 15) & ~15
+    }
+
+    /// Output planes of at most this many pixels go by channel lanes: measured with `gdh
+    /// bench depthwise` (GDH_DW_LANES=0 or 1 forces one form there), on a Zen 4 EPYC
+    /// lanes win on every EfficientNet-Lite0 layer at 128 and 224 px but the 32-channel
+    /// 64×64 and 112×112 ones (Docs/benchmarks.md).
+    static let lanesMaxPixels = 3600
+    static func usesLanes(outputPixels: Int) -> Bool {
+        switch ProcessInfo.processInfo.environment["GDH_DW_LANES"] {
+        case "0": return false
+        case "1": return true
+        default: return outputPixels <= lanesMaxPixels
+        }
     }
 
     func run(_ m: PlanMemory) {
@@ -55,6 +85,22 @@ final class DepthwiseConvStep: PlanStep {
         defer { if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) } }
         let threads = flops / 2 >= Double(m.parallelWork) ? min(m.threads, ConvStep.maxThreads) : 1
         let channels = Int(geometry.channels), rows = Int(geometry.out_h)
+        if lanes {
+            let blocks = (channels + 7) / 8, parts = min(threads, blocks)
+            let src = m[input], dst = m[output], res = residual.map { UnsafePointer(m[$0]) }
+            let scratch = m.scratch, per = perThread, level = m.kernelLevel, (act, slope) = (act, slope)
+            weights.withUnsafeBufferPointer { wp in
+                bias.withUnsafeBufferPointer { bp in
+                    parallel(parts, parts) { i in
+                        var g = geometry
+                        let bs = split(blocks, parts, i)
+                        gdh_depthwise_infer_lanes(&g, src, wp.baseAddress, bp.baseAddress, res, act, slope, dst,
+                                                  Int32(bs.lowerBound), Int32(bs.upperBound), scratch + i * per, level)
+                    }
+                }
+            }
+            return
+        }
         let byChannels = channels >= 4 * threads   // a balanced split of the channels
         let parts = byChannels ? threads : min(threads, rows)
         let src = m[input], dst = m[output], res = residual.map { UnsafePointer(m[$0]) }

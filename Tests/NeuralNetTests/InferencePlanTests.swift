@@ -23,11 +23,11 @@ func planDifference(_ a: Tensor, _ b: Tensor) -> Float {
 
 /// The plan's output against the layers' own forward, on every kernel level the CPU has
 /// and on one and two threads.
-func expectPlanMatches(_ net: Layer, input: Tensor, _ label: String, tolerance: Float = 1e-4) {
+func expectPlanMatches(_ net: Layer, input: Tensor, _ label: String, tolerance: Float = 1e-4, depthwiseLanes: Bool? = nil) {
     let reference = net.forward(input)
     for level in 0...DirectConvolution.bestKernel {
         for threads in [1, 2] {
-            let plan = InferencePlan(net, inputShape: Array(input.shape.dropFirst()), threads: threads)
+            let plan = InferencePlan(net, inputShape: Array(input.shape.dropFirst()), threads: threads, depthwiseLanes: depthwiseLanes)
             plan.kernelLevel = level
             plan.parallelWork = 0   // every layer splits, however small
             plan.adaptiveThreads = false
@@ -168,6 +168,11 @@ struct InferencePlanTests {
         GroupedCase(c: 3, mult: 1, k: 3, stride: 1, same: true, h: 5, w: 70),
         GroupedCase(c: 2, mult: 3, k: 5, stride: 2, same: true, h: 11, w: 10),
         GroupedCase(c: 16, mult: 1, k: 5, stride: 1, same: true, h: 1, w: 1),
+        // Channel lanes: a partial block of eight, rows of 8·k + r pixels (the transposed
+        // tiles and the pixels after them), an even plane at stride 2.
+        GroupedCase(c: 21, mult: 1, k: 3, stride: 1, same: true, h: 9, w: 19),
+        GroupedCase(c: 24, mult: 1, k: 5, stride: 2, same: true, h: 16, w: 16),
+        GroupedCase(c: 16, mult: 1, k: 5, stride: 1, same: true, h: 4, w: 4),
     ]
 
     @Test("depthwise convolution fused with BatchNorm and ReLU6", arguments: depthwiseCases)
@@ -181,7 +186,10 @@ struct InferencePlanTests {
             if let act { layers.append((nil, Activation(act))) }
             let net = Chain(layers)
             randomize(net, &rng)
-            expectPlanMatches(net, input: x, "\(c.testDescription) + BN + \(act.map { "\($0)" } ?? "nothing")")
+            for lanes in [false, true] {
+                expectPlanMatches(net, input: x, "\(c.testDescription) + BN + \(act.map { "\($0)" } ?? "nothing")\(lanes ? " (lanes)" : "")",
+                                  depthwiseLanes: lanes)
+            }
         }
         let plan = InferencePlan(Chain([("dw", conv)]), inputShape: [c.c, c.h, c.w])
         #expect(plan.steps.count == 1 && plan.steps[0] is DepthwiseConvStep, "\(c.testDescription): \(plan.steps.map(\.label))")
@@ -237,7 +245,8 @@ struct InferencePlanTests {
             ("dw", GroupedConv2d(6, 6, kernel: 3, padding: .same, groups: 6)), ("bn", BatchNorm2d(6, eps: 1e-3)),
         ]))
         randomize(block, &rng)
-        expectPlanMatches(block, input: randomTensor([2, 6, 11, 10], &rng, scale: 3), "depthwise residual")
+        let x = randomTensor([2, 6, 11, 10], &rng, scale: 3)
+        for lanes in [false, true] { expectPlanMatches(block, input: x, "depthwise residual", depthwiseLanes: lanes) }
         #expect(InferencePlan(block, inputShape: [6, 11, 10]).steps.count == 1)
         let grouped = Chain([
             ("g", GroupedConv2d(4, 6, kernel: 3, stride: 2, padding: .same, groups: 2)), ("bn", BatchNorm2d(6)), (nil, Activation(.relu6)),

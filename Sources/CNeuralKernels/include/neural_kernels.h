@@ -217,6 +217,14 @@ void gdh_depthwise_weight_grad(const gdh_dw_geometry *g, int samples, const floa
 void gdh_depthwise_infer(const gdh_dw_geometry *g, const float *x, const float *w, const float *bias,
                          const float *residual, int act, float slope, float *y, int c_begin, int c_end,
                          int row_begin, int row_end, float *scratch, int level);
+/// Inference by channel lanes (multiplier 1): blocks of eight channels [blk_begin, blk_end)
+/// computed side by side, the weights packed as w8[block][kernel²][8] and the bias as
+/// b8[block][8] (zeros past the last channel; b8 may be NULL); otherwise as
+/// gdh_depthwise_infer over all output rows. The faster form for small planes.
+long gdh_depthwise_lanes_scratch_floats(const gdh_dw_geometry *g);
+void gdh_depthwise_infer_lanes(const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8,
+                               const float *residual, int act, float slope, float *y, int blk_begin, int blk_end,
+                               float *scratch, int level);
 
 #ifdef __cplusplus
 }
