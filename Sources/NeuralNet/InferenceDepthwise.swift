@@ -85,30 +85,22 @@ final class DepthwiseConvStep: PlanStep {
         defer { if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) } }
         let threads = flops / 2 >= Double(m.parallelWork) ? min(m.threads, ConvStep.maxThreads) : 1
         let channels = Int(geometry.channels), rows = Int(geometry.out_h)
-        if lanes {
-            let blocks = (channels + 7) / 8, parts = min(threads, blocks)
-            let src = m[input], dst = m[output], res = residual.map { UnsafePointer(m[$0]) }
-            let scratch = m.scratch, per = perThread, level = m.kernelLevel, (act, slope) = (act, slope)
-            weights.withUnsafeBufferPointer { wp in
-                bias.withUnsafeBufferPointer { bp in
-                    parallel(parts, parts) { i in
-                        var g = geometry
-                        let bs = split(blocks, parts, i)
-                        gdh_depthwise_infer_lanes(&g, src, wp.baseAddress, bp.baseAddress, res, act, slope, dst,
-                                                  Int32(bs.lowerBound), Int32(bs.upperBound), scratch + i * per, level)
-                    }
-                }
-            }
-            return
-        }
-        let byChannels = channels >= 4 * threads   // a balanced split of the channels
-        let parts = byChannels ? threads : min(threads, rows)
+        // Lanes: blocks of eight channels split between the threads; planes: channels, or
+        // output rows when there are too few channels for a balanced split.
+        let blocks = (channels + 7) / 8, byChannels = lanes || channels >= 4 * threads
+        let parts = lanes ? min(threads, blocks) : byChannels ? threads : min(threads, rows)
         let src = m[input], dst = m[output], res = residual.map { UnsafePointer(m[$0]) }
-        let scratch = m.scratch, per = perThread, level = m.kernelLevel, (act, slope) = (act, slope)
+        let scratch = m.scratch, per = perThread, level = m.kernelLevel, (act, slope) = (act, slope), lanes = lanes
         weights.withUnsafeBufferPointer { wp in
             bias.withUnsafeBufferPointer { bp in
                 parallel(parts, parts) { i in
                     var g = geometry
+                    if lanes {
+                        let bs = split(blocks, parts, i)
+                        gdh_depthwise_infer_lanes(&g, src, wp.baseAddress, bp.baseAddress, res, act, slope, dst,
+                                                  Int32(bs.lowerBound), Int32(bs.upperBound), scratch + i * per, level)
+                        return
+                    }
                     let cs = byChannels ? split(channels, parts, i) : 0..<channels
                     let rs = byChannels ? 0..<rows : split(rows, parts, i)
                     gdh_depthwise_infer(&g, src, wp.baseAddress, bp.baseAddress, res, act, slope, dst,
