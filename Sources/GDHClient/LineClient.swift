@@ -18,7 +18,10 @@ public final class LineClient {
     private var outBuffer: [UInt8] = []
 
     public init(socketPath: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        // The descriptor is stored only once connected: a class whose initialiser throws
+        // after its properties are set runs its deinit, which would close it a second time
+        // (and so whatever another thread had opened under the same number meanwhile).
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw ClientError("cannot create a socket: \(String(cString: strerror(errno)))") }
         var addr = sockaddr_un()
         addr.sun_family = sa_family_t(AF_UNIX)
@@ -41,6 +44,7 @@ public final class LineClient {
             close(fd)
             throw ClientError("cannot connect to \(socketPath): \(e) (is gdhd running? see --socket)")
         }
+        self.fd = fd
     }
 
     deinit { close(fd) }

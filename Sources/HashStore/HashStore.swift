@@ -115,6 +115,7 @@ public final class HashStore {
     private var dbPending: MDB_dbi = 0
     private var dbSources: MDB_dbi = 0
     private let lockFD: Int32
+    private var closed = false
 
     private let index: MultiIndex
     private let keys: KeyIndex
@@ -294,8 +295,11 @@ public final class HashStore {
         try foldTables(m: nil)
     }
 
-    /// Closes the environment and releases the database lock.
+    /// Closes the environment and releases the database lock; later calls do nothing (a
+    /// second close of the lock's descriptor would close another file's).
     public func close() {
+        guard !closed else { return }
+        closed = true
         env.close()
         flock(lockFD, LOCK_UN)
         Glibc.close(lockFD)
