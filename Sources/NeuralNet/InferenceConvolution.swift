@@ -37,14 +37,30 @@ final class ConvStep: PlanStep {
     }
     var accFloatsAligned: Int { direct ? 0 : (accFloats + 15) & ~15 }
     var preparedFloatsAligned: Int { (preparedFloats + 15) & ~15 }
-    var label: String { "conv \(c)->\(o) k\(kernel) s\(stride) \(h)x\(w)\(channelBlock > 0 ? " (channel lanes)" : "")" }
+    private let label0: String
+    var label: String { label0 + (channelBlock > 0 ? " (channel lanes)" : "") }
+    /// Rows × columns for an h × w plane of a 1×1 layer: columns a multiple of 16 (at most
+    /// 256) that divides h·w when w is not one already.
+    static func flatRows(_ h: Int, _ w: Int) -> (Int, Int) {
+        if w % 16 == 0 { return (h, w) }
+        let n = h * w
+        for cols in Swift.stride(from: min(n, 256) / 16 * 16, through: 16, by: -16) where n % cols == 0 { return (n / cols, cols) }
+        return (h, w)
+    }
+
     /// Output positions up to which the channel-lane kernel is used.
     static let channelKernelPositions = 64
 
     init(_ conv: Conv2d, input x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?, residual: PlanValue?, builder: PlanBuilder) {
         precondition(x.shape.count == 3 && x.c == conv.inChannels, "Conv2d expects (\(conv.inChannels), H, W), got \(x.shape)")
         precondition(conv.kernelH == conv.kernelW, "square kernels only")
-        c = x.c; h = x.h; w = x.w; o = conv.outChannels
+        // A 1×1, stride-1, unpadded layer maps each position to itself, so its planes may be
+        // read as rows of any width: one a multiple of 16 lets the row tiles finish the
+        // output in registers (see `fusesEpilogue`; 56×56 runs as 14 rows of 224).
+        let flat = conv.kernelH == 1 && conv.stride == 1 && conv.padding == 0 && x.h * x.w > ConvStep.channelKernelPositions
+        (h, w) = flat ? ConvStep.flatRows(x.h, x.w) : (x.h, x.w)
+        c = x.c; o = conv.outChannels
+        label0 = "conv \(c)->\(o) k\(conv.kernelH) s\(conv.stride) \(x.h)x\(x.w)"
         stride = conv.stride; pad = conv.padding
         reflect = conv.paddingMode == .reflect && pad > 0
         if reflect { precondition(pad < h && pad < w, "reflection padding \(pad) needs a larger image than \(h)x\(w)") }
@@ -94,7 +110,7 @@ final class ConvStep: PlanStep {
         }
         bias = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] }
         (act, slope) = activationCode(activation)
-        outputShape = [o, ho, wo]
+        outputShape = flat ? [o, x.h, x.w] : [o, ho, wo]
         if let r = residual { precondition(r.shape == outputShape, "residual \(r.shape) does not fit \(outputShape)") }
         input = x.id
         self.residual = residual?.id

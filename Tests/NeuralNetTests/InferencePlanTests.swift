@@ -67,10 +67,23 @@ struct InferencePlanTests {
         ConvCase(cin: 16, cout: 48, k: 1, stride: 2, pad: 0, reflect: false, h: 7, w: 7),
         ConvCase(cin: 16, cout: 16, k: 3, stride: 1, pad: 1, reflect: false, h: 2, w: 2),
         ConvCase(cin: 5, cout: 64, k: 4, stride: 1, pad: 1, reflect: false, h: 7, w: 8),
+        // 1×1 layers whose planes run as rows of a multiple of 16 (ConvStep.flatRows): 20×12
+        // as 1 row of 240, 28×28 (with a residual) as 7 rows of 112; 14×14 stays (196 = 4·49).
+        ConvCase(cin: 8, cout: 24, k: 1, stride: 1, pad: 0, reflect: false, h: 20, w: 12),
+        ConvCase(cin: 12, cout: 12, k: 1, stride: 1, pad: 0, reflect: false, h: 28, w: 28),
+        ConvCase(cin: 6, cout: 16, k: 1, stride: 1, pad: 0, reflect: false, h: 14, w: 14),
         // Images so small that whole phase rows are padding.
         ConvCase(cin: 2, cout: 3, k: 3, stride: 2, pad: 1, reflect: false, h: 1, w: 1),
         ConvCase(cin: 2, cout: 5, k: 5, stride: 3, pad: 2, reflect: false, h: 2, w: 1),
     ]
+
+    @Test func flatRowsOfOneByOneLayers() {
+        #expect(ConvStep.flatRows(56, 56) == (14, 224))
+        #expect(ConvStep.flatRows(28, 28) == (7, 112))
+        #expect(ConvStep.flatRows(20, 12) == (1, 240))
+        #expect(ConvStep.flatRows(14, 14) == (14, 14))
+        #expect(ConvStep.flatRows(64, 64) == (64, 64))
+    }
 
     @Test("convolution with BatchNorm folded, an activation and a residual", arguments: convCases)
     func convolution(_ c: ConvCase) {
