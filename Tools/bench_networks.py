@@ -47,6 +47,11 @@ OPENBLAS_CORETYPE unset (if it is unset already, the second run sets it to
 ``--coretype``, default Haswell, the value REFERENCE.md reports for these machines). The
 peers do not use OpenBLAS and run once.
 
+``--pairs N`` then runs ours and onnxruntime alternately N more times each (A B A B, the
+same model file) and reports every pair's images/s ratio, its median and range: on a
+machine whose speed drifts between runs, the ratio of a pair holds better than the ratio
+of two measurements taken minutes apart.
+
 The Markdown report (machine, date UTC, command, OPENBLAS_CORETYPE, one row per
 configuration x threads x our BLAS setting, agreement, errors) is printed and appended to
 ``--out`` if given; ``--jsonl`` appends the raw results.
@@ -477,6 +482,8 @@ def run_config(args, name: str, work: Path, gdh: str, probe: dict) -> list[dict]
             if err:
                 r["errors"].append(f"ort streams T={threads}: {err}")
             r["ort_streams"] = v
+        if args.pairs and probe["ok"] and export is not None:
+            r["pairs"] = run_pairs(args, name, gdh, threads, count, warmup, check, cdir, r["errors"])
         ref = (r.get("torch") or {}).get("check")
         r["agreement"] = {"ort": agreement(ref, (r.get("ort") or {}).get("check"))}
         for label, v in r["ours"].items():
@@ -484,6 +491,28 @@ def run_config(args, name: str, work: Path, gdh: str, probe: dict) -> list[dict]
                 r["agreement"]["ours " + label] = agreement(ref, v.get("check"))
         results.append(r)
     return results
+
+
+def run_pairs(args, name, gdh, threads, count, warmup, check, cdir, errors) -> dict:
+    """--pairs N: ours and onnxruntime alternately, N times each (A B A B ...), on the
+    model file of the main run; the ratio of each pair, so that a machine whose speed
+    drifts between runs moves both sides of a ratio together."""
+    ours, ort = [], []
+    for k in range(args.pairs):
+        cmd = [gdh, "bench", "encode", *bench_args(name), "--bits", str(args.bits), "--threads", str(threads),
+               "--count", str(count), "--json"]
+        v, err = run_json(cmd, args.timeout)
+        w, err2 = run_json(worker_cmd("ort", threads=threads, count=count, warmup=warmup, check=check, dir=cdir),
+                           args.timeout)
+        if err or err2:
+            errors.append(f"pair {k} T={threads}: {err or err2}")
+            continue
+        ours.append(v["images_per_s"])
+        ort.append(w["images_per_s"])
+        log(f"{name} T={threads} pair {k + 1}/{args.pairs}: ours {ours[-1]:.1f}, ORT {ort[-1]:.1f} img/s "
+            f"({ours[-1] / ort[-1]:.2f}x)")
+    ratios = sorted(a / b for a, b in zip(ours, ort))
+    return {"ours": ours, "ort": ort, "ratios": ratios}
 
 
 # =========================================================================== report
@@ -591,6 +620,18 @@ def markdown(results: list[dict], header: dict) -> str:
                 f"| {num(get(o, 'sketches_per_s'), 2)} "
                 f"| {ratio(get(us, 'stream_images_per_s'), get(o, 'images_per_s'))} "
                 f"| {ratio(get(us, 'stream_sketches_per_s'), get(o, 'sketches_per_s'))} |")
+    paired = [r for r in results if (r.get("pairs") or {}).get("ratios")]
+    if paired:
+        lines += ["", "Paired runs (`--pairs`): ours and onnxruntime alternately, images/s of each run, "
+                  "ratio per pair; median and range of the ratios:", "",
+                  "| config | threads | pairs | ours img/s | ORT img/s | ours/ORT median | min | max |",
+                  "|---|---:|---:|---|---|---:|---:|---:|"]
+        for r in paired:
+            pr = r["pairs"]
+            q = pr["ratios"]
+            med = q[len(q) // 2] if len(q) % 2 else (q[len(q) // 2 - 1] + q[len(q) // 2]) / 2
+            lines.append(f"| {r['config']} | {r['threads']} | {len(q)} | {', '.join(num(v) for v in pr['ours'])} "
+                         f"| {', '.join(num(v) for v in pr['ort'])} | {med:.2f}x | {q[0]:.2f}x | {q[-1]:.2f}x |")
     lines += ["", "Agreement with PyTorch on one fixed image and sketch (H outputs before the sign; "
               "relative = max abs diff / max |H| of PyTorch):", ""]
     for r in results:
@@ -658,6 +699,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds allowed for each subprocess (default: %(default)s)")
     p.add_argument("--work-dir", default=None,
                    help="keep model, ONNX and check files here (default: a temporary directory, removed)")
+    p.add_argument("--pairs", type=int, default=0,
+                   help="also run ours and onnxruntime alternately this many times each and report "
+                        "the ratio per pair (median, range)")
     p.add_argument("--out", default=None, help="also append the Markdown report to this file")
     p.add_argument("--jsonl", default=None, help="also append one JSON line per row (raw results)")
     # Internal: one measurement in a process of its own.
@@ -688,8 +732,8 @@ def main(argv: list[str] | None = None) -> int:
         args.threads = args.threads[0]
         print(json.dumps(WORKERS[args.worker](args)))
         return 0
-    if any(t < 1 for t in args.threads) or (args.count is not None and args.count < 1):
-        parser.error("--threads and --count must be positive")
+    if any(t < 1 for t in args.threads) or (args.count is not None and args.count < 1) or args.pairs < 0:
+        parser.error("--threads and --count must be positive, --pairs at least 0")
 
     command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv])) if argv is None \
         else shlex.join([sys.executable, __file__, *argv])
