@@ -72,6 +72,10 @@ struct InferencePlanTests {
         ConvCase(cin: 8, cout: 24, k: 1, stride: 1, pad: 0, reflect: false, h: 20, w: 12),
         ConvCase(cin: 12, cout: 12, k: 1, stride: 1, pad: 0, reflect: false, h: 28, w: 28),
         ConvCase(cin: 6, cout: 16, k: 1, stride: 1, pad: 0, reflect: false, h: 14, w: 14),
+        // 1×1 layers split between threads by output channels (small planes, enough
+        // channel blocks): an unfused 10×10 and a fused 12×12 (one row of 144) with a residual.
+        ConvCase(cin: 8, cout: 42, k: 1, stride: 1, pad: 0, reflect: false, h: 10, w: 10),
+        ConvCase(cin: 32, cout: 32, k: 1, stride: 1, pad: 0, reflect: false, h: 12, w: 12),
         // Images so small that whole phase rows are padding.
         ConvCase(cin: 2, cout: 3, k: 3, stride: 2, pad: 1, reflect: false, h: 1, w: 1),
         ConvCase(cin: 2, cout: 5, k: 5, stride: 3, pad: 2, reflect: false, h: 2, w: 1),
