@@ -252,7 +252,7 @@ final class ConvStep: PlanStep {
         switch ProcessInfo.processInfo.environment["GDH_SPLIT_OC"] {
         case "0": return false
         case "1": return true
-        default: return ho * wo <= 400 && (o + Int(GDH_CONV_OC_BLOCK) - 1) / Int(GDH_CONV_OC_BLOCK) >= 4 * threads
+        default: return ho * wo <= 200 && (o + Int(GDH_CONV_OC_BLOCK) - 1) / Int(GDH_CONV_OC_BLOCK) >= 4 * threads
         }
     }
 
