@@ -40,7 +40,8 @@ public enum Source: Equatable, Hashable, Sendable {
 
     /// The code of a `CODE <hex>` source for a database of `width`.
     /// Throws `BADCODE` for a wrong digit count or a non-hex digit, and `NOMODEL` for
-    /// the image and sketch sources (no model support in this version).
+    /// the image and sketch sources (their codes come from the daemon's encoder, not from
+    /// the request line).
     public func code(width: CodeWidth) throws(ProtocolError) -> HammingCode {
         guard case .code(let digits) = self else { throw ProtocolError.noModel(for: self) }
         do {

@@ -65,11 +65,6 @@ public enum ResponseFormatter {
         }
     }
 
-    /// `s` with line breaks and other control characters replaced by spaces.
-    public static func singleLine(_ s: String) -> String {
-        LineSafety.singleLine(s)
-    }
-
     // MARK: - Implementation
 
     @inline(__always)
