@@ -31,6 +31,30 @@ public struct TrainingObjective: Codable, Equatable, Sendable {
 
     public init() {}
 
+    private enum CodingKeys: String, CodingKey {
+        case generator, cycle, adversarial, detachHash, cycleWeight, lambdaHash, lambdaPair, lambdaTri, margin, nu, poolSize,
+             hashLearningRateFactor, adamEpsilon
+    }
+
+    /// Every key as written, except `adamEpsilon`, which settings saved before it existed
+    /// (checkpoints of earlier runs) lack: those read as PyTorch's 1e-8 they trained with.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        generator = try c.decode(Bool.self, forKey: .generator)
+        cycle = try c.decode(Bool.self, forKey: .cycle)
+        adversarial = try c.decode(Bool.self, forKey: .adversarial)
+        detachHash = try c.decode(Bool.self, forKey: .detachHash)
+        cycleWeight = try c.decode(Float.self, forKey: .cycleWeight)
+        lambdaHash = try c.decode(Float.self, forKey: .lambdaHash)
+        lambdaPair = try c.decode(Float.self, forKey: .lambdaPair)
+        lambdaTri = try c.decode(Float.self, forKey: .lambdaTri)
+        margin = try c.decode(Float.self, forKey: .margin)
+        nu = try c.decode(Float.self, forKey: .nu)
+        poolSize = try c.decode(Int.self, forKey: .poolSize)
+        hashLearningRateFactor = try c.decode(Float.self, forKey: .hashLearningRateFactor)
+        adamEpsilon = try c.decodeIfPresent(Float.self, forKey: .adamEpsilon) ?? 1e-8
+    }
+
     /// A short name of the variant for tables ("gdh", "no-generator", ...).
     public var variantName: String {
         var parts: [String] = []

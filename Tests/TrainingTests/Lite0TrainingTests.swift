@@ -80,6 +80,20 @@ import Testing
         #expect(c.problem?.contains("multiple of 32") == true)
     }
 
+    /// Settings saved before `adamEpsilon` existed (earlier checkpoints) still read, as 1e-8;
+    /// a missing older key is still an error.
+    @Test func objectiveWithoutAdamEpsilonReads() throws {
+        var o = TrainingObjective()
+        o.adamEpsilon = 1e-4
+        var dict = try JSONSerialization.jsonObject(with: JSONEncoder().encode(o)) as! [String: Any]
+        #expect(try JSONDecoder().decode(TrainingObjective.self, from: JSONEncoder().encode(o)) == o)
+        dict["adamEpsilon"] = nil
+        let old = try JSONDecoder().decode(TrainingObjective.self, from: JSONSerialization.data(withJSONObject: dict))
+        #expect(old.adamEpsilon == 1e-8 && old == { var d = o; d.adamEpsilon = 1e-8; return d }())
+        dict["nu"] = nil
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(TrainingObjective.self, from: JSONSerialization.data(withJSONObject: dict)) }
+    }
+
     /// A configuration written before `hashNet` existed reads as the ResNet, and lite0's
     /// JSON round-trips.
     @Test func configurationJSON() throws {
