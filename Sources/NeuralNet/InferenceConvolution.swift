@@ -249,12 +249,10 @@ final class ConvStep: PlanStep {
     /// over its eleven 1×1 layers on two threads) each thread then reads only its part of
     /// the weights. GDH_SPLIT_OC = 0 or 1 forces the choice, for measurements.
     private func splitsChannels(_ threads: Int) -> Bool {
-        switch ProcessInfo.processInfo.environment["GDH_SPLIT_OC"] {
-        case "0": return false
-        case "1": return true
-        default: return ho * wo <= 200 && (o + Int(GDH_CONV_OC_BLOCK) - 1) / Int(GDH_CONV_OC_BLOCK) >= 4 * threads
-        }
+        ConvStep.splitOverride ?? (ho * wo <= 200 && (o + Int(GDH_CONV_OC_BLOCK) - 1) / Int(GDH_CONV_OC_BLOCK) >= 4 * threads)
     }
+    /// GDH_SPLIT_OC, read once (not on every layer run).
+    private static let splitOverride: Bool? = ["0": false, "1": true][ProcessInfo.processInfo.environment["GDH_SPLIT_OC"] ?? ""]
 
     /// Output channels in the vector lanes: pad the input (no phase split), run the
     /// channel-lane kernel straight into the output, then the epilogue in place. These
