@@ -26,7 +26,7 @@
 
 // Eight floats (one AVX2 register, two SSE ones), loaded and stored unaligned: the blocks
 // that the vectoriser left to itself splits badly are written with it.
-typedef float dw_v8 __attribute__((vector_size(32), aligned(4)));
+typedef gdh_v8 dw_v8;
 
 // MARK: - Geometry
 
@@ -213,7 +213,9 @@ INLINE void dw_grid(const float *const *rows0, const float *w, int T, long rstri
         for (int t = 0; t < T; t++) rows[t] = rows0[t] + (long)u * rstride + v0;
         float *o = dst + (long)(u - u0) * n;
         if (full < n) {
-            if (u + nr < u1 && !accumulate) {
+            // The overhang (XS − (n − full) floats past the last row's block) must land in
+            // rows still to be computed: for rows narrower than XS it spans several of them.
+            if (u + nr < u1 && !accumulate && (long)(u1 - u - nr) * n >= XS - (n - full)) {
                 dw_block_rows_n(rows, w, T, full, rstride, init_c, 0, o + full, n, nr);
             } else {
                 float buf[4 * XS];
@@ -444,25 +446,6 @@ long gdh_depthwise_lanes_scratch_floats(const gdh_dw_geometry *g) {
     return ((dl_in_floats(g) + (long)g->out_h * g->out_w * DL + 64 + 15) & ~15L);
 }
 
-// o[j][i] = r[i][j] for an 8 × 8 block of floats, in registers.
-INLINE void dl_transpose8(const dw_v8 *r, dw_v8 *o) {
-    dw_v8 t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = __builtin_shufflevector(t[i], t[i + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-        u[i + 1] = __builtin_shufflevector(t[i], t[i + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-        u[i + 2] = __builtin_shufflevector(t[i + 1], t[i + 3], 0, 1, 8, 9, 4, 5, 12, 13);
-        u[i + 3] = __builtin_shufflevector(t[i + 1], t[i + 3], 2, 3, 10, 11, 6, 7, 14, 15);
-    }
-    for (int j = 0; j < 4; j++) {
-        o[j] = __builtin_shufflevector(u[j], u[j + 4], 0, 1, 2, 3, 8, 9, 10, 11);
-        o[j + 4] = __builtin_shufflevector(u[j], u[j + 4], 4, 5, 6, 7, 12, 13, 14, 15);
-    }
-}
-
 INLINE void dl_block(const float *in, long cols, const dw_v8 *wk, int k, int s, int oy, int ox, dw_v8 b, dw_v8 *out,
                      const int NB) {
     dw_v8 acc[4];
@@ -513,7 +496,7 @@ INLINE void dw_lanes_body(const gdh_dw_geometry *g, const float *x, const float 
                     for (; ix + 8 <= n; ix += 8) {
                         dw_v8 r[8], o[8];
                         for (int c = 0; c < DL; c++) r[c] = *(const dw_v8 *)(sr + c * plane + ix);
-                        dl_transpose8(r, o);
+                        gdh_transpose8(r, o);
                         for (int q = 0; q < 8; q++) *(dw_v8 *)(pr + (ix + q) * DL) = o[q];
                     }
                 }
@@ -535,7 +518,7 @@ INLINE void dw_lanes_body(const gdh_dw_geometry *g, const float *x, const float 
                 for (; p + 8 <= oplane; p += 8) {
                     dw_v8 r[8], o[8];
                     for (int q = 0; q < 8; q++) r[q] = *(const dw_v8 *)(out + (p + q) * DL);
-                    dl_transpose8(r, o);
+                    gdh_transpose8(r, o);
                     for (int c = 0; c < DL; c++) *(dw_v8 *)(dst + c * oplane + p) = o[c];
                 }
             }
@@ -575,16 +558,8 @@ DW_LEVEL(c, )
 #if defined(__x86_64__)
 DW_LEVEL(avx2, __attribute__((target("avx2,fma"))))
 DW_LEVEL(avx512, __attribute__((target("avx512f,avx2,fma"))))
-#define DW_DISPATCH(NAME, ...) do { \
-        const int best = gdh_conv_kernel_level(); \
-        if (level < 0 || level > best) level = best; \
-        if (level >= 2) NAME##_avx512(__VA_ARGS__); \
-        else if (level == 1) NAME##_avx2(__VA_ARGS__); \
-        else NAME##_c(__VA_ARGS__); \
-    } while (0)
-#else
-#define DW_DISPATCH(NAME, ...) do { (void)level; NAME##_c(__VA_ARGS__); } while (0)
 #endif
+#define DW_DISPATCH GDH_LEVEL_DISPATCH
 
 void gdh_depthwise_forward(const gdh_dw_geometry *g, const float *x, const float *w, const float *bias, float *y,
                            long p_begin, long p_end, float *scratch, int level) {

@@ -51,8 +51,19 @@ public final class PlanBuilder {
     /// Depthwise convolutions by channel lanes (true), plane by plane (false), or as
     /// `DepthwiseConvStep.usesLanes` picks by plane size (nil); tests run both forms.
     let depthwiseLanes: Bool?
+    /// Chains of 1×1 and depthwise convolutions on values in the channel-blocked layout
+    /// (InferenceBlocked.swift): a depthwise convolution of a multiple of 8 channels makes
+    /// its input blocked, a 1×1 convolution on a blocked input stays blocked, any other
+    /// step reads a planar copy. On unless GDH_BLOCKED=0, or a test asks for one
+    /// depthwise form (`depthwiseLanes`).
+    let channelBlocks: Bool
+    var blockedValues = Set<Int>()
+    var planarOf: [Int: PlanValue] = [:], blockedOf: [Int: PlanValue] = [:]
 
-    init(depthwiseLanes: Bool? = nil) { self.depthwiseLanes = depthwiseLanes }
+    init(depthwiseLanes: Bool? = nil, channelBlocks: Bool? = nil) {
+        self.depthwiseLanes = depthwiseLanes
+        self.channelBlocks = channelBlocks ?? PlanBuilder.blockedOverride ?? (depthwiseLanes == nil)
+    }
 
     func newValue(_ shape: [Int]) -> PlanValue {
         shapes.append(shape)
@@ -61,7 +72,6 @@ public final class PlanBuilder {
 
     /// Lowers any layer.
     public func lower(_ layer: Layer, _ x: PlanValue) -> PlanValue {
-        if let l = layer as? InferenceLowerable { return l.lower(into: self, input: x) }
         if let chain = layer as? Chain { return lowerChain(chain.children.map { $0.layer }, x) }
         if let r = layer as? ResidualBlock {
             if let chain = r.block as? Chain { return lowerChain(chain.children.map { $0.layer }, x, residual: x) }
@@ -69,6 +79,9 @@ public final class PlanBuilder {
         }
         if let conv = layer as? Conv2d { return convolution(conv, x) }
         if let conv = layer as? GroupedConv2d { return groupedConvolution(conv, x) }
+        if let pool = layer as? AdaptiveAvgPool2d, pool.outH == 1, pool.outW == 1, let y = blockedAveragePool(x) { return y }
+        let x = plain(x)
+        if let l = layer as? InferenceLowerable { return l.lower(into: self, input: x) }
         if let conv = layer as? ConvTranspose2d { return transposedConvolution(conv, x) }
         if let pool = layer as? MaxPool2d, x.shape.count == 3 { return maxPool(pool, x) }
         if let pool = layer as? AdaptiveAvgPool2d, pool.outH == 1, pool.outW == 1, x.shape.count == 3 {
@@ -95,11 +108,12 @@ public final class PlanBuilder {
         while i < layers.count {
             if let norm = layers[i] as? InstanceNorm2d, v.shape.count == 3, v.c == norm.channels {
                 // InstanceNorm with the activation after it (and the residual when it ends the chain).
+                v = plain(v)
                 var j = i + 1
                 var act: Activation.Kind?
                 if j < layers.count, let a = layers[j] as? Activation { act = a.kind; j += 1 }
                 var res: PlanValue?
-                if j == layers.count, act == nil, let r = residual { res = r; act = final; fused = true }
+                if j == layers.count, act == nil, let r = residual { res = plain(r); act = final; fused = true }
                 let y = newValue(v.shape)
                 steps.append(InstanceNormStep(norm, input: v, residual: res, output: y, activation: act))
                 v = y
@@ -131,14 +145,16 @@ public final class PlanBuilder {
     /// A 2-D convolution with its BatchNorm folded in, then activation(· + residual).
     public func convolution(_ conv: Conv2d, _ x: PlanValue, batchNorm: BatchNorm2d? = nil,
                             activation: Activation.Kind? = nil, residual: PlanValue? = nil) -> PlanValue {
-        let step = ConvStep(conv, input: x, batchNorm: batchNorm, activation: activation, residual: residual, builder: self)
+        if let y = blockedPointwise(conv, x, batchNorm: batchNorm, activation: activation, residual: residual) { return y }
+        let step = ConvStep(conv, input: plain(x), batchNorm: batchNorm, activation: activation, residual: plain(residual),
+                            builder: self)
         steps.append(step)
         return PlanValue(id: step.output, shape: step.outputShape)
     }
 
     public func transposedConvolution(_ conv: ConvTranspose2d, _ x: PlanValue, batchNorm: BatchNorm2d? = nil,
                                       activation: Activation.Kind? = nil, residual: PlanValue? = nil) -> PlanValue {
-        let step = TransposedConvStep(conv, input: x, batchNorm: batchNorm, activation: activation, builder: self)
+        let step = TransposedConvStep(conv, input: plain(x), batchNorm: batchNorm, activation: activation, builder: self)
         steps.append(step)
         let y = PlanValue(id: step.output, shape: step.outputShape)
         return residual.map { add(y, $0, activation: activation) } ?? y
@@ -147,6 +163,7 @@ public final class PlanBuilder {
     /// activation(a + b), element-wise.
     public func add(_ a: PlanValue, _ b: PlanValue, activation: Activation.Kind?) -> PlanValue {
         precondition(a.shape == b.shape, "residual shapes differ: \(a.shape) vs \(b.shape)")
+        let (a, b) = (plain(a), plain(b))
         let y = newValue(a.shape)
         steps.append(AddStep(a: a, b: b, output: y, activation: activation))
         return y
@@ -155,6 +172,7 @@ public final class PlanBuilder {
     /// x (C, H, W) times a mask (1, H, W) broadcast over the channels.
     public func multiplyByMask(_ x: PlanValue, _ mask: PlanValue) -> PlanValue {
         precondition(mask.c == 1 && mask.h == x.h && mask.w == x.w, "mask \(mask.shape) does not fit \(x.shape)")
+        let (x, mask) = (plain(x), plain(mask))
         let y = newValue(x.shape)
         steps.append(MaskStep(input: x, mask: mask, output: y))
         return y
@@ -210,11 +228,13 @@ public final class InferencePlan {
     static let guardValue = Float(bitPattern: 0x7FC0_DEAD)
 
     /// Compiles `network` (set to inference mode by the caller) for inputs of `inputShape`
-    /// (C, H, W). `depthwiseLanes` forces one form of the depthwise steps (see PlanBuilder).
-    public init(_ network: Layer, inputShape: [Int], threads: Int = 1, depthwiseLanes: Bool? = nil) {
-        let b = PlanBuilder(depthwiseLanes: depthwiseLanes)
+    /// (C, H, W). `depthwiseLanes` forces one form of the depthwise steps, `channelBlocks`
+    /// the channel-blocked layout on or off (see PlanBuilder).
+    public init(_ network: Layer, inputShape: [Int], threads: Int = 1, depthwiseLanes: Bool? = nil,
+                channelBlocks: Bool? = nil) {
+        let b = PlanBuilder(depthwiseLanes: depthwiseLanes, channelBlocks: channelBlocks)
         let x = b.newValue(inputShape)
-        let y = b.lower(network, x)
+        let y = b.plain(b.lower(network, x))
         self.inputShape = inputShape
         outputShape = y.shape
         steps = b.steps

@@ -38,20 +38,10 @@ final class DepthwiseConvStep: PlanStep {
         precondition(g.out_h > 0 && g.out_w > 0, "GroupedConv2d: input \(x.h)x\(x.w) is smaller than the kernel")
         geometry = g
         let o = conv.outChannels, kk = conv.kernel * conv.kernel
-        let (scale, shift) = batchNormFold(batchNorm, channels: o)
-        let w = conv.weight.value.data
-        let folded = (0..<(o * kk)).map { w[$0] * scale[$0 / kk] }
-        let shifted = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] }
+        let (folded, shifted) = conv.foldedDepthwise(batchNorm)
         lanes = g.multiplier == 1 && (builder.depthwiseLanes ?? DepthwiseConvStep.usesLanes(outputPixels: Int(g.out_h * g.out_w)))
         if lanes {
-            let blocks = (o + 7) / 8
-            var w8 = [Float](repeating: 0, count: blocks * kk * 8), b8 = [Float](repeating: 0, count: blocks * 8)
-            for c in 0..<o {
-                for t in 0..<kk { w8[((c / 8) * kk + t) * 8 + c % 8] = folded[c * kk + t] }
-                b8[c] = shifted[c]
-            }
-            weights = w8
-            bias = b8
+            (weights, bias) = packDepthwiseLanes(folded, shifted, channels: o, taps: kk)
         } else {
             weights = folded
             bias = shifted
@@ -112,6 +102,29 @@ final class DepthwiseConvStep: PlanStep {
     }
 }
 
+extension GroupedConv2d {
+    /// The weights (out × kernel²) with an inference BatchNorm's scale folded in, and the
+    /// bias · scale + shift per output channel.
+    func foldedDepthwise(_ batchNorm: BatchNorm2d?) -> (weights: [Float], bias: [Float]) {
+        let o = outChannels, kk = kernel * kernel
+        let (scale, shift) = batchNormFold(batchNorm, channels: o)
+        let w = weight.value.data
+        return ((0..<(o * kk)).map { w[$0] * scale[$0 / kk] }, (0..<o).map { (bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] })
+    }
+}
+
+/// Depthwise weights (channels × taps) and biases packed for eight channels in the vector
+/// lanes: [block][tap][8] and [block][8], zeros past the last channel.
+func packDepthwiseLanes(_ w: [Float], _ b: [Float], channels o: Int, taps kk: Int) -> (weights: [Float], bias: [Float]) {
+    let blocks = (o + 7) / 8
+    var w8 = [Float](repeating: 0, count: blocks * kk * 8), b8 = [Float](repeating: 0, count: blocks * 8)
+    for c in 0..<o {
+        for t in 0..<kk { w8[((c / 8) * kk + t) * 8 + c % 8] = w[c * kk + t] }
+        b8[c] = b[c]
+    }
+    return (w8, b8)
+}
+
 /// Zero padding by different amounts on each side (TensorFlow SAME before a convolution
 /// whose own padding is symmetric).
 final class PadStep: PlanStep {
@@ -152,6 +165,8 @@ extension PlanBuilder {
     public func groupedConvolution(_ conv: GroupedConv2d, _ x: PlanValue, batchNorm: BatchNorm2d? = nil,
                                    activation: Activation.Kind? = nil, residual: PlanValue? = nil) -> PlanValue {
         precondition(x.shape.count == 3, "GroupedConv2d expects (C, H, W), got \(x.shape)")
+        if let y = blockedDepthwise(conv, x, batchNorm: batchNorm, activation: activation, residual: residual) { return y }
+        let (x, residual) = (plain(x), plain(residual))
         if let inner = conv.inner {
             var v = x
             let p = conv.paddedGeometry(height: x.h, width: x.w)

@@ -23,11 +23,13 @@ func planDifference(_ a: Tensor, _ b: Tensor) -> Float {
 
 /// The plan's output against the layers' own forward, on every kernel level the CPU has
 /// and on one and two threads.
-func expectPlanMatches(_ net: Layer, input: Tensor, _ label: String, tolerance: Float = 1e-4, depthwiseLanes: Bool? = nil) {
+func expectPlanMatches(_ net: Layer, input: Tensor, _ label: String, tolerance: Float = 1e-4, depthwiseLanes: Bool? = nil,
+                       channelBlocks: Bool? = nil) {
     let reference = net.forward(input)
     for level in 0...DirectConvolution.bestKernel {
         for threads in [1, 2] {
-            let plan = InferencePlan(net, inputShape: Array(input.shape.dropFirst()), threads: threads, depthwiseLanes: depthwiseLanes)
+            let plan = InferencePlan(net, inputShape: Array(input.shape.dropFirst()), threads: threads, depthwiseLanes: depthwiseLanes,
+                                     channelBlocks: channelBlocks)
             plan.kernelLevel = level
             plan.parallelWork = 0   // every layer splits, however small
             plan.adaptiveThreads = false
@@ -190,6 +192,10 @@ struct InferencePlanTests {
         GroupedCase(c: 21, mult: 1, k: 3, stride: 1, same: true, h: 9, w: 19),
         GroupedCase(c: 24, mult: 1, k: 5, stride: 2, same: true, h: 16, w: 16),
         GroupedCase(c: 16, mult: 1, k: 5, stride: 1, same: true, h: 4, w: 4),
+        // Output rows narrower than a block of 8 with few rows left after a group of four
+        // (the partial block's overhang once ran past the plane: a heap overflow).
+        GroupedCase(c: 3, mult: 1, k: 3, stride: 2, same: true, h: 29, w: 1),
+        GroupedCase(c: 2, mult: 1, k: 3, stride: 1, same: true, h: 9, w: 2),
     ]
 
     @Test("depthwise convolution fused with BatchNorm and ReLU6", arguments: depthwiseCases)
@@ -208,7 +214,7 @@ struct InferencePlanTests {
                                   depthwiseLanes: lanes)
             }
         }
-        let plan = InferencePlan(Chain([("dw", conv)]), inputShape: [c.c, c.h, c.w])
+        let plan = InferencePlan(Chain([("dw", conv)]), inputShape: [c.c, c.h, c.w], channelBlocks: false)
         #expect(plan.steps.count == 1 && plan.steps[0] is DepthwiseConvStep, "\(c.testDescription): \(plan.steps.map(\.label))")
     }
 
@@ -250,9 +256,24 @@ struct InferencePlanTests {
         let net = InferencePlanTests.invertedResidual(c.c, expand: c.mult, kernel: c.k, stride: c.stride, out: c.stride == 1 ? c.c : 2 * c.c)
         randomize(net, &rng)
         expectPlanMatches(net, input: randomTensor([2, c.c, c.h, c.w], &rng, scale: 3), "inverted residual \(c.testDescription)")
-        let plan = InferencePlan(net, inputShape: [c.c, c.h, c.w])
+        let plan = InferencePlan(net, inputShape: [c.c, c.h, c.w], channelBlocks: false)
         let kinds = plan.steps.map { "\(type(of: $0))" }
         #expect(kinds == ["ConvStep", "DepthwiseConvStep", "ConvStep"], "\(c.testDescription): \(plan.steps.map(\.label))")
+        // Channel blocks: the depthwise step and the projection run blocked when their widths
+        // are multiples of 8 (the expansion reads the planar input).
+        expectPlanMatches(net, input: randomTensor([2, c.c, c.h, c.w], &rng, scale: 3), "inverted residual \(c.testDescription) (blocked)",
+                          channelBlocks: true)
+        let blocked = InferencePlan(net, inputShape: [c.c, c.h, c.w], channelBlocks: true).steps.map { "\(type(of: $0))" }
+        // (A blocked projection with a residual reorders the planar input for it.)
+        let out = c.stride == 1 ? c.c : 2 * c.c
+        var expected: [String] = ["ConvStep", "BlockedReorderStep", "BlockedDepthwiseStep"]
+        if out % 8 == 0 {
+            if c.stride == 1 { expected.append("BlockedReorderStep") }
+            expected += ["BlockedPointwiseStep", "BlockedReorderStep"]
+        } else {
+            expected += ["BlockedReorderStep", "ConvStep"]
+        }
+        #expect(blocked == expected, "\(c.testDescription): \(blocked)")
     }
 
     @Test("a depthwise step that ends a residual chain fuses the residual; other groupings fall back")

@@ -226,6 +226,34 @@ void gdh_depthwise_infer_lanes(const gdh_dw_geometry *g, const float *x, const f
                                const float *residual, int act, float slope, float *y, int blk_begin, int blk_end,
                                float *scratch, int level);
 
+// MARK: Channel-blocked inference (blocked_kernels.c)
+
+/// The NCHWc8 layout: a value of C channels (C a multiple of 8) over `plane` positions is
+/// stored as [C/8][plane][8]. Blocks [blk_begin, blk_end) of x (planes, C × plane) go to y
+/// in blocks (to_blocks = 1) or back (0); x and y distinct. `level` as gdh_conv_direct.
+void gdh_blocked_reorder(const float *x, int channels, long plane, float *y, int blk_begin, int blk_end,
+                         int to_blocks, int level);
+/// A 1×1 convolution on blocked values (in_c and out_c multiples of 8): y[o] = act(Σ_c w[o][c]
+/// · scale[o] · x[c] + bias[o] + residual[o]) at every position, act GDH_ACT_NONE, _RELU or
+/// _RELU6. The weights (out_c × in_c, row-major) are packed once by gdh_blocked_pointwise_pack
+/// (packed_floats of memory) with the per-channel scale (may be NULL) folded in; bias has
+/// bias_floats entries (zeros past out_c). Part `part` of `parts` of the work (the parts cover
+/// it exactly once, any split); residual may be NULL.
+long gdh_blocked_pointwise_packed_floats(int in_c, int out_c);
+long gdh_blocked_pointwise_bias_floats(int out_c);
+void gdh_blocked_pointwise_pack(const float *w, const float *scale, int in_c, int out_c, float *packed);
+void gdh_blocked_pointwise(const float *x, long positions, int in_c, const float *packed, const float *bias,
+                           const float *residual, int act, float *y, int out_c, int part, int parts, int level);
+/// A depthwise convolution (multiplier 1, channels a multiple of 8) on blocked values, blocks
+/// [blk_begin, blk_end) and output rows [row_begin, row_end): y = act(conv(x, w8) + b8 +
+/// residual), the weights packed w8[block][kernel²][8] and b8[block][8] (may be NULL, as may
+/// residual), act GDH_ACT_NONE, _RELU or _RELU6.
+void gdh_blocked_depthwise(const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8,
+                           const float *residual, int act, float *y, int blk_begin, int blk_end,
+                           int row_begin, int row_end, int level);
+/// y[c] = the mean of channel c of a blocked value over its `plane` positions.
+void gdh_blocked_global_average(const float *x, int channels, long plane, float *y, int level);
+
 #ifdef __cplusplus
 }
 #endif

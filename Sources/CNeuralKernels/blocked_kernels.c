@@ -1,0 +1,340 @@
+// Channel-blocked inference kernels (NCHWc8): a value of C channels (C a multiple of 8)
+// over P = H·W positions is stored as [C/8][P][8], the eight channels of a block side by
+// side at each position. Depthwise convolutions then run on whole vectors of eight
+// channels with no transposes (one weight vector per tap, one input vector per position),
+// and 1×1 convolutions are a matrix product whose input is read as scalars broadcast
+// against vectors of 16 output-channel weights, accumulated in a register tile of
+// positions × output channels (what onnxruntime's MLAS does with its NCHWc16 layout).
+//
+// The bodies are plain C with vector types, compiled three times (AVX-512, AVX2 + FMA,
+// the baseline), tile sizes chosen per level so the accumulators fit the registers; the
+// caller picks the level as for the direct kernels (gdh_conv_kernel_level).
+#include "neural_kernels.h"
+#include "kernel_math.h"
+#include <string.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define BL 8   // channels per block
+
+typedef gdh_v8 bk_v8;
+typedef float bk_v16 __attribute__((vector_size(64), aligned(4)));
+
+INLINE bk_v8 bk_act8(bk_v8 v, int act) {
+    const bk_v8 zero = {0, 0, 0, 0, 0, 0, 0, 0}, six = zero + 6.0f;
+    if (act == GDH_ACT_RELU || act == GDH_ACT_RELU6) v = __builtin_elementwise_max(v, zero);
+    if (act == GDH_ACT_RELU6) v = __builtin_elementwise_min(v, six);
+    return v;
+}
+
+INLINE bk_v16 bk_act16(bk_v16 v, int act) {
+    const bk_v16 zero = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, six = zero + 6.0f;
+    if (act == GDH_ACT_RELU || act == GDH_ACT_RELU6) v = __builtin_elementwise_max(v, zero);
+    if (act == GDH_ACT_RELU6) v = __builtin_elementwise_min(v, six);
+    return v;
+}
+
+INLINE bk_v8 bk_lo(bk_v16 v) { return __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7); }
+INLINE bk_v8 bk_hi(bk_v16 v) { return __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15); }
+
+// MARK: - Layout changes
+
+// Blocks [b0, b1): to_blocks = planes → blocks, else blocks → planes.
+INLINE void bk_reorder_body(const float *x, long plane, float *y, int b0, int b1, int to_blocks) {
+    for (int b = b0; b < b1; b++) {
+        const float *src = x + (long)b * BL * plane;
+        float *dst = y + (long)b * BL * plane;
+        long p = 0;
+        for (; p + 8 <= plane; p += 8) {
+            bk_v8 r[8], o[8];
+            if (to_blocks) {
+                for (int c = 0; c < BL; c++) r[c] = *(const bk_v8 *)(src + c * plane + p);
+                gdh_transpose8(r, o);
+                for (int q = 0; q < 8; q++) *(bk_v8 *)(dst + (p + q) * BL) = o[q];
+            } else {
+                for (int q = 0; q < 8; q++) r[q] = *(const bk_v8 *)(src + (p + q) * BL);
+                gdh_transpose8(r, o);
+                for (int c = 0; c < BL; c++) *(bk_v8 *)(dst + c * plane + p) = o[c];
+            }
+        }
+        for (; p < plane; p++) {
+            for (int c = 0; c < BL; c++) {
+                if (to_blocks) dst[p * BL + c] = src[c * plane + p];
+                else dst[c * plane + p] = src[p * BL + c];
+            }
+        }
+    }
+}
+
+// MARK: - 1×1 convolution
+
+// Output channels are packed in groups of 16 (one AVX-512 vector).
+#define PW_GROUP 16
+
+// One tile: positions [p0, p0 + NP) × output blocks [ob0, ob0 + 2·NZ + NH): NZ vectors of
+// 16 channels (two blocks each) and NH (0 or 1) of 8, the last block of an odd count (a
+// whole vector there would waste half its multiply-adds). ob0 is even.
+INLINE void pw_tile(const float *x, long P, int in_c, const float *packed, const float *bias, const float *res,
+                    int act, float *y, int ob0, long p0, const int NZ, const int NH, const int NP) {
+    // Fixed sizes (not NP × NZ: a variable-length array stays in memory).
+    bk_v16 acc[12][2];
+    bk_v8 acch[12];
+    const long gstride = (long)in_c * PW_GROUP;
+    const float *wg = packed + (long)(ob0 / 2) * gstride;
+    for (int c = 0; c < NZ; c++) {
+        const bk_v16 bv = *(const bk_v16 *)(bias + (long)(ob0 / 2 + c) * PW_GROUP);
+        for (int p = 0; p < NP; p++) acc[p][c] = bv;
+    }
+    if (NH) {
+        const bk_v8 bh = *(const bk_v8 *)(bias + (long)(ob0 / 2 + NZ) * PW_GROUP);
+        for (int p = 0; p < NP; p++) acch[p] = bh;
+    }
+    const int blocks = in_c / BL;
+    for (int cb = 0; cb < blocks; cb++) {
+        const float *xb = x + ((long)cb * P + p0) * BL;
+        const float *wb = wg + (long)cb * BL * PW_GROUP;
+        // Not unrolled: unrolled, the compiler hoists the weight loads of every l and
+        // spills the accumulators of the widest tiles.
+#pragma clang loop unroll(disable)
+        for (int l = 0; l < BL; l++) {
+            bk_v16 w[2];
+            for (int c = 0; c < NZ; c++) w[c] = *(const bk_v16 *)(wb + c * gstride + l * PW_GROUP);
+            const bk_v8 wh = NH ? *(const bk_v8 *)(wb + NZ * gstride + l * PW_GROUP) : (bk_v8){0, 0, 0, 0, 0, 0, 0, 0};
+            for (int p = 0; p < NP; p++) {
+                const float s = xb[p * BL + l];
+                for (int c = 0; c < NZ; c++) acc[p][c] += w[c] * s;
+                if (NH) acch[p] += wh * s;
+            }
+        }
+    }
+    for (int c = 0; c < NZ; c++) {
+        const long o0 = ((long)(ob0 + 2 * c) * P + p0) * BL, o1 = o0 + P * BL;
+        for (int p = 0; p < NP; p++) {
+            bk_v16 v = acc[p][c];
+            if (res) {
+                const bk_v8 r0 = *(const bk_v8 *)(res + o0 + p * BL), r1 = *(const bk_v8 *)(res + o1 + p * BL);
+                v += __builtin_shufflevector(r0, r1, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            }
+            v = bk_act16(v, act);
+            *(bk_v8 *)(y + o0 + p * BL) = bk_lo(v);
+            *(bk_v8 *)(y + o1 + p * BL) = bk_hi(v);
+        }
+    }
+    if (NH) {
+        const long o0 = ((long)(ob0 + 2 * NZ) * P + p0) * BL;
+        for (int p = 0; p < NP; p++) {
+            bk_v8 v = acch[p];
+            if (res) v += *(const bk_v8 *)(res + o0 + p * BL);
+            *(bk_v8 *)(y + o0 + p * BL) = bk_act8(v, act);
+        }
+    }
+}
+
+// The tile of np ≤ 12 positions, fully unrolled for its size.
+#define PW_TILE_CASES(NZ, NH) \
+    switch (np) { \
+    case 1: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 1); break; \
+    case 2: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 2); break; \
+    case 3: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 3); break; \
+    case 4: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 4); break; \
+    case 5: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 5); break; \
+    case 6: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 6); break; \
+    case 7: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 7); break; \
+    case 8: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 8); break; \
+    case 9: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 9); break; \
+    case 10: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 10); break; \
+    case 11: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 11); break; \
+    default: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 12); break; \
+    }
+
+// Work items are (position tile, channel tile) pairs, channel tiles innermost so that a
+// position tile's input stays in L1 while every tile of output channels reads it; part
+// `part` of `parts` takes a contiguous run of items. Channel tiles are 2·NZMAX blocks (the
+// last one what is left); position tiles split P evenly in tiles of at most NPMAX (16
+// positions as 8 + 8, not 12 + 4).
+INLINE void pw_body(const float *x, long P, int in_c, const float *packed, const float *bias, const float *res,
+                    int act, float *y, int out_c, int part, int parts, const int NZMAX, const int NPMAX) {
+    const int out_blocks = out_c / BL, tile_blocks = 2 * NZMAX;
+    const long ptiles = (P + NPMAX - 1) / NPMAX, ctiles = (out_blocks + tile_blocks - 1) / tile_blocks;
+    const long npt = (P + ptiles - 1) / ptiles;
+    const long items = ptiles * ctiles;
+    const long i0 = items * part / parts, i1 = items * (part + 1) / parts;
+    for (long t = i0; t < i1; t++) {
+        const long p0 = (t / ctiles) * npt;
+        const int ob0 = (int)(t % ctiles) * tile_blocks;
+        const int np = (int)(P - p0 < npt ? P - p0 : npt);
+        const int nb = out_blocks - ob0 < tile_blocks ? out_blocks - ob0 : tile_blocks;
+        if (nb == 4) { PW_TILE_CASES(2, 0) }
+        else if (nb == 3) { PW_TILE_CASES(1, 1) }
+        else if (nb == 2) { PW_TILE_CASES(1, 0) }
+        else { PW_TILE_CASES(0, 1) }
+    }
+}
+
+// MARK: - Depthwise convolution
+
+// One output (eight channels) over the taps inside the input: rows [ky_lo, ky_hi) of the
+// kernel from input row iy0, columns from input column ix0 (negative at the left border).
+INLINE bk_v8 dwb_column(const float *xb, int W, const bk_v8 *wk, bk_v8 bv, int k, int iy0, int ky_lo, int ky_hi, int ix0) {
+    const int kx_lo = ix0 < 0 ? -ix0 : 0, kx_hi = W - ix0 < k ? W - ix0 : k;
+    bk_v8 acc = bv;
+    for (int ki = ky_lo; ki < ky_hi; ki++) {
+        const float *row = xb + ((long)(iy0 + ki) * W + ix0) * BL;
+        for (int kj = kx_lo; kj < kx_hi; kj++) acc += *(const bk_v8 *)(row + (long)kj * BL) * wk[ki * k + kj];
+    }
+    return acc;
+}
+
+// Output rows of one block of eight channels straight from the input (no padded copy: at
+// these sizes copying cost more than the taps). Per row, the taps whose input rows exist;
+// columns whose taps all fall inside the row (the interior) go T at a time with the kernel
+// size K and the stride S constants, so that the input vectors neighbouring outputs share
+// are loaded once; the few border columns one at a time, over the taps inside.
+INLINE void dwb_rows(const gdh_dw_geometry *g, const float *xb, const bk_v8 *wk, bk_v8 bv, int r0, int r1,
+                     const float *res, int act, float *yb, const int T, const int K, const int S) {
+    const int H = g->height, W = g->width, pt = g->pad_top, pl = g->pad_left, ow = g->out_w;
+    // Interior columns: ox·S − pl ≥ 0 and ox·S − pl + K − 1 ≤ W − 1.
+    int ox_a = (pl + S - 1) / S, ox_b = W - K + pl >= 0 ? (W - K + pl) / S + 1 : 0;
+    if (ox_b > ow) ox_b = ow;
+    if (ox_a > ox_b) ox_a = ox_b;
+    for (int oy = r0; oy < r1; oy++) {
+        const int iy0 = oy * S - pt;
+        const int ky_lo = iy0 < 0 ? -iy0 : 0, ky_hi = H - iy0 < K ? H - iy0 : K;
+        bk_v8 *yr = (bk_v8 *)(yb + (long)oy * ow * BL);
+        const bk_v8 *rr = res ? (const bk_v8 *)(res + (long)oy * ow * BL) : 0;
+        int ox = ox_a;
+        for (; ox + T <= ox_b; ox += T) {
+            bk_v8 acc[8];   // T ≤ 8 (a fixed size: a variable-length array stays in memory)
+            for (int j = 0; j < T; j++) acc[j] = bv;
+            for (int ki = ky_lo; ki < ky_hi; ki++) {
+                const float *row = xb + ((long)(iy0 + ki) * W + (long)ox * S - pl) * BL;
+                for (int kj = 0; kj < K; kj++) {
+                    const bk_v8 wv = wk[ki * K + kj];
+                    for (int j = 0; j < T; j++) acc[j] += *(const bk_v8 *)(row + (long)(j * S + kj) * BL) * wv;
+                }
+            }
+            for (int j = 0; j < T; j++) yr[ox + j] = bk_act8(rr ? acc[j] + rr[ox + j] : acc[j], act);
+        }
+        // The rest of the interior, then the borders, one column at a time.
+        for (int pass = 0; pass < 3; pass++) {
+            const int c0 = pass == 0 ? ox : pass == 1 ? 0 : ox_b;
+            const int c1 = pass == 0 ? ox_b : pass == 1 ? ox_a : ow;
+            for (int c = c0; c < c1; c++) {
+                const bk_v8 acc = dwb_column(xb, W, wk, bv, K, iy0, ky_lo, ky_hi, c * S - pl);
+                yr[c] = bk_act8(rr ? acc + rr[c] : acc, act);
+            }
+        }
+    }
+}
+
+// Tiles of T outputs for the common kernels and strides; others with T = 1.
+INLINE void dwb_body(const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8, const float *res,
+                     int act, float *y, int blk0, int blk1, int r0, int r1, const int T) {
+    const int s = g->stride, k = g->kernel;
+    const long plane = (long)g->height * g->width, oplane = (long)g->out_h * g->out_w;
+    const bk_v8 zero = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int b = blk0; b < blk1; b++) {
+        const float *xb = x + (long)b * plane * BL;
+        const bk_v8 *wk = (const bk_v8 *)(w8 + (long)b * k * k * BL);
+        const bk_v8 bv = b8 ? *(const bk_v8 *)(b8 + (long)b * BL) : zero;
+        const float *rb = res ? res + (long)b * oplane * BL : 0;
+        float *yb = y + (long)b * oplane * BL;
+        if (k == 3 && s == 1) dwb_rows(g, xb, wk, bv, r0, r1, rb, act, yb, T, 3, 1);
+        else if (k == 3 && s == 2) dwb_rows(g, xb, wk, bv, r0, r1, rb, act, yb, T / 2, 3, 2);
+        else if (k == 5 && s == 1) dwb_rows(g, xb, wk, bv, r0, r1, rb, act, yb, T, 5, 1);
+        else if (k == 5 && s == 2) dwb_rows(g, xb, wk, bv, r0, r1, rb, act, yb, T / 2, 5, 2);
+        else {
+            // Any kernel and stride: the same loops without constants (columns one at a time).
+            const int H = g->height, W = g->width, pt = g->pad_top, pl = g->pad_left, ow = g->out_w;
+            for (int oy = r0; oy < r1; oy++) {
+                const int iy0 = oy * s - pt;
+                const int ky_lo = iy0 < 0 ? -iy0 : 0, ky_hi = H - iy0 < k ? H - iy0 : k;
+                for (int c = 0; c < ow; c++) {
+                    bk_v8 acc = dwb_column(xb, W, wk, bv, k, iy0, ky_lo, ky_hi, c * s - pl);
+                    const long o = ((long)oy * ow + c) * BL;
+                    if (rb) acc += *(const bk_v8 *)(rb + o);
+                    *(bk_v8 *)(yb + o) = bk_act8(acc, act);
+                }
+            }
+        }
+    }
+}
+
+// MARK: - Global average pooling
+
+INLINE void gap_body(const float *x, int channels, long plane, float *y) {
+    const float inv = 1.0f / (float)plane;
+    for (int b = 0; b < channels / BL; b++) {
+        const bk_v8 *xb = (const bk_v8 *)(x + (long)b * plane * BL);
+        bk_v8 s0 = {0, 0, 0, 0, 0, 0, 0, 0}, s1 = s0;
+        long p = 0;
+        for (; p + 2 <= plane; p += 2) { s0 += xb[p]; s1 += xb[p + 1]; }
+        if (p < plane) s0 += xb[p];
+        *(bk_v8 *)(y + b * BL) = (s0 + s1) * inv;
+    }
+}
+
+// MARK: - Levels
+
+#define BK_LEVEL(SUFFIX, ATTR, NCMAX, NPMAX, DWT) \
+    ATTR static void pw_##SUFFIX(const float *x, long P, int in_c, const float *packed, const float *bias, \
+                                 const float *res, int act, float *y, int out_c, int part, int parts) { \
+        pw_body(x, P, in_c, packed, bias, res, act, y, out_c, part, parts, NCMAX, NPMAX); } \
+    ATTR static void dwb_##SUFFIX(const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8, \
+                                  const float *res, int act, float *y, int blk0, int blk1, int r0, int r1) { \
+        dwb_body(g, x, w8, b8, res, act, y, blk0, blk1, r0, r1, DWT); } \
+    ATTR static void reorder_##SUFFIX(const float *x, long plane, float *y, int b0, int b1, int to_blocks) { \
+        bk_reorder_body(x, plane, y, b0, b1, to_blocks); } \
+    ATTR static void gap_##SUFFIX(const float *x, int channels, long plane, float *y) { gap_body(x, channels, plane, y); }
+
+// Baseline: a 16-float vector is four SSE registers (16 in all): 1 × 3 accumulators.
+BK_LEVEL(c, , 1, 3, 2)
+#if defined(__x86_64__)
+// AVX2: two YMM registers per vector, 1 × 6 accumulators (12 of 16 registers).
+BK_LEVEL(avx2, __attribute__((target("avx2,fma"))), 1, 6, 4)
+// AVX-512: one ZMM register per vector, 2 × 12 accumulators (24 of 32 registers).
+BK_LEVEL(avx512, __attribute__((target("avx512f,avx512vl,avx2,fma"))), 2, 12, 8)
+#endif
+#define BK_DISPATCH GDH_LEVEL_DISPATCH
+
+// MARK: - Entry points
+
+void gdh_blocked_reorder(const float *x, int channels, long plane, float *y, int blk_begin, int blk_end,
+                         int to_blocks, int level) {
+    if (channels % BL != 0 || blk_begin < 0 || blk_end > channels / BL) return;
+    BK_DISPATCH(reorder, x, plane, y, blk_begin, blk_end, to_blocks);
+}
+
+long gdh_blocked_pointwise_packed_floats(int in_c, int out_c) {
+    return (long)((out_c + PW_GROUP - 1) / PW_GROUP) * in_c * PW_GROUP;
+}
+
+long gdh_blocked_pointwise_bias_floats(int out_c) { return (long)((out_c + PW_GROUP - 1) / PW_GROUP) * PW_GROUP; }
+
+void gdh_blocked_pointwise_pack(const float *w, const float *scale, int in_c, int out_c, float *packed) {
+    const long n = gdh_blocked_pointwise_packed_floats(in_c, out_c);
+    memset(packed, 0, (size_t)n * sizeof(float));
+    for (int o = 0; o < out_c; o++) {
+        const float sc = scale ? scale[o] : 1.0f;
+        float *dst = packed + (long)(o / PW_GROUP) * in_c * PW_GROUP + o % PW_GROUP;
+        for (int c = 0; c < in_c; c++) dst[(long)c * PW_GROUP] = w[(long)o * in_c + c] * sc;
+    }
+}
+
+void gdh_blocked_pointwise(const float *x, long positions, int in_c, const float *packed, const float *bias,
+                           const float *residual, int act, float *y, int out_c, int part, int parts, int level) {
+    if (in_c % BL != 0 || out_c % BL != 0 || in_c <= 0 || out_c <= 0 || positions <= 0 || parts <= 0) return;
+    BK_DISPATCH(pw, x, positions, in_c, packed, bias, residual, act, y, out_c, part, parts);
+}
+
+void gdh_blocked_depthwise(const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8,
+                           const float *residual, int act, float *y, int blk_begin, int blk_end,
+                           int row_begin, int row_end, int level) {
+    if (g->kernel > GDH_DW_MAX_KERNEL || g->out_h <= 0 || g->out_w <= 0 || g->multiplier != 1 ||
+        g->channels % BL != 0 || row_begin >= row_end || blk_begin >= blk_end) return;
+    BK_DISPATCH(dwb, g, x, w8, b8, residual, act, y, blk_begin, blk_end, row_begin, row_end);
+}
+
+void gdh_blocked_global_average(const float *x, int channels, long plane, float *y, int level) {
+    if (channels % BL != 0 || plane <= 0) return;
+    BK_DISPATCH(gap, x, channels, plane, y);
+}

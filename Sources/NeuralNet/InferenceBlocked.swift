@@ -1,0 +1,246 @@
+// Channel-blocked (NCHWc8) steps of the inference plans: chains of 1×1 and depthwise
+// convolutions (EfficientNet's inverted-residual blocks) run on values stored as
+// [C/8][H·W][8] (blocked_kernels.c), entered and left through reorder steps; see
+// `PlanBuilder.channelBlocks` for when a value is blocked.
+import CNeuralKernels
+import Dispatch
+import Foundation
+
+extension PlanBuilder {
+    /// GDH_BLOCKED=0 in the environment turns channel blocks off (for comparisons), read once.
+    static let blockedOverride: Bool? = {
+        switch ProcessInfo.processInfo.environment["GDH_BLOCKED"] {
+        case "0": return false
+        case "1": return true
+        default: return nil
+        }
+    }()
+
+    static func blockable(_ a: Activation.Kind?) -> Bool { a == nil || a == .relu || a == .relu6 }
+
+    /// `v` in the planar layout: itself, or (once per value) a reorder of its blocks.
+    /// A value of one position has the same bytes in both layouts.
+    public func plain(_ v: PlanValue) -> PlanValue {
+        guard blockedValues.contains(v.id), v.h * v.w > 1 else { return v }
+        if let p = planarOf[v.id] { return p }
+        let y = newValue(v.shape)
+        steps.append(BlockedReorderStep(input: v, output: y, toBlocks: false))
+        planarOf[v.id] = y
+        return y
+    }
+
+    func plain(_ v: PlanValue?) -> PlanValue? { v.map { plain($0) } }
+
+    /// `v` in the blocked layout (its channels a multiple of 8).
+    func blocked(_ v: PlanValue) -> PlanValue {
+        if blockedValues.contains(v.id) { return v }
+        if let b = blockedOf[v.id] { return b }
+        precondition(v.shape.count == 3 && v.c % 8 == 0, "blocked layout of \(v.shape)")
+        let y = newValue(v.shape)
+        blockedValues.insert(y.id)
+        if v.h * v.w > 1 { steps.append(BlockedReorderStep(input: v, output: y, toBlocks: true)) }
+        else { steps.append(AliasStep(input: v, output: y)) }
+        blockedOf[v.id] = y
+        return y
+    }
+
+    func isBlocked(_ v: PlanValue) -> Bool { blockedValues.contains(v.id) }
+
+    /// A 1×1 convolution on a blocked input stays blocked (widths multiples of 8, stride 1,
+    /// no padding, an activation the kernels fuse).
+    func blockedPointwise(_ conv: Conv2d, _ x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?,
+                          residual: PlanValue?) -> PlanValue? {
+        guard channelBlocks, isBlocked(x), conv.kernelH == 1, conv.kernelW == 1, conv.stride == 1, conv.padding == 0,
+              conv.inChannels % 8 == 0, conv.outChannels % 8 == 0, PlanBuilder.blockable(activation) else { return nil }
+        let step = BlockedPointwiseStep(conv, input: x, batchNorm: batchNorm, activation: activation,
+                                        residual: residual.map { blocked($0) }, builder: self)
+        steps.append(step)
+        blockedValues.insert(step.output)
+        return PlanValue(id: step.output, shape: step.outputShape)
+    }
+
+    /// A depthwise convolution (multiplier 1, channels a multiple of 8) runs blocked, its
+    /// input reordered if it is not blocked yet.
+    func blockedDepthwise(_ conv: GroupedConv2d, _ x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?,
+                          residual: PlanValue?) -> PlanValue? {
+        guard channelBlocks, conv.usesDepthwiseKernels, conv.inChannels == conv.outChannels, conv.inChannels % 8 == 0,
+              x.shape.count == 3, x.h * x.w > 1, PlanBuilder.blockable(activation) else { return nil }
+        let step = BlockedDepthwiseStep(conv, input: blocked(x), batchNorm: batchNorm, activation: activation,
+                                        residual: residual.map { blocked($0) }, builder: self)
+        steps.append(step)
+        blockedValues.insert(step.output)
+        return PlanValue(id: step.output, shape: step.outputShape)
+    }
+
+    /// Global average pooling of a blocked value (its output, one position, is planar).
+    func blockedAveragePool(_ x: PlanValue) -> PlanValue? {
+        guard isBlocked(x), x.shape.count == 3 else { return nil }
+        let y = newValue([x.c, 1, 1])
+        steps.append(BlockedAveragePoolStep(input: x, output: y))
+        return y
+    }
+}
+
+/// Planes → blocks or back, split between threads by blocks.
+final class BlockedReorderStep: PlanStep {
+    let input: Int, output: Int, channels: Int, plane: Int, toBlocks: Bool
+    var inputs: [Int] { [input] }
+    var scratchFloats: Int { 0 }
+    var label: String { toBlocks ? "reorder to blocks \(channels)" : "reorder to planes \(channels)" }
+
+    init(input: PlanValue, output: PlanValue, toBlocks: Bool) {
+        self.input = input.id; self.output = output.id
+        channels = input.c; plane = input.h * input.w; self.toBlocks = toBlocks
+    }
+
+    func run(_ m: PlanMemory) {
+        let blocks = channels / 8
+        let parts = channels * plane >= m.parallelWork / 4 ? min(m.threads, blocks, ConvStep.maxThreads) : 1
+        let x = m[input], y = m[output], level = m.kernelLevel
+        parallel(parts, parts) { i in
+            let r = split(blocks, parts, i)
+            gdh_blocked_reorder(x, Int32(channels), plane, y, Int32(r.lowerBound), Int32(r.upperBound), toBlocks ? 1 : 0, level)
+        }
+    }
+}
+
+/// A value of one position: the same bytes in both layouts.
+final class AliasStep: PlanStep {
+    let input: Int, output: Int, size: Int
+    var inputs: [Int] { [input] }
+    var scratchFloats: Int { 0 }
+    var label: String { "copy" }
+
+    init(input: PlanValue, output: PlanValue) { self.input = input.id; self.output = output.id; size = input.size }
+
+    func run(_ m: PlanMemory) { m[output].update(from: m[input], count: size) }
+}
+
+/// A 1×1 convolution with its BatchNorm folded in, then activation(· + residual), on
+/// blocked values (gdh_blocked_pointwise); the work is split between threads in tiles of
+/// positions × output channels.
+final class BlockedPointwiseStep: PlanStep {
+    let input: Int, output: Int, residual: Int?
+    let inputs: [Int]
+    let outputShape: [Int]
+    let c: Int, o: Int, positions: Int
+    let packed: [Float], bias: [Float]
+    let act: Int32
+    let flops: Double
+    var scratchFloats: Int { 0 }
+    let label: String
+
+    init(_ conv: Conv2d, input x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?, residual: PlanValue?,
+         builder: PlanBuilder) {
+        precondition(x.shape.count == 3 && x.c == conv.inChannels, "Conv2d expects (\(conv.inChannels), H, W), got \(x.shape)")
+        c = conv.inChannels; o = conv.outChannels; positions = x.h * x.w
+        let (scale, shift) = batchNormFold(batchNorm, channels: o)
+        let (ins, outs) = (c, o)
+        var p = [Float](repeating: 0, count: Int(gdh_blocked_pointwise_packed_floats(Int32(ins), Int32(outs))))
+        conv.weight.value.data.withUnsafeBufferPointer { w in
+            scale.withUnsafeBufferPointer { s in
+                p.withUnsafeMutableBufferPointer { gdh_blocked_pointwise_pack(w.baseAddress, s.baseAddress, Int32(ins), Int32(outs), $0.baseAddress) }
+            }
+        }
+        packed = p
+        var b = [Float](repeating: 0, count: Int(gdh_blocked_pointwise_bias_floats(Int32(o))))
+        for k in 0..<o { b[k] = (conv.bias?.value.data[k] ?? 0) * scale[k] + shift[k] }
+        bias = b
+        act = activationCode(activation).0
+        outputShape = [o, x.h, x.w]
+        if let r = residual { precondition(r.shape == outputShape, "residual \(r.shape) does not fit \(outputShape)") }
+        input = x.id
+        self.residual = residual?.id
+        output = builder.newValue(outputShape).id
+        inputs = [x.id] + (residual.map { [$0.id] } ?? [])
+        flops = 2 * Double(c * o * positions)
+        label = "conv \(c)->\(o) k1 s1 \(x.h)x\(x.w) (blocked)"
+    }
+
+    func run(_ m: PlanMemory) {
+        let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
+        defer { if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) } }
+        let parts = flops / 2 >= Double(m.parallelWork) ? min(m.threads, ConvStep.maxThreads) : 1
+        let x = m[input], y = m[output], res = residual.map { UnsafePointer(m[$0]) }
+        let (c, o, positions, act, level) = (c, o, positions, act, m.kernelLevel)
+        packed.withUnsafeBufferPointer { wp in
+            bias.withUnsafeBufferPointer { bp in
+                parallel(parts, parts) { i in
+                    gdh_blocked_pointwise(x, positions, Int32(c), wp.baseAddress, bp.baseAddress, res, act, y, Int32(o),
+                                          Int32(i), Int32(parts), level)
+                }
+            }
+        }
+    }
+}
+
+/// A depthwise convolution with its BatchNorm folded in, then activation(· + residual), on
+/// blocked values (gdh_blocked_depthwise); split between threads by blocks of eight
+/// channels, or by output rows when there are too few blocks for an even split.
+final class BlockedDepthwiseStep: PlanStep {
+    let input: Int, output: Int, residual: Int?
+    let inputs: [Int]
+    let outputShape: [Int]
+    let geometry: gdh_dw_geometry
+    let weights: [Float], bias: [Float]   // [block][k·k][8], [block][8]
+    let act: Int32
+    let flops: Double
+    var scratchFloats: Int { 0 }
+    let label: String
+
+    init(_ conv: GroupedConv2d, input x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?, residual: PlanValue?,
+         builder: PlanBuilder) {
+        precondition(x.shape.count == 3 && x.c == conv.inChannels && conv.inChannels == conv.outChannels && x.c % 8 == 0,
+                     "blocked depthwise convolution of \(conv.inChannels) channels on \(x.shape)")
+        let g = conv.depthwiseGeometry(height: x.h, width: x.w)
+        precondition(g.out_h > 0 && g.out_w > 0, "GroupedConv2d: input \(x.h)x\(x.w) is smaller than the kernel")
+        geometry = g
+        let o = conv.outChannels, kk = conv.kernel * conv.kernel
+        let (folded, shifted) = conv.foldedDepthwise(batchNorm)
+        (weights, bias) = packDepthwiseLanes(folded, shifted, channels: o, taps: kk)
+        act = activationCode(activation).0
+        outputShape = [o, Int(g.out_h), Int(g.out_w)]
+        if let r = residual { precondition(r.shape == outputShape, "residual \(r.shape) does not fit \(outputShape)") }
+        input = x.id
+        self.residual = residual?.id
+        output = builder.newValue(outputShape).id
+        inputs = [x.id] + (residual.map { [$0.id] } ?? [])
+        flops = 2 * Double(o * kk * outputShape[1] * outputShape[2])
+        label = "depthwise \(o) k\(conv.kernel) s\(conv.stride) \(x.h)x\(x.w) (blocked)"
+    }
+
+    func run(_ m: PlanMemory) {
+        let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
+        defer { if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) } }
+        let threads = flops / 2 >= Double(m.parallelWork) ? min(m.threads, ConvStep.maxThreads) : 1
+        let blocks = Int(geometry.channels) / 8, rows = Int(geometry.out_h)
+        let byBlocks = blocks % threads == 0 || blocks >= 4 * threads
+        let parts = byBlocks ? min(threads, blocks) : min(threads, rows)
+        let x = m[input], y = m[output], res = residual.map { UnsafePointer(m[$0]) }
+        let level = m.kernelLevel, act = act
+        weights.withUnsafeBufferPointer { wp in
+            bias.withUnsafeBufferPointer { bp in
+                parallel(parts, parts) { i in
+                    var g = geometry
+                    let bs = byBlocks ? split(blocks, parts, i) : 0..<blocks
+                    let rs = byBlocks ? 0..<rows : split(rows, parts, i)
+                    gdh_blocked_depthwise(&g, x, wp.baseAddress, bp.baseAddress, res, act, y, Int32(bs.lowerBound),
+                                          Int32(bs.upperBound), Int32(rs.lowerBound), Int32(rs.upperBound), level)
+                }
+            }
+        }
+    }
+}
+
+final class BlockedAveragePoolStep: PlanStep {
+    let input: Int, output: Int, c: Int, plane: Int
+    var inputs: [Int] { [input] }
+    var scratchFloats: Int { 0 }
+    var label: String { "avgpool (blocked)" }
+
+    init(input: PlanValue, output: PlanValue) {
+        self.input = input.id; self.output = output.id; c = input.c; plane = input.h * input.w
+    }
+
+    func run(_ m: PlanMemory) { gdh_blocked_global_average(m[input], Int32(c), plane, m[output], m.kernelLevel) }
+}
