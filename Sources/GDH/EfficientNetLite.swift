@@ -103,7 +103,7 @@ public enum EfficientNetLite0 {
 
 /// A fixed per-channel affine map y = x · scale[c] + shift[c] (no parameters): turns the
 /// project's [-1, 1] input into the normalisation a pretrained network was trained with.
-public final class ChannelAffine: StatelessLayer, Layer {
+public final class ChannelAffine: StatelessLayer, Layer, PerChannelAffine {
     public let scale: [Float], shift: [Float]
 
     public init(scale: [Float], shift: [Float]) {

@@ -65,6 +65,13 @@ public final class PlanBuilder {
         self.channelBlocks = channelBlocks ?? PlanBuilder.blockedOverride ?? (depthwiseLanes == nil)
     }
 
+    /// Floats a value takes (blocked values a little more than their shape for some planes).
+    func floats(of id: Int) -> Int {
+        let shape = shapes[id]
+        guard blockedValues.contains(id), shape.count == 3 else { return shape.reduce(1, *) }
+        return Int(gdh_blocked_floats(Int32(shape[0]), shape[1] * shape[2]))
+    }
+
     func newValue(_ shape: [Int]) -> PlanValue {
         shapes.append(shape)
         return PlanValue(id: shapes.count - 1, shape: shape)
@@ -81,6 +88,9 @@ public final class PlanBuilder {
         if let conv = layer as? GroupedConv2d { return groupedConvolution(conv, x) }
         if let pool = layer as? AdaptiveAvgPool2d, pool.outH == 1, pool.outW == 1, let y = blockedAveragePool(x) { return y }
         let x = plain(x)
+        if let a = layer as? PerChannelAffine, x.shape.count == 3, a.scale.count == x.c {
+            return channelAffine(x, scale: a.scale, shift: a.shift)
+        }
         if let l = layer as? InferenceLowerable { return l.lower(into: self, input: x) }
         if let conv = layer as? ConvTranspose2d { return transposedConvolution(conv, x) }
         if let pool = layer as? MaxPool2d, x.shape.count == 3 { return maxPool(pool, x) }
@@ -120,6 +130,12 @@ public final class PlanBuilder {
                 i = j
                 continue
             }
+            // An input normalisation right before a few-channel convolution is fused into it.
+            var affine: PerChannelAffine?
+            if let a = layers[i] as? PerChannelAffine, i + 1 < layers.count, layers[i + 1] is Conv2d || layers[i + 1] is GroupedConv2d {
+                affine = a
+                i += 1
+            }
             let isConv = layers[i] is Conv2d || layers[i] is ConvTranspose2d || layers[i] is GroupedConv2d
             guard isConv else { v = lower(layers[i], v); i += 1; continue }
             var j = i + 1
@@ -129,6 +145,12 @@ public final class PlanBuilder {
             if j < layers.count, let a = layers[j] as? Activation { act = a.kind; j += 1 }
             var res: PlanValue?
             if j == layers.count, act == nil, let r = residual { res = r; act = final; fused = true }
+            if res == nil, let y = blockedSmallConvolution(layers[i], v, batchNorm: bn, activation: act, affine: affine) {
+                v = y
+                i = j
+                continue
+            }
+            if let a = affine { v = channelAffine(v, scale: a.scale, shift: a.shift) }
             if let conv = layers[i] as? Conv2d {
                 v = convolution(conv, v, batchNorm: bn, activation: act, residual: res)
             } else if let conv = layers[i] as? GroupedConv2d {
@@ -252,7 +274,7 @@ public final class InferencePlan {
         var slotOf = [Int](repeating: -1, count: count)
         var slotSize: [Int] = [], slotFreeAt: [Int] = []   // slot free for steps after slotFreeAt
         func place(_ v: Int, at step: Int) {
-            let size = b.shapes[v].reduce(1, *) + 16
+            let size = b.floats(of: v) + 16
             var best = -1
             for s in slotSize.indices where slotFreeAt[s] < step {
                 if best < 0 || abs(slotSize[s] - size) < abs(slotSize[best] - size) { best = s }

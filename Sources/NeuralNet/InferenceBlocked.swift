@@ -244,3 +244,133 @@ final class BlockedAveragePoolStep: PlanStep {
 
     func run(_ m: PlanMemory) { gdh_blocked_global_average(m[input], Int32(c), plane, m[output], m.kernelLevel) }
 }
+
+/// A layer that maps every channel c to x · scale[c] + shift[c] (an input normalisation):
+/// the plan fuses it into a following few-channel convolution, or runs it as a step.
+public protocol PerChannelAffine {
+    var scale: [Float] { get }
+    var shift: [Float] { get }
+}
+
+extension PlanBuilder {
+    /// x · scale[c] + shift[c] on a planar value.
+    public func channelAffine(_ x: PlanValue, scale: [Float], shift: [Float]) -> PlanValue {
+        let x = plain(x)
+        precondition(x.shape.count == 3 && scale.count == x.c && shift.count == x.c, "affine of \(scale.count) channels on \(x.shape)")
+        let y = newValue(x.shape)
+        steps.append(AffineStep(input: x, output: y, scale: scale, shift: shift))
+        return y
+    }
+
+    /// A convolution of at most 4 input channels (an image) into 16·k channels, with its
+    /// BatchNorm, an activation the kernels fuse and, when given, the input's affine map,
+    /// written blocked (gdh_blocked_small_conv); nil when it does not qualify. `conv` is a
+    /// Conv2d with zero padding or a GroupedConv2d of one group (TensorFlow SAME).
+    func blockedSmallConvolution(_ layer: Layer, _ x: PlanValue, batchNorm: BatchNorm2d?, activation: Activation.Kind?,
+                                 affine: PerChannelAffine?) -> PlanValue? {
+        guard channelBlocks, x.shape.count == 3, !isBlocked(x), PlanBuilder.blockable(activation) else { return nil }
+        let conv: Conv2d, padTop: Int, padLeft: Int, outH: Int, outW: Int
+        if let g = layer as? GroupedConv2d, let inner = g.inner {
+            let p = g.paddedGeometry(height: x.h, width: x.w)
+            (conv, padTop, padLeft, outH, outW) = (inner, p.padTop, p.padLeft, p.outH, p.outW)
+        } else if let c = layer as? Conv2d, c.paddingMode == .zeros || c.padding == 0 {
+            (conv, padTop, padLeft) = (c, c.padding, c.padding)
+            outH = (x.h + 2 * c.padding - c.kernelH) / c.stride + 1
+            outW = (x.w + 2 * c.padding - c.kernelW) / c.stride + 1
+        } else {
+            return nil
+        }
+        guard conv.inChannels == x.c, x.c <= 4, conv.outChannels % 16 == 0, conv.kernelH == conv.kernelW,
+              conv.padding == 0 || layer is Conv2d, outH > 0, outW > 0, outH * outW > 1 else { return nil }
+        let step = BlockedSmallConvStep(conv, input: x, padTop: padTop, padLeft: padLeft, outH: outH, outW: outW,
+                                        batchNorm: batchNorm, activation: activation, affine: affine, builder: self)
+        steps.append(step)
+        blockedValues.insert(step.output)
+        return PlanValue(id: step.output, shape: step.outputShape)
+    }
+}
+
+/// y = x · scale[c] + shift[c], split between threads by rows of the planes.
+final class AffineStep: PlanStep {
+    let input: Int, output: Int, c: Int, plane: Int
+    let scale: [Float], shift: [Float]
+    var inputs: [Int] { [input] }
+    var scratchFloats: Int { 0 }
+    var label: String { "affine \(c)" }
+
+    init(input: PlanValue, output: PlanValue, scale: [Float], shift: [Float]) {
+        self.input = input.id; self.output = output.id; c = input.c; plane = input.h * input.w
+        self.scale = scale; self.shift = shift
+    }
+
+    func run(_ m: PlanMemory) {
+        let parts = c * plane >= m.parallelWork / 4 ? min(m.threads, ConvStep.maxThreads) : 1
+        let x = m[input], y = m[output], (c, plane, scale, shift) = (c, plane, scale, shift)
+        parallel(parts, parts) { i in
+            let r = split(plane, parts, i)
+            for ch in 0..<c {
+                let a = scale[ch], b = shift[ch], xs = x + ch * plane, ys = y + ch * plane
+                for k in r { ys[k] = xs[k] * a + b }
+            }
+        }
+    }
+}
+
+/// The first convolution of an image network (few input channels) with its BatchNorm,
+/// activation and input normalisation, written in the blocked layout; split by output rows.
+final class BlockedSmallConvStep: PlanStep {
+    let input: Int, output: Int
+    let outputShape: [Int]
+    let c, h, w, k, stride, padTop, padLeft, o: Int
+    let packed: [Float], bias: [Float]
+    let scale: [Float]?, shift: [Float]?
+    let act: Int32
+    let flops: Double
+    var inputs: [Int] { [input] }
+    var scratchFloats: Int { 0 }
+    let label: String
+
+    init(_ conv: Conv2d, input x: PlanValue, padTop: Int, padLeft: Int, outH: Int, outW: Int, batchNorm: BatchNorm2d?,
+         activation: Activation.Kind?, affine: PerChannelAffine?, builder: PlanBuilder) {
+        c = x.c; h = x.h; w = x.w; k = conv.kernelH; stride = conv.stride; o = conv.outChannels
+        self.padTop = padTop; self.padLeft = padLeft
+        let (bnScale, bnShift) = batchNormFold(batchNorm, channels: o)
+        let wt = conv.weight.value.data, taps = c * k * k
+        var p = [Float](repeating: 0, count: taps * o)
+        for oc in 0..<o { for t in 0..<taps { p[t * o + oc] = wt[oc * taps + t] * bnScale[oc] } }
+        packed = p
+        bias = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * bnScale[$0] + bnShift[$0] }
+        scale = affine?.scale
+        shift = affine?.shift
+        act = activationCode(activation).0
+        outputShape = [o, outH, outW]
+        input = x.id
+        output = builder.newValue(outputShape).id
+        flops = 2 * Double(taps * o * outH * outW)
+        label = "conv \(c)->\(o) k\(k) s\(stride) \(h)x\(w)\(affine == nil ? "" : " + affine") (blocked)"
+    }
+
+    func run(_ m: PlanMemory) {
+        let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
+        defer { if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) } }
+        let rows = outputShape[1]
+        let parts = flops / 2 >= Double(m.parallelWork) ? min(m.threads, ConvStep.maxThreads, rows) : 1
+        let x = m[input], y = m[output], level = m.kernelLevel
+        let (c, h, w, k, stride, padTop, padLeft, o, act, outW) = (c, h, w, k, stride, padTop, padLeft, o, act, outputShape[2])
+        packed.withUnsafeBufferPointer { wp in
+            bias.withUnsafeBufferPointer { bp in
+                (scale ?? []).withUnsafeBufferPointer { sp in
+                    (shift ?? []).withUnsafeBufferPointer { tp in
+                        parallel(parts, parts) { i in
+                            let r = split(rows, parts, i)
+                            gdh_blocked_small_conv(x, Int32(c), Int32(h), Int32(w), Int32(k), Int32(stride), Int32(padTop),
+                                                   Int32(padLeft), Int32(rows), Int32(outW), wp.baseAddress, bp.baseAddress,
+                                                   sp.count > 0 ? sp.baseAddress : nil, tp.count > 0 ? tp.baseAddress : nil,
+                                                   act, y, Int32(o), Int32(r.lowerBound), Int32(r.upperBound), level)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -23,6 +23,8 @@ struct BlockedPlanTests {
         GroupedCase(c: 8, mult: 1, k: 3, stride: 2, same: true, h: 29, w: 1),
         GroupedCase(c: 8, mult: 1, k: 3, stride: 1, same: false, h: 8, w: 21),
         GroupedCase(c: 8, mult: 1, k: 7, stride: 2, same: true, h: 12, w: 11),
+        // Planes of 32·k positions, whose blocks are padded apart (bk_stride).
+        GroupedCase(c: 16, mult: 1, k: 3, stride: 2, same: true, h: 16, w: 16),
     ]
 
     @Test("depthwise convolution with BatchNorm and an activation", arguments: depthwiseCases)
@@ -69,6 +71,7 @@ struct BlockedPlanTests {
         PointwiseCase(c: 32, out: 96, h: 9, w: 9),
         PointwiseCase(c: 48, out: 8, h: 2, w: 1),
         PointwiseCase(c: 16, out: 48, h: 28, w: 28),
+        PointwiseCase(c: 16, out: 40, h: 8, w: 8),
     ]
 
     @Test("1x1 convolutions on blocked values, with BatchNorm, activations and residuals", arguments: pointwiseCases)
@@ -137,5 +140,45 @@ struct BlockedPlanTests {
         let kinds = InferencePlan(net, inputShape: [12, 9, 9], channelBlocks: true).steps.map { "\(type(of: $0))" }
         let expected: [String] = ["DepthwiseConvStep", "ConvStep", "BlockedReorderStep", "BlockedDepthwiseStep", "BlockedReorderStep", "ConvStep"]
         #expect(kinds == expected, "\(kinds)")
+    }
+
+    /// x · scale + shift per channel, as GDH's ChannelAffine (the input normalisation).
+    final class TestAffine: StatelessLayer, Layer, PerChannelAffine {
+        let scale: [Float], shift: [Float]
+        init(_ scale: [Float], _ shift: [Float]) { self.scale = scale; self.shift = shift; super.init() }
+        func forward(_ x: Tensor) -> Tensor {
+            var y = x
+            let plane = x.h * x.w
+            for i in 0..<x.count { y.data[i] = x.data[i] * scale[(i / plane) % x.c] + shift[(i / plane) % x.c] }
+            return y
+        }
+        func backward(_ g: Tensor) -> Tensor { g }
+    }
+
+    @Test("the stem: a few-channel convolution written blocked, with the input normalisation fused",
+          arguments: [(15, 16), (16, 16), (32, 32), (9, 20)])
+    func stem(_ size: (Int, Int)) {
+        var rng = SplitMix64(seed: UInt64(size.0 * 37 + size.1))
+        let affine = TestAffine([0.9, 1.1, -0.7], [0.2, -0.1, 0.05])
+        let x = randomTensor([2, 3, size.0, size.1], &rng, scale: 2)
+        let nets: [(String, Layer, [String])] = [
+            ("SAME stride 2 + affine", Chain([
+                ("a", affine), ("_conv_stem", GroupedConv2d(3, 32, kernel: 3, stride: 2, padding: .same, groups: 1, bias: false)),
+                ("_bn0", BatchNorm2d(32, eps: 1e-3)), (nil, Activation(.relu6)),
+                ("dw", GroupedConv2d(32, 32, kernel: 3, padding: .same, groups: 32)),
+            ]), ["BlockedSmallConvStep", "BlockedDepthwiseStep", "BlockedReorderStep"]),
+            ("padded stride 1", Chain([("c", Conv2d(3, 16, kernel: 3, padding: 1)), (nil, Activation(.relu))]),
+             ["BlockedSmallConvStep", "BlockedReorderStep"]),
+            ("5x5 stride 2 with bias, no activation", Chain([("c", Conv2d(2, 16, kernel: 5, stride: 2, padding: 2))]),
+             ["BlockedSmallConvStep", "BlockedReorderStep"]),
+            ("affine alone", Chain([("a", affine), (nil, Activation(.relu))]), ["AffineStep", "FallbackStep"]),
+        ]
+        for (label, net, kinds) in nets {
+            randomize(net, &rng)
+            let input = label.hasPrefix("5x5") ? randomTensor([2, 2, size.0, size.1], &rng, scale: 2) : x
+            expectPlanMatches(net, input: input, "\(label) \(size.0)x\(size.1)", channelBlocks: true)
+            let got = InferencePlan(net, inputShape: Array(input.shape.dropFirst()), channelBlocks: true).steps.map { "\(type(of: $0))" }
+            #expect(got == kinds, "\(label): \(got)")
+        }
     }
 }

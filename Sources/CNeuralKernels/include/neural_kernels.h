@@ -229,7 +229,10 @@ void gdh_depthwise_infer_lanes(const gdh_dw_geometry *g, const float *x, const f
 // MARK: Channel-blocked inference (blocked_kernels.c)
 
 /// The NCHWc8 layout: a value of C channels (C a multiple of 8) over `plane` positions is
-/// stored as [C/8][plane][8]. Blocks [blk_begin, blk_end) of x (planes, C × plane) go to y
+/// stored as [C/8][plane][8], its blocks gdh_blocked_floats(8, plane) floats apart (a little
+/// more than plane · 8 for some planes); gdh_blocked_floats(C, plane) in all.
+long gdh_blocked_floats(int channels, long plane);
+/// Blocks [blk_begin, blk_end) of x (planes, C × plane) go to y
 /// in blocks (to_blocks = 1) or back (0); x and y distinct. `level` as gdh_conv_direct.
 void gdh_blocked_reorder(const float *x, int channels, long plane, float *y, int blk_begin, int blk_end,
                          int to_blocks, int level);
@@ -251,6 +254,15 @@ void gdh_blocked_pointwise(const float *x, long positions, int in_c, const float
 void gdh_blocked_depthwise(const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8,
                            const float *residual, int act, float *y, int blk_begin, int blk_end,
                            int row_begin, int row_end, int level);
+/// A kernel × kernel convolution (stride, zero padding pad_top / pad_left before the first
+/// row and column, as far as needed after the last) of a planar input of few channels (an
+/// image) into a blocked output of out_c channels (a multiple of 16), output rows
+/// [row_begin, row_end): y = act(conv(x′) + bias), x′ = x · scale[c] + shift[c] inside the
+/// image (scale and shift may both be NULL: x′ = x), zero in the padding. The weights are
+/// packed[((c · kernel + i) · kernel + j) · out_c + o] (BatchNorm folded in by the caller).
+void gdh_blocked_small_conv(const float *x, int channels, int height, int width, int kernel, int stride, int pad_top,
+                            int pad_left, int out_h, int out_w, const float *packed, const float *bias, const float *scale,
+                            const float *shift, int act, float *y, int out_c, int row_begin, int row_end, int level);
 /// y[c] = the mean of channel c of a blocked value over its `plane` positions.
 void gdh_blocked_global_average(const float *x, int channels, long plane, float *y, int level);
 
