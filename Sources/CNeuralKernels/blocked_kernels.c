@@ -19,11 +19,11 @@
 typedef gdh_v8 bk_v8;
 typedef float bk_v16 __attribute__((vector_size(64), aligned(4)));
 
-// Floats from one block to the next of a blocked value of P positions: P · 8, plus one
-// cache line when P · 8 floats is a multiple of 1 KiB (planes of 32·k positions: 112²,
-// 64², 32²), so that the blocks a kernel reads or writes side by side do not all map to
-// the same sets of the L1 cache (a 1×1 layer at 112² ran 1.5x slower).
-INLINE long bk_stride(long P) { return P % 32 == 0 ? P * BL + 16 : P * BL; }
+// Floats from one block to the next of a blocked value of P positions. Kept as one
+// function so that padding the blocks apart stays a one-line change: padding planes of 32·k
+// positions by a cache line (against L1 set conflicts at 112², 64², 32²) was measured and
+// made no difference (a 16 → 96 1×1 layer at 112²: 0.50 ms either way in isolation).
+INLINE long bk_stride(long P) { return P * BL; }
 
 long gdh_blocked_floats(int channels, long plane) { return (long)(channels / BL) * bk_stride(plane); }
 
@@ -81,8 +81,8 @@ INLINE void bk_reorder_body(const float *x, long plane, float *y, int b0, int b1
 // One tile: positions [p0, p0 + NP) × output blocks [ob0, ob0 + 2·NZ + NH): NZ vectors of
 // 16 channels (two blocks each) and NH (0 or 1) of 8, the last block of an odd count (a
 // whole vector there would waste half its multiply-adds). ob0 is even.
-INLINE void pw_tile(const float *x, long P, int in_c, const float *packed, const float *bias, const float *res,
-                    int act, float *y, int ob0, long p0, const int NZ, const int NH, const int NP) {
+INLINE void pw_tile(const float *x, long xs, int in_c, const float *packed, const float *bias, const float *res,
+                    int act, float *y, long ys, int yb0, int ob0, long p0, const int NZ, const int NH, const int NP) {
     // Fixed sizes (not NP × NZ: a variable-length array stays in memory).
     bk_v16 acc[12][2];
     bk_v8 acch[12];
@@ -98,7 +98,7 @@ INLINE void pw_tile(const float *x, long P, int in_c, const float *packed, const
     }
     const int blocks = in_c / BL;
     for (int cb = 0; cb < blocks; cb++) {
-        const float *xb = x + (long)cb * bk_stride(P) + p0 * BL;
+        const float *xb = x + (long)cb * xs + p0 * BL;
         const float *wb = wg + (long)cb * BL * PW_GROUP;
         // Not unrolled: unrolled, the compiler hoists the weight loads of every l and
         // spills the accumulators of the widest tiles.
@@ -115,7 +115,7 @@ INLINE void pw_tile(const float *x, long P, int in_c, const float *packed, const
         }
     }
     for (int c = 0; c < NZ; c++) {
-        const long o0 = (long)(ob0 + 2 * c) * bk_stride(P) + p0 * BL, o1 = o0 + bk_stride(P);
+        const long o0 = (long)(ob0 + 2 * c - yb0) * ys + p0 * BL, o1 = o0 + ys;
         for (int p = 0; p < NP; p++) {
             bk_v16 v = acc[p][c];
             if (res) {
@@ -128,7 +128,7 @@ INLINE void pw_tile(const float *x, long P, int in_c, const float *packed, const
         }
     }
     if (NH) {
-        const long o0 = (long)(ob0 + 2 * NZ) * bk_stride(P) + p0 * BL;
+        const long o0 = (long)(ob0 + 2 * NZ - yb0) * ys + p0 * BL;
         for (int p = 0; p < NP; p++) {
             bk_v8 v = acch[p];
             if (res) v += *(const bk_v8 *)(res + o0 + p * BL);
@@ -140,37 +140,39 @@ INLINE void pw_tile(const float *x, long P, int in_c, const float *packed, const
 // The tile of np ≤ 12 positions, fully unrolled for its size.
 #define PW_TILE_CASES(NZ, NH) \
     switch (np) { \
-    case 1: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 1); break; \
-    case 2: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 2); break; \
-    case 3: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 3); break; \
-    case 4: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 4); break; \
-    case 5: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 5); break; \
-    case 6: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 6); break; \
-    case 7: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 7); break; \
-    case 8: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 8); break; \
-    case 9: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 9); break; \
-    case 10: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 10); break; \
-    case 11: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 11); break; \
-    default: pw_tile(x, P, in_c, packed, bias, res, act, y, ob0, p0, NZ, NH, 12); break; \
+    case 1: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 1); break; \
+    case 2: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 2); break; \
+    case 3: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 3); break; \
+    case 4: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 4); break; \
+    case 5: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 5); break; \
+    case 6: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 6); break; \
+    case 7: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 7); break; \
+    case 8: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 8); break; \
+    case 9: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 9); break; \
+    case 10: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 10); break; \
+    case 11: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 11); break; \
+    default: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 12); break; \
     }
 
 // Work items are (position tile, channel tile) pairs, channel tiles innermost so that a
 // position tile's input stays in L1 while every tile of output channels reads it; part
-// `part` of `parts` takes a contiguous run of items. Channel tiles are 2·NZMAX blocks (the
-// last one what is left); position tiles split P evenly in tiles of at most NPMAX (16
-// positions as 8 + 8, not 12 + 4).
-INLINE void pw_body(const float *x, long P, int in_c, const float *packed, const float *bias, const float *res,
-                    int act, float *y, int out_c, int part, int parts, const int NZMAX, const int NPMAX) {
-    const int out_blocks = out_c / BL, tile_blocks = 2 * NZMAX;
-    const long ptiles = (P + NPMAX - 1) / NPMAX, ctiles = (out_blocks + tile_blocks - 1) / tile_blocks;
+// `part` of `parts` takes a contiguous run of items. Channel tiles are 2·NZMAX blocks of
+// [ob_lo, ob_hi) (ob_lo even; the last tile what is left); position tiles split P evenly
+// in tiles of at most NPMAX (16 positions as 8 + 8, not 12 + 4). Blocks of x are xs floats
+// apart, of y and res ys, y's first block being output block yb0.
+INLINE void pw_body(const float *x, long xs, long P, int in_c, const float *packed, const float *bias, const float *res,
+                    int act, float *y, long ys, int ob_lo, int ob_hi, int yb0, int part, int parts,
+                    const int NZMAX, const int NPMAX) {
+    const int tile_blocks = 2 * NZMAX;
+    const long ptiles = (P + NPMAX - 1) / NPMAX, ctiles = (ob_hi - ob_lo + tile_blocks - 1) / tile_blocks;
     const long npt = (P + ptiles - 1) / ptiles;
     const long items = ptiles * ctiles;
     const long i0 = items * part / parts, i1 = items * (part + 1) / parts;
     for (long t = i0; t < i1; t++) {
         const long p0 = (t / ctiles) * npt;
-        const int ob0 = (int)(t % ctiles) * tile_blocks;
+        const int ob0 = ob_lo + (int)(t % ctiles) * tile_blocks;
         const int np = (int)(P - p0 < npt ? P - p0 : npt);
-        const int nb = out_blocks - ob0 < tile_blocks ? out_blocks - ob0 : tile_blocks;
+        const int nb = ob_hi - ob0 < tile_blocks ? ob_hi - ob0 : tile_blocks;
         if (nb == 4) { PW_TILE_CASES(2, 0) }
         else if (nb == 3) { PW_TILE_CASES(1, 1) }
         else if (nb == 2) { PW_TILE_CASES(1, 0) }
@@ -267,6 +269,55 @@ INLINE void dwb_body(const gdh_dw_geometry *g, const float *x, const float *w8, 
     }
 }
 
+// MARK: - A 1×1 expansion fused with the depthwise convolution after it
+
+// Channels of the expanded value per pass (four blocks: one register tile of the 1×1).
+#define ED_BLOCKS 4
+
+// The expanded rows of ED_BLOCKS blocks live in `buf` (blocks bs floats apart, `cap` rows
+// each) instead of memory: for each group of blocks, bands of output rows are computed
+// from the expanded input rows they read; rows the next band reads too are moved to the
+// top of the buffer, not computed again.
+INLINE void ed_body(const float *x, int in_c, const float *packed, const float *bias, int act_expand,
+                    const gdh_dw_geometry *g, const float *w8, const float *b8, int act, float *y, int r0, int r1,
+                    float *buf, long buf_floats, const int NZMAX, const int NPMAX, const int T) {
+    const int H = g->height, W = g->width, s = g->stride, k = g->kernel, pt = g->pad_top;
+    const int mid_blocks = g->channels / BL;
+    const long xs = bk_stride((long)H * W), ys = bk_stride((long)g->out_h * g->out_w), row = (long)W * BL;
+    const long cap = buf_floats / (ED_BLOCKS * row), bs = cap * row;
+    const int R = cap >= k ? (int)((cap - k) / s + 1) : 1;
+    for (int cb0 = 0; cb0 < mid_blocks; cb0 += ED_BLOCKS) {
+        const int nb = mid_blocks - cb0 < ED_BLOCKS ? mid_blocks - cb0 : ED_BLOCKS;
+        int lo = 0, hi = 0;   // expanded input rows [lo, hi) in the buffer
+        for (int b0 = r0; b0 < r1; b0 += R) {
+            const int b1 = r1 - b0 < R ? r1 : b0 + R;
+            int need_lo = b0 * s - pt, need_hi = (b1 - 1) * s - pt + k;
+            if (need_lo < 0) need_lo = 0;
+            if (need_hi > H) need_hi = H;
+            if (need_hi < need_lo) need_hi = need_lo;
+            if (need_lo < hi && need_lo >= lo) {
+                if (need_lo > lo)
+                    for (int j = 0; j < nb; j++)
+                        memmove(buf + j * bs, buf + j * bs + (need_lo - lo) * row, (size_t)((hi - need_lo) * row) * sizeof(float));
+            } else {
+                hi = need_lo;
+            }
+            lo = need_lo;
+            if (need_hi > hi) {
+                pw_body(x + hi * row, xs, (long)(need_hi - hi) * W, in_c, packed, bias, 0, act_expand,
+                        buf + (hi - lo) * row, bs, cb0, cb0 + nb, cb0, 0, 1, NZMAX, NPMAX);
+                hi = need_hi;
+            }
+            gdh_dw_geometry band = *g;
+            band.height = hi - lo;
+            band.pad_top = pt + lo;
+            for (int j = 0; j < nb; j++)
+                dwb_body(&band, buf + j * bs, w8 + (long)(cb0 + j) * k * k * BL, b8 ? b8 + (long)(cb0 + j) * BL : 0, 0, act,
+                         y + (long)(cb0 + j) * ys, 0, 1, b0, b1, T);
+        }
+    }
+}
+
 // MARK: - A convolution of few input channels (the stem)
 
 // Output rows of a k×k, stride-s convolution of a planar input of few channels (an RGB
@@ -357,12 +408,17 @@ INLINE void gap_body(const float *x, int channels, long plane, float *y) {
 #define BK_LEVEL(SUFFIX, ATTR, NCMAX, NPMAX, DWT) \
     ATTR static void pw_##SUFFIX(const float *x, long P, int in_c, const float *packed, const float *bias, \
                                  const float *res, int act, float *y, int out_c, int part, int parts) { \
-        pw_body(x, P, in_c, packed, bias, res, act, y, out_c, part, parts, NCMAX, NPMAX); } \
+        pw_body(x, bk_stride(P), P, in_c, packed, bias, res, act, y, bk_stride(P), 0, out_c / BL, 0, part, parts, \
+                NCMAX, NPMAX); } \
     ATTR static void dwb_##SUFFIX(const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8, \
                                   const float *res, int act, float *y, int blk0, int blk1, int r0, int r1) { \
         dwb_body(g, x, w8, b8, res, act, y, blk0, blk1, r0, r1, DWT); } \
     ATTR static void reorder_##SUFFIX(const float *x, long plane, float *y, int b0, int b1, int to_blocks) { \
         bk_reorder_body(x, plane, y, b0, b1, to_blocks); } \
+    ATTR static void ed_##SUFFIX(const float *x, int in_c, const float *packed, const float *bias, int act_expand, \
+                                 const gdh_dw_geometry *g, const float *w8, const float *b8, int act, float *y, int r0, int r1, \
+                                 float *buf, long buf_floats) { \
+        ed_body(x, in_c, packed, bias, act_expand, g, w8, b8, act, y, r0, r1, buf, buf_floats, NCMAX, NPMAX, DWT); } \
     ATTR static void sd_##SUFFIX(const float *x, int C, int H, int W, int k, int s, int pt, int pl, int oh, int ow, \
                                  const float *packed, const float *bias, const float *a, const float *b, int act, float *y, \
                                  int out_c, int r0, int r1) { \
@@ -429,4 +485,18 @@ void gdh_blocked_small_conv(const float *x, int channels, int height, int width,
         row_begin < 0 || row_end > out_h || row_begin >= row_end) return;
     BK_DISPATCH(sd, x, channels, height, width, kernel, stride, pad_top, pad_left, out_h, out_w, packed, bias, scale, shift,
                 act, y, out_c, row_begin, row_end);
+}
+
+long gdh_blocked_expand_depthwise_scratch_floats(const gdh_dw_geometry *g, long budget) {
+    const long least = (long)ED_BLOCKS * g->width * BL * (g->kernel + 2L * g->stride);
+    return least > budget ? least : budget;
+}
+
+void gdh_blocked_expand_depthwise(const float *x, int in_c, const float *packed, const float *bias, int act_expand,
+                                  const gdh_dw_geometry *g, const float *w8, const float *b8, int act, float *y,
+                                  int row_begin, int row_end, float *scratch, long scratch_floats, int level) {
+    if (g->kernel > GDH_DW_MAX_KERNEL || g->out_h <= 0 || g->out_w <= 0 || g->multiplier != 1 || g->channels % BL != 0 ||
+        in_c % BL != 0 || in_c <= 0 || row_begin < 0 || row_end > g->out_h || row_begin >= row_end) return;
+    if (scratch_floats < gdh_blocked_expand_depthwise_scratch_floats(g, 0)) return;
+    BK_DISPATCH(ed, x, in_c, packed, bias, act_expand, g, w8, b8, act, y, row_begin, row_end, scratch, scratch_floats);
 }

@@ -60,12 +60,21 @@ public final class PlanBuilder {
     var blockedValues = Set<Int>()
     var planarOf: [Int: PlanValue] = [:], blockedOf: [Int: PlanValue] = [:]
 
-    init(depthwiseLanes: Bool? = nil, channelBlocks: Bool? = nil) {
+    /// Fuse every eligible 1×1 expansion with its depthwise convolution (true), none
+    /// (false), or those whose expanded value is large (nil, `fuseMinFloats`); tests also
+    /// shrink the fused step's band memory (`fuseBandFloats`) to run many bands.
+    let fuseExpansions: Bool?
+    let fuseBandFloats: Int
+
+    init(depthwiseLanes: Bool? = nil, channelBlocks: Bool? = nil, fuseExpansions: Bool? = nil,
+         fuseBandFloats: Int = PlanBuilder.fuseBandFloats) {
         self.depthwiseLanes = depthwiseLanes
         self.channelBlocks = channelBlocks ?? PlanBuilder.blockedOverride ?? (depthwiseLanes == nil)
+        self.fuseExpansions = fuseExpansions
+        self.fuseBandFloats = fuseBandFloats
     }
 
-    /// Floats a value takes (blocked values a little more than their shape for some planes).
+    /// Floats a value takes (for blocked values what gdh_blocked_floats says).
     func floats(of id: Int) -> Int {
         let shape = shapes[id]
         guard blockedValues.contains(id), shape.count == 3 else { return shape.reduce(1, *) }
@@ -149,6 +158,20 @@ public final class PlanBuilder {
                 v = y
                 i = j
                 continue
+            }
+            // A 1×1 expansion and the depthwise convolution after it, as one step.
+            if res == nil, affine == nil, let expand = layers[i] as? Conv2d, j < layers.count, let dw = layers[j] as? GroupedConv2d {
+                var k = j + 1
+                var bn1: BatchNorm2d?
+                if k < layers.count, let b = layers[k] as? BatchNorm2d, !b.training { bn1 = b; k += 1 }
+                var act1: Activation.Kind?
+                if k < layers.count, let a = layers[k] as? Activation { act1 = a.kind; k += 1 }
+                if !(k == layers.count && residual != nil),
+                   let y = blockedExpandDepthwise(expand, v, batchNorm: bn, activation: act, depthwise: dw, batchNorm: bn1, activation: act1) {
+                    v = y
+                    i = k
+                    continue
+                }
             }
             if let a = affine { v = channelAffine(v, scale: a.scale, shift: a.shift) }
             if let conv = layers[i] as? Conv2d {
@@ -252,9 +275,14 @@ public final class InferencePlan {
     /// Compiles `network` (set to inference mode by the caller) for inputs of `inputShape`
     /// (C, H, W). `depthwiseLanes` forces one form of the depthwise steps, `channelBlocks`
     /// the channel-blocked layout on or off (see PlanBuilder).
-    public init(_ network: Layer, inputShape: [Int], threads: Int = 1, depthwiseLanes: Bool? = nil,
+    public convenience init(_ network: Layer, inputShape: [Int], threads: Int = 1, depthwiseLanes: Bool? = nil,
                 channelBlocks: Bool? = nil) {
-        let b = PlanBuilder(depthwiseLanes: depthwiseLanes, channelBlocks: channelBlocks)
+        self.init(network, inputShape: inputShape, threads: threads,
+                  builder: PlanBuilder(depthwiseLanes: depthwiseLanes, channelBlocks: channelBlocks))
+    }
+
+    /// Compiles with a builder of the caller's settings (tests).
+    init(_ network: Layer, inputShape: [Int], threads: Int = 1, builder b: PlanBuilder) {
         let x = b.newValue(inputShape)
         let y = b.plain(b.lower(network, x))
         self.inputShape = inputShape

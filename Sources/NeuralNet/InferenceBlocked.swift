@@ -81,6 +81,24 @@ extension PlanBuilder {
     }
 }
 
+extension Conv2d {
+    /// A 1×1 layer's weights packed for gdh_blocked_pointwise with an inference BatchNorm's
+    /// scale folded in, and its bias · scale + shift (zeros after the last channel).
+    func blockedPointwiseWeights(_ batchNorm: BatchNorm2d?) -> (packed: [Float], bias: [Float]) {
+        let (ins, outs) = (inChannels, outChannels)
+        let (scale, shift) = batchNormFold(batchNorm, channels: outs)
+        var p = [Float](repeating: 0, count: Int(gdh_blocked_pointwise_packed_floats(Int32(ins), Int32(outs))))
+        weight.value.data.withUnsafeBufferPointer { w in
+            scale.withUnsafeBufferPointer { s in
+                p.withUnsafeMutableBufferPointer { gdh_blocked_pointwise_pack(w.baseAddress, s.baseAddress, Int32(ins), Int32(outs), $0.baseAddress) }
+            }
+        }
+        var b = [Float](repeating: 0, count: Int(gdh_blocked_pointwise_bias_floats(Int32(outs))))
+        for k in 0..<outs { b[k] = (bias?.value.data[k] ?? 0) * scale[k] + shift[k] }
+        return (p, b)
+    }
+}
+
 /// Planes → blocks or back, split between threads by blocks.
 final class BlockedReorderStep: PlanStep {
     let input: Int, output: Int, channels: Int, plane: Int, toBlocks: Bool
@@ -134,18 +152,7 @@ final class BlockedPointwiseStep: PlanStep {
          builder: PlanBuilder) {
         precondition(x.shape.count == 3 && x.c == conv.inChannels, "Conv2d expects (\(conv.inChannels), H, W), got \(x.shape)")
         c = conv.inChannels; o = conv.outChannels; positions = x.h * x.w
-        let (scale, shift) = batchNormFold(batchNorm, channels: o)
-        let (ins, outs) = (c, o)
-        var p = [Float](repeating: 0, count: Int(gdh_blocked_pointwise_packed_floats(Int32(ins), Int32(outs))))
-        conv.weight.value.data.withUnsafeBufferPointer { w in
-            scale.withUnsafeBufferPointer { s in
-                p.withUnsafeMutableBufferPointer { gdh_blocked_pointwise_pack(w.baseAddress, s.baseAddress, Int32(ins), Int32(outs), $0.baseAddress) }
-            }
-        }
-        packed = p
-        var b = [Float](repeating: 0, count: Int(gdh_blocked_pointwise_bias_floats(Int32(o))))
-        for k in 0..<o { b[k] = (conv.bias?.value.data[k] ?? 0) * scale[k] + shift[k] }
-        bias = b
+        (packed, bias) = conv.blockedPointwiseWeights(batchNorm)
         act = activationCode(activation).0
         outputShape = [o, x.h, x.w]
         if let r = residual { precondition(r.shape == outputShape, "residual \(r.shape) does not fit \(outputShape)") }
@@ -367,6 +374,93 @@ final class BlockedSmallConvStep: PlanStep {
                                                    Int32(padLeft), Int32(rows), Int32(outW), wp.baseAddress, bp.baseAddress,
                                                    sp.count > 0 ? sp.baseAddress : nil, tp.count > 0 ? tp.baseAddress : nil,
                                                    act, y, Int32(o), Int32(r.lowerBound), Int32(r.upperBound), level)
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+extension PlanBuilder {
+    /// Expanded values of this many floats and more are not stored: a 1×1 expansion and the
+    /// depthwise convolution after it run as one step (GDH_FUSE_MIN_FLOATS overrides).
+    static let fuseMinFloats = Int(ProcessInfo.processInfo.environment["GDH_FUSE_MIN_FLOATS"] ?? "") ?? (1 << 17)
+    /// Scratch floats per thread for the bands of a fused expansion (256 KiB: they stay in L2).
+    static let fuseBandFloats = 1 << 16
+
+    /// The 1×1 expansion `expand` (+ BatchNorm, activation) of a blocked input fused with the
+    /// depthwise `dw` (+ BatchNorm, activation) after it; nil when they do not qualify.
+    func blockedExpandDepthwise(_ expand: Conv2d, _ x: PlanValue, batchNorm bn0: BatchNorm2d?, activation act0: Activation.Kind?,
+                                depthwise dw: GroupedConv2d, batchNorm bn1: BatchNorm2d?, activation act1: Activation.Kind?) -> PlanValue? {
+        guard channelBlocks, isBlocked(x), x.shape.count == 3, expand.kernelH == 1, expand.kernelW == 1, expand.stride == 1,
+              expand.padding == 0, expand.inChannels % 8 == 0, expand.outChannels % 8 == 0, PlanBuilder.blockable(act0),
+              dw.usesDepthwiseKernels, dw.inChannels == expand.outChannels, dw.outChannels == dw.inChannels,
+              PlanBuilder.blockable(act1),
+              fuseExpansions ?? (expand.outChannels * x.h * x.w >= PlanBuilder.fuseMinFloats) else { return nil }
+        let step = BlockedExpandDepthwiseStep(expand, input: x, batchNorm: bn0, activation: act0, depthwise: dw, batchNorm: bn1,
+                                              activation: act1, builder: self)
+        steps.append(step)
+        blockedValues.insert(step.output)
+        return PlanValue(id: step.output, shape: step.outputShape)
+    }
+}
+
+/// A 1×1 expansion and the depthwise convolution after it, each with its BatchNorm folded
+/// in and its activation, in one pass (gdh_blocked_expand_depthwise): the expanded value is
+/// computed band by band into each thread's scratch and never stored whole. Split between
+/// threads by output rows.
+final class BlockedExpandDepthwiseStep: PlanStep {
+    let input: Int, output: Int
+    let outputShape: [Int]
+    let c: Int
+    let packed: [Float], expandBias: [Float], weights: [Float], bias: [Float]
+    let actExpand: Int32, act: Int32
+    let geometry: gdh_dw_geometry
+    let perThread: Int
+    let flops: Double
+    var inputs: [Int] { [input] }
+    var scratchFloats: Int { perThread * ConvStep.maxThreads }
+    let label: String
+
+    init(_ expand: Conv2d, input x: PlanValue, batchNorm bn0: BatchNorm2d?, activation act0: Activation.Kind?,
+         depthwise dw: GroupedConv2d, batchNorm bn1: BatchNorm2d?, activation act1: Activation.Kind?, builder: PlanBuilder) {
+        precondition(x.shape.count == 3 && x.c == expand.inChannels, "Conv2d expects (\(expand.inChannels), H, W), got \(x.shape)")
+        c = x.c
+        let mid = expand.outChannels
+        (packed, expandBias) = expand.blockedPointwiseWeights(bn0)
+        var g = dw.depthwiseGeometry(height: x.h, width: x.w)
+        precondition(g.out_h > 0 && g.out_w > 0, "GroupedConv2d: input \(x.h)x\(x.w) is smaller than the kernel")
+        geometry = g
+        let (folded, shifted) = dw.foldedDepthwise(bn1)
+        (weights, bias) = packDepthwiseLanes(folded, shifted, channels: mid, taps: dw.kernel * dw.kernel)
+        actExpand = activationCode(act0).0
+        act = activationCode(act1).0
+        outputShape = [mid, Int(g.out_h), Int(g.out_w)]
+        input = x.id
+        output = builder.newValue(outputShape).id
+        perThread = (Int(gdh_blocked_expand_depthwise_scratch_floats(&g, builder.fuseBandFloats)) + 15) & ~15
+        flops = 2 * Double(c * mid * x.h * x.w) + 2 * Double(mid * dw.kernel * dw.kernel * outputShape[1] * outputShape[2])
+        label = "conv \(c)->\(mid) k1 + depthwise k\(dw.kernel) s\(dw.stride) \(x.h)x\(x.w) (blocked)"
+    }
+
+    func run(_ m: PlanMemory) {
+        let started = ConvProfiler.enabled ? DispatchTime.now().uptimeNanoseconds : 0
+        defer { if ConvProfiler.enabled { ConvProfiler.record(start: started, flops: flops) } }
+        let rows = outputShape[1]
+        let parts = flops / 2 >= Double(m.parallelWork) ? min(m.threads, ConvStep.maxThreads, rows) : 1
+        let x = m[input], y = m[output], scratch = m.scratch, per = perThread, level = m.kernelLevel
+        let (c, actExpand, act) = (c, actExpand, act)
+        packed.withUnsafeBufferPointer { pp in
+            expandBias.withUnsafeBufferPointer { ep in
+                weights.withUnsafeBufferPointer { wp in
+                    bias.withUnsafeBufferPointer { bp in
+                        parallel(parts, parts) { i in
+                            var g = geometry
+                            let r = split(rows, parts, i)
+                            gdh_blocked_expand_depthwise(x, Int32(c), pp.baseAddress, ep.baseAddress, actExpand, &g, wp.baseAddress,
+                                                         bp.baseAddress, act, y, Int32(r.lowerBound), Int32(r.upperBound),
+                                                         scratch + i * per, per, level)
                         }
                     }
                 }

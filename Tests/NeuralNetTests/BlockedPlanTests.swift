@@ -181,4 +181,54 @@ struct BlockedPlanTests {
             #expect(got == kinds, "\(label): \(got)")
         }
     }
+
+    struct FusedCase: CustomTestStringConvertible, Sendable {
+        let c, mid, out, k, stride, h, w: Int
+        var testDescription: String { "\(c)->\(mid) k\(k) s\(stride) ->\(out) \(h)x\(w)" }
+    }
+
+    /// Expansion + depthwise fused: both fast kernels and strides, a generic kernel (7),
+    /// widths of whole and partial groups of four blocks (40, 144 channels), one-row and
+    /// narrow planes, with and without the block's residual.
+    static let fusedCases: [FusedCase] = [
+        FusedCase(c: 8, mid: 48, out: 8, k: 3, stride: 1, h: 9, w: 11),
+        FusedCase(c: 16, mid: 96, out: 24, k: 3, stride: 2, h: 16, w: 15),
+        FusedCase(c: 8, mid: 48, out: 16, k: 5, stride: 2, h: 13, w: 18),
+        FusedCase(c: 24, mid: 144, out: 24, k: 5, stride: 1, h: 7, w: 7),
+        FusedCase(c: 16, mid: 40, out: 16, k: 3, stride: 1, h: 10, w: 3),
+        FusedCase(c: 8, mid: 24, out: 8, k: 3, stride: 2, h: 1, w: 9),
+        FusedCase(c: 16, mid: 32, out: 16, k: 7, stride: 2, h: 12, w: 12),
+    ]
+
+    @Test("a 1x1 expansion fused with its depthwise convolution, in bands of a few rows", arguments: fusedCases)
+    func fusedExpansion(_ c: FusedCase) {
+        var rng = SplitMix64(seed: UInt64(c.c * 3 + c.mid * 5 + c.k * 7 + c.stride * 11 + c.h * 13 + c.w))
+        // A first depthwise layer makes the expansion's input blocked, as in EfficientNet.
+        let chain = Chain([
+            ("_expand_conv", Conv2d(c.c, c.mid, kernel: 1, bias: false)), ("_bn0", BatchNorm2d(c.mid, eps: 1e-3)), (nil, Activation(.relu6)),
+            ("_depthwise_conv", GroupedConv2d(c.mid, c.mid, kernel: c.k, stride: c.stride, padding: .same, groups: c.mid, bias: false)),
+            ("_bn1", BatchNorm2d(c.mid, eps: 1e-3)), (nil, Activation(.relu6)),
+            ("_project_conv", Conv2d(c.mid, c.out, kernel: 1, bias: false)), ("_bn2", BatchNorm2d(c.out, eps: 1e-3)),
+        ])
+        let block: Layer = c.stride == 1 && c.c == c.out ? ResidualBlock(chain) : chain
+        let net = Chain([("first", GroupedConv2d(c.c, c.c, kernel: 3, padding: .same, groups: c.c)), ("block", block)])
+        randomize(net, &rng)
+        let x = randomTensor([2, c.c, c.h, c.w], &rng, scale: 3)
+        let reference = net.forward(x)
+        for level in 0...DirectConvolution.bestKernel {
+            for threads in [1, 2] {
+                // The least band memory: three output rows per band, so most planes take several.
+                let plan = InferencePlan(net, inputShape: [c.c, c.h, c.w], threads: threads,
+                                         builder: PlanBuilder(channelBlocks: true, fuseExpansions: true, fuseBandFloats: 0))
+                plan.kernelLevel = level
+                plan.parallelWork = 0
+                plan.adaptiveThreads = false
+                let kinds = plan.steps.map { "\(type(of: $0))" }
+                #expect(kinds.filter { $0 == "BlockedExpandDepthwiseStep" }.count == 1 && kinds.filter { $0 == "BlockedDepthwiseStep" }.count == 1,
+                        "\(c.testDescription): \(kinds)")
+                let d = planDifference(plan.forward(x), reference)
+                #expect(d <= 1e-4, "\(c.testDescription): \(DirectConvolution.kernelName(level)), \(threads) thread(s): differs by \(d)")
+            }
+        }
+    }
 }

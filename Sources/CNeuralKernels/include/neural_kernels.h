@@ -229,8 +229,8 @@ void gdh_depthwise_infer_lanes(const gdh_dw_geometry *g, const float *x, const f
 // MARK: Channel-blocked inference (blocked_kernels.c)
 
 /// The NCHWc8 layout: a value of C channels (C a multiple of 8) over `plane` positions is
-/// stored as [C/8][plane][8], its blocks gdh_blocked_floats(8, plane) floats apart (a little
-/// more than plane · 8 for some planes); gdh_blocked_floats(C, plane) in all.
+/// stored as [C/8][plane][8], its blocks gdh_blocked_floats(8, plane) floats apart (today
+/// plane · 8); gdh_blocked_floats(C, plane) in all.
 long gdh_blocked_floats(int channels, long plane);
 /// Blocks [blk_begin, blk_end) of x (planes, C × plane) go to y
 /// in blocks (to_blocks = 1) or back (0); x and y distinct. `level` as gdh_conv_direct.
@@ -254,6 +254,16 @@ void gdh_blocked_pointwise(const float *x, long positions, int in_c, const float
 void gdh_blocked_depthwise(const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8,
                            const float *residual, int act, float *y, int blk_begin, int blk_end,
                            int row_begin, int row_end, int level);
+/// A 1×1 convolution (in_c → g->channels, weights and bias as gdh_blocked_pointwise's, act
+/// act_expand) and the depthwise convolution g after it (weights and act as
+/// gdh_blocked_depthwise's, no residual) in one pass over a blocked input of g->height ×
+/// g->width: the expanded value is never stored whole, only bands of it in `scratch` (of
+/// scratch_floats, at least scratch_floats(g, 0); scratch_floats(g, budget) is the larger
+/// of that least and budget). Output rows [row_begin, row_end).
+long gdh_blocked_expand_depthwise_scratch_floats(const gdh_dw_geometry *g, long budget);
+void gdh_blocked_expand_depthwise(const float *x, int in_c, const float *packed, const float *bias, int act_expand,
+                                  const gdh_dw_geometry *g, const float *w8, const float *b8, int act, float *y,
+                                  int row_begin, int row_end, float *scratch, long scratch_floats, int level);
 /// A kernel × kernel convolution (stride, zero padding pad_top / pad_left before the first
 /// row and column, as far as needed after the last) of a planar input of few channels (an
 /// image) into a blocked output of out_c channels (a multiple of 16), output rows
