@@ -154,12 +154,29 @@ INLINE void pw_tile(const float *x, long xs, int in_c, const float *packed, cons
     default: pw_tile(x, xs, in_c, packed, bias, res, act, y, ys, yb0, ob0, p0, NZ, NH, 12); break; \
     }
 
+// The first work item of part `part` of `parts`, when parts take contiguous runs of items of
+// equal cost: an item costs the blocks of its channel tile (the last tile of a layer whose
+// width is not a whole number of tiles is cheaper; splitting by item count left one thread
+// with four times the other's work on 144->40 layers, for example).
+static long pw_split(long ptiles, long ctiles, long blocks, long tile_blocks, int weights_outer, int part, int parts) {
+    const long target = ptiles * blocks * part / parts;
+    if (weights_outer) {  // channel tiles outermost: ptiles items of each tile
+        const long full = ptiles * tile_blocks;
+        const long ct = target / full < ctiles - 1 ? target / full : ctiles - 1;
+        const long nb = ct < ctiles - 1 ? tile_blocks : blocks - ct * tile_blocks;
+        const long i = (target - ct * full + nb - 1) / nb;
+        return ct * ptiles + (i < ptiles ? i : ptiles);
+    }
+    const long pt = target / blocks;  // position tiles outermost: each costs `blocks`
+    return pt * ctiles + (target - pt * blocks + tile_blocks - 1) / tile_blocks;
+}
+
 // Work items are (position tile, channel tile) pairs. On planes of more than 24 position
 // tiles channel tiles are innermost, so that a position tile's input stays in L1 while every
 // tile of output channels reads it; on smaller planes (7x7 to 16x16, where the weights are
 // the larger operand) position tiles are innermost, so that each tile of weights is read
 // from memory once (measured: lite0 H at 224 px 9.5-9.8 -> 9.0-9.3 ms on one thread). Part
-// `part` of `parts` takes a contiguous run of items. Channel tiles are 2·NZMAX blocks of
+// `part` of `parts` takes a contiguous run of items of about equal cost (pw_split). Channel tiles are 2·NZMAX blocks of
 // [ob_lo, ob_hi) (ob_lo even; the last tile what is left); position tiles split P evenly
 // in tiles of at most NPMAX (16 positions as 8 + 8, not 12 + 4). Blocks of x are xs floats
 // apart, of y and res ys, y's first block being output block yb0.
@@ -169,9 +186,9 @@ INLINE void pw_body(const float *x, long xs, long P, int in_c, const float *pack
     const int tile_blocks = 2 * NZMAX;
     const long ptiles = (P + NPMAX - 1) / NPMAX, ctiles = (ob_hi - ob_lo + tile_blocks - 1) / tile_blocks;
     const long npt = (P + ptiles - 1) / ptiles;
-    const long items = ptiles * ctiles;
-    const long i0 = items * part / parts, i1 = items * (part + 1) / parts;
     const int weights_outer = ptiles <= 24;
+    const long i0 = pw_split(ptiles, ctiles, ob_hi - ob_lo, tile_blocks, weights_outer, part, parts);
+    const long i1 = pw_split(ptiles, ctiles, ob_hi - ob_lo, tile_blocks, weights_outer, part + 1, parts);
     for (long t = i0; t < i1; t++) {
         const long pt = weights_outer ? t % ptiles : t / ctiles, ct = weights_outer ? t / ptiles : t % ctiles;
         const long p0 = pt * npt;
