@@ -71,14 +71,28 @@ public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
 
     /// Parses the hex text form from its UTF-8 bytes.
     public init(hexUTF8 digits: some Collection<UInt8>, width: CodeWidth) throws {
+        // Contiguous bytes (arrays, buffer views) take the specialised loop below; a
+        // generic loop over a collection from another module is not specialised and
+        // spent most of a write's parsing time in the runtime's metadata look-ups.
+        if let parsed = try digits.withContiguousStorageIfAvailable({ try HammingCode(hexBytes: $0, width: width) }) {
+            self = parsed
+        } else {
+            self = try Array(digits).withUnsafeBufferPointer { try HammingCode(hexBytes: $0, width: width) }
+        }
+    }
+
+    /// Parses the hex text form from a buffer of its UTF-8 bytes.
+    public init(hexBytes digits: UnsafeBufferPointer<UInt8>, width: CodeWidth) throws {
         guard digits.count == width.hexDigits else {
             throw CodeError.badLength(expected: width.hexDigits, got: digits.count)
         }
         var words = [UInt64](repeating: 0, count: width.words)
-        for (i, c) in digits.enumerated() {
-            guard let v = hexValue(c) else { throw CodeError.badDigit(position: i) }
-            let bit = i * 4
-            words[bit >> 6] |= UInt64(v) << UInt64(60 - (bit & 63))
+        try words.withUnsafeMutableBufferPointer { out in
+            for i in 0..<digits.count {
+                guard let v = hexValue(digits[i]) else { throw CodeError.badDigit(position: i) }
+                let bit = i &* 4
+                out[bit >> 6] |= UInt64(v) << UInt64(60 - (bit & 63))
+            }
         }
         self.width = width
         self.words = words
@@ -90,11 +104,23 @@ public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
             throw CodeError.badLength(expected: width.hexDigits, got: bytes.count * 2)
         }
         var words = [UInt64](repeating: 0, count: width.words)
-        for (i, byte) in bytes.enumerated() {
-            words[i >> 3] |= UInt64(byte) << UInt64(56 - 8 * (i & 7))
+        words.withUnsafeMutableBufferPointer { out in
+            let fill = { (b: UnsafeBufferPointer<UInt8>) in
+                for i in 0..<b.count { out[i >> 3] |= UInt64(b[i]) << UInt64(56 - 8 * (i & 7)) }
+            }
+            // Contiguous bytes take the specialised loop (see init(hexUTF8:width:)).
+            if bytes.withContiguousStorageIfAvailable(fill) == nil { Array(bytes).withUnsafeBufferPointer(fill) }
         }
         self.width = width
         self.words = words
+    }
+
+    /// Appends the packed bytes (most significant first) to `out`, without an
+    /// intermediate array.
+    public func appendBytes(to out: inout [UInt8]) {
+        for i in 0..<width.bytes {
+            out.append(UInt8(truncatingIfNeeded: words[i >> 3] >> UInt64(56 - 8 * (i & 7))))
+        }
     }
 
     /// The packed bytes, most significant first (`bits / 8` of them).

@@ -463,7 +463,7 @@ public final class HashStore {
                         changes.append(.insert(id, key, code))
                     }
                     record.removeAll(keepingCapacity: true)
-                    record.append(contentsOf: code.bytes)
+                    code.appendBytes(to: &record)
                     record.append(contentsOf: key.utf8)
                     try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: flags) }
                     try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }

@@ -109,41 +109,104 @@ final class BaseTable {
     }
 }
 
-/// Entries added since the table was built: substring value → ids. A bitmap over
-/// the values lets a probe skip the hash look-up for the (usual) empty bucket.
+/// Entries added since the table was built: substring value → ids, in flat arrays (no
+/// allocation per entry or per bucket). Each bucket with entries has a slot in an
+/// open-addressing hash of the values (`slotValue`, `slotHead`, linear probing, at most half
+/// full) whose head is its newest entry; `entryNext` chains the entries of a bucket, newest
+/// first. A bitmap over the values lets a probe skip the hash look-up for the (usual) empty
+/// bucket. About 8 bytes per entry and 16 per bucket with entries.
 struct DeltaTable {
     let bits: Int
-    private var map: [UInt32: [UInt32]] = [:]
-    private var present: [UInt64]
+    private var present: [UInt64] = []
+    private var slotValue: [UInt32] = []
+    private var slotHead: [UInt32] = []
+    private var slotsUsed = 0
+    /// log2 of the slot count.
+    private var slotBits = 0
+    private var entryNext: [UInt32] = []
+    private var entryID: [UInt32] = []
+    private static let none = UInt32.max
 
     init(bits: Int) {
         self.bits = bits
-        present = []
+    }
+
+    @inline(__always)
+    private func isPresent(_ v: UInt32) -> Bool {
+        !present.isEmpty && (present[Int(v >> 6)] >> UInt64(v & 63)) & 1 == 1
+    }
+
+    /// The slot of value v, or of the empty place where it would go.
+    @inline(__always)
+    private func slot(_ v: UInt32) -> Int {
+        let mask = slotValue.count - 1
+        var s = Int(truncatingIfNeeded: (UInt64(v) &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - slotBits))
+        while slotHead[s] != DeltaTable.none && slotValue[s] != v { s = (s + 1) & mask }
+        return s
+    }
+
+    /// The newest entry of bucket v, or `none`.
+    @inline(__always)
+    private func head(_ v: UInt32) -> UInt32 {
+        isPresent(v) ? slotHead[slot(v)] : DeltaTable.none
     }
 
     @inline(__always)
     func forEach(_ v: UInt32, _ body: (UInt32) -> Void) {
-        guard !present.isEmpty, (present[Int(v >> 6)] >> UInt64(v & 63)) & 1 == 1, let list = map[v] else { return }
-        for id in list { body(id) }
+        var e = head(v)
+        while e != DeltaTable.none {
+            body(entryID[Int(e)])
+            e = entryNext[Int(e)]
+        }
     }
 
     func contains(_ v: UInt32, _ id: UInt32) -> Bool {
-        guard !present.isEmpty, (present[Int(v >> 6)] >> UInt64(v & 63)) & 1 == 1 else { return false }
-        return map[v]?.contains(id) ?? false
+        var e = head(v)
+        while e != DeltaTable.none {
+            if entryID[Int(e)] == id { return true }
+            e = entryNext[Int(e)]
+        }
+        return false
     }
 
     mutating func append(_ v: UInt32, _ id: UInt32) {
         if present.isEmpty { present = [UInt64](repeating: 0, count: ((1 << bits) + 63) / 64) }
+        if 2 * (slotsUsed + 1) > slotValue.count { growSlots() }
+        let s = slot(v)
+        if slotHead[s] == DeltaTable.none {
+            slotValue[s] = v
+            slotsUsed += 1
+        }
         present[Int(v >> 6)] |= UInt64(1) << UInt64(v & 63)
-        map[v, default: []].append(id)
+        precondition(entryID.count < Int(DeltaTable.none), "delta table full")
+        entryNext.append(slotHead[s])
+        entryID.append(id)
+        slotHead[s] = UInt32(entryID.count - 1)
+    }
+
+    /// Doubles the hash (at least 64 slots) and re-inserts the buckets; entries stay put.
+    private mutating func growSlots() {
+        let oldValue = slotValue, oldHead = slotHead
+        slotBits = max(6, slotBits + 1)
+        let capacity = 1 << slotBits
+        slotValue = [UInt32](repeating: 0, count: capacity)
+        slotHead = [UInt32](repeating: DeltaTable.none, count: capacity)
+        for i in oldHead.indices where oldHead[i] != DeltaTable.none {
+            let s = slot(oldValue[i])
+            slotValue[s] = oldValue[i]
+            slotHead[s] = oldHead[i]
+        }
     }
 
     /// Entries whose item is dead or no longer has this substring value.
     func staleCount(codes: CodeArray, layout: SubstringLayout, table j: Int) -> Int {
         var stale = 0
-        for (v, list) in map {
-            for id in list where !codes.isLive(id) || layout.substring(j, of: codes.pointer(id)) != v {
-                stale += 1
+        for s in slotHead.indices {
+            var e = slotHead[s]
+            while e != DeltaTable.none {
+                let id = entryID[Int(e)]
+                if !codes.isLive(id) || layout.substring(j, of: codes.pointer(id)) != slotValue[s] { stale += 1 }
+                e = entryNext[Int(e)]
             }
         }
         return stale
