@@ -1,43 +1,48 @@
+import HashStore
 import NIOCore
 import WireProtocol
 
 /// One client connection: parses each framed line, runs it through the service and
-/// writes the answers back in request order.
+/// writes the answers back in request order. The ordering, read-your-writes and
+/// back-pressure rules are `ConnectionState`'s (PROTOCOL.md section 6); this handler only
+/// performs its actions: it runs requests, collects answers into one outbound buffer and
+/// flushes it once per read burst or per delivery of answers, pauses and resumes reading.
 ///
-/// Ordering (PROTOCOL.md section 6): a run of consecutive writes is handed to the
-/// writer back to back, without waiting (so a pipelining client gets group commit);
-/// any other request waits until everything before it on this connection has been
-/// answered, so it sees the effect of every earlier request. Replies are written in
-/// request order whatever order they finish in.
-///
-/// Back-pressure: past `maxInFlight` unanswered requests the handler stops reading
-/// from the socket until half of them are answered.
-final class ConnectionHandler: ChannelInboundHandler {
+/// Writes of codes and deletes reach the writer with this handler as their `WriteSink`:
+/// the writer hands back the outcomes of a whole batch in one task on this event loop.
+final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Sendable {
     typealias InboundIn = FramedLine
     typealias OutboundOut = ByteBuffer
 
     private let service: Service
     private let maxLineBytes: Int
-    private let maxInFlight: Int
-
-    /// Every request received so far is answered (its reply written) when this completes.
-    private var allAnswered: EventLoopFuture<Void>?
-    /// When the previous request was a write: completes once it is in the writer's queue.
-    private var lastWriteQueued: EventLoopFuture<Void>?
-    private var inFlight = 0
-    private var readingPaused = false
+    private var state: ConnectionState<Command>
+    private var context: ChannelHandlerContext?
+    /// Answers collected and not yet written to the channel.
+    private var output: ByteBuffer?
     private var closing = false
-    private var needsFlush = false
+    /// Completed once every request read so far is answered.
+    private var drainWaiters: [EventLoopPromise<Void>] = []
 
-    init(service: Service, maxLineBytes: Int, maxInFlight: Int = 4096) {
+    let eventLoop: EventLoop
+
+    init(service: Service, maxLineBytes: Int, maxInFlight: Int = 4096, eventLoop: EventLoop) {
         self.service = service
         self.maxLineBytes = maxLineBytes
-        self.maxInFlight = maxInFlight
+        self.eventLoop = eventLoop
+        state = ConnectionState(maxInFlight: maxInFlight)
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
     }
 
     func channelActive(context: ChannelHandlerContext) {
         service.connectionOpened()
-        allAnswered = context.eventLoop.makeSucceededVoidFuture()
         context.fireChannelActive()
     }
 
@@ -48,62 +53,82 @@ final class ConnectionHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
-        let loop = context.eventLoop
-        let command: Result<Command, ProtocolError>
         switch unwrapInboundIn(data) {
         case .tooLong:
-            command = .failure(.tooLong(limit: maxLineBytes))
+            state.receive(.ping, order: .answered(ResponseFormatter.error(ProtocolError.tooLong(limit: maxLineBytes))))
         case .line(let buffer):
-            command = RequestParser.parse(buffer.readableBytesView)
-        }
-
-        let previous = allAnswered ?? loop.makeSucceededVoidFuture()
-        let reply: EventLoopFuture<String>
-        switch command {
-        case .failure(let error):
-            // Nothing to run: the answer only has to wait for its turn.
-            reply = loop.makeSucceededFuture(ResponseFormatter.error(error))
-            lastWriteQueued = nil
-        case .success(let cmd) where isPipelinedWrite(cmd):
-            // A write may be queued as soon as the write before it is queued; after a
-            // read it waits for everything earlier.
-            let gate = lastWriteQueued ?? previous
-            let queued = loop.makePromise(of: Void.self)
-            reply = gate.flatMap {
-                let r = self.service.execute(cmd, on: loop)
-                queued.succeed(())
-                return r
+            switch RequestParser.parse(buffer.readableBytesView) {
+            case .failure(let error):
+                state.receive(.ping, order: .answered(ResponseFormatter.error(error)))
+            case .success(let cmd):
+                if cmd == .quit { closing = true }
+                state.receive(cmd, order: isPipelinedWrite(cmd) ? .pipelinedWrite : .afterEarlier, closes: cmd == .quit)
             }
-            lastWriteQueued = queued.futureResult
-        case .success(let cmd):
-            reply = previous.flatMap { self.service.execute(cmd, on: loop) }
-            lastWriteQueued = nil
-            if cmd == .quit { closing = true }
         }
+        perform(context: context)
+    }
 
-        inFlight += 1
-        if inFlight >= maxInFlight && !readingPaused {
-            readingPaused = true
-            _ = context.channel.setOption(ChannelOptions.autoRead, value: false)
-        }
-        let isQuit = closing
-        let answered = previous.and(reply).map { (_, text) -> Void in
-            var out = context.channel.allocator.buffer(capacity: text.utf8.count)
-            out.writeString(text)
-            context.write(self.wrapOutboundOut(out), promise: nil)
-            self.scheduleFlush(context: context)
-            self.inFlight -= 1
-            if self.readingPaused && self.inFlight <= self.maxInFlight / 2 {
-                self.readingPaused = false
-                _ = context.channel.setOption(ChannelOptions.autoRead, value: true)
-            }
-            if isQuit {
-                context.writeAndFlush(self.wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushOutput(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    /// The writer's outcomes for a batch of this connection's writes (on the event loop).
+    func writesDone(_ outcomes: [(UInt64, Result<WriteOutcome, Error>)]) {
+        for (seq, result) in outcomes { state.answer(seq, service.answer(result)) }
+        perform(context: context)
+        if let context { flushOutput(context: context) }
+    }
+
+    /// Does what the state asks, until it asks nothing more. Without a context (the
+    /// channel is gone) requests still run, in order, and their answers are dropped:
+    /// every request that was read is executed.
+    private func perform(context: ChannelHandlerContext?) {
+        while let action = state.nextAction() {
+            switch action {
+            case .run(let seq, let cmd):
+                switch service.execute(cmd, on: eventLoop, sink: self, seq: seq) {
+                case .now(let text):
+                    state.answer(seq, text)
+                case .later(let future):
+                    future.whenComplete { result in
+                        switch result {
+                        case .success(let text): self.state.answer(seq, text)
+                        case .failure(let error): self.state.answer(seq, self.service.render(error))
+                        }
+                        self.perform(context: self.context)
+                        if let context = self.context { self.flushOutput(context: context) }
+                    }
+                case .queued:
+                    break
+                }
+            case .write(let text):
+                guard let context else { break }
+                if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
+                output!.writeString(text)
+            case .pauseReading:
+                _ = context?.channel.setOption(ChannelOptions.autoRead, value: false)
+            case .resumeReading:
+                _ = context?.channel.setOption(ChannelOptions.autoRead, value: true)
+            case .close:
+                guard let context else { break }
+                flushOutput(context: context)
+                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
                     context.close(promise: nil)
                 }
             }
         }
-        allAnswered = answered
+        if state.allAnswered && !drainWaiters.isEmpty {
+            let waiters = drainWaiters
+            drainWaiters.removeAll()
+            for p in waiters { p.succeed(()) }
+        }
+    }
+
+    private func flushOutput(context: ChannelHandlerContext) {
+        guard let out = output else { return }
+        output = nil
+        context.writeAndFlush(wrapOutboundOut(out), promise: nil)
     }
 
     /// ADD of a code and DEL go to the writer as soon as the write before them has;
@@ -116,28 +141,20 @@ final class ConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    /// Coalesces flushes: one per turn of the event loop, not one per reply.
-    private func scheduleFlush(context: ChannelHandlerContext) {
-        guard !needsFlush else { return }
-        needsFlush = true
-        context.eventLoop.execute {
-            self.needsFlush = false
-            context.flush()
-        }
-    }
-
-    /// Completes when every request read so far has been answered.
+    /// Completes when every request read so far has been answered (on the event loop).
     func drained(on loop: EventLoop) -> EventLoopFuture<Void> {
-        allAnswered ?? loop.makeSucceededVoidFuture()
+        if state.allAnswered { return loop.makeSucceededVoidFuture() }
+        let p = loop.makePromise(of: Void.self)
+        drainWaiters.append(p)
+        return p.futureResult
     }
 
     /// The client closed its sending side: answer everything read, then close.
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
             closing = true
-            let done = allAnswered ?? context.eventLoop.makeSucceededVoidFuture()
-            done.whenComplete { _ in
-                context.flush()
+            drained(on: context.eventLoop).whenComplete { _ in
+                self.flushOutput(context: context)
                 context.close(promise: nil)
             }
             return

@@ -121,7 +121,7 @@ public final class Daemon: @unchecked Sendable {
             .childChannelOption(ChannelOptions.autoRead, value: true)
             .childChannelOption(ChannelOptions.allowRemoteHalfClosure, value: true)
             .childChannelInitializer { [weak self] channel in
-                let handler = ConnectionHandler(service: service, maxLineBytes: maxLine)
+                let handler = ConnectionHandler(service: service, maxLineBytes: maxLine, eventLoop: channel.eventLoop)
                 let id = ObjectIdentifier(channel)
                 self?.handlers.withLockedValue { $0[id] = (channel, handler) }
                 channel.closeFuture.whenComplete { _ in

@@ -62,42 +62,47 @@ final class Service: @unchecked Sendable {
         return try code(for: source)
     }
 
-    /// The response text for one command. Never fails: errors become `ERR` lines.
-    func execute(_ command: Command, on loop: EventLoop) -> EventLoopFuture<String> {
+    /// How a command's answer comes: now, later on the connection's loop, or (a write
+    /// of a code, or a delete) through the sink's `writesDone` once it is durable.
+    enum Answer {
+        case now(String)
+        case later(EventLoopFuture<String>)
+        case queued
+    }
+
+    /// Runs one command. Never fails: errors become `ERR` lines. `sink` and `seq` name the
+    /// request to the writer when the command is a pipelined write (ADD of a code, DEL).
+    func execute(_ command: Command, on loop: EventLoop, sink: WriteSink, seq: UInt64) -> Answer {
         switch command {
         case .ping:
-            return loop.makeSucceededFuture(ResponseFormatter.ok("PONG"))
+            return .now(ResponseFormatter.ok("PONG"))
         case .quit:
-            return loop.makeSucceededFuture(ResponseFormatter.ok("BYE"))
+            return .now(ResponseFormatter.ok("BYE"))
         case .add(let key, let source):
             // Hex is parsed on the event loop (cheap); images go to the pool first.
             if source.isCode {
-                do { return submitWrite(.add(key: key, code: try code(for: source)), on: loop) } catch {
-                    return loop.makeSucceededFuture(render(error))
+                do { return submitWrite(.add(key: key, code: try code(for: source)), sink: sink, seq: seq) } catch {
+                    return .now(render(error))
                 }
             }
-            guard let encoder else {
-                return loop.makeSucceededFuture(render(ProtocolError.noModel(for: source)))
-            }
-            if let mismatch = modelMismatch() {
-                return loop.makeSucceededFuture(render(mismatch))
-            }
-            return pool.runIfActive(eventLoop: loop) { try encoder.codeForStorage(source) }
+            guard let encoder else { return .now(render(ProtocolError.noModel(for: source))) }
+            if let mismatch = modelMismatch() { return .now(render(mismatch)) }
+            return .later(pool.runIfActive(eventLoop: loop) { try encoder.codeForStorage(source) }
                 .flatMap { self.submitWrite(.add(key: key, code: $0.0, source: $0.1), on: loop) }
-                .recover { self.render($0) }
+                .recover { self.render($0) })
         case .del(let key):
-            return submitWrite(.delete(key: key), on: loop)
+            return submitWrite(.delete(key: key), sink: sink, seq: seq)
         case .compact:
-            return submitAdmin(.compact, on: loop)
+            return .later(submitAdmin(.compact, on: loop))
         case .rebuild(let m):
-            return submitAdmin(.rebuild(m: m), on: loop)
+            return .later(submitAdmin(.rebuild(m: m), on: loop))
         case .verify:
-            return submitAdmin(.verify, on: loop)
+            return .later(submitAdmin(.verify, on: loop))
         case .reencode:
             guard encoder != nil else {
-                return loop.makeSucceededFuture(render(ProtocolError(.noModel, "REENCODE needs a model: start gdhd with --model")))
+                return .now(render(ProtocolError(.noModel, "REENCODE needs a model: start gdhd with --model")))
             }
-            return submitAdmin(.reencode, on: loop)
+            return .later(submitAdmin(.reencode, on: loop))
         case .get(let key):
             return runRead(on: loop) {
                 guard let c = self.store.get(key) else { throw ProtocolError.notFound(key: key) }
@@ -143,24 +148,35 @@ final class Service: @unchecked Sendable {
     /// right on the connection's event loop: a hop to the pool and back costs more than
     /// the query. With `inlineReads` off they go to the query pool instead.
     /// `heavy` reads (image decoding and network passes) always go to the pool.
-    private func runRead(on loop: EventLoop, heavy: Bool = false, _ body: @escaping @Sendable () throws -> String) -> EventLoopFuture<String> {
+    private func runRead(on loop: EventLoop, heavy: Bool = false, _ body: @escaping @Sendable () throws -> String) -> Answer {
         counters.withLockedValue { $0.queries += 1 }
         if inlineReads && !heavy {
-            do { return loop.makeSucceededFuture(try body()) } catch { return loop.makeSucceededFuture(render(error)) }
+            do { return .now(try body()) } catch { return .now(render(error)) }
         }
-        return pool.runIfActive(eventLoop: loop, body).recover { self.render($0) }
+        return .later(pool.runIfActive(eventLoop: loop, body).recover { self.render($0) })
     }
 
+    /// Queues a write whose outcome goes to `sink` as request `seq`.
+    private func submitWrite(_ op: WriteOp, sink: WriteSink, seq: UInt64) -> Answer {
+        counters.withLockedValue { $0.writes += 1 }
+        if writer.submit(.write(op, .sink(sink, seq))) { return .queued }
+        return .now(ResponseFormatter.error(ProtocolError.shutdown))
+    }
+
+    /// The answer line of a write's outcome.
+    func answer(_ result: Result<WriteOutcome, Error>) -> String {
+        switch result {
+        case .success(.added(let id)): return ResponseFormatter.ok(String(id))
+        case .success(.deleted(let existed)): return ResponseFormatter.ok(existed ? "1" : "0")
+        case .failure(let e): return render(e)
+        }
+    }
+
+    /// Queues a write whose answer comes as a future on `loop`.
     private func submitWrite(_ op: WriteOp, on loop: EventLoop) -> EventLoopFuture<String> {
         counters.withLockedValue { $0.writes += 1 }
         let promise = loop.makePromise(of: String.self)
-        let accepted = writer.submit(.write(op) { result in
-            switch result {
-            case .success(.added(let id)): promise.succeed(ResponseFormatter.ok(String(id)))
-            case .success(.deleted(let existed)): promise.succeed(ResponseFormatter.ok(existed ? "1" : "0"))
-            case .failure(let e): promise.succeed(self.render(e))
-            }
-        })
+        let accepted = writer.submit(.write(op, .callback { result in promise.succeed(self.answer(result)) }))
         if !accepted { promise.succeed(ResponseFormatter.error(ProtocolError.shutdown)) }
         return promise.futureResult
     }

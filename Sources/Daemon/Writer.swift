@@ -1,6 +1,16 @@
 import Foundation
 import HashStore
 import Logging
+import NIOCore
+
+/// A connection waiting for the outcomes of its writes.
+protocol WriteSink: AnyObject {
+    /// The loop `writesDone` is called on.
+    var eventLoop: EventLoop { get }
+    /// Outcomes of writes, by the request sequence numbers they were submitted with, in
+    /// submission order.
+    func writesDone(_ outcomes: [(UInt64, Result<WriteOutcome, Error>)])
+}
 
 /// The single writer: a thread that takes queued writes in arrival order and applies
 /// every write waiting at that moment in one transaction (group commit). Nobody is
@@ -14,8 +24,17 @@ final class Writer: @unchecked Sendable {
         case reencode
     }
 
+    /// Who is told that a write is done.
+    enum Completion {
+        /// A closure, called on the writer thread.
+        case callback((Result<WriteOutcome, Error>) -> Void)
+        /// Request `seq` of a connection: the outcomes of a batch go to each sink in one
+        /// hop to its event loop, not one per write.
+        case sink(WriteSink, UInt64)
+    }
+
     enum Job {
-        case write(WriteOp, (Result<WriteOutcome, Error>) -> Void)
+        case write(WriteOp, Completion)
         case admin(Admin, (Result<String, Error>) -> Void)
     }
 
@@ -92,26 +111,48 @@ final class Writer: @unchecked Sendable {
                 continue
             }
             var ops = [WriteOp]()
-            var callbacks = [(Result<WriteOutcome, Error>) -> Void]()
+            var completions = [Completion]()
             ops.reserveCapacity(jobs.count)
+            completions.reserveCapacity(jobs.count)
             for case .write(let op, let done) in jobs {
                 ops.append(op)
-                callbacks.append(done)
+                completions.append(done)
             }
             do {
                 let outcomes = try store.apply(ops, codesModel: encoder?.modelIdentity)
-                for (done, outcome) in zip(callbacks, outcomes) { done(.success(outcome)) }
+                Writer.complete(completions, with: outcomes.map { .success($0) })
                 if let foldError = store.lastFoldError {
                     logger.warning("folding the table delta failed (writes are durable; retried after the next batch): \(foldError)")
                 }
             } catch {
-                for done in callbacks { done(.failure(error)) }
+                Writer.complete(completions, with: Array(repeating: .failure(error), count: completions.count))
             }
         }
         condition.lock()
         finished = true
         condition.broadcast()
         condition.unlock()
+    }
+
+    /// Tells every write of a batch its result: callbacks at once, and each run of
+    /// consecutive writes of one connection in one delivery on its event loop.
+    private static func complete(_ completions: [Completion], with results: [Result<WriteOutcome, Error>]) {
+        var i = 0
+        while i < completions.count {
+            switch completions[i] {
+            case .callback(let done):
+                done(results[i])
+                i += 1
+            case .sink(let sink, _):
+                var run = [(UInt64, Result<WriteOutcome, Error>)]()
+                while i < completions.count, case .sink(let s, let seq) = completions[i], s === sink {
+                    run.append((seq, results[i]))
+                    i += 1
+                }
+                let outcomes = run
+                sink.eventLoop.execute { sink.writesDone(outcomes) }
+            }
+        }
     }
 
     private func runAdmin(_ op: Admin) throws -> String {

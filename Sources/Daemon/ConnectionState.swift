@@ -1,0 +1,167 @@
+/// How a request is ordered against the requests before it on its connection
+/// (Protocol/PROTOCOL.md, section 6).
+enum RequestOrder: Equatable {
+    /// ADD of a code and DEL: handed to the writer as soon as the request before it, when
+    /// that is such a write too, has been handed over (a pipelining client gets group commit).
+    case pipelinedWrite
+    /// Every other request: runs once every earlier request on the connection is answered,
+    /// so it sees the effect of all of them.
+    case afterEarlier
+    /// A line answered without running anything (a parse error): its answer is written in
+    /// its turn. It ends a run of pipelined writes like any other non-write.
+    case answered(String)
+}
+
+/// The ordering, read-your-writes and back-pressure rules of one connection, as a plain
+/// value with no I/O: the connection handler feeds it what arrives (`receive`) and what
+/// finishes (`answer`), and performs the actions it hands back (`nextAction`) in order.
+///
+/// - A request runs when every earlier request is answered, or, for a pipelined write,
+///   as soon as the request just before it is a pipelined write that has run.
+///   Requests run in arrival order.
+/// - Answers are written in arrival order, whatever order they finish in.
+/// - Past `maxInFlight` unanswered requests reading pauses; it resumes once at most
+///   half of that many are unanswered.
+/// - After the answer of a request received with `closes: true` (QUIT) is written, the
+///   connection closes.
+struct ConnectionState<Request> {
+    enum Action {
+        /// Start the request; report its answer with `answer(_:_:)`.
+        case run(UInt64, Request)
+        /// Write this answer (the next one in request order).
+        case write(String)
+        case pauseReading
+        case resumeReading
+        /// Every answer up to the closing request is written: flush and close.
+        case close
+    }
+
+    let maxInFlight: Int
+    /// Sequence number of the next request to arrive (the count received so far).
+    private(set) var received: UInt64 = 0
+    /// Answers written so far: requests `0..<written` are done.
+    private(set) var written: UInt64 = 0
+    /// Answers of requests `written..<received`, nil while unfinished.
+    private var answers = FIFO<String?>()
+    /// Requests that arrived but may not run yet, in arrival order.
+    private var waiting = FIFO<(seq: UInt64, request: Request, order: RequestOrder)>()
+    /// The latest request that ran, and whether it was a pipelined write.
+    private var lastRun: UInt64?
+    private var lastRunWasWrite = false
+    private var closingSeq: UInt64?
+    private(set) var readingPaused = false
+    private var actions = FIFO<Action>()
+
+    init(maxInFlight: Int) {
+        precondition(maxInFlight >= 2)
+        self.maxInFlight = maxInFlight
+    }
+
+    /// Requests received and not yet answered (written).
+    var inFlight: Int { Int(received - written) }
+    /// Every request received so far is answered.
+    var allAnswered: Bool { received == written }
+
+    /// A request arrived; returns its sequence number.
+    @discardableResult
+    mutating func receive(_ request: Request, order: RequestOrder, closes: Bool = false) -> UInt64 {
+        let seq = received
+        received += 1
+        if closes { closingSeq = seq }
+        if case .answered(let text) = order {
+            answers.append(text)
+            flushAnswers()
+            return seq
+        }
+        answers.append(nil)
+        if waiting.isEmpty && mayRun(seq, order) {
+            start(seq, request, order)
+        } else {
+            waiting.append((seq, request, order))
+        }
+        if !readingPaused && inFlight >= maxInFlight {
+            readingPaused = true
+            actions.append(.pauseReading)
+        }
+        return seq
+    }
+
+    /// Request `seq` finished with this answer.
+    mutating func answer(_ seq: UInt64, _ text: String) {
+        precondition(seq >= written && seq < received, "answer for a request that is not in flight")
+        let i = Int(seq - written)
+        precondition(answers[i] == nil, "request answered twice")
+        answers[i] = text
+        flushAnswers()
+    }
+
+    /// The next thing to do, in order; nil when there is nothing.
+    mutating func nextAction() -> Action? { actions.popFirst() }
+
+    private func mayRun(_ seq: UInt64, _ order: RequestOrder) -> Bool {
+        if written == seq { return true }
+        return order == .pipelinedWrite && lastRunWasWrite && lastRun == seq - 1
+    }
+
+    private mutating func start(_ seq: UInt64, _ request: Request, _ order: RequestOrder) {
+        lastRun = seq
+        lastRunWasWrite = order == .pipelinedWrite
+        actions.append(.run(seq, request))
+    }
+
+    private mutating func flushAnswers() {
+        var progressed = false
+        while let first = answers.first, let text = first {
+            _ = answers.popFirst()
+            actions.append(.write(text))
+            written += 1
+            progressed = true
+            if closingSeq == written - 1 { actions.append(.close) }
+        }
+        guard progressed else { return }
+        while let head = waiting.first, mayRun(head.seq, head.order) {
+            _ = waiting.popFirst()
+            start(head.seq, head.request, head.order)
+        }
+        if readingPaused && inFlight <= maxInFlight / 2 {
+            readingPaused = false
+            actions.append(.resumeReading)
+        }
+    }
+}
+
+/// A first-in first-out queue on one array: appends at the end, removal from a moving
+/// head, storage reused once it empties (no allocation in a steady state).
+struct FIFO<Element> {
+    private var storage: [Element] = []
+    private var head = 0
+
+    var isEmpty: Bool { head == storage.count }
+    var count: Int { storage.count - head }
+    var first: Element? { isEmpty ? nil : storage[head] }
+
+    subscript(i: Int) -> Element {
+        get { storage[head + i] }
+        set { storage[head + i] = newValue }
+    }
+
+    mutating func append(_ e: Element) {
+        // Reclaim the consumed prefix once it is most of the array.
+        if head > 0 && head >= storage.count / 2 && storage.count >= 64 {
+            storage.removeFirst(head)
+            head = 0
+        }
+        storage.append(e)
+    }
+
+    mutating func popFirst() -> Element? {
+        guard !isEmpty else { return nil }
+        let e = storage[head]
+        head += 1
+        if head == storage.count {
+            storage.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        return e
+    }
+}
