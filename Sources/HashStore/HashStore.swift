@@ -139,6 +139,8 @@ public final class HashStore {
     /// Counters for STATS.
     public private(set) var commits = 0
     public private(set) var folds = 0
+    /// Keys touched by the batch being written (writer thread only; storage reused).
+    private var batchKeys = BatchKeys()
 
     // MARK: - Open and close
 
@@ -437,7 +439,7 @@ public final class HashStore {
             var storedSource = false
             var next = nextID
             // Keys touched earlier in this batch: id, or nil when deleted.
-            var overlay: [String: UInt32?] = [:]
+            batchKeys.reset(for: batch.count)
             var outcomes = [WriteOutcome](), changes = [Change]()
             outcomes.reserveCapacity(batch.count)
             var record = [UInt8]()
@@ -448,7 +450,7 @@ public final class HashStore {
                     guard code.width == width else {
                         throw StoreError.invalid("code has \(code.width.bits) bits, the database \(width.bits)")
                     }
-                    let existing: UInt32? = overlay[key] ?? keys.lookup(key)
+                    let existing: UInt32? = batchKeys.state(of: key) ?? keys.lookup(key)
                     let id: UInt32
                     // A new id is above every stored one: appending keeps LMDB's pages full.
                     var flags: UInt32 = 0
@@ -473,16 +475,16 @@ public final class HashStore {
                     } else if existing != nil {
                         try txn.delete(dbSources, id: id)
                     }
-                    overlay[key] = .some(id)
+                    batchKeys.set(key, id)
                     outcomes.append(.added(id: id))
                 case .delete(let key):
-                    let existing: UInt32? = overlay[key] ?? keys.lookup(key)
+                    let existing: UInt32? = batchKeys.state(of: key) ?? keys.lookup(key)
                     if let id = existing {
                         try txn.delete(dbItems, id: id)
                         try txn.delete(dbPending, id: id)
                         try txn.delete(dbSources, id: id)
                         changes.append(.remove(id, key))
-                        overlay[key] = .some(nil)
+                        batchKeys.set(key, nil)
                         outcomes.append(.deleted(true))
                     } else {
                         outcomes.append(.deleted(false))

@@ -40,7 +40,7 @@ final class KeyIndex {
     }
 
     @inline(__always)
-    private static func hash(_ key: some Collection<UInt8>) -> UInt64 {
+    static func hash(_ key: some Collection<UInt8>) -> UInt64 {
         // FNV-1a, then a final mix so that low bits depend on every byte.
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in key { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
@@ -113,6 +113,62 @@ final class KeyIndex {
 
     /// Bytes held in memory, for STATS.
     var memoryBytes: Int { arena.capacity + location.capacity * 8 + slots.count * 4 }
+}
+
+/// The keys a batch of writes has touched so far, with the id each now has (nil: deleted),
+/// so that a later write of the batch sees an earlier one before either is in `KeyIndex`.
+/// An open-addressing table of the String keys themselves, hashed with `KeyIndex.hash`;
+/// storage is kept between batches.
+struct BatchKeys {
+    private var slotKey: [String] = []
+    private var slotID: [UInt32] = []
+    private var slotUsed: [Bool] = []
+    /// The slots in use, to empty them without a pass over the whole table.
+    private var touched: [Int] = []
+    private var used: Int { touched.count }
+    private static let deleted = UInt32.max
+
+    /// Empties the table, sized for a batch of `count` writes (grows, never shrinks).
+    mutating func reset(for count: Int) {
+        for i in touched {
+            slotUsed[i] = false
+            slotKey[i] = ""
+        }
+        touched.removeAll(keepingCapacity: true)
+        var c = 16
+        while c < count * 2 { c <<= 1 }
+        if slotUsed.count < c {
+            slotKey = [String](repeating: "", count: c)
+            slotID = [UInt32](repeating: 0, count: c)
+            slotUsed = [Bool](repeating: false, count: c)
+        }
+    }
+
+    private func slot(_ key: String) -> Int {
+        let mask = slotUsed.count - 1
+        var i = Int(truncatingIfNeeded: KeyIndex.hash(key.utf8)) & mask
+        while slotUsed[i] && slotKey[i] != key { i = (i + 1) & mask }
+        return i
+    }
+
+    /// nil: not touched by the batch; .some(nil): deleted by it; .some(id): its id now.
+    func state(of key: String) -> UInt32?? {
+        guard used > 0 else { return nil }
+        let i = slot(key)
+        guard slotUsed[i] else { return nil }
+        return slotID[i] == BatchKeys.deleted ? .some(nil) : .some(slotID[i])
+    }
+
+    mutating func set(_ key: String, _ id: UInt32?) {
+        precondition(2 * (used + 1) <= slotUsed.count, "BatchKeys sized for fewer writes")
+        let i = slot(key)
+        if !slotUsed[i] {
+            slotUsed[i] = true
+            slotKey[i] = key
+            touched.append(i)
+        }
+        slotID[i] = id ?? BatchKeys.deleted
+    }
 }
 
 /// A readers-writer lock that prefers writers, so a stream of queries cannot starve

@@ -21,6 +21,44 @@ func oracle(_ items: [String: HammingCode], order: [String: UInt32], _ q: Hammin
 
 @Suite("HashStore on LMDB")
 struct HashStoreTests {
+    @Test("random batches with repeated keys: every outcome and the final state match a model")
+    func repeatedKeysInBatches() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SplitMix64(seed: 11)
+        let w = try CodeWidth(bits: 64)
+        let store = try HashStore(directory: dir, options: StoreOptions(bits: 64))
+        defer { store.close() }
+        var model: [String: (UInt32, HammingCode)] = [:]
+        var next: UInt32 = 0
+        for round in 0..<60 {
+            // Batch sizes from 1 to a few thousand, so the batch key table grows and is reused.
+            let size = 1 + Int(rng.next() % (round % 7 == 0 ? 3000 : 40))
+            var batch = [WriteOp](), want = [WriteOutcome]()
+            for _ in 0..<size {
+                let key = "k\(rng.next() % 50)"
+                if rng.next() % 3 == 0 {
+                    batch.append(.delete(key: key))
+                    want.append(.deleted(model.removeValue(forKey: key) != nil))
+                } else {
+                    let c = code(w, &rng)
+                    let id = model[key]?.0 ?? next
+                    if model[key] == nil { next += 1 }
+                    model[key] = (id, c)
+                    batch.append(.add(key: key, code: c))
+                    want.append(.added(id: id))
+                }
+            }
+            #expect(try store.apply(batch) == want)
+        }
+        #expect(store.count == model.count)
+        for (key, (id, c)) in model {
+            #expect(store.id(of: key) == id)
+            #expect(store.get(key) == c)
+        }
+        #expect(try store.verify().items == model.count)
+    }
+
     @Test("create, write, reopen: items, ids and answers persist")
     func persistence() throws {
         let dir = tempDir()
