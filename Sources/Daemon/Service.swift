@@ -124,6 +124,12 @@ final class Service: @unchecked Sendable {
             }
         case .stats:
             return runRead(on: loop) { ResponseFormatter.stats(self.statistics()) }
+        case .backup(let path):
+            // On the pool: the copy takes as long as the database is large, and reads a
+            // snapshot, so writes go on meanwhile.
+            counters.withLockedValue { $0.queries += 1 }
+            return .later(pool.runIfActive(eventLoop: loop) { ResponseFormatter.ok(String(try self.store.backup(to: path))) }
+                .recover { self.render($0) })
         }
     }
 

@@ -141,6 +141,9 @@ public final class HashStore {
     public private(set) var folds = 0
     /// Keys touched by the batch being written (writer thread only; storage reused).
     private var batchKeys = BatchKeys()
+    /// Held for reading by a backup (which reads the environment off the writer thread)
+    /// and for writing by the environment swap of COMPACT.
+    private let envSwap = ReadWriteLock()
 
     // MARK: - Open and close
 
@@ -598,7 +601,7 @@ public final class HashStore {
         try HashStore.fsyncPath(tmp)
         // The swap itself runs under the write lock: no reader touches the environment
         // while it is closed. Queries read the mirror, so they only wait for this step.
-        let (renamed, renameError, reopenError): (Bool, Int32, Error?) = rw.withWriteLock {
+        let (renamed, renameError, reopenError): (Bool, Int32, Error?) = envSwap.withWriteLock { rw.withWriteLock {
             let mapSize = env.mapSize
             env.close()
             let renamed = rename(tmp, dataPath) == 0
@@ -621,7 +624,7 @@ public final class HashStore {
             } catch {
                 return (renamed, renameError, error)
             }
-        }
+        } }
         if let reopenError {
             throw StoreError.io("cannot reopen the database after compaction: \(reopenError)")
         }
@@ -630,6 +633,44 @@ public final class HashStore {
             throw StoreError.io("cannot replace the data file: \(String(cString: strerror(renameError)))")
         }
         return (before, HashStore.fileSize(dataPath))
+    }
+
+    /// Writes a consistent, compacted copy of the database to `path` (a new file, never
+    /// an existing one) while writes go on: LMDB's copy reads one snapshot in a read
+    /// transaction. The copy is written beside the destination, synced, then renamed into
+    /// place and the directory synced, so `path` never holds a partial copy. Any thread;
+    /// the environment swap of a COMPACT waits for a running backup. Returns the size.
+    ///
+    /// Restore: put the file as `data.mdb` in an empty directory and open that.
+    public func backup(to path: String) throws -> Int {
+        guard path.hasPrefix("/") else { throw StoreError.invalid("backup path must be absolute: \(path)") }
+        var st = stat()
+        if lstat(path, &st) == 0 { throw StoreError.invalid("\(path) exists; a backup never replaces a file") }
+        let slash = path.lastIndex(of: "/")!
+        let parent = slash == path.startIndex ? "/" : String(path[..<slash])
+        guard path.index(after: slash) < path.endIndex else { throw StoreError.invalid("backup path names a directory: \(path)") }
+        guard stat(parent, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR else {
+            throw StoreError.invalid("the directory \(parent) does not exist")
+        }
+        let tmp = path + ".partial"
+        unlink(tmp)
+        do {
+            try envSwap.withReadLock { try env.copyCompacted(to: tmp) }
+            chmod(tmp, 0o600)
+            try HashStore.fsyncPath(tmp)
+            guard link(tmp, path) == 0 else {
+                throw StoreError.invalid("cannot create \(path): \(String(cString: strerror(errno)))")
+            }
+            unlink(tmp)
+            try HashStore.fsyncPath(parent)
+        } catch let e as StoreError {
+            unlink(tmp)
+            throw e
+        } catch {
+            unlink(tmp)
+            throw StoreError.io("backup to \(path) failed: \(error)")
+        }
+        return HashStore.fileSize(path)
     }
 
     static func fsyncPath(_ path: String) throws {

@@ -71,6 +71,8 @@ public enum Command: Equatable, Hashable, Sendable {
     case get(key: String)
     case knn(k: Int, query: Source)
     case range(radius: Int, query: Source)
+    /// `BACKUP <path>`: a consistent copy of the database written to an absolute path.
+    case backup(path: String)
 
     /// The command word, upper case.
     public var name: String {
@@ -87,6 +89,7 @@ public enum Command: Equatable, Hashable, Sendable {
         case .get: return "GET"
         case .knn: return "KNN"
         case .range: return "RANGE"
+        case .backup: return "BACKUP"
         }
     }
 
@@ -94,7 +97,7 @@ public enum Command: Equatable, Hashable, Sendable {
     public var isWrite: Bool {
         switch self {
         case .add, .del, .compact, .rebuild, .reencode: return true
-        case .ping, .quit, .stats, .verify, .get, .knn, .range: return false
+        case .ping, .quit, .stats, .verify, .get, .knn, .range, .backup: return false
         }
     }
 
@@ -119,6 +122,7 @@ public enum Command: Equatable, Hashable, Sendable {
         case .get(let key): return "GET \(key)"
         case .knn(let k, let s): return "KNN \(k) \(s.word) \(s.argument)"
         case .range(let r, let s): return "RANGE \(r) \(s.word) \(s.argument)"
+        case .backup(let path): return "BACKUP \(path)"
         }
     }
 }

@@ -116,6 +116,16 @@ public enum RequestParser {
                 throw ProtocolError(.badRequest, "m must be a decimal integer from 1 to \(maxSubstrings), got \(quote(p, tokens[1]))")
             }
             return .rebuild(m: m)
+        case "BACKUP":
+            try arity(args, 1, "BACKUP <path>")
+            for i in tokens[1] where p[i] < 0x20 || p[i] == 0x7F {
+                throw ProtocolError(.badRequest, "BACKUP path contains the control character 0x\(LineSafety.hex2(UInt32(p[i]))): \(quote(p, tokens[1]))")
+            }
+            let path = string(p, tokens[1])
+            guard path.hasPrefix("/") else {
+                throw ProtocolError(.badRequest, "BACKUP needs an absolute path (the daemon's working directory is not the client's), got \(quote(p, tokens[1]))")
+            }
+            return .backup(path: path)
         case "DEL":
             try arity(args, 1, "DEL <key>")
             return .del(key: try key(p, tokens[1]))

@@ -14,7 +14,7 @@ struct GDH: ParsableCommand {
         """,
         subcommands: [
             Ping.self, Add.self, Import.self, Get.self, Del.self, Knn.self, RangeQuery.self,
-            Stats.self, Compact.self, Rebuild.self, Verify.self, Reencode.self, AddImages.self, Query.self, Generate.self, Synth.self, Train.self, Eval.self, Bench.self,
+            Stats.self, Compact.self, Backup.self, Rebuild.self, Verify.self, Reencode.self, AddImages.self, Query.self, Generate.self, Synth.self, Train.self, Eval.self, Bench.self,
         ]
     )
 }
@@ -187,6 +187,19 @@ struct Compact: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     func run() throws {
         if case .ok(let t) = try roundTrip(connection, "COMPACT") { print(t) }
+    }
+}
+
+struct Backup: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write a consistent copy of the database to a new file while the daemon serves; prints its size in bytes.",
+        discussion: "The daemon writes the file (so DEST is on its machine, a path it may write) and syncs it. Restore: stop the daemon, put the file as data.mdb in an empty directory, start gdhd --db on that directory (Docs/operations.md).")
+    @OptionGroup var connection: ConnectionOptions
+    @Argument(help: "The backup file to create (must not exist); relative paths are taken from this directory.") var dest: String
+    func run() throws {
+        let path = dest.hasPrefix("/") ? dest : FileManager.default.currentDirectoryPath + "/" + dest
+        guard !path.contains(" ") else { throw fail("the backup path cannot contain a space (the protocol separates tokens by spaces): \(path)") }
+        if case .ok(let t) = try roundTrip(connection, "BACKUP \(path)") { print(t) }
     }
 }
 

@@ -1,6 +1,7 @@
 import Foundation
 import GDHClient
 import HammingCode
+import HashStore
 import Testing
 import WireProtocol
 @testable import Daemon
@@ -221,5 +222,64 @@ struct RegressionTests {
         #expect(throws: (any Error).self) { try d.start(substrings: 2) }
         try d.start()
         #expect(listLines(try d.client().request("STATS"))?.contains("substrings_setting auto") == true)
+    }
+
+    @Test("BACKUP under write load: the restored copy holds every write acknowledged before it, a prefix of the concurrent ones, and passes VERIFY")
+    func backupUnderWriteLoad() throws {
+        let d = try TestDaemon()
+        let c = try d.client()
+        try c.pipeline(count: 3000, window: 500, line: { "ADD a\($0) CODE \(hex64(UInt64($0) &* 0x9E37_79B9_7F4A_7C15))" }) { _, r in
+            #expect(r.isOK)
+        }
+        // Another connection adds c0, c1, ... one at a time while the backup is taken.
+        final class Load: @unchecked Sendable {
+            let lock = NSLock()
+            var acked = 0, stop = false
+        }
+        let load = Load()
+        let writer = Thread {
+            guard let w = try? d.client() else { return }
+            var i = 0
+            while !load.lock.withLock({ load.stop }) {
+                guard (try? w.request("ADD c\(i) CODE \(hex64(UInt64(i) &+ 77))"))?.isOK == true else { break }
+                i += 1
+                load.lock.withLock { load.acked = i }
+            }
+        }
+        writer.start()
+        while load.lock.withLock({ load.acked }) < 20 { usleep(1000) }
+        let path = d.dir + "-backup.mdb"
+        defer { unlink(path) }
+        let ackedBefore = load.lock.withLock { load.acked }
+        let answer = try c.request("BACKUP \(path)")
+        let ackedAfter = load.lock.withLock { load.acked }
+        load.lock.withLock { load.stop = true }
+        guard case .ok(let bytes) = answer else { Issue.record("BACKUP answered \(answer)"); return }
+        #expect(Int(bytes) == Int((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1))
+        // A second BACKUP to the same path is refused and leaves the file alone.
+        guard case .error(let code, _) = try c.request("BACKUP \(path)") else { Issue.record("second BACKUP was accepted"); return }
+        #expect(code == "BADREQUEST")
+        while !writer.isFinished { usleep(1000) }
+        d.stop()
+
+        // Restore: the file as data.mdb of an empty directory.
+        let restored = d.dir + "-restored"
+        defer { try? FileManager.default.removeItem(atPath: restored) }
+        try FileManager.default.createDirectory(atPath: restored, withIntermediateDirectories: false)
+        try FileManager.default.copyItem(atPath: path, toPath: restored + "/data.mdb")
+        let store = try HashStore(directory: restored)
+        defer { store.close() }
+        for i in 0..<3000 {
+            #expect(store.get("a\(i)")?.hex == hex64(UInt64(i) &* 0x9E37_79B9_7F4A_7C15))
+        }
+        var j = 0
+        while let code = store.get("c\(j)") {
+            #expect(code.hex == hex64(UInt64(j) &+ 77))
+            j += 1
+        }
+        #expect(j >= ackedBefore)
+        #expect(j <= ackedAfter + 1)
+        #expect(store.count == 3000 + j)
+        #expect(try store.verify().items == 3000 + j)
     }
 }

@@ -76,9 +76,13 @@ struct TranscriptTests {
             guard let fixture else { return { _ in } }
             return fixture.using(m.flatMap { fixture.path(of: $0) })
         }
+        // {tmp}: an empty directory of this replay, for files the daemon writes (BACKUP).
+        let tmp = NSTemporaryDirectory() + "gdh-transcript-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: false)
+        defer { try? FileManager.default.removeItem(atPath: tmp) }
         func substitute(_ s: String, regex: Bool) -> String {
-            guard let fixture else { return s }
-            var out = s
+            var out = s.replacingOccurrences(of: "{tmp}", with: regex ? NSRegularExpression.escapedPattern(for: tmp) : tmp)
+            guard let fixture else { return out }
             for (name, value) in [("{images}", fixture.images), ("{model-a}", fixture.identityA), ("{model-b}", fixture.identityB)] {
                 out = out.replacingOccurrences(of: name, with: regex ? NSRegularExpression.escapedPattern(for: value) : value)
             }
