@@ -1,3 +1,4 @@
+import Dispatch
 import HashStore
 import NIOCore
 import WireProtocol
@@ -21,6 +22,10 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
     /// Answers collected and not yet written to the channel.
     private var output: ByteBuffer?
     private var closing = false
+    /// Per request not yet answered, in order: when it was read and its command's index.
+    private var timing = FIFO<(start: UInt64, command: Int)>()
+    /// Observations not yet merged into the service's registry.
+    private var observed = MetricsBatch()
     /// Completed once every request read so far is answered.
     private var drainWaiters: [EventLoopPromise<Void>] = []
 
@@ -53,14 +58,20 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
+        let now = DispatchTime.now().uptimeNanoseconds
         switch unwrapInboundIn(data) {
         case .tooLong:
+            observed.received(bytes: maxLineBytes + 1)
+            timing.append((now, MetricsRegistry.invalidIndex))
             state.receive(.ping, order: .answered(ResponseFormatter.error(ProtocolError.tooLong(limit: maxLineBytes))))
         case .line(let buffer):
+            observed.received(bytes: buffer.readableBytes + 1)
             switch RequestParser.parse(buffer.readableBytesView) {
             case .failure(let error):
+                timing.append((now, MetricsRegistry.invalidIndex))
                 state.receive(.ping, order: .answered(ResponseFormatter.error(error)))
             case .success(let cmd):
+                timing.append((now, MetricsRegistry.index(of: cmd.name)))
                 if cmd == .quit { closing = true }
                 state.receive(cmd, order: isPipelinedWrite(cmd) ? .pipelinedWrite : .afterEarlier, closes: cmd == .quit)
             }
@@ -87,6 +98,8 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
         while let action = state.nextAction() {
             switch action {
             case .run(let seq, let cmd):
+                // METRICS counts every request answered before it on this connection.
+                if cmd == .metrics { service.metrics.merge(&observed) }
                 switch service.execute(cmd, on: eventLoop, sink: self, seq: seq) {
                 case .now(let text):
                     state.answer(seq, text)
@@ -103,6 +116,10 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
                     break
                 }
             case .write(let text):
+                if let t = timing.popFirst() {
+                    let seconds = Double(DispatchTime.now().uptimeNanoseconds &- t.start) / 1e9
+                    observed.answered(command: t.command, seconds: seconds, text: text)
+                }
                 guard let context else { break }
                 if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
                 output!.writeString(text)
@@ -126,6 +143,7 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
     }
 
     private func flushOutput(context: ChannelHandlerContext) {
+        service.metrics.merge(&observed)
         guard let out = output else { return }
         output = nil
         context.writeAndFlush(wrapOutboundOut(out), promise: nil)

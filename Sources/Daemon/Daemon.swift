@@ -104,9 +104,10 @@ public final class Daemon: @unchecked Sendable {
         group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.loopThreads > 0 ? configuration.loopThreads : cores)
         pool = NIOThreadPool(numberOfThreads: configuration.queryThreads > 0 ? configuration.queryThreads : cores)
         pool.start()
-        writer = Writer(store: store, logger: logger, encoder: encoder)
+        let metrics = MetricsRegistry()
+        writer = Writer(store: store, logger: logger, encoder: encoder, metrics: metrics)
         writer.start()
-        service = Service(store: store, writer: writer, pool: pool, encoder: encoder, logger: logger)
+        service = Service(store: store, writer: writer, pool: pool, encoder: encoder, logger: logger, metrics: metrics)
         service.inlineReads = configuration.inlineReads
     }
 

@@ -18,6 +18,8 @@ final class Service: @unchecked Sendable {
     let encoder: CodeEncoder?
     let logger: Logger
     let started = Date()
+    /// Counters and histograms for METRICS (connections and the writer merge into it).
+    let metrics: MetricsRegistry
     /// Run reads on the event loop instead of the query pool.
     var inlineReads = true
 
@@ -29,7 +31,9 @@ final class Service: @unchecked Sendable {
     }
     private let counters = NIOLockedValueBox(Counters())
 
-    init(store: HashStore, writer: Writer, pool: NIOThreadPool, encoder: CodeEncoder?, logger: Logger) {
+    init(store: HashStore, writer: Writer, pool: NIOThreadPool, encoder: CodeEncoder?, logger: Logger,
+         metrics: MetricsRegistry = MetricsRegistry()) {
+        self.metrics = metrics
         self.store = store
         self.writer = writer
         self.pool = pool
@@ -124,6 +128,8 @@ final class Service: @unchecked Sendable {
             }
         case .stats:
             return runRead(on: loop) { ResponseFormatter.stats(self.statistics()) }
+        case .metrics:
+            return runRead(on: loop) { ResponseFormatter.list(self.metricsLines()) }
         case .backup(let path):
             // On the pool: the copy takes as long as the database is large, and reads a
             // snapshot, so writes go on meanwhile.
@@ -131,6 +137,24 @@ final class Service: @unchecked Sendable {
             return .later(pool.runIfActive(eventLoop: loop) { ResponseFormatter.ok(String(try self.store.backup(to: path))) }
                 .recover { self.render($0) })
         }
+    }
+
+    /// The METRICS answer's lines: the registry's counters and histograms, then gauges.
+    func metricsLines() -> [String] {
+        let stats = Dictionary(store.statistics(), uniquingKeysWith: { a, _ in a })
+        let c = counters.withLockedValue { $0 }
+        func value(_ k: String) -> Double { Double(stats[k] ?? "") ?? 0 }
+        return metrics.render(gauges: [
+            ("gdh_items", "Items stored.", value("items")),
+            ("gdh_image_items", "Items encoded from an image (with a stored source).", Double(store.imageItems)),
+            ("gdh_delta_entries", "Table entries added since the last fold.", value("delta_entries")),
+            ("gdh_substrings", "Multi-index substrings (tables) in use.", value("substrings")),
+            ("gdh_file_bytes", "Size of the database file.", value("file_bytes")),
+            ("gdh_map_bytes", "Size of the LMDB memory map.", value("map_bytes")),
+            ("gdh_key_memory_bytes", "Memory held by the key index.", value("key_memory_bytes")),
+            ("gdh_connections", "Open client connections.", Double(c.connections)),
+            ("gdh_uptime_seconds", "Seconds since the daemon started.", Double(Int(Date().timeIntervalSince(started)))),
+        ])
     }
 
     func statistics() -> [(String, String)] {

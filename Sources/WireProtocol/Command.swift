@@ -59,6 +59,8 @@ public enum Command: Equatable, Hashable, Sendable {
     case ping
     case quit
     case stats
+    /// `METRICS`: counters, histograms and gauges in the Prometheus text format.
+    case metrics
     case compact
     case verify
     /// `REENCODE`: encode every stored image again with the loaded model.
@@ -80,6 +82,7 @@ public enum Command: Equatable, Hashable, Sendable {
         case .ping: return "PING"
         case .quit: return "QUIT"
         case .stats: return "STATS"
+        case .metrics: return "METRICS"
         case .compact: return "COMPACT"
         case .verify: return "VERIFY"
         case .reencode: return "REENCODE"
@@ -97,14 +100,14 @@ public enum Command: Equatable, Hashable, Sendable {
     public var isWrite: Bool {
         switch self {
         case .add, .del, .compact, .rebuild, .reencode: return true
-        case .ping, .quit, .stats, .verify, .get, .knn, .range, .backup: return false
+        case .ping, .quit, .stats, .metrics, .verify, .get, .knn, .range, .backup: return false
         }
     }
 
     /// KNN, RANGE and STATS answer `OK <n>` followed by n lines; the others one line.
     public var isMultiLineResponse: Bool {
         switch self {
-        case .knn, .range, .stats: return true
+        case .knn, .range, .stats, .metrics: return true
         default: return false
         }
     }
@@ -115,7 +118,7 @@ public enum Command: Equatable, Hashable, Sendable {
     /// The request in wire form, without the line feed (for clients and tests).
     public var requestLine: String {
         switch self {
-        case .ping, .quit, .stats, .compact, .verify, .reencode, .rebuild(nil): return name
+        case .ping, .quit, .stats, .metrics, .compact, .verify, .reencode, .rebuild(nil): return name
         case .rebuild(let m?): return "REBUILD \(m)"
         case .add(let key, let s): return "ADD \(key) \(s.word) \(s.argument)"
         case .del(let key): return "DEL \(key)"

@@ -32,15 +32,15 @@ public enum RequestParser {
     /// `\r\n` is ignored.
     public static func expectsList(requestLine: some Collection<UInt8>) -> Bool {
         var word: [UInt8] = []
-        word.reserveCapacity(6)
+        word.reserveCapacity(8)
         for b in requestLine {
             if b == 0x20 || b == 0x0A { break }
-            if word.count == 6 { return false }  // longer than "RANGE\r"
+            if word.count == 8 { return false }  // longer than "METRICS\r"
             word.append(b)
         }
         if word.last == 0x0D { word.removeLast() }
         switch foldedWord(word[...]) {
-        case "KNN", "RANGE", "STATS": return true
+        case "KNN", "RANGE", "STATS", "METRICS": return true
         default: return false
         }
     }
@@ -104,6 +104,7 @@ public enum RequestParser {
         case "PING": try arity(args, 0, "PING"); return .ping
         case "QUIT": try arity(args, 0, "QUIT"); return .quit
         case "STATS": try arity(args, 0, "STATS"); return .stats
+        case "METRICS": try arity(args, 0, "METRICS"); return .metrics
         case "COMPACT": try arity(args, 0, "COMPACT"); return .compact
         case "VERIFY": try arity(args, 0, "VERIFY"); return .verify
         case "REENCODE": try arity(args, 0, "REENCODE"); return .reencode
@@ -155,7 +156,7 @@ public enum RequestParser {
             }
             return .range(radius: r, query: try source(p, tokens[2], tokens[3]))
         default:
-            throw ProtocolError(.badRequest, "unknown command \(quote(p, cmd)) (commands: PING ADD DEL GET KNN RANGE STATS COMPACT REBUILD VERIFY REENCODE QUIT)")
+            throw ProtocolError(.badRequest, "unknown command \(quote(p, cmd)) (commands: PING ADD DEL GET KNN RANGE STATS METRICS COMPACT REBUILD VERIFY REENCODE BACKUP QUIT)")
         }
     }
 

@@ -14,7 +14,7 @@ struct GDH: ParsableCommand {
         """,
         subcommands: [
             Ping.self, Add.self, Import.self, Get.self, Del.self, Knn.self, RangeQuery.self,
-            Stats.self, Compact.self, Backup.self, Rebuild.self, Verify.self, Reencode.self, AddImages.self, Query.self, Generate.self, Synth.self, Train.self, Eval.self, Bench.self,
+            Stats.self, Metrics.self, Compact.self, Backup.self, Rebuild.self, Verify.self, Reencode.self, AddImages.self, Query.self, Generate.self, Synth.self, Train.self, Eval.self, Bench.self,
         ]
     )
 }
@@ -179,6 +179,17 @@ struct Stats: ParsableCommand {
         } else {
             for l in lines { print(l) }
         }
+    }
+}
+
+struct Metrics: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print the daemon's metrics in the Prometheus text exposition format.",
+        discussion: "For a node-exporter textfile collector: gdh metrics > /var/lib/node_exporter/gdh.prom.$$ && mv /var/lib/node_exporter/gdh.prom.$$ /var/lib/node_exporter/gdh.prom")
+    @OptionGroup var connection: ConnectionOptions
+    func run() throws {
+        guard case .list(let lines) = try roundTrip(connection, "METRICS") else { return }
+        for l in lines { print(l) }
     }
 }
 

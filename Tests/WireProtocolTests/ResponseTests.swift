@@ -172,8 +172,10 @@ struct ReaderTests {
         #expect(RequestParser.expectsList(requestLine: "STATS"))
         #expect(RequestParser.expectsList(requestLine: "stats\r\n"))
         #expect(RequestParser.expectsList(requestLine: "Stats\n"))
+        #expect(RequestParser.expectsList(requestLine: "METRICS"))
+        #expect(RequestParser.expectsList(requestLine: "metrics\r\n"))
         for l in ["PING", "GET k", "ADD k CODE 00", "DEL k", "VERIFY", "COMPACT", "REBUILD", "QUIT", "",
-                  " STATS", "STATSX", "STATS\t", "KNNN 1", "KN", "RANGES", "\r\n"] {
+                  " STATS", "STATSX", "STATS\t", "KNNN 1", "KN", "RANGES", "\r\n", "METRICSX", "BACKUP /x"] {
             #expect(!RequestParser.expectsList(requestLine: l), "\(l)")
         }
         var r = ResponseReader()
