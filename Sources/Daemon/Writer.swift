@@ -43,8 +43,7 @@ final class Writer: @unchecked Sendable {
     private let encoder: CodeEncoder?
     private let maxBatch: Int
     private let condition = NSCondition()
-    private var queue: [Job] = []
-    private var head = 0
+    private var queue = WriteQueue<Job>(isAdmin: { if case .admin = $0 { return true } else { return false } })
     private var stopping = false
     private var finished = false
     private var thread: Thread?
@@ -72,7 +71,7 @@ final class Writer: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         if stopping { return false }
-        queue.append(job)
+        queue.push(job)
         condition.signal()
         return true
     }
@@ -89,23 +88,8 @@ final class Writer: @unchecked Sendable {
     private func take() -> [Job]? {
         condition.lock()
         defer { condition.unlock() }
-        while head == queue.count && !stopping { condition.wait() }
-        if head == queue.count { return nil }
-        var jobs = [Job]()
-        if case .admin = queue[head] {
-            jobs.append(queue[head])
-            head += 1
-        } else {
-            while head < queue.count, jobs.count < maxBatch, case .write = queue[head] {
-                jobs.append(queue[head])
-                head += 1
-            }
-        }
-        if head == queue.count {
-            queue.removeAll(keepingCapacity: true)
-            head = 0
-        }
-        return jobs
+        while queue.isEmpty && !stopping { condition.wait() }
+        return queue.isEmpty ? nil : queue.take(maxBatch: maxBatch)
     }
 
     private func run() {
@@ -207,5 +191,30 @@ final class Writer: @unchecked Sendable {
             }
             return "\(done) \(failed)"
         }
+    }
+}
+
+/// The writer's batching rule, as a plain value: jobs are taken in arrival order; an
+/// administrative job is taken alone, in its place; otherwise every write waiting at the
+/// front, up to `maxBatch`, stopping before the next administrative job.
+struct WriteQueue<Job> {
+    private var jobs = FIFO<Job>()
+    private let isAdmin: (Job) -> Bool
+
+    init(isAdmin: @escaping (Job) -> Bool) { self.isAdmin = isAdmin }
+
+    var isEmpty: Bool { jobs.isEmpty }
+
+    mutating func push(_ job: Job) { jobs.append(job) }
+
+    /// The next batch: one admin job, or 1 to `maxBatch` writes; empty when nothing waits.
+    mutating func take(maxBatch: Int) -> [Job] {
+        guard let first = jobs.popFirst() else { return [] }
+        var batch = [first]
+        if isAdmin(first) { return batch }
+        while batch.count < maxBatch, let next = jobs.first, !isAdmin(next) {
+            batch.append(jobs.popFirst()!)
+        }
+        return batch
     }
 }

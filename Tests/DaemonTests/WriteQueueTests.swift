@@ -1,0 +1,57 @@
+import HammingCode
+import Testing
+@testable import Daemon
+
+@Suite("WriteQueue: the writer's batching rule")
+struct WriteQueueTests {
+    /// Jobs: positive numbers are writes, negative ones admin jobs.
+    private func queue(_ jobs: [Int]) -> WriteQueue<Int> {
+        var q = WriteQueue<Int>(isAdmin: { $0 < 0 })
+        for j in jobs { q.push(j) }
+        return q
+    }
+
+    @Test("writes go in bounded batches; an admin job runs alone, in its place")
+    func batches() {
+        var q = queue([1, 2, 3, -1, -2, 4, 5, 6, 7, 8])
+        #expect(q.take(maxBatch: 8) == [1, 2, 3])
+        #expect(q.take(maxBatch: 8) == [-1])
+        #expect(q.take(maxBatch: 8) == [-2])
+        #expect(q.take(maxBatch: 3) == [4, 5, 6])
+        #expect(q.take(maxBatch: 3) == [7, 8])
+        #expect(q.isEmpty)
+        #expect(q.take(maxBatch: 3) == [])
+    }
+
+    @Test("random queues: order kept, every batch admin-alone or 1...max writes, nothing lost")
+    func random() {
+        var rng = SplitMix64(seed: 3)
+        for _ in 0..<300 {
+            let n = Int(rng.next() % 100)
+            let jobs = (0..<n).map { i in rng.next() % 7 == 0 ? -(i + 1) : i + 1 }
+            let maxBatch = 1 + Int(rng.next() % 10)
+            var q = queue([])
+            var taken: [Int] = []
+            var pushed = 0
+            while taken.count < n {
+                // Interleave arrivals and takes.
+                let arrivals = Int(rng.next() % 5)
+                for _ in 0..<arrivals where pushed < n { q.push(jobs[pushed]); pushed += 1 }
+                let batch = q.take(maxBatch: maxBatch)
+                if batch.isEmpty { #expect(q.isEmpty); if pushed == n { break }; continue }
+                if batch[0] < 0 { #expect(batch.count == 1) } else {
+                    #expect(batch.count <= maxBatch)
+                    #expect(batch.allSatisfy { $0 > 0 })
+                    // A batch stops short of the limit only at an admin job or the end of the queue.
+                    if batch.count < maxBatch, let next = q.isEmpty ? nil : q.take(maxBatch: 1).first {
+                        #expect(next < 0)
+                        taken += batch + [next]
+                        continue
+                    }
+                }
+                taken += batch
+            }
+            #expect(taken == jobs)
+        }
+    }
+}
