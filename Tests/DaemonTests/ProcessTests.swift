@@ -1,5 +1,6 @@
 import Foundation
 import GDHClient
+import HashStore
 import Testing
 import WireProtocol
 
@@ -107,6 +108,51 @@ struct ProcessTests {
         guard case .ok(let v) = try c.request("VERIFY") else { Issue.record("VERIFY failed"); return }
         let items = Int(v.split(separator: " ")[0]) ?? 0
         #expect(items >= acked.count && items <= sent.count)
+    }
+
+    @Test("SIGKILL during BACKUP: the backup file is absent or complete, the database intact, a retry succeeds")
+    func killDuringBackup() throws {
+        let d = try DaemonProcess(bits: 64)
+        let n = 40_000
+        let client = try LineClient(socketPath: d.socket)
+        try client.pipeline(count: n, window: 2000, line: { "ADD k\($0) CODE \(hex64(UInt64($0) &* 0x2545_F491_4F6C_DD1D))" }) { _, r in
+            #expect(r.isOK)
+        }
+        let dest = d.dir + "-backup.mdb"
+        defer { unlink(dest); unlink(dest + ".partial") }
+        var sawAbsent = false
+        for delay in [0, 500, 2_000, 8_000, 30_000] as [UInt32] {
+            unlink(dest)
+            let c = try LineClient(socketPath: d.socket)
+            c.send("BACKUP \(dest)")
+            try c.flush()
+            usleep(delay)
+            _ = d.signal(SIGKILL)
+            if FileManager.default.fileExists(atPath: dest) {
+                // Linked into place only once complete and synced: it opens and holds every item.
+                let restored = d.dir + "-restored"
+                try? FileManager.default.removeItem(atPath: restored)
+                try FileManager.default.createDirectory(atPath: restored, withIntermediateDirectories: false)
+                defer { try? FileManager.default.removeItem(atPath: restored) }
+                try FileManager.default.copyItem(atPath: dest, toPath: restored + "/data.mdb")
+                let store = try HashStore(directory: restored)
+                #expect(store.count == n)
+                #expect(try store.verify().items == n)
+                store.close()
+            } else {
+                sawAbsent = true
+            }
+            try d.start()
+        }
+        // The database is intact, and a backup after the kills (over any leftover .partial) succeeds.
+        let c = try LineClient(socketPath: d.socket)
+        guard case .ok(let v) = try c.request("VERIFY") else { Issue.record("VERIFY failed"); return }
+        #expect(v == "\(n) 0")
+        unlink(dest)
+        guard case .ok = try c.request("BACKUP \(dest)") else { Issue.record("BACKUP after the kills failed"); return }
+        #expect(!FileManager.default.fileExists(atPath: dest + ".partial"))
+        // With no delay the kill lands before the copy is complete at least once.
+        #expect(sawAbsent)
     }
 
     @Test("SIGTERM answers what was read, commits, removes the socket and exits 0")
