@@ -87,6 +87,11 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
     /// The writer's outcomes for a batch of this connection's writes (on the event loop).
     func writesDone(_ outcomes: [(UInt64, Result<WriteOutcome, Error>)]) {
         for (seq, result) in outcomes { state.answer(seq, service.answer(result)) }
+        performAndFlush()
+    }
+
+    /// After answers that arrived from outside a read burst: act on them and write them out.
+    private func performAndFlush() {
         perform(context: context)
         if let context { flushOutput(context: context) }
     }
@@ -109,8 +114,7 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
                         case .success(let text): self.state.answer(seq, text)
                         case .failure(let error): self.state.answer(seq, self.service.render(error))
                         }
-                        self.perform(context: self.context)
-                        if let context = self.context { self.flushOutput(context: context) }
+                        self.performAndFlush()
                     }
                 case .queued:
                     break

@@ -113,6 +113,11 @@ final class MetricsRegistry: @unchecked Sendable {
         b.reset()
     }
 
+    /// One commit of `size` writes (the writer, once per commit).
+    func committed(size: Int) {
+        total.withLockedValue { $0.committed(size: size) }
+    }
+
     var snapshot: MetricsBatch { total.withLockedValue { $0 } }
 
     /// The exposition text, one string per line, with `gauges` (name, help, value) after

@@ -49,7 +49,6 @@ final class Writer: @unchecked Sendable {
     private var thread: Thread?
 
     private let metrics: MetricsRegistry?
-    private var observed = MetricsBatch()
 
     init(store: HashStore, logger: Logger, encoder: CodeEncoder? = nil, maxBatch: Int = 8192, metrics: MetricsRegistry? = nil) {
         self.metrics = metrics
@@ -108,10 +107,7 @@ final class Writer: @unchecked Sendable {
             }
             do {
                 let outcomes = try store.apply(ops, codesModel: encoder?.modelIdentity)
-                if let metrics {
-                    observed.committed(size: ops.count)
-                    metrics.merge(&observed)
-                }
+                metrics?.committed(size: ops.count)
                 Writer.complete(completions, with: outcomes.map { .success($0) })
                 if let foldError = store.lastFoldError {
                     logger.warning("folding the table delta failed (writes are durable; retried after the next batch): \(foldError)")

@@ -637,8 +637,9 @@ public final class HashStore {
 
     /// Writes a consistent, compacted copy of the database to `path` (a new file, never
     /// an existing one) while writes go on: LMDB's copy reads one snapshot in a read
-    /// transaction. The copy is written beside the destination, synced, then renamed into
-    /// place and the directory synced, so `path` never holds a partial copy. Any thread;
+    /// transaction. The copy is written beside the destination, synced, then hard-linked
+    /// into place (which fails rather than replace a file that appeared meanwhile) and the
+    /// directory synced, so `path` never holds a partial copy. Any thread;
     /// the environment swap of a COMPACT waits for a running backup. Returns the size.
     ///
     /// Restore: put the file as `data.mdb` in an empty directory and open that.
