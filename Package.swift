@@ -11,6 +11,7 @@ let package = Package(
     products: [
         .executable(name: "gdhd", targets: ["gdhd"]),
         .executable(name: "gdh", targets: ["gdh"]),
+        .executable(name: "gdh-bench", targets: ["gdh-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -72,6 +73,14 @@ let package = Package(
             dependencies: [
                 "WireProtocol", "HammingCode", "MultiIndex", "GDHClient", "GDH", "NeuralNet", "Safetensors",
                 "Datasets", "Evaluation", "Training", "ImageIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: popcnt
+        ),
+        .executableTarget(
+            name: "gdh-bench",
+            dependencies: [
+                "HammingCode", "MultiIndex", "HashStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: popcnt

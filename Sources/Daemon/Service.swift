@@ -152,6 +152,8 @@ final class Service: @unchecked Sendable {
             ("gdh_file_bytes", "Size of the database file.", value("file_bytes")),
             ("gdh_map_bytes", "Size of the LMDB memory map.", value("map_bytes")),
             ("gdh_key_memory_bytes", "Memory held by the key index.", value("key_memory_bytes")),
+            ("gdh_scan_positions", "Codes a linear scan reads: items plus holes left by deletes since the last fold.",
+             Double(store.scanPositions)),
             ("gdh_connections", "Open client connections.", Double(c.connections)),
             ("gdh_uptime_seconds", "Seconds since the daemon started.", Double(Int(Date().timeIntervalSince(started)))),
         ])

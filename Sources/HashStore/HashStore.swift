@@ -343,6 +343,10 @@ public final class HashStore {
 
     public var count: Int { rw.withReadLock { index.count } }
 
+    /// Codes a linear scan reads: the live items plus the holes deletes have left since the
+    /// last fold (a fold compacts them away once they pass the fold threshold).
+    public var scanPositions: Int { rw.withReadLock { index.codes.positionCount } }
+
     /// The identity of the model that made the stored image codes (meta `model_identity`),
     /// or nil: unknown (a database written before identities were recorded) or no item
     /// encoded from an image. Recorded by the first write that stores an item with a
@@ -518,10 +522,14 @@ public final class HashStore {
         rw.withWriteLock { mapBytes = size }
     }
 
-    /// Folds the delta into new tables once it has grown past the threshold.
+    /// Folds the delta into new tables once it has grown past the threshold, or once
+    /// deletes have left as many holes in the code positions (a fold compacts them).
     private func foldIfNeeded() throws {
         let limit = foldThreshold ?? max(65_536, index.count / 8)
-        if index.deltaEntries > limit * max(1, index.m) || (index.fixedM == nil && index.count >= 65_536
+        // Holes cost scan time whatever the delta holds, so they are folded away sooner.
+        let holeLimit = foldThreshold ?? max(16_384, index.count / 8)
+        if index.deltaEntries > limit * max(1, index.m) || index.codes.holes > holeLimit
+            || (index.fixedM == nil && index.count >= 65_536
             && SubstringLayout.automaticCount(for: width, items: index.count) != index.m
             && index.deltaEntries > index.count / 8) {
             try foldTables(m: nil)
@@ -548,7 +556,7 @@ public final class HashStore {
                         let w = prepared.layout.sizes[j]
                         try withUnsafeBytes(of: &key) { kb in
                             try txn.putReserved(dbTables, key: kb, size: StoredTable.encodedSize(bits: w, ids: ids.count)) { out in
-                                StoredTable.encode(offsets: offsets, ids: ids, bits: w, into: out)
+                                StoredTable.encode(offsets: offsets, ids: ids, bits: w, idAt: prepared.idAtPosition, into: out)
                             }
                         }
                     }

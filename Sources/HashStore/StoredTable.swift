@@ -18,14 +18,19 @@ enum StoredTable {
         12 + 4 * n + 8 * ((n + (1 << w) + 63) / 64)
     }
 
-    /// Writes the table into `out` (exactly `encodedSize` bytes).
+    /// Writes the table into `out` (exactly `encodedSize` bytes). With `idAt`, the table's
+    /// entries are positions and `idAt[p]` the id stored for position p.
     static func encode(offsets: UnsafeBufferPointer<UInt32>, ids: UnsafeBufferPointer<UInt32>, bits w: Int,
-                       into out: UnsafeMutableRawBufferPointer) {
+                       idAt: UnsafePointer<UInt32>? = nil, into out: UnsafeMutableRawBufferPointer) {
         let n = ids.count
         out.storeBytes(of: format.littleEndian, toByteOffset: 0, as: UInt32.self)
         out.storeBytes(of: UInt32(w).littleEndian, toByteOffset: 4, as: UInt32.self)
         out.storeBytes(of: UInt32(n).littleEndian, toByteOffset: 8, as: UInt32.self)
-        for i in 0..<n { out.storeBytes(of: ids[i].littleEndian, toByteOffset: 12 + 4 * i, as: UInt32.self) }
+        if let idAt {
+            for i in 0..<n { out.storeBytes(of: idAt[Int(ids[i])].littleEndian, toByteOffset: 12 + 4 * i, as: UInt32.self) }
+        } else {
+            for i in 0..<n { out.storeBytes(of: ids[i].littleEndian, toByteOffset: 12 + 4 * i, as: UInt32.self) }
+        }
         let base = 12 + 4 * n
         let words = (n + (1 << w) + 63) / 64
         var word: UInt64 = 0, bit = 0, index = 0

@@ -1,122 +1,238 @@
 import HammingCode
 
-/// Codes by id in one contiguous, growable block of memory, with a bitmap of which
-/// ids are live. Ids are dense slots: id i's code starts at word `i * words`.
-/// Deleted ids keep their slot (zeroed) until the owner renumbers; scans skip them.
+/// The buffers of a `CodeArray`: codes at positions 0 ..< count, the id at each position, a
+/// bitmap of the live positions, and each id's position. Owned by one `CodeArray` at a time
+/// (or by prepared tables until they are installed).
+final class CodeStorage {
+    static let none = UInt32.max
+    let words: Int
+    /// Positions in use (live ones and holes).
+    var count = 0
+    private(set) var capacity: Int
+    /// capacity * words words; a hole's code is zero.
+    private(set) var codes: UnsafeMutablePointer<UInt64>
+    /// The id at each position (a hole keeps the id it had).
+    private(set) var ids: UnsafeMutablePointer<UInt32>
+    /// Bit p set when position p is live.
+    private(set) var live: UnsafeMutablePointer<UInt64>
+    /// Position of each id below `idCapacity`, or `none`.
+    private(set) var positionOf: UnsafeMutablePointer<UInt32>
+    private(set) var idCapacity: Int
+
+    init(words: Int, capacity: Int, idCapacity: Int) {
+        self.words = words
+        self.capacity = max(64, capacity)
+        self.idCapacity = max(64, idCapacity)
+        codes = .allocate(capacity: self.capacity * words)
+        codes.initialize(repeating: 0, count: self.capacity * words)
+        ids = .allocate(capacity: self.capacity)
+        ids.initialize(repeating: 0, count: self.capacity)
+        live = .allocate(capacity: self.capacity / 64 + 1)
+        live.initialize(repeating: 0, count: self.capacity / 64 + 1)
+        positionOf = .allocate(capacity: self.idCapacity)
+        positionOf.initialize(repeating: CodeStorage.none, count: self.idCapacity)
+    }
+
+    deinit {
+        codes.deallocate()
+        ids.deallocate()
+        live.deallocate()
+        positionOf.deallocate()
+    }
+
+    private static func grown<T>(_ p: UnsafeMutablePointer<T>, from old: Int, to new: Int, fill: T) -> UnsafeMutablePointer<T> {
+        let q = UnsafeMutablePointer<T>.allocate(capacity: new)
+        q.moveInitialize(from: p, count: old)
+        (q + old).initialize(repeating: fill, count: new - old)
+        p.deallocate()
+        return q
+    }
+
+    /// Grows by half (not doubling: the codes are most of the mirror's memory).
+    func reservePositions(_ n: Int) {
+        guard n > capacity else { return }
+        var cap = capacity
+        while cap < n { cap += cap / 2 }
+        codes = CodeStorage.grown(codes, from: capacity * words, to: cap * words, fill: 0)
+        ids = CodeStorage.grown(ids, from: capacity, to: cap, fill: 0)
+        live = CodeStorage.grown(live, from: capacity / 64 + 1, to: cap / 64 + 1, fill: 0)
+        capacity = cap
+    }
+
+    func reserveIDs(_ n: Int) {
+        guard n > idCapacity else { return }
+        var cap = idCapacity
+        while cap < n { cap *= 2 }
+        positionOf = CodeStorage.grown(positionOf, from: idCapacity, to: cap, fill: CodeStorage.none)
+        idCapacity = cap
+    }
+
+    @inline(__always)
+    func isLive(position p: Int) -> Bool {
+        p < count && (live[p >> 6] >> UInt64(p & 63)) & 1 == 1
+    }
+
+    @inline(__always)
+    func position(of id: UInt32) -> Int? {
+        let i = Int(id)
+        guard i < idCapacity else { return nil }
+        let p = positionOf[i]
+        return p == CodeStorage.none ? nil : Int(p)
+    }
+
+    /// Places a new id at the next position.
+    func append(_ id: UInt32, _ src: UnsafePointer<UInt64>) {
+        reservePositions(count + 1)
+        reserveIDs(Int(id) + 1)
+        let p = count
+        (codes + p * words).update(from: src, count: words)
+        ids[p] = id
+        live[p >> 6] |= UInt64(1) << UInt64(p & 63)
+        positionOf[Int(id)] = UInt32(p)
+        count += 1
+    }
+
+    /// Turns a live position into a hole.
+    func clear(position p: Int) {
+        live[p >> 6] &= ~(UInt64(1) << UInt64(p & 63))
+        (codes + p * words).update(repeating: 0, count: words)
+        positionOf[Int(ids[p])] = CodeStorage.none
+    }
+
+    /// Calls `body` with each live position in ascending order.
+    @inline(__always)
+    func forEachLivePosition(_ body: (Int) throws -> Void) rethrows {
+        for w in 0..<((count + 63) / 64) {
+            var bits = live[w]
+            while bits != 0 {
+                try body(w * 64 + bits.trailingZeroBitCount)
+                bits &= bits &- 1
+            }
+        }
+    }
+}
+
+/// Codes by id. Each live id has a **position**; the codes of all positions lie in one
+/// contiguous block that a scan reads front to back, and the multi-index tables hold
+/// positions. A new id takes the next position; a removed id leaves a hole (zeroed, marked
+/// dead) until `compacted()` storage is adopted, which gives the live ids dense positions
+/// in ascending id order. So the scan costs the live items plus the holes since the last
+/// compaction, whatever ids have been used. Ids themselves never change.
 ///
 /// Not synchronised: the owner serialises mutation against reads.
 public final class CodeArray {
     public let width: CodeWidth
     /// Words per code.
     public let words: Int
-    /// One past the highest id ever stored.
-    public private(set) var slotCount: Int = 0
     /// Live ids.
     public private(set) var liveCount: Int = 0
-
-    private(set) var capacity: Int = 0
-    /// slotCount * words words, valid up to slotCount.
-    private(set) var codes: UnsafeMutablePointer<UInt64>
-    /// Bit i set when id i is live.
-    private(set) var live: UnsafeMutablePointer<UInt64>
+    /// Whether positions ascend with ids, so that a scan meets ids in ascending order. True
+    /// while ids are added in ascending order (as a store assigns them) and after a compaction.
+    public private(set) var ordered = true
+    /// The highest id placed at a position since the last compaction, or -1.
+    private var highestPlaced: Int64 = -1
+    private(set) var storage: CodeStorage
 
     public init(width: CodeWidth, capacity: Int = 1024) {
         self.width = width
         self.words = width.words
-        let cap = max(64, capacity)
-        self.capacity = cap
-        codes = .allocate(capacity: cap * width.words)
-        codes.initialize(repeating: 0, count: cap * width.words)
-        live = .allocate(capacity: cap / 64 + 1)
-        live.initialize(repeating: 0, count: cap / 64 + 1)
+        storage = CodeStorage(words: width.words, capacity: capacity, idCapacity: capacity)
     }
 
-    deinit {
-        codes.deallocate()
-        live.deallocate()
-    }
+    /// Positions in use: the live ones and the holes. A scan reads this many codes.
+    public var positionCount: Int { storage.count }
+    /// Positions left by removed ids since the last compaction.
+    public var holes: Int { storage.count - liveCount }
 
-    private func grow(toHold n: Int) {
-        var cap = capacity
-        while cap < n { cap *= 2 }
-        let newCodes = UnsafeMutablePointer<UInt64>.allocate(capacity: cap * words)
-        newCodes.update(from: codes, count: capacity * words)
-        (newCodes + capacity * words).initialize(repeating: 0, count: (cap - capacity) * words)
-        codes.deallocate()
-        codes = newCodes
-        let oldLiveWords = capacity / 64 + 1, newLiveWords = cap / 64 + 1
-        let newLive = UnsafeMutablePointer<UInt64>.allocate(capacity: newLiveWords)
-        newLive.update(from: live, count: oldLiveWords)
-        (newLive + oldLiveWords).initialize(repeating: 0, count: newLiveWords - oldLiveWords)
-        live.deallocate()
-        live = newLive
-        capacity = cap
-    }
-
-    /// Reserves room for ids below `n`.
+    /// Reserves room for ids below `n` and for n positions.
     public func reserve(_ n: Int) {
-        if n > capacity { grow(toHold: n) }
+        storage.reserveIDs(n)
+        storage.reservePositions(n)
     }
 
     @inline(__always)
-    public func isLive(_ id: UInt32) -> Bool {
-        let i = Int(id)
-        return i < slotCount && (live[i >> 6] >> UInt64(i & 63)) & 1 == 1
-    }
+    public func isLive(_ id: UInt32) -> Bool { storage.position(of: id) != nil }
 
+    /// The code of a live id; valid until the next mutation or compaction.
     @inline(__always)
     public func pointer(_ id: UInt32) -> UnsafePointer<UInt64> {
-        UnsafePointer(codes + Int(id) * words)
+        guard let p = storage.position(of: id) else { preconditionFailure("id \(id) is not live") }
+        return UnsafePointer(storage.codes + p * words)
     }
 
-    /// All slots' codes, `slotCount * words` words.
-    public var base: UnsafePointer<UInt64> { UnsafePointer(codes) }
-
     public func code(_ id: UInt32) -> HammingCode? {
-        guard isLive(id) else { return nil }
-        let p = pointer(id)
-        return HammingCode(width: width, words: Array(UnsafeBufferPointer(start: p, count: words)))
+        guard let p = storage.position(of: id) else { return nil }
+        return HammingCode(width: width, words: Array(UnsafeBufferPointer(start: storage.codes + p * words, count: words)))
     }
 
     /// Stores a code under an id (new or live); returns whether the id was live before.
     @discardableResult
     public func set(_ id: UInt32, _ code: HammingCode) -> Bool {
         precondition(code.width == width, "code width does not match")
-        let i = Int(id)
-        if i >= capacity { grow(toHold: i + 1) }
-        code.words.withUnsafeBufferPointer { src in
-            (codes + i * words).update(from: src.baseAddress!, count: words)
-        }
-        let wasLive = isLive(id)
-        if !wasLive {
-            live[i >> 6] |= UInt64(1) << UInt64(i & 63)
+        return code.words.withUnsafeBufferPointer { src in
+            if let p = storage.position(of: id) {
+                (storage.codes + p * words).update(from: src.baseAddress!, count: words)
+                return true
+            }
+            if Int64(id) <= highestPlaced { ordered = false }
+            highestPlaced = max(highestPlaced, Int64(id))
+            storage.append(id, src.baseAddress!)
             liveCount += 1
+            return false
         }
-        if i >= slotCount { slotCount = i + 1 }
-        return wasLive
     }
 
-    /// Marks an id dead and zeroes its code; returns whether it was live.
+    /// Removes an id (its position becomes a hole); returns whether it was live.
     @discardableResult
     public func remove(_ id: UInt32) -> Bool {
-        guard isLive(id) else { return false }
-        let i = Int(id)
-        live[i >> 6] &= ~(UInt64(1) << UInt64(i & 63))
-        (codes + i * words).update(repeating: 0, count: words)
+        guard let p = storage.position(of: id) else { return false }
+        storage.clear(position: p)
         liveCount -= 1
         return true
     }
 
     /// Calls `body` with each live id in ascending order.
     public func forEachLive(_ body: (UInt32) throws -> Void) rethrows {
-        let liveWords = (slotCount + 63) / 64
-        for w in 0..<liveWords {
-            var bits = live[w]
-            while bits != 0 {
-                let b = bits.trailingZeroBitCount
-                try body(UInt32(w * 64 + b))
-                bits &= bits &- 1
+        if ordered {
+            try storage.forEachLivePosition { try body(storage.ids[$0]) }
+        } else {
+            for i in 0..<storage.idCapacity where storage.positionOf[i] != CodeStorage.none {
+                try body(UInt32(i))
             }
         }
+    }
+
+    // MARK: Positions (for the index of this module)
+
+    /// All positions' codes, `positionCount * words` words; valid until the next mutation.
+    var base: UnsafePointer<UInt64> { UnsafePointer(storage.codes) }
+
+    @inline(__always)
+    func isLive(position p: Int) -> Bool { storage.isLive(position: p) }
+
+    @inline(__always)
+    func pointer(position p: Int) -> UnsafePointer<UInt64> { UnsafePointer(storage.codes + p * words) }
+
+    @inline(__always)
+    func id(atPosition p: Int) -> UInt32 { storage.ids[p] }
+
+    @inline(__always)
+    func position(of id: UInt32) -> Int? { storage.position(of: id) }
+
+    /// New storage with the live ids at dense positions in ascending id order, or nil when
+    /// the current positions are already so (no holes, ordered). Only reads.
+    func compacted() -> CodeStorage? {
+        if ordered && holes == 0 { return nil }
+        let s = CodeStorage(words: words, capacity: liveCount + liveCount / 8 + 1024, idCapacity: storage.idCapacity)
+        forEachLive { id in s.append(id, storage.codes + Int(storage.positionOf[Int(id)]) * words) }
+        return s
+    }
+
+    /// Puts storage made by `compacted()` in use; nothing may have changed since.
+    func adopt(_ s: CodeStorage) {
+        precondition(s.count == liveCount, "compacted storage is out of date")
+        storage = s
+        ordered = true
+        highestPlaced = s.count > 0 ? Int64(s.ids[s.count - 1]) : -1
     }
 }

@@ -49,12 +49,13 @@ public struct PlannerCosts: Sendable {
 /// Symbols follow the papers: b bits per code, m substrings (tables), N items,
 /// K neighbours, r a radius, s the substring radius being probed.
 ///
-/// Each table j is direct-addressed: `offsets[v] ..< offsets[v+1]` index the ids whose
-/// substring j equals v (ascending ids). Items added or changed since the last
-/// `rebuild` live in a small per-table delta map; entries whose item has since been
-/// changed or deleted are stale and are recognised at verification (the item's current
-/// substring no longer equals the bucket's value, or the id is dead), so answers stay
-/// exact at all times.
+/// Each table j is direct-addressed: `offsets[v] ..< offsets[v+1]` index the code
+/// positions (see `CodeArray`) whose substring j equals v, in ascending order. Items added
+/// or changed since the last `rebuild` live in a small per-table delta map; entries whose
+/// item has since been changed or deleted are stale and are recognised at verification
+/// (the position's current substring no longer equals the bucket's value, or it is a
+/// hole), so answers stay exact at all times. A rebuild also compacts the positions, so
+/// that scans and tables cost the live items only; results always carry ids.
 ///
 /// Not synchronised: any number of concurrent searches, or one mutation, at a time.
 public final class MultiIndex {
@@ -71,8 +72,8 @@ public final class MultiIndex {
     private var delta: [DeltaTable]
     /// Entries in the delta maps (stale ones included).
     public private(set) var deltaEntries: Int = 0
-    /// Bit i set when id i may have entries in some table. An id without them is
-    /// appended to the delta directly, without looking for an existing entry.
+    /// Bit p set when position p may have entries in some table. A position without them
+    /// is appended to the delta directly, without looking for an existing entry.
     private var mayHaveEntries: [UInt64] = []
 
     /// Creates an empty index. `m` nil chooses m automatically.
@@ -93,21 +94,22 @@ public final class MultiIndex {
     /// Adds a new id or replaces the code of a live one.
     public func upsert(_ id: UInt32, _ code: HammingCode) {
         codes.set(id, code)
-        indexInDelta(id)
+        indexInDelta(position: codes.position(of: id)!)
     }
 
-    /// Deletes an id; returns whether it was live. Its table entries become stale.
+    /// Deletes an id; returns whether it was live. Its position becomes a hole and its
+    /// table entries stale, until the next rebuild.
     @discardableResult
     public func remove(_ id: UInt32) -> Bool {
         codes.remove(id)
     }
 
-    /// Makes sure every table can find `id` under its current code: adds a delta entry
-    /// for each table whose bucket does not already hold it.
-    public func indexInDelta(_ id: UInt32) {
-        guard codes.isLive(id) else { return }
-        let p = codes.pointer(id)
-        let i = Int(id)
+    /// Makes sure every table can find live position `i` under its current code: adds a
+    /// delta entry for each table whose bucket does not already hold it.
+    func indexInDelta(position i: Int) {
+        guard codes.isLive(position: i) else { return }
+        let p = codes.pointer(position: i)
+        let id = UInt32(i)
         if i >> 6 >= mayHaveEntries.count {
             mayHaveEntries.append(contentsOf: repeatElement(0, count: max(i >> 6 + 1, mayHaveEntries.count * 2) - mayHaveEntries.count))
         }
@@ -122,15 +124,15 @@ public final class MultiIndex {
         mayHaveEntries[i >> 6] |= UInt64(1) << UInt64(i & 63)
     }
 
-    /// Marks every id below the slot count as possibly having entries (after loading
-    /// tables from storage), or exactly the live ids (after a rebuild).
+    /// Marks every position as possibly having entries (after loading tables from
+    /// storage), or exactly the live ones (after a rebuild).
     private func resetEntryMarks(allSlots: Bool) {
-        let n = codes.slotCount
+        let n = codes.positionCount
         mayHaveEntries = [UInt64](repeating: 0, count: n / 64 + 1)
         if allSlots {
             for i in 0..<n { mayHaveEntries[i >> 6] |= UInt64(1) << UInt64(i & 63) }
         } else {
-            codes.forEachLive { id in mayHaveEntries[Int(id) >> 6] |= UInt64(1) << UInt64(id & 63) }
+            codes.storage.forEachLivePosition { i in mayHaveEntries[i >> 6] |= UInt64(1) << UInt64(i & 63) }
         }
     }
 
@@ -140,32 +142,43 @@ public final class MultiIndex {
         install(try prepareTables(m: newM))
     }
 
-    /// New tables built from the current codes, not yet in use.
+    /// New tables built from the current codes, not yet in use, with the compacted code
+    /// positions they refer to (when the current ones had holes or were out of id order).
     public struct PreparedTables {
         public let layout: SubstringLayout
         fileprivate let tables: [BaseTable]
-        /// The base table j as it will be stored: offsets (2^size + 1) and ids.
+        fileprivate let compacted: CodeStorage?
+        fileprivate let view: CodeStorage
+        /// The base table j: offsets (2^size + 1) and the positions of its entries, which
+        /// `idAtPosition` turns into ids. Valid while this value lives and the index is
+        /// not mutated.
         public func table(_ j: Int) -> (offsets: UnsafeBufferPointer<UInt32>, ids: UnsafeBufferPointer<UInt32>) {
             tables[j].buffers
         }
+        /// The id at each position of the tables (as `table`, valid while this value lives).
+        public var idAtPosition: UnsafePointer<UInt32> { UnsafePointer(view.ids) }
     }
 
     /// Builds tables from the live codes with m = `newM`, else the fixed m, else m
-    /// chosen from N and b. Only reads the codes: may run beside searches, but not
-    /// beside a mutation. `install` then swaps them in.
+    /// chosen from N and b, over compacted positions. Only reads the codes: may run beside
+    /// searches, but not beside a mutation. `install` then swaps them in.
     public func prepareTables(m newM: Int? = nil) throws -> PreparedTables {
         let mm = newM ?? fixedM ?? SubstringLayout.automaticCount(for: width, items: count)
         let newLayout = try SubstringLayout(width: width, count: mm)
+        let compacted = codes.compacted()
+        let view = compacted ?? codes.storage
         var newTables = [BaseTable]()
         for j in 0..<newLayout.count {
-            newTables.append(BaseTable.build(codes: codes, layout: newLayout, table: j))
+            newTables.append(BaseTable.build(codes: view, layout: newLayout, table: j))
         }
-        return PreparedTables(layout: newLayout, tables: newTables)
+        return PreparedTables(layout: newLayout, tables: newTables, compacted: compacted, view: view)
     }
 
-    /// Puts prepared tables in use and empties the delta. The codes must not have
-    /// changed since `prepareTables`.
+    /// Puts prepared tables (and their compacted positions) in use and empties the delta.
+    /// The codes must not have changed since `prepareTables`.
     public func install(_ prepared: PreparedTables) {
+        if let s = prepared.compacted { codes.adopt(s) }
+        precondition(prepared.view === codes.storage, "prepared tables are out of date")
         layout = prepared.layout
         tables = prepared.tables
         delta = prepared.layout.sizes.map { DeltaTable(bits: $0) }
@@ -175,26 +188,41 @@ public final class MultiIndex {
 
     /// Replaces the tables with ones loaded from storage (offsets and ids per table),
     /// then indexes the given ids (changed since those tables were written) in the delta.
+    /// Compacts the positions first; entries of ids that are not live are dropped.
     public func load(layout newLayout: SubstringLayout,
                      tables loaded: [(offsets: [UInt32], ids: [UInt32])],
                      pending: some Sequence<UInt32>) throws {
         precondition(loaded.count == newLayout.count)
+        if let s = codes.compacted() { codes.adopt(s) }
         var newTables = [BaseTable]()
         for (j, t) in loaded.enumerated() {
-            newTables.append(try BaseTable(bits: newLayout.sizes[j], offsets: t.offsets, ids: t.ids))
+            guard t.offsets.count == (1 << newLayout.sizes[j]) + 1, t.offsets.first == 0,
+                  Int(t.offsets[t.offsets.count - 1]) == t.ids.count else {
+                throw BaseTable.Malformed(description: "stored table \(j) has a malformed offset array")
+            }
+            var offsets = [UInt32](repeating: 0, count: t.offsets.count)
+            var positions = [UInt32]()
+            positions.reserveCapacity(t.ids.count)
+            for v in 0..<(t.offsets.count - 1) {
+                let lo = Int(t.offsets[v]), hi = Int(t.offsets[v + 1])
+                guard lo <= hi else { throw BaseTable.Malformed(description: "stored table \(j) offsets decrease at \(v)") }
+                for i in lo..<hi {
+                    if let p = codes.position(of: t.ids[i]) { positions.append(UInt32(p)) }
+                }
+                offsets[v + 1] = UInt32(positions.count)
+            }
+            newTables.append(try BaseTable(bits: newLayout.sizes[j], offsets: offsets, ids: positions))
         }
         layout = newLayout
         tables = newTables
         delta = newLayout.sizes.map { DeltaTable(bits: $0) }
         deltaEntries = 0
         resetEntryMarks(allSlots: true)
-        for id in pending { indexInDelta(id) }
+        for id in pending {
+            if let p = codes.position(of: id) { indexInDelta(position: p) }
+        }
     }
 
-    /// The base table j as stored: offsets (2^size + 1) and ids.
-    public func baseTable(_ j: Int) -> (offsets: UnsafeBufferPointer<UInt32>, ids: UnsafeBufferPointer<UInt32>) {
-        tables[j].buffers
-    }
 
     // MARK: - Consistency
 
@@ -204,7 +232,7 @@ public final class MultiIndex {
     }
 
     /// Checks that every live item can be found in every table under its current
-    /// substring, and that every table entry names a valid id. Returns the number of
+    /// substring, and that every table entry names a valid position. Returns the number of
     /// stale entries (entries of deleted or changed items awaiting a rebuild).
     public func check() throws -> Int {
         var stale = 0
@@ -218,24 +246,24 @@ public final class MultiIndex {
                 guard lo <= hi else { throw Inconsistency(description: "table \(j) offsets decrease at \(v)") }
                 var prev: Int64 = -1
                 for i in lo..<hi {
-                    let id = ids[i]
-                    guard Int64(id) > prev else {
-                        throw Inconsistency(description: "table \(j) bucket \(v) is not in ascending id order")
+                    let p = Int(ids[i])
+                    guard Int64(p) > prev, p < codes.positionCount else {
+                        throw Inconsistency(description: "table \(j) bucket \(v) is not in ascending position order")
                     }
-                    prev = Int64(id)
-                    if !codes.isLive(id) || layout.substring(j, of: codes.pointer(id)) != UInt32(v) { stale += 1 }
+                    prev = Int64(p)
+                    if !codes.isLive(position: p) || layout.substring(j, of: codes.pointer(position: p)) != UInt32(v) { stale += 1 }
                 }
             }
             stale += delta[j].staleCount(codes: codes, layout: layout, table: j)
         }
         var failure: Inconsistency?
-        codes.forEachLive { id in
+        codes.storage.forEachLivePosition { i in
             guard failure == nil else { return }
-            let p = codes.pointer(id)
+            let p = codes.pointer(position: i)
             for j in 0..<layout.count {
                 let v = layout.substring(j, of: p)
-                if !tables[j].contains(v, id) && !delta[j].contains(v, id) {
-                    failure = Inconsistency(description: "item \(id) is missing from table \(j)")
+                if !tables[j].contains(v, UInt32(i)) && !delta[j].contains(v, UInt32(i)) {
+                    failure = Inconsistency(description: "item \(codes.id(atPosition: i)) is missing from table \(j)")
                     return
                 }
             }
@@ -252,7 +280,7 @@ public final class MultiIndex {
         guard k > 0, count > 0 else { stats.path = .linearScan; return [] }
         return query.words.withUnsafeBufferPointer { qp in
             let q = qp.baseAddress!
-            if planner != .linearScan, codes.slotCount > 64 {
+            if planner != .linearScan, codes.positionCount > 64 {
                 if let r = knnByProbing(q, k: k, stats: &stats, mayGiveUp: planner == .automatic) {
                     stats.path = .multiIndex
                     return r
@@ -276,7 +304,7 @@ public final class MultiIndex {
         let r = min(r, width.bits)
         return query.words.withUnsafeBufferPointer { qp in
             let q = qp.baseAddress!
-            if planner != .linearScan, codes.slotCount > 64 {
+            if planner != .linearScan, codes.positionCount > 64 {
                 if let res = rangeByProbing(q, radius: r, stats: &stats, mayGiveUp: planner == .automatic) {
                     stats.path = .multiIndex
                     return res
@@ -299,26 +327,31 @@ public final class MultiIndex {
 
     func knnByScan(_ q: UnsafePointer<UInt64>, k: Int) -> [Neighbor] {
         var top = TopK(k: k)
-        let words = codes.words, n = codes.slotCount, bits = width.bits
+        let words = codes.words, n = codes.positionCount, bits = width.bits
+        let ordered = codes.ordered
         let idx = UnsafeMutablePointer<UInt32>.allocate(capacity: Self.block)
         let dist = UnsafeMutablePointer<UInt16>.allocate(capacity: Self.block)
         defer { idx.deallocate(); dist.deallocate() }
         var start = 0
         while start < n {
             let len = min(Self.block, n - start)
-            // Ids ascend with the scan, so once K are kept a later item must be strictly
+            // When ids ascend with the scan, once K are kept a later item must be strictly
             // nearer than the K-th to enter: ties go to the older id.
             var threshold = bits
             if top.isFull {
                 let w = top.worstDistance
-                if w == 0 { break }
-                threshold = w - 1
+                if ordered {
+                    if w == 0 { break }
+                    threshold = w - 1
+                } else {
+                    threshold = w
+                }
             }
             let got = gdh_scan_leq(codes.base + start * words, words, len, q, UInt32(threshold), idx, dist)
             for i in 0..<got {
-                let id = UInt32(start) + idx[i]
-                guard codes.isLive(id) else { continue }
-                let key = TopK.key(Int(dist[i]), id)
+                let p = start + Int(idx[i])
+                guard codes.isLive(position: p) else { continue }
+                let key = TopK.key(Int(dist[i]), codes.id(atPosition: p))
                 if top.accepts(key) { top.insert(key) }
             }
             start += len
@@ -328,7 +361,7 @@ public final class MultiIndex {
 
     func rangeByScan(_ q: UnsafePointer<UInt64>, radius r: Int) -> [Neighbor] {
         var keys = [UInt64]()
-        let words = codes.words, n = codes.slotCount
+        let words = codes.words, n = codes.positionCount
         let idx = UnsafeMutablePointer<UInt32>.allocate(capacity: Self.block)
         let dist = UnsafeMutablePointer<UInt16>.allocate(capacity: Self.block)
         defer { idx.deallocate(); dist.deallocate() }
@@ -337,8 +370,8 @@ public final class MultiIndex {
             let len = min(Self.block, n - start)
             let got = gdh_scan_leq(codes.base + start * words, words, len, q, UInt32(r), idx, dist)
             for i in 0..<got {
-                let id = UInt32(start) + idx[i]
-                if codes.isLive(id) { keys.append(TopK.key(Int(dist[i]), id)) }
+                let p = start + Int(idx[i])
+                if codes.isLive(position: p) { keys.append(TopK.key(Int(dist[i]), codes.id(atPosition: p))) }
             }
             start += len
         }
@@ -347,7 +380,7 @@ public final class MultiIndex {
     }
 
     private var scanCost: Double {
-        Double(codes.slotCount * codes.words) * costs.scanPerWord
+        Double(codes.positionCount * codes.words) * costs.scanPerWord
     }
 
     // MARK: Multi-index probing
@@ -385,11 +418,11 @@ public final class MultiIndex {
                 if s <= size {
                     enumerateValues(qsub[j], bits: size, radius: s) { v in
                         stats.probes += 1
-                        forEachCandidate(table: j, value: v) { id in
+                        forEachCandidate(table: j, value: v) { pos in
                             stats.candidates += 1
-                            guard codes.isLive(id) else { return }
-                            let p = codes.pointer(id)
-                            let key = TopK.key(hammingDistance(p, q, words: words), id)
+                            guard codes.isLive(position: Int(pos)) else { return }
+                            let p = codes.pointer(position: Int(pos))
+                            let key = TopK.key(hammingDistance(p, q, words: words), codes.id(atPosition: Int(pos)))
                             guard top.accepts(key) else { return }
                             guard layout.substring(j, of: p) == v,
                                   firstEncounter(p, qsub: qsub, table: j, radius: s, limits: nil) else { return }
@@ -434,14 +467,14 @@ public final class MultiIndex {
             for j in 0..<m where s <= limits[j] {
                 enumerateValues(qsub[j], bits: layout.sizes[j], radius: s) { v in
                     stats.probes += 1
-                    forEachCandidate(table: j, value: v) { id in
+                    forEachCandidate(table: j, value: v) { pos in
                         stats.candidates += 1
-                        guard codes.isLive(id) else { return }
-                        let p = codes.pointer(id)
+                        guard codes.isLive(position: Int(pos)) else { return }
+                        let p = codes.pointer(position: Int(pos))
                         let d = hammingDistance(p, qp, words: words)
                         guard d <= r, layout.substring(j, of: p) == v,
                               firstEncounter(p, qsub: qsub, table: j, radius: s, limits: limits) else { return }
-                        keys.append(TopK.key(d, id))
+                        keys.append(TopK.key(d, codes.id(atPosition: Int(pos))))
                     }
                 }
                 if Double(stats.probes) * costs.probe + Double(stats.candidates) * costs.candidate > budget {

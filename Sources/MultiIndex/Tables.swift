@@ -1,8 +1,8 @@
 import HammingCode
 
-/// One direct-addressed multi-index table: for each substring value v, the ids whose
-/// substring equals v are `ids[offsets[v] ..< offsets[v+1]]`, in ascending order.
-/// Built by a counting sort over the live ids.
+/// One direct-addressed multi-index table: for each substring value v, the code positions
+/// (see `CodeArray`) whose substring equals v are `ids[offsets[v] ..< offsets[v+1]]`, in
+/// ascending order. Built by a counting sort over the live positions.
 final class BaseTable {
     let bits: Int
     /// 2^bits + 1 entries.
@@ -61,24 +61,26 @@ final class BaseTable {
         ids.deallocate()
     }
 
-    /// Table j of `layout` over the live codes, by counting sort.
-    static func build(codes: CodeArray, layout: SubstringLayout, table j: Int) -> BaseTable {
+    /// Table j of `layout` over the live positions of `codes`, by counting sort.
+    static func build(codes: CodeStorage, layout: SubstringLayout, table j: Int) -> BaseTable {
         let bits = layout.sizes[j]
         let buckets = 1 << bits
         let offsets = UnsafeMutablePointer<UInt32>.allocate(capacity: buckets + 1)
         offsets.initialize(repeating: 0, count: buckets + 1)
-        let n = codes.liveCount
-        let ids = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, n))
-        // Count each value into offsets[v + 1], prefix-sum, then place ids in order.
-        codes.forEachLive { id in
-            offsets[Int(layout.substring(j, of: codes.pointer(id))) + 1] += 1
+        var n = 0
+        let words = codes.words, base = UnsafePointer(codes.codes)
+        // Count each value into offsets[v + 1], prefix-sum, then place positions in order.
+        codes.forEachLivePosition { p in
+            offsets[Int(layout.substring(j, of: base + p * words)) + 1] += 1
+            n += 1
         }
+        let ids = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, n))
         for v in 0..<buckets { offsets[v + 1] += offsets[v] }
         let cursor = UnsafeMutablePointer<UInt32>.allocate(capacity: buckets)
         cursor.initialize(from: offsets, count: buckets)
-        codes.forEachLive { id in
-            let v = Int(layout.substring(j, of: codes.pointer(id)))
-            ids[Int(cursor[v])] = id
+        codes.forEachLivePosition { p in
+            let v = Int(layout.substring(j, of: base + p * words))
+            ids[Int(cursor[v])] = UInt32(p)
             cursor[v] += 1
         }
         cursor.deallocate()
@@ -96,7 +98,7 @@ final class BaseTable {
         while i < hi { body(ids[i]); i += 1 }
     }
 
-    /// Whether bucket v holds id (binary search: buckets are in ascending id order).
+    /// Whether bucket v holds position `id` (binary search: buckets are in ascending order).
     func contains(_ v: UInt32, _ id: UInt32) -> Bool {
         var lo = Int(offsets[Int(v)]), hi = Int(offsets[Int(v) + 1])
         while lo < hi {
@@ -109,7 +111,7 @@ final class BaseTable {
     }
 }
 
-/// Entries added since the table was built: substring value → ids, in flat arrays (no
+/// Entries added since the table was built: substring value → code positions, in flat arrays (no
 /// allocation per entry or per bucket). Each bucket with entries has a slot in an
 /// open-addressing hash of the values (`slotValue`, `slotHead`, linear probing, at most half
 /// full) whose head is its newest entry; `entryNext` chains the entries of a bucket, newest
@@ -198,14 +200,14 @@ struct DeltaTable {
         }
     }
 
-    /// Entries whose item is dead or no longer has this substring value.
+    /// Entries whose position is a hole or no longer has this substring value.
     func staleCount(codes: CodeArray, layout: SubstringLayout, table j: Int) -> Int {
         var stale = 0
         for s in slotHead.indices {
             var e = slotHead[s]
             while e != DeltaTable.none {
-                let id = entryID[Int(e)]
-                if !codes.isLive(id) || layout.substring(j, of: codes.pointer(id)) != slotValue[s] { stale += 1 }
+                let p = Int(entryID[Int(e)])
+                if !codes.isLive(position: p) || layout.substring(j, of: codes.pointer(position: p)) != slotValue[s] { stale += 1 }
                 e = entryNext[Int(e)]
             }
         }

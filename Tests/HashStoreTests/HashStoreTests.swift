@@ -170,6 +170,69 @@ struct HashStoreTests {
         #expect(store.statistics().first { $0.0 == "substrings_setting" }?.1 == "8")
     }
 
+    @Test("deleting most items gives the scan positions back; ids, answers and a reopen stay right")
+    func deletesGiveSpaceBack() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var opts = StoreOptions(bits: 64)
+        opts.foldThreshold = 300
+        var store = try HashStore(directory: dir, options: opts)
+        var rng = SplitMix64(seed: 19)
+        let w = try CodeWidth(bits: 64)
+        let centre = code(w, &rng)
+        var items: [String: HammingCode] = [:], order: [String: UInt32] = [:]
+        for b in 0..<10 {
+            var batch = [WriteOp]()
+            for i in 0..<1000 {
+                // Clustered, so that probing finds neighbours and ties occur.
+                var c = centre
+                for bit in 0..<64 where rng.next() % 12 == 0 { c = c.flipping(bit) }
+                batch.append(.add(key: "k\(b * 1000 + i)", code: c))
+                items["k\(b * 1000 + i)"] = c
+            }
+            for (o, id) in try store.apply(batch).enumerated() {
+                if case .added(let i) = id { order["k\(b * 1000 + o)"] = i }
+            }
+        }
+        // Delete 90% in batches of 500, leaving every tenth key.
+        let doomed = (0..<10_000).filter { $0 % 10 != 4 }
+        for start in stride(from: 0, to: doomed.count, by: 500) {
+            _ = try store.apply(doomed[start..<min(start + 500, doomed.count)].map { .delete(key: "k\($0)") })
+        }
+        for i in doomed { items["k\(i)"] = nil }
+        #expect(store.count == 1000)
+        #expect(store.scanPositions <= 1000 + 300, "scan positions \(store.scanPositions)")
+        func expectExact(_ s: HashStore) {
+            for (k, _) in items.prefix(50) { #expect(s.id(of: k) == order[k]) }
+            for mode in PlannerMode.allCases {
+                s.planner = mode
+                for _ in 0..<5 {
+                    var q = centre
+                    for bit in 0..<64 where rng.next() % 12 == 0 { q = q.flipping(bit) }
+                    let want = oracle(items, order: order, q)
+                    var st = SearchStats()
+                    #expect(s.knn(q, k: 20, stats: &st).map(\.key) == want.prefix(20).map(\.0), "mode \(mode)")
+                    #expect(s.range(q, radius: 8, stats: &st).map(\.key) == want.filter { $0.1 <= 8 }.map(\.0))
+                }
+            }
+        }
+        expectExact(store)
+        // A few more deletes and adds stay in the delta and pending; reopen from that state.
+        _ = try store.apply((0..<40).map { .delete(key: "k\($0 * 10 + 4)") })
+        for i in 0..<40 { items["k\(i * 10 + 4)"] = nil }
+        let added = try store.apply([.add(key: "new", code: centre)])
+        if case .added(let i) = added[0] { order["new"] = i; #expect(i == 10_000) }
+        items["new"] = centre
+        #expect(try store.verify().items == items.count)
+        expectExact(store)
+        store.close()
+        store = try HashStore(directory: dir, options: opts)
+        defer { store.close() }
+        #expect(store.scanPositions == items.count)
+        #expect(try store.verify().items == items.count)
+        expectExact(store)
+    }
+
     @Test("compact shrinks the file after deletes and keeps every item")
     func compaction() throws {
         let dir = tempDir()

@@ -120,3 +120,75 @@ struct MultiIndexTests {
         #expect(s2.path == .multiIndex)
     }
 }
+
+@Suite("MultiIndex positions after deletes")
+struct MultiIndexPositionTests {
+    @Test("deletes leave holes until a rebuild compacts them; ids, answers and ties by id stay")
+    func holesCompactAtRebuild() throws {
+        var rng = SplitMix(seed: 77)
+        let w = try CodeWidth(bits: 64)
+        let index = try MultiIndex(width: w, m: 4)
+        var items: [UInt32: HammingCode] = [:]
+        let centre = randomCode(w, &rng)
+        for i in 0..<4000 {
+            let c = i % 3 == 0 ? centre : noisy(centre, p: 0.1, &rng)
+            index.upsert(UInt32(i), c)
+            items[UInt32(i)] = c
+        }
+        try index.rebuild()
+        #expect(index.codes.positionCount == 4000 && index.codes.ordered)
+        // Delete 90%, then re-add a few deleted ids (they go to the end, out of id order).
+        for i in 0..<4000 where i % 10 != 7 {
+            index.remove(UInt32(i))
+            items[UInt32(i)] = nil
+        }
+        for i in stride(from: 3, to: 600, by: 60) {
+            index.upsert(UInt32(i), centre)
+            items[UInt32(i)] = centre
+        }
+        #expect(index.codes.holes == 3600)
+        #expect(!index.codes.ordered)
+        func expectExact(_ label: String) throws {
+            #expect(try index.check() >= 0)
+            for mode in PlannerMode.allCases {
+                index.planner = mode
+                for t in 0..<6 {
+                    let q = t == 0 ? centre : noisy(centre, p: 0.1, &rng)
+                    let truth = bruteForce(items, q)
+                    for k in [1, 5, 30, 5000] {
+                        #expect(index.knn(q, k: k) == Array(truth.prefix(k)), "\(label) knn k=\(k) mode=\(mode)")
+                    }
+                    #expect(index.range(q, radius: 6) == truth.filter { $0.distance <= 6 }, "\(label) range mode=\(mode)")
+                }
+            }
+        }
+        try expectExact("with holes")
+        try index.rebuild()
+        #expect(index.codes.positionCount == items.count)
+        #expect(index.codes.holes == 0 && index.codes.ordered)
+        #expect(try index.check() == 0)
+        for (id, c) in items { #expect(index.codes.code(id) == c) }
+        #expect(!index.codes.isLive(0) && index.codes.code(1) == nil)
+        try expectExact("compacted")
+        // A later insert after the compaction keeps positions in id order.
+        index.upsert(9000, centre)
+        items[9000] = centre
+        #expect(index.codes.ordered)
+        try expectExact("after insert")
+    }
+
+    @Test("a scan reads only live positions once holes are compacted")
+    func scanCostFollowsLiveItems() throws {
+        var rng = SplitMix(seed: 5)
+        let w = try CodeWidth(bits: 64)
+        let index = try MultiIndex(width: w, m: 3)
+        for i in 0..<10_000 { index.upsert(UInt32(i), randomCode(w, &rng)) }
+        for i in 0..<10_000 where i % 10 != 0 { index.remove(UInt32(i)) }
+        #expect(index.codes.positionCount == 10_000)
+        try index.rebuild()
+        #expect(index.codes.positionCount == 1000)
+        var seen: [UInt32] = []
+        index.codes.forEachLive { seen.append($0) }
+        #expect(seen == (0..<1000).map { UInt32($0 * 10) })
+    }
+}
