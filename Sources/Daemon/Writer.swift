@@ -15,7 +15,8 @@ protocol WriteSink: AnyObject {
 /// The single writer: a thread that takes queued writes in arrival order and applies
 /// every write waiting at that moment in one transaction (group commit). Nobody is
 /// told of success before the transaction is durable. Administrative jobs (compact,
-/// rebuild, verify) run alone, in their place in the queue.
+/// rebuild, verify) run alone, in their place in the queue; COMPACT only starts there and
+/// runs on a thread of its own while writes go on (`HashStore.compact`).
 final class Writer: @unchecked Sendable {
     enum Admin {
         case compact
@@ -47,6 +48,8 @@ final class Writer: @unchecked Sendable {
     private var stopping = false
     private var finished = false
     private var thread: Thread?
+    /// COMPACTs running beside the writer; `drainAndStop` waits for them.
+    private let background = DispatchGroup()
 
     private let metrics: MetricsRegistry?
 
@@ -82,6 +85,7 @@ final class Writer: @unchecked Sendable {
         condition.broadcast()
         while !finished { condition.wait() }
         condition.unlock()
+        background.wait()
     }
 
     private func take() -> [Job]? {
@@ -94,7 +98,17 @@ final class Writer: @unchecked Sendable {
     private func run() {
         while let jobs = take() {
             if case .admin(let op, let done)? = jobs.first {
-                done(Result { try runAdmin(op) })
+                if case .compact = op {
+                    background.enter()
+                    let t = Thread { [self] in
+                        done(Result { try runAdmin(op) })
+                        background.leave()
+                    }
+                    t.name = "gdhd-compact"
+                    t.start()
+                } else {
+                    done(Result { try runAdmin(op) })
+                }
                 continue
             }
             var ops = [WriteOp]()

@@ -1,4 +1,5 @@
 import CLMDB
+import Foundation
 import HammingCode
 import MultiIndex
 #if canImport(Glibc)
@@ -144,6 +145,16 @@ public final class HashStore {
     /// Held for reading by a backup (which reads the environment off the writer thread)
     /// and for writing by the environment swap of COMPACT.
     private let envSwap = ReadWriteLock()
+    /// Held by every write to LMDB and the mirror (`apply`, folds, `rebuild`, model
+    /// identity, `verify`) and by COMPACT's start and its final catch-up and swap, which
+    /// run on another thread than the writer's.
+    private let writerLock = NSLock()
+    /// One COMPACT at a time.
+    private let compactLock = NSLock()
+    /// Measured by the last COMPACT: how long writes waited for its final step (seconds),
+    /// the changes replayed before it and in it.
+    public private(set) var lastCompactPause = 0.0
+    public private(set) var lastCompactReplayed = (catchUp: 0, final: 0)
 
     // MARK: - Open and close
 
@@ -392,6 +403,8 @@ public final class HashStore {
     /// source; it is recorded when the store has no model identity yet.
     public func apply(_ batch: [WriteOp], codesModel: String? = nil) throws -> [WriteOutcome] {
         guard !batch.isEmpty else { return [] }
+        writerLock.lock()
+        defer { writerLock.unlock() }
         var attempt = 0
         while true {
             do {
@@ -514,12 +527,16 @@ public final class HashStore {
         }
     }
 
+    /// Doubles the map. LMDB remaps the file, so this waits for copies (backup, COMPACT)
+    /// that read the environment from another thread.
     private func growMap() throws {
-        let size = env.mapSize * 2
-        do { try env.setMapSize(size) } catch {
-            throw StoreError.io("cannot grow the map to \(size) bytes: \(error)")
+        try envSwap.withWriteLock {
+            let size = env.mapSize * 2
+            do { try env.setMapSize(size) } catch {
+                throw StoreError.io("cannot grow the map to \(size) bytes: \(error)")
+            }
+            rw.withWriteLock { mapBytes = size }
         }
-        rw.withWriteLock { mapBytes = size }
     }
 
     /// Folds the delta into new tables once it has grown past the threshold, or once
@@ -579,6 +596,8 @@ public final class HashStore {
     /// Recomputes the tables from the stored codes, with m substrings if given (kept
     /// as the setting from then on). Returns the m in use.
     public func rebuild(m: Int? = nil) throws -> Int {
+        writerLock.lock()
+        defer { writerLock.unlock() }
         if let m {
             do { _ = try SubstringLayout(width: width, count: m) } catch {
                 throw StoreError.invalid("\(error)")
@@ -590,25 +609,89 @@ public final class HashStore {
         return rw.withReadLock { index.m }
     }
 
-    /// Writes a compacted copy of the database (tables folded in first) and swaps it
-    /// in: the copy is synced, then renamed over the data file, then the directory is
-    /// synced. A crash at any point leaves either the old file or the new one whole.
-    /// Returns the file size before and after.
+    /// Writes a compacted copy of the database and swaps it in while writes go on.
+    ///
+    /// 1. Under the writer lock (a moment): the environment starts logging the changes of
+    ///    every committed write transaction.
+    /// 2. No lock: LMDB copies the database, compacted, from one read transaction into
+    ///    `data.mdb.compact`; writes continue. Then the logged changes are replayed on the
+    ///    copy in rounds (each a transaction on the copy) until few are left.
+    /// 3. Under the writer lock (the pause writes see): the last changes are replayed, the
+    ///    copy is synced, renamed over the data file and the directory synced; the
+    ///    environment is reopened on it.
+    ///
+    /// Replaying a change the copy already holds is harmless (every change is a blind
+    /// put, delete or empty), so logging may start before the copy's snapshot. A crash at
+    /// any point leaves the old file whole (the copy is only a temporary file until the
+    /// rename) or the new one complete. The tables are not folded (a fold happens by the
+    /// usual thresholds, or with REBUILD). Any thread. Returns the file size before and after.
     public func compact() throws -> (before: Int, after: Int) {
+        compactLock.lock()
+        defer { compactLock.unlock() }
         let before = HashStore.fileSize(dataPath)
-        try foldTables(m: nil)
         let tmp = directory + "/data.mdb.compact"
         unlink(tmp)
+        let log = ChangeLog()
+        writerLock.lock()
+        // Room ahead, so that writes during the copy seldom need to grow the map (which
+        // waits for the copy).
+        while env.mapSize < 2 * before + (64 << 20) {
+            do { try growMap() } catch { writerLock.unlock(); throw error }
+        }
+        env.log = log
+        let mapSize = env.mapSize
+        writerLock.unlock()
+        testPoint("started")
+        var copy: Environment?
+        var swapped = false
+        defer {
+            if !swapped {
+                writerLock.lock()
+                env.log = nil
+                writerLock.unlock()
+                copy?.close()
+                unlink(tmp)
+                unlink(tmp + "-lock")
+            }
+        }
         do {
-            try env.copyCompacted(to: tmp)
+            try envSwap.withReadLock { try env.copyCompacted(to: tmp) }
+            chmod(tmp, 0o600)
+            copy = try Environment(path: tmp, mapSize: mapSize, maxDatabases: 8, noSync: true)
         } catch {
-            unlink(tmp)
             throw StoreError.io("compaction copy failed, the database is unchanged: \(error)")
         }
-        chmod(tmp, 0o600)
-        try HashStore.fsyncPath(tmp)
-        // The swap itself runs under the write lock: no reader touches the environment
-        // while it is closed. Queries read the mirror, so they only wait for this step.
+        let target = copy!
+        let dbis = try copyDatabases(target)
+        testPoint("copied")
+        // Catch up while writes go on, until a round has little left to replay.
+        var caughtUp = 0
+        for _ in 0..<50 {
+            let pending = log.count
+            if pending < 2_000 { break }
+            caughtUp += try replay(log.take(), into: target, dbis: dbis)
+        }
+        testPoint("caught-up")
+        writerLock.lock()
+        defer { writerLock.unlock() }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        env.log = nil
+        let last: Int
+        do {
+            last = try replay(log.take(), into: target, dbis: dbis)
+            try target.sync()
+            target.close()
+            copy = nil
+            try HashStore.fsyncPath(tmp)
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError.io("compaction catch-up failed, the database is unchanged: \(error)")
+        }
+        unlink(tmp + "-lock")
+        testPoint("replayed")
+        // The swap itself runs under the mirror's write lock too: no reader touches the
+        // environment while it is closed. Queries read the mirror, so they only wait for this step.
         let (renamed, renameError, reopenError): (Bool, Int32, Error?) = envSwap.withWriteLock { rw.withWriteLock {
             let mapSize = env.mapSize
             env.close()
@@ -618,6 +701,7 @@ public final class HashStore {
             // A fresh lock file: one left open by another process (an LMDB tool) would
             // still describe the old file.
             unlink(dataPath + "-lock")
+            testPoint("renamed")
             do {
                 env = try Environment(path: dataPath, mapSize: mapSize, maxDatabases: 8)
                 try env.write { txn in
@@ -633,14 +717,60 @@ public final class HashStore {
                 return (renamed, renameError, error)
             }
         } }
+        swapped = renamed
+        commits += 1
+        lastCompactPause = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        lastCompactReplayed = (caughtUp, last)
         if let reopenError {
             throw StoreError.io("cannot reopen the database after compaction: \(reopenError)")
         }
         guard renamed else {
-            unlink(tmp)
             throw StoreError.io("cannot replace the data file: \(String(cString: strerror(renameError)))")
         }
         return (before, HashStore.fileSize(dataPath))
+    }
+
+    /// For the crash tests only: `GDH_TEST_COMPACT_PAUSE=<phase>` makes COMPACT sleep 0.5 s
+    /// at that point (started, copied, caught-up, replayed, renamed), so that a test can
+    /// kill the process there.
+    private static let testPause = ProcessInfo.processInfo.environment["GDH_TEST_COMPACT_PAUSE"]
+    private func testPoint(_ phase: String) {
+        if HashStore.testPause == phase { usleep(500_000) }
+    }
+
+    /// The copy's handles for this environment's databases.
+    private func copyDatabases(_ target: Environment) throws -> [MDB_dbi: MDB_dbi] {
+        do {
+            return try target.write { txn in
+                [
+                    dbMeta: try txn.openDatabase("meta", flags: 0),
+                    dbItems: try txn.openDatabase("items", flags: UInt32(MDB_INTEGERKEY)),
+                    dbTables: try txn.openDatabase("tables", flags: UInt32(MDB_INTEGERKEY)),
+                    dbPending: try txn.openDatabase("pending", flags: UInt32(MDB_INTEGERKEY)),
+                    dbSources: try txn.openDatabase("sources", flags: UInt32(MDB_INTEGERKEY)),
+                ]
+            }
+        } catch {
+            throw StoreError.io("compaction copy is unreadable, the database is unchanged: \(error)")
+        }
+    }
+
+    /// Replays logged changes on the compaction copy in one transaction, growing the
+    /// copy's map when it fills. Returns the number of changes.
+    private func replay(_ batches: [ChangeBatch], into target: Environment, dbis: [MDB_dbi: MDB_dbi]) throws -> Int {
+        guard !batches.isEmpty else { return 0 }
+        var attempt = 0
+        while true {
+            do {
+                try target.write { txn in
+                    for b in batches { try b.replay(into: txn, dbis: dbis) }
+                }
+                return batches.reduce(0) { $0 + $1.ops.count }
+            } catch let e as LMDBError where e.isMapFull && attempt < 40 {
+                attempt += 1
+                try target.setMapSize(target.mapSize * 2)
+            }
+        }
     }
 
     /// Writes a consistent, compacted copy of the database to `path` (a new file, never
@@ -693,6 +823,8 @@ public final class HashStore {
     /// encoded again with it), or with nil removes the record (the codes' model is then
     /// unknown). Writer thread.
     public func setModelIdentity(_ identity: String?) throws {
+        writerLock.lock()
+        defer { writerLock.unlock() }
         var attempt = 0
         while true {
             do {
@@ -733,6 +865,8 @@ public final class HashStore {
     /// Checks that stored items, stored tables and the mirror agree. Returns the item
     /// count and the stale table entries awaiting a rebuild; throws `.corrupt`.
     public func verify() throws -> (items: Int, stale: Int) {
+        writerLock.lock()
+        defer { writerLock.unlock() }
         let bytes = width.bytes
         do {
             return try env.read { txn in

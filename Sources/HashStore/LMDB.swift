@@ -1,4 +1,5 @@
 import CLMDB
+import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,8 +25,11 @@ func check(_ rc: Int32, _ operation: @autoclosure () -> String) throws {
 final class Environment {
     private(set) var env: OpaquePointer
     let path: String
+    /// While set, every committed write transaction appends its changes here (COMPACT
+    /// replays them on its copy). Set and cleared by the one writer, between transactions.
+    var log: ChangeLog?
 
-    init(path: String, mapSize: Int, maxDatabases: UInt32) throws {
+    init(path: String, mapSize: Int, maxDatabases: UInt32, noSync: Bool = false) throws {
         self.path = path
         var e: OpaquePointer?
         try check(mdb_env_create(&e), "mdb_env_create")
@@ -34,7 +38,8 @@ final class Environment {
         do {
             try check(mdb_env_set_maxdbs(e, maxDatabases), "mdb_env_set_maxdbs")
             try check(mdb_env_set_mapsize(e, mapSize), "mdb_env_set_mapsize")
-            try check(mdb_env_open(e, path, UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS), 0o600), "mdb_env_open \(path)")
+            let sync = noSync ? UInt32(MDB_NOSYNC) : 0
+            try check(mdb_env_open(e, path, UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS) | sync, 0o600), "mdb_env_open \(path)")
         } catch {
             mdb_env_close(e)
             throw error
@@ -54,6 +59,11 @@ final class Environment {
         try check(mdb_env_set_mapsize(env, size), "mdb_env_set_mapsize")
     }
 
+    /// Flushes every committed transaction to disk (for an environment opened with noSync).
+    func sync() throws {
+        try check(mdb_env_sync(env, 1), "mdb_env_sync")
+    }
+
     /// Writes a compacted copy of the environment to `path` (a file).
     func copyCompacted(to path: String) throws {
         try check(mdb_env_copy2(env, path, UInt32(MDB_CP_COMPACT)), "mdb_env_copy2")
@@ -62,9 +72,11 @@ final class Environment {
     /// Runs `body` in a write transaction and commits it; aborts on a thrown error.
     func write<T>(_ body: (Transaction) throws -> T) throws -> T {
         let txn = try Transaction(env: env, readOnly: false)
+        if log != nil { txn.changes = ChangeBatch() }
         do {
             let result = try body(txn)
             try txn.commit()
+            if let log, let changes = txn.changes, !changes.isEmpty { log.append(changes) }
             return result
         } catch {
             txn.abort()
@@ -85,6 +97,8 @@ final class Environment {
 final class Transaction {
     let txn: OpaquePointer
     private var finished = false
+    /// The changes made, when the environment is recording them.
+    var changes: ChangeBatch?
 
     init(env: OpaquePointer, readOnly: Bool) throws {
         var t: OpaquePointer?
@@ -112,6 +126,7 @@ final class Transaction {
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val(mv_size: value.count, mv_data: UnsafeMutableRawPointer(mutating: value.baseAddress))
         try check(mdb_put(txn, dbi, &k, &v, flags), "mdb_put")
+        changes?.put(dbi, key, value)
     }
 
     /// Reserves `size` bytes for a value and lets `fill` write them in place.
@@ -120,6 +135,7 @@ final class Transaction {
         var v = MDB_val(mv_size: size, mv_data: nil)
         try check(mdb_put(txn, dbi, &k, &v, UInt32(MDB_RESERVE)), "mdb_put reserve")
         fill(UnsafeMutableRawBufferPointer(start: v.mv_data, count: size))
+        changes?.put(dbi, key, UnsafeRawBufferPointer(start: v.mv_data, count: size))
     }
 
     func get(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer) throws -> UnsafeRawBufferPointer? {
@@ -138,12 +154,14 @@ final class Transaction {
         let rc = mdb_del(txn, dbi, &k, nil)
         if rc == MDB_NOTFOUND { return false }
         try check(rc, "mdb_del")
+        changes?.delete(dbi, key)
         return true
     }
 
     /// Empties a database.
     func clear(_ dbi: MDB_dbi) throws {
         try check(mdb_drop(txn, dbi, 0), "mdb_drop")
+        changes?.clear(dbi)
     }
 
     func count(_ dbi: MDB_dbi) throws -> Int {
@@ -205,5 +223,89 @@ extension Transaction {
         return try k.withUnsafeBytes { kb in
             try get(dbi, key: kb).map { String(decoding: $0, as: UTF8.self) }
         }
+    }
+}
+
+/// The changes of one committed transaction as blind writes (put, delete, empty a
+/// database), in order, with their bytes in one flat buffer.
+struct ChangeBatch {
+    enum Kind: UInt8 { case put, delete, clear }
+    struct Op {
+        let kind: Kind
+        let dbi: MDB_dbi
+        let key: Range<Int>
+        let value: Range<Int>
+    }
+    private(set) var ops: [Op] = []
+    private(set) var bytes: [UInt8] = []
+
+    var isEmpty: Bool { ops.isEmpty }
+    var byteCount: Int { bytes.count }
+
+    private mutating func store(_ b: UnsafeRawBufferPointer) -> Range<Int> {
+        let start = bytes.count
+        bytes.append(contentsOf: b)
+        return start..<bytes.count
+    }
+
+    mutating func put(_ dbi: MDB_dbi, _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) {
+        let k = store(key), v = store(value)
+        ops.append(Op(kind: .put, dbi: dbi, key: k, value: v))
+    }
+
+    mutating func delete(_ dbi: MDB_dbi, _ key: UnsafeRawBufferPointer) {
+        ops.append(Op(kind: .delete, dbi: dbi, key: store(key), value: 0..<0))
+    }
+
+    mutating func clear(_ dbi: MDB_dbi) {
+        ops.append(Op(kind: .clear, dbi: dbi, key: 0..<0, value: 0..<0))
+    }
+
+    /// Applies the changes in `txn` (of another environment with the same databases:
+    /// `dbis` maps this environment's handles to its). Replaying changes that the target
+    /// already holds is harmless: every change is a blind write, so the last one wins.
+    func replay(into txn: Transaction, dbis: [MDB_dbi: MDB_dbi]) throws {
+        try bytes.withUnsafeBytes { raw in
+            for op in ops {
+                guard let dbi = dbis[op.dbi] else { throw LMDBError(code: EINVAL, operation: "replay: unknown database \(op.dbi)") }
+                switch op.kind {
+                case .put:
+                    try txn.put(dbi, key: UnsafeRawBufferPointer(rebasing: raw[op.key]), value: UnsafeRawBufferPointer(rebasing: raw[op.value]))
+                case .delete:
+                    try txn.delete(dbi, key: UnsafeRawBufferPointer(rebasing: raw[op.key]))
+                case .clear:
+                    try txn.clear(dbi)
+                }
+            }
+        }
+    }
+}
+
+/// Committed transactions' changes, appended by the writer and taken by a reader
+/// (COMPACT's catch-up) in commit order.
+final class ChangeLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var batches: [ChangeBatch] = []
+    private var ops = 0
+
+    func append(_ batch: ChangeBatch) {
+        lock.lock(); defer { lock.unlock() }
+        batches.append(batch)
+        ops += batch.ops.count
+    }
+
+    /// Everything appended so far, emptying the log.
+    func take() -> [ChangeBatch] {
+        lock.lock(); defer { lock.unlock() }
+        let b = batches
+        batches = []
+        ops = 0
+        return b
+    }
+
+    /// Changes waiting to be taken.
+    var count: Int {
+        lock.lock(); defer { lock.unlock() }
+        return ops
     }
 }

@@ -233,6 +233,62 @@ struct HashStoreTests {
         expectExact(store)
     }
 
+    @Test("compact while another thread writes: every write is kept, the copy catches up, the store verifies")
+    func compactDuringWrites() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SplitMix64(seed: 23)
+        let w = try CodeWidth(bits: 64)
+        var opts = StoreOptions(bits: 64)
+        opts.foldThreshold = 4000
+        let store = try HashStore(directory: dir, options: opts)
+        var model: [String: HammingCode] = [:]
+        var batch = [WriteOp]()
+        for i in 0..<100_000 {
+            let c = code(w, &rng)
+            batch.append(.add(key: "key-\(i)", code: c)); model["key-\(i)"] = c
+        }
+        _ = try store.apply(batch)
+        _ = try store.apply((0..<50_000).map { .delete(key: "key-\($0 * 2)") })
+        for i in 0..<50_000 { model["key-\(i * 2)"] = nil }
+        let done = Atomic(false)
+        let result = Atomic<Result<(before: Int, after: Int), Error>?>(nil)
+        let t = Thread {
+            result.set(Result { try store.compact() })
+            done.set(true)
+        }
+        t.start()
+        // Adds, replacements and deletes until the compaction is done (with folds among them).
+        var writesDuring = 0, round = 0
+        while !done.get() || round < 3 {
+            var ops = [WriteOp]()
+            for j in 0..<200 {
+                let n = round * 200 + j
+                switch n % 4 {
+                case 0: ops.append(.delete(key: "key-\(n % 100_000)")); model["key-\(n % 100_000)"] = nil
+                case 1: let c = code(w, &rng); ops.append(.add(key: "key-\(n % 100_000)", code: c)); model["key-\(n % 100_000)"] = c
+                default: let c = code(w, &rng); ops.append(.add(key: "late-\(n)", code: c)); model["late-\(n)"] = c
+                }
+            }
+            _ = try store.apply(ops)
+            if !done.get() { writesDuring += ops.count }
+            round += 1
+        }
+        while !done.get() { usleep(1000) }
+        let (before, after) = try #require(try result.get()?.get())
+        #expect(after < before, "before \(before) after \(after)")
+        #expect(writesDuring > 0)
+        #expect(store.lastCompactReplayed.catchUp + store.lastCompactReplayed.final > 0)
+        #expect(try store.verify().items == model.count)
+        for (k, c) in model { #expect(store.get(k) == c, "\(k)") }
+        store.close()
+        let again = try HashStore(directory: dir)
+        defer { again.close() }
+        #expect(again.count == model.count)
+        #expect(try again.verify().items == model.count)
+        for (k, c) in model.prefix(2000) { #expect(again.get(k) == c) }
+    }
+
     @Test("compact shrinks the file after deletes and keeps every item")
     func compaction() throws {
         let dir = tempDir()
@@ -289,4 +345,13 @@ struct StoredTableTests {
             #expect(throws: (any Error).self) { try flipped.withUnsafeBytes { try StoredTable.decode($0, bits: bits) } }
         }
     }
+}
+
+/// A flag shared between threads.
+final class Atomic<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: T
+    init(_ v: T) { value = v }
+    func get() -> T { lock.lock(); defer { lock.unlock() }; return value }
+    func set(_ v: T) { lock.lock(); value = v; lock.unlock() }
 }
