@@ -657,6 +657,8 @@ public final class HashStore {
         do {
             try envSwap.withReadLock { try env.copyCompacted(to: tmp) }
             chmod(tmp, 0o600)
+            // The bulk of the copy reaches the disk now, not in the pause.
+            try HashStore.fsyncPath(tmp)
             copy = try Environment(path: tmp, mapSize: mapSize, maxDatabases: 8, noSync: true)
         } catch {
             throw StoreError.io("compaction copy failed, the database is unchanged: \(error)")
@@ -664,12 +666,15 @@ public final class HashStore {
         let target = copy!
         let dbis = try copyDatabases(target)
         testPoint("copied")
-        // Catch up while writes go on, until a round has little left to replay.
+        // Catch up while writes go on, until little is left for the pause (a round takes
+        // about as long as the writes it replays took to arrive, so the rounds shrink).
         var caughtUp = 0
         for _ in 0..<50 {
-            let pending = log.count
-            if pending < 2_000 { break }
+            if log.count < 256 && log.bytes < 256 << 10 { break }
             caughtUp += try replay(log.take(), into: target, dbis: dbis)
+        }
+        do { try target.sync() } catch {
+            throw StoreError.io("compaction catch-up failed, the database is unchanged: \(error)")
         }
         testPoint("caught-up")
         writerLock.lock()

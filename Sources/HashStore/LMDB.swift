@@ -287,11 +287,13 @@ final class ChangeLog: @unchecked Sendable {
     private let lock = NSLock()
     private var batches: [ChangeBatch] = []
     private var ops = 0
+    private var byteCount = 0
 
     func append(_ batch: ChangeBatch) {
         lock.lock(); defer { lock.unlock() }
         batches.append(batch)
         ops += batch.ops.count
+        byteCount += batch.byteCount
     }
 
     /// Everything appended so far, emptying the log.
@@ -300,7 +302,14 @@ final class ChangeLog: @unchecked Sendable {
         let b = batches
         batches = []
         ops = 0
+        byteCount = 0
         return b
+    }
+
+    /// Bytes of the changes waiting to be taken.
+    var bytes: Int {
+        lock.lock(); defer { lock.unlock() }
+        return byteCount
     }
 
     /// Changes waiting to be taken.

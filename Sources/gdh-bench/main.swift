@@ -5,7 +5,7 @@ struct GDHBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gdh-bench",
         abstract: "In-process benchmarks of the gdh-index store.",
-        subcommands: [BenchDeletes.self]
+        subcommands: [BenchDeletes.self, BenchCompact.self]
     )
 }
 

@@ -1,0 +1,105 @@
+import ArgumentParser
+import Foundation
+import HammingCode
+import HashStore
+import MultiIndex
+
+/// COMPACT under write load (issue 9 item 3): one thread writes durable batches all the
+/// time while another runs `HashStore.compact`; every batch's latency is recorded, so the
+/// longest wait of any write during the compaction is measured, not inferred.
+struct BenchCompact: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compact",
+        abstract: "Write latency while COMPACT runs beside a writer, on a store of --n items."
+    )
+
+    @Option(help: "Items stored before the compaction.") var n: Int = 10_000_000
+    @Option(help: "Fraction of the items deleted before it (so that there is something to compact).") var delete: Double = 0.2
+    @Option(help: "Writes per batch of the writer during the measurement.") var batch: Int = 100
+    @Option(help: "Seconds of writes before and after the compaction.") var margin: Double = 2
+    @Option(help: "Random seed of the codes.") var seed: UInt64 = 1
+    @Option(help: "Directory for the temporary database (removed afterwards).") var dir: String = NSTemporaryDirectory()
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func run() throws {
+        let width = try CodeWidth(bits: 64)
+        var rng = SplitMix64(seed: seed)
+        func code() -> HammingCode { HammingCode(width: width, words: [rng.next()]) }
+        let root = dir + "/gdh-bench-compact-\(getpid())"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let store = try HashStore(directory: root, options: StoreOptions(bits: 64))
+        defer { store.close() }
+        var ops = [WriteOp]()
+        for i in 0..<n {
+            ops.append(.add(key: "item-\(i)", code: code()))
+            if ops.count == 20_000 { _ = try store.apply(ops); ops.removeAll(keepingCapacity: true) }
+        }
+        if !ops.isEmpty { _ = try store.apply(ops); ops.removeAll() }
+        let doomed = Int(Double(n) * delete)
+        for start in stride(from: 0, to: doomed, by: 20_000) {
+            _ = try store.apply((start..<min(doomed, start + 20_000)).map { .delete(key: "item-\($0 * (n / max(1, doomed)))") })
+        }
+        // An empty delta, so that no fold falls into the measurement.
+        _ = try store.rebuild()
+        let foldsBefore = store.folds
+
+        final class Shared: @unchecked Sendable {
+            let lock = NSLock()
+            var compacting = false, done = false
+            var start: UInt64 = 0, end: UInt64 = 0
+            var result: Result<(before: Int, after: Int), Error>?
+        }
+        let shared = Shared()
+        let t = Thread {
+            Thread.sleep(forTimeInterval: margin)
+            shared.lock.lock(); shared.compacting = true; shared.start = now(); shared.lock.unlock()
+            let r = Result { try store.compact() }
+            shared.lock.lock(); shared.compacting = false; shared.end = now(); shared.result = r; shared.lock.unlock()
+            Thread.sleep(forTimeInterval: margin)
+            shared.lock.lock(); shared.done = true; shared.lock.unlock()
+        }
+        t.start()
+        var during: [UInt64] = [], outside: [UInt64] = []
+        var i = 0
+        while true {
+            shared.lock.lock(); let done = shared.done; shared.lock.unlock()
+            if done { break }
+            var w = [WriteOp]()
+            for _ in 0..<batch {
+                // Replacements of live items and new keys, half and half.
+                w.append(.add(key: i % 2 == 0 ? "item-\(doomed + (i * 7919) % (n - doomed))" : "new-\(i)", code: code()))
+                i += 1
+            }
+            let t0 = now()
+            _ = try store.apply(w)
+            let t1 = now()
+            shared.lock.lock()
+            // A batch that overlaps the compaction in any way counts as during it.
+            let overlaps = shared.compacting || (shared.start != 0 && t1 >= shared.start && (shared.end == 0 || t0 <= shared.end))
+            shared.lock.unlock()
+            if overlaps { during.append(t1 - t0) } else { outside.append(t1 - t0) }
+        }
+        let (before, after) = try shared.result!.get()
+        func pct(_ xs: [UInt64], _ p: Double) -> Double {
+            let s = xs.sorted()
+            return s.isEmpty ? 0 : Double(s[min(s.count - 1, Int(Double(s.count) * p))]) / 1e6
+        }
+        let out: [String: Any] = [
+            "n": n, "live": store.count, "bytes_before": before, "bytes_after": after,
+            "compact_s": Double(shared.end - shared.start) / 1e9, "final_pause_ms": store.lastCompactPause * 1e3,
+            "replayed_catch_up": store.lastCompactReplayed.catchUp, "replayed_final": store.lastCompactReplayed.final,
+            "batches_during": during.count, "writes_during": during.count * batch, "batch": batch,
+            "max_ms_during": pct(during, 1), "p999_ms_during": pct(during, 0.999), "p50_ms_during": pct(during, 0.5),
+            "max_ms_outside": pct(outside, 1), "p999_ms_outside": pct(outside, 0.999), "p50_ms_outside": pct(outside, 0.5),
+            "folds_during_measurement": store.folds - foldsBefore,
+        ]
+        if json {
+            let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+        } else {
+            print(String(format: "n=%d compact %.2f s (%d -> %d bytes), final pause %.1f ms; write batches during: %d, p50 %.2f p99.9 %.2f max %.2f ms; outside: p50 %.2f p99.9 %.2f max %.2f ms",
+                         n, Double(shared.end - shared.start) / 1e9, before, after, store.lastCompactPause * 1e3, during.count,
+                         pct(during, 0.5), pct(during, 0.999), pct(during, 1), pct(outside, 0.5), pct(outside, 0.999), pct(outside, 1)))
+        }
+    }
+}
