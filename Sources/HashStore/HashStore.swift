@@ -155,6 +155,8 @@ public final class HashStore {
     /// the changes replayed before it and in it.
     public private(set) var lastCompactPause = 0.0
     public private(set) var lastCompactReplayed = (catchUp: 0, final: 0)
+    /// The steps of the last COMPACT's pause: (name, seconds since the pause began).
+    public private(set) var lastCompactSteps: [(String, Double)] = []
 
     // MARK: - Open and close
 
@@ -680,14 +682,20 @@ public final class HashStore {
         writerLock.lock()
         defer { writerLock.unlock() }
         let t0 = DispatchTime.now().uptimeNanoseconds
+        var steps: [(String, Double)] = []
+        func step(_ name: String) { steps.append((name, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)) }
         env.log = nil
         let last: Int
         do {
             last = try replay(log.take(), into: target, dbis: dbis)
+            step("replay")
             try target.sync()
+            step("sync")
             target.close()
+            step("close-copy")
             copy = nil
             try HashStore.fsyncPath(tmp)
+            step("fsync-copy")
         } catch let e as StoreError {
             throw e
         } catch {
@@ -699,10 +707,13 @@ public final class HashStore {
         // environment while it is closed. Queries read the mirror, so they only wait for this step.
         let (renamed, renameError, reopenError): (Bool, Int32, Error?) = envSwap.withWriteLock { rw.withWriteLock {
             let mapSize = env.mapSize
+            step("locks")
             env.close()
+            step("close")
             let renamed = rename(tmp, dataPath) == 0
             let renameError = errno
             if renamed { try? HashStore.fsyncPath(directory) }
+            step("rename")
             // A fresh lock file: one left open by another process (an LMDB tool) would
             // still describe the old file.
             unlink(dataPath + "-lock")
@@ -723,6 +734,8 @@ public final class HashStore {
             }
         } }
         swapped = renamed
+        step("reopen")
+        lastCompactSteps = steps
         commits += 1
         lastCompactPause = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         lastCompactReplayed = (caughtUp, last)
