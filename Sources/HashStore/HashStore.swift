@@ -742,11 +742,11 @@ public final class HashStore {
         swapped = renamed
         step("reopen")
         lastCompactSteps = steps
+        lastCompactPause = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         writerLock.unlock()
         unlink(oldPath)
         writerLock.lock()
         commits += 1
-        lastCompactPause = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         lastCompactReplayed = (caughtUp, last)
         if let reopenError {
             throw StoreError.io("cannot reopen the database after compaction: \(reopenError)")
