@@ -151,12 +151,12 @@ public final class HashStore {
     private let writerLock = NSLock()
     /// One COMPACT at a time.
     private let compactLock = NSLock()
-    /// Measured by the last COMPACT: how long writes waited for its final step (seconds),
-    /// the changes replayed before it and in it.
-    public private(set) var lastCompactPause = 0.0
+    /// Measured by the last COMPACT: the changes replayed before its final step and in it.
     public private(set) var lastCompactReplayed = (catchUp: 0, final: 0)
     /// The steps of the last COMPACT's pause: (name, seconds since the pause began).
     public private(set) var lastCompactSteps: [(String, Double)] = []
+    /// How long writes waited for the last COMPACT's final step (seconds).
+    public var lastCompactPause: Double { lastCompactSteps.last?.1 ?? 0 }
 
     // MARK: - Open and close
 
@@ -198,11 +198,7 @@ public final class HashStore {
         do {
             var dbs = (MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0))
             settings = try env.write { txn in
-                dbs.0 = try txn.openDatabase("meta", flags: UInt32(MDB_CREATE))
-                dbs.1 = try txn.openDatabase("items", flags: UInt32(MDB_CREATE | MDB_INTEGERKEY))
-                dbs.2 = try txn.openDatabase("tables", flags: UInt32(MDB_CREATE | MDB_INTEGERKEY))
-                dbs.3 = try txn.openDatabase("pending", flags: UInt32(MDB_CREATE | MDB_INTEGERKEY))
-                dbs.4 = try txn.openDatabase("sources", flags: UInt32(MDB_CREATE | MDB_INTEGERKEY))
+                dbs = try HashStore.openDatabases(txn, create: true)
                 if let format = try txn.getString(dbs.0, "format") {
                     guard format == String(HashStore.formatVersion) else {
                         throw StoreError.mismatch("database format \(format) is not supported (this build reads \(HashStore.formatVersion))")
@@ -726,13 +722,7 @@ public final class HashStore {
             testPoint("renamed")
             do {
                 env = try Environment(path: dataPath, mapSize: mapSize, maxDatabases: 8)
-                try env.write { txn in
-                    dbMeta = try txn.openDatabase("meta", flags: 0)
-                    dbItems = try txn.openDatabase("items", flags: UInt32(MDB_INTEGERKEY))
-                    dbTables = try txn.openDatabase("tables", flags: UInt32(MDB_INTEGERKEY))
-                    dbPending = try txn.openDatabase("pending", flags: UInt32(MDB_INTEGERKEY))
-                    dbSources = try txn.openDatabase("sources", flags: UInt32(MDB_INTEGERKEY))
-                }
+                (dbMeta, dbItems, dbTables, dbPending, dbSources) = try env.write { try HashStore.openDatabases($0, create: false) }
                 mapBytes = env.mapSize
                 return (renamed, renameError, nil)
             } catch {
@@ -742,7 +732,6 @@ public final class HashStore {
         swapped = renamed
         step("reopen")
         lastCompactSteps = steps
-        lastCompactPause = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
         writerLock.unlock()
         unlink(oldPath)
         writerLock.lock()
@@ -768,18 +757,22 @@ public final class HashStore {
     /// The old data file's second name during a COMPACT swap.
     private var oldPath: String { directory + "/data.mdb.old" }
 
+    /// Opens the five databases (meta, items, tables, pending, sources), the one list of
+    /// their names and flags: at open (creating them), after COMPACT's swap, on its copy.
+    private static func openDatabases(_ txn: Transaction, create: Bool)
+        throws -> (MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi) {
+        let c = create ? UInt32(MDB_CREATE) : 0
+        let ints = c | UInt32(MDB_INTEGERKEY)
+        return (try txn.openDatabase("meta", flags: c), try txn.openDatabase("items", flags: ints),
+                try txn.openDatabase("tables", flags: ints), try txn.openDatabase("pending", flags: ints),
+                try txn.openDatabase("sources", flags: ints))
+    }
+
     /// The copy's handles for this environment's databases.
     private func copyDatabases(_ target: Environment) throws -> [MDB_dbi: MDB_dbi] {
         do {
-            return try target.write { txn in
-                [
-                    dbMeta: try txn.openDatabase("meta", flags: 0),
-                    dbItems: try txn.openDatabase("items", flags: UInt32(MDB_INTEGERKEY)),
-                    dbTables: try txn.openDatabase("tables", flags: UInt32(MDB_INTEGERKEY)),
-                    dbPending: try txn.openDatabase("pending", flags: UInt32(MDB_INTEGERKEY)),
-                    dbSources: try txn.openDatabase("sources", flags: UInt32(MDB_INTEGERKEY)),
-                ]
-            }
+            let c = try target.write { try HashStore.openDatabases($0, create: false) }
+            return [dbMeta: c.0, dbItems: c.1, dbTables: c.2, dbPending: c.3, dbSources: c.4]
         } catch {
             throw StoreError.io("compaction copy is unreadable, the database is unchanged: \(error)")
         }
