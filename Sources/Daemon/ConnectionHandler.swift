@@ -9,6 +9,11 @@ import WireProtocol
 /// performs its actions: it runs requests, collects answers into one outbound buffer and
 /// flushes it once per read burst or per delivery of answers, pauses and resumes reading.
 ///
+/// A large KNN or RANGE answer (`Reply.stream`) is written piece by piece while the
+/// channel is writable: nothing after it is written, and no further request runs, until
+/// its last piece is out (the in-flight limit then pauses reading as usual). A slow
+/// reader so costs at most a piece and the channel's buffer, not the whole answer.
+///
 /// Writes of codes and deletes reach the writer with this handler as their `WriteSink`:
 /// the writer hands back the outcomes of a whole batch in one task on this event loop.
 final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Sendable {
@@ -17,7 +22,13 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
 
     private let service: Service
     private let maxLineBytes: Int
-    private var state: ConnectionState<Command>
+    private var state: ConnectionState<Command, Reply>
+    /// The answer being written piece by piece, with its request's timing and the bytes
+    /// written so far.
+    private var streaming: (stream: NeighborStream, timing: (start: UInt64, command: Int)?, bytes: Int)?
+    /// The daemon is stopping: write the rest of a streamed answer without waiting for the
+    /// reader, so that stopping never waits on a client.
+    private var stopping = false
     private var context: ChannelHandlerContext?
     /// Answers collected and not yet written to the channel.
     private var output: ByteBuffer?
@@ -53,6 +64,11 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
 
     func channelInactive(context: ChannelHandlerContext) {
         service.connectionClosed()
+        // Nobody reads the rest of a streamed answer: drop it, and run what came after.
+        if streaming != nil {
+            streaming = nil
+            perform(context: nil)
+        }
         context.fireChannelInactive()
     }
 
@@ -63,13 +79,13 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
         case .tooLong:
             observed.received(bytes: maxLineBytes + 1)
             timing.append((now, MetricsRegistry.invalidIndex))
-            state.receive(.ping, order: .answered(ResponseFormatter.error(ProtocolError.tooLong(limit: maxLineBytes))))
+            state.receive(.ping, order: .answered(.text(ResponseFormatter.error(ProtocolError.tooLong(limit: maxLineBytes)))))
         case .line(let buffer):
             observed.received(bytes: buffer.readableBytes + 1)
             switch RequestParser.parse(buffer.readableBytesView) {
             case .failure(let error):
                 timing.append((now, MetricsRegistry.invalidIndex))
-                state.receive(.ping, order: .answered(ResponseFormatter.error(error)))
+                state.receive(.ping, order: .answered(.text(ResponseFormatter.error(error))))
             case .success(let cmd):
                 timing.append((now, MetricsRegistry.index(of: cmd.name)))
                 if cmd == .quit { closing = true }
@@ -86,7 +102,7 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
 
     /// The writer's outcomes for a batch of this connection's writes (on the event loop).
     func writesDone(_ outcomes: [(UInt64, Result<WriteOutcome, Error>)]) {
-        for (seq, result) in outcomes { state.answer(seq, service.answer(result)) }
+        for (seq, result) in outcomes { state.answer(seq, .text(service.answer(result))) }
         performAndFlush()
     }
 
@@ -100,7 +116,7 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
     /// channel is gone) requests still run, in order, and their answers are dropped:
     /// every request that was read is executed.
     private func perform(context: ChannelHandlerContext?) {
-        while let action = state.nextAction() {
+        while streaming == nil, let action = state.nextAction() {
             switch action {
             case .run(let seq, let cmd):
                 // METRICS counts every request answered before it on this connection.
@@ -111,15 +127,15 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
                 case .later(let future):
                     future.whenComplete { result in
                         switch result {
-                        case .success(let text): self.state.answer(seq, text)
-                        case .failure(let error): self.state.answer(seq, self.service.render(error))
+                        case .success(let reply): self.state.answer(seq, reply)
+                        case .failure(let error): self.state.answer(seq, .text(self.service.render(error)))
                         }
                         self.performAndFlush()
                     }
                 case .queued:
                     break
                 }
-            case .write(let text):
+            case .write(.text(let text)):
                 if let t = timing.popFirst() {
                     let seconds = Double(DispatchTime.now().uptimeNanoseconds &- t.start) / 1e9
                     observed.answered(command: t.command, seconds: seconds, text: text)
@@ -127,22 +143,91 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
                 guard let context else { break }
                 if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
                 output!.writeString(text)
+            case .write(.stream(let stream)):
+                let t = timing.popFirst()
+                guard let context else { break }
+                streaming = (stream, t, 0)
+                writePieces(context: context)
             case .pauseReading:
                 _ = context?.channel.setOption(ChannelOptions.autoRead, value: false)
             case .resumeReading:
                 _ = context?.channel.setOption(ChannelOptions.autoRead, value: true)
             case .close:
                 guard let context else { break }
-                flushOutput(context: context)
-                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
-                    context.close(promise: nil)
-                }
+                flushAndClose(context: context)
             }
         }
-        if state.allAnswered && !drainWaiters.isEmpty {
+        if streaming == nil && state.allAnswered && !drainWaiters.isEmpty {
             let waiters = drainWaiters
             drainWaiters.removeAll()
             for p in waiters { p.succeed(()) }
+        }
+    }
+
+    /// Writes pieces of the streamed answer while the channel takes them (all of them when
+    /// stopping); returns whether the last is out, so the caller goes on with the answers
+    /// and requests after it.
+    @discardableResult
+    private func writePieces(context: ChannelHandlerContext) -> Bool {
+        guard let current = streaming else { return true }
+        if let out = output {
+            output = nil
+            context.write(wrapOutboundOut(out), promise: nil)
+        }
+        let stream = current.stream
+        var bytes = current.bytes
+        var pieces = 0
+        // A write can close the channel (the client left), which drops the stream.
+        while streaming != nil && !stream.isFinished && (stopping || context.channel.isWritable) {
+            // A fast reader gets 1 MiB per turn of the event loop, so that the loop's
+            // other connections are served in between.
+            if pieces == 16 && !stopping {
+                context.eventLoop.execute { self.continuePieces() }
+                break
+            }
+            pieces += 1
+            var piece = context.channel.allocator.buffer(capacity: NeighborStream.pieceBytes)
+            bytes += piece.writeWithUnsafeMutableBytes(minimumWritableBytes: NeighborStream.pieceBytes) {
+                stream.writePiece(into: $0.bindMemory(to: UInt8.self))
+            }
+            context.writeAndFlush(wrapOutboundOut(piece), promise: nil)
+        }
+        guard streaming != nil else { return true }
+        streaming!.bytes = bytes
+        guard stream.isFinished else { return false }
+        streaming = nil
+        if let t = current.timing {
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds &- t.start) / 1e9
+            observed.answered(command: t.command, seconds: seconds, bytes: bytes)
+        }
+        return true
+    }
+
+    /// Writes more of a streamed answer, if any, and what follows once it is out.
+    private func continuePieces() {
+        if streaming != nil, let context, context.channel.isWritable || stopping, writePieces(context: context) {
+            performAndFlush()
+        }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        continuePieces()
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// The daemon is stopping: a streamed answer is written out without waiting for the
+    /// client to read (on the event loop).
+    func stop() {
+        stopping = true
+        continuePieces()
+    }
+
+    /// Writes out the collected answers and closes once every byte written before is
+    /// out: a close alone would drop writes still waiting for the socket.
+    private func flushAndClose(context: ChannelHandlerContext) {
+        flushOutput(context: context)
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).whenComplete { _ in
+            context.close(promise: nil)
         }
     }
 
@@ -165,7 +250,7 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
 
     /// Completes when every request read so far has been answered (on the event loop).
     func drained(on loop: EventLoop) -> EventLoopFuture<Void> {
-        if state.allAnswered { return loop.makeSucceededVoidFuture() }
+        if streaming == nil && state.allAnswered { return loop.makeSucceededVoidFuture() }
         let p = loop.makePromise(of: Void.self)
         drainWaiters.append(p)
         return p.futureResult
@@ -175,10 +260,7 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if case ChannelEvent.inputClosed = event {
             closing = true
-            drained(on: context.eventLoop).whenComplete { _ in
-                self.flushOutput(context: context)
-                context.close(promise: nil)
-            }
+            drained(on: context.eventLoop).whenComplete { _ in self.flushAndClose(context: context) }
             return
         }
         context.fireUserInboundEventTriggered(event)

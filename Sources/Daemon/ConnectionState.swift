@@ -1,6 +1,6 @@
 /// How a request is ordered against the requests before it on its connection
 /// (Protocol/PROTOCOL.md, section 6).
-enum RequestOrder: Equatable {
+enum RequestOrder<Reply> {
     /// ADD of a code and DEL: handed to the writer as soon as the request before it, when
     /// that is such a write too, has been handed over (a pipelining client gets group commit).
     case pipelinedWrite
@@ -9,8 +9,15 @@ enum RequestOrder: Equatable {
     case afterEarlier
     /// A line answered without running anything (a parse error): its answer is written in
     /// its turn. It ends a run of pipelined writes like any other non-write.
-    case answered(String)
+    case answered(Reply)
+
+    var isPipelinedWrite: Bool {
+        if case .pipelinedWrite = self { return true }
+        return false
+    }
 }
+
+extension RequestOrder: Equatable where Reply: Equatable {}
 
 /// The ordering, read-your-writes and back-pressure rules of one connection, as a plain
 /// value with no I/O: the connection handler feeds it what arrives (`receive`) and what
@@ -24,12 +31,12 @@ enum RequestOrder: Equatable {
 ///   half of that many are unanswered.
 /// - After the answer of a request received with `closes: true` (QUIT) is written, the
 ///   connection closes.
-struct ConnectionState<Request> {
+struct ConnectionState<Request, Reply> {
     enum Action {
         /// Start the request; report its answer with `answer(_:_:)`.
         case run(UInt64, Request)
         /// Write this answer (the next one in request order).
-        case write(String)
+        case write(Reply)
         case pauseReading
         case resumeReading
         /// Every answer up to the closing request is written: flush and close.
@@ -42,9 +49,9 @@ struct ConnectionState<Request> {
     /// Answers written so far: requests `0..<written` are done.
     private(set) var written: UInt64 = 0
     /// Answers of requests `written..<received`, nil while unfinished.
-    private var answers = FIFO<String?>()
+    private var answers = FIFO<Reply?>()
     /// Requests that arrived but may not run yet, in arrival order.
-    private var waiting = FIFO<(seq: UInt64, request: Request, order: RequestOrder)>()
+    private var waiting = FIFO<(seq: UInt64, request: Request, order: RequestOrder<Reply>)>()
     /// The latest request that ran, and whether it was a pipelined write.
     private var lastRun: UInt64?
     private var lastRunWasWrite = false
@@ -64,12 +71,12 @@ struct ConnectionState<Request> {
 
     /// A request arrived; returns its sequence number.
     @discardableResult
-    mutating func receive(_ request: Request, order: RequestOrder, closes: Bool = false) -> UInt64 {
+    mutating func receive(_ request: Request, order: RequestOrder<Reply>, closes: Bool = false) -> UInt64 {
         let seq = received
         received += 1
         if closes { closingSeq = seq }
-        if case .answered(let text) = order {
-            answers.append(text)
+        if case .answered(let reply) = order {
+            answers.append(reply)
             flushAnswers()
             return seq
         }
@@ -87,33 +94,33 @@ struct ConnectionState<Request> {
     }
 
     /// Request `seq` finished with this answer.
-    mutating func answer(_ seq: UInt64, _ text: String) {
+    mutating func answer(_ seq: UInt64, _ reply: Reply) {
         precondition(seq >= written && seq < received, "answer for a request that is not in flight")
         let i = Int(seq - written)
         precondition(answers[i] == nil, "request answered twice")
-        answers[i] = text
+        answers[i] = reply
         flushAnswers()
     }
 
     /// The next thing to do, in order; nil when there is nothing.
     mutating func nextAction() -> Action? { actions.popFirst() }
 
-    private func mayRun(_ seq: UInt64, _ order: RequestOrder) -> Bool {
+    private func mayRun(_ seq: UInt64, _ order: RequestOrder<Reply>) -> Bool {
         if written == seq { return true }
-        return order == .pipelinedWrite && lastRunWasWrite && lastRun == seq - 1
+        return order.isPipelinedWrite && lastRunWasWrite && lastRun == seq - 1
     }
 
-    private mutating func start(_ seq: UInt64, _ request: Request, _ order: RequestOrder) {
+    private mutating func start(_ seq: UInt64, _ request: Request, _ order: RequestOrder<Reply>) {
         lastRun = seq
-        lastRunWasWrite = order == .pipelinedWrite
+        lastRunWasWrite = order.isPipelinedWrite
         actions.append(.run(seq, request))
     }
 
     private mutating func flushAnswers() {
         var progressed = false
-        while let first = answers.first, let text = first {
+        while let first = answers.first, let reply = first {
             _ = answers.popFirst()
-            actions.append(.write(text))
+            actions.append(.write(reply))
             written += 1
             progressed = true
             if closingSeq == written - 1 { actions.append(.close) }

@@ -177,7 +177,10 @@ public final class Daemon: @unchecked Sendable {
         // Let every connection finish what it has read: replies are written in order.
         let connections = handlers.withLockedValue { Array($0.values) }
         for (channel, handler) in connections {
-            let drained = channel.eventLoop.flatSubmit { handler.drained(on: channel.eventLoop) }
+            let drained = channel.eventLoop.flatSubmit {
+                handler.stop()
+                return handler.drained(on: channel.eventLoop)
+            }
             _ = try? drained.wait()
         }
         writer.drainAndStop()

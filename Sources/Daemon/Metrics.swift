@@ -20,15 +20,20 @@ struct MetricsBatch {
 
     /// A request of command index `c` answered after `seconds`, with the answer `text`.
     mutating func answered(command c: Int, seconds: Double, text: String) {
-        isEmpty = false
-        requests[c] += 1
-        latency[c][MetricsRegistry.bucket(seconds, MetricsRegistry.latencyBounds)] += 1
-        latencySum[c] += seconds
-        sentBytes += UInt64(text.utf8.count)
+        answered(command: c, seconds: seconds, bytes: text.utf8.count)
         if text.hasPrefix("ERR ") {
             let code = text.utf8.dropFirst(4).prefix { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\n") }
             errors[String(decoding: code, as: UTF8.self), default: 0] += 1
         }
+    }
+
+    /// A request answered without error after `seconds`, in `bytes` bytes (a streamed answer).
+    mutating func answered(command c: Int, seconds: Double, bytes: Int) {
+        isEmpty = false
+        requests[c] += 1
+        latency[c][MetricsRegistry.bucket(seconds, MetricsRegistry.latencyBounds)] += 1
+        latencySum[c] += seconds
+        sentBytes += UInt64(bytes)
     }
 
     mutating func received(bytes: Int) {

@@ -69,9 +69,12 @@ final class Service: @unchecked Sendable {
     /// How a command's answer comes: now, later on the connection's loop, or (a write
     /// of a code, or a delete) through the sink's `writesDone` once it is durable.
     enum Answer {
-        case now(String)
-        case later(EventLoopFuture<String>)
+        case now(Reply)
+        case later(EventLoopFuture<Reply>)
         case queued
+
+        static func text(_ s: String) -> Answer { .now(.text(s)) }
+        static func later(text: EventLoopFuture<String>) -> Answer { .later(text.map { .text($0) }) }
     }
 
     /// Runs one command. Never fails: errors become `ERR` lines. `sink` and `seq` name the
@@ -79,52 +82,50 @@ final class Service: @unchecked Sendable {
     func execute(_ command: Command, on loop: EventLoop, sink: WriteSink, seq: UInt64) -> Answer {
         switch command {
         case .ping:
-            return .now(ResponseFormatter.ok("PONG"))
+            return .text(ResponseFormatter.ok("PONG"))
         case .quit:
-            return .now(ResponseFormatter.ok("BYE"))
+            return .text(ResponseFormatter.ok("BYE"))
         case .add(let key, let source):
             // Hex is parsed on the event loop (cheap); images go to the pool first.
             if source.isCode {
                 do { return submitWrite(.add(key: key, code: try code(for: source)), sink: sink, seq: seq) } catch {
-                    return .now(render(error))
+                    return .text(render(error))
                 }
             }
-            guard let encoder else { return .now(render(ProtocolError.noModel(for: source))) }
-            if let mismatch = modelMismatch() { return .now(render(mismatch)) }
-            return .later(pool.runIfActive(eventLoop: loop) { try encoder.codeForStorage(source) }
+            guard let encoder else { return .text(render(ProtocolError.noModel(for: source))) }
+            if let mismatch = modelMismatch() { return .text(render(mismatch)) }
+            return .later(text: pool.runIfActive(eventLoop: loop) { try encoder.codeForStorage(source) }
                 .flatMap { self.submitWrite(.add(key: key, code: $0.0, source: $0.1), on: loop) }
                 .recover { self.render($0) })
         case .del(let key):
             return submitWrite(.delete(key: key), sink: sink, seq: seq)
         case .compact:
-            return .later(submitAdmin(.compact, on: loop))
+            return .later(text: submitAdmin(.compact, on: loop))
         case .rebuild(let m):
-            return .later(submitAdmin(.rebuild(m: m), on: loop))
+            return .later(text: submitAdmin(.rebuild(m: m), on: loop))
         case .verify:
-            return .later(submitAdmin(.verify, on: loop))
+            return .later(text: submitAdmin(.verify, on: loop))
         case .reencode:
             guard encoder != nil else {
-                return .now(render(ProtocolError(.noModel, "REENCODE needs a model: start gdhd with --model")))
+                return .text(render(ProtocolError(.noModel, "REENCODE needs a model: start gdhd with --model")))
             }
-            return .later(submitAdmin(.reencode, on: loop))
+            return .later(text: submitAdmin(.reencode, on: loop))
         case .get(let key):
             return runRead(on: loop) {
                 guard let c = self.store.get(key) else { throw ProtocolError.notFound(key: key) }
                 return ResponseFormatter.ok(c.hex)
             }
         case .knn(let k, let source):
-            return runRead(on: loop, heavy: !source.isCode) {
+            return runSearch(on: loop, heavy: !source.isCode) {
                 let q = try self.queryCode(for: source)
                 var stats = SearchStats()
-                let r = self.store.knn(q, k: k, stats: &stats)
-                return ResponseFormatter.neighbors(r)
+                return self.store.knnPacked(q, k: k, stats: &stats)
             }
         case .range(let radius, let source):
-            return runRead(on: loop, heavy: !source.isCode) {
+            return runSearch(on: loop, heavy: !source.isCode) {
                 let q = try self.queryCode(for: source)
                 var stats = SearchStats()
-                let r = self.store.range(q, radius: radius, stats: &stats)
-                return ResponseFormatter.neighbors(r)
+                return self.store.rangePacked(q, radius: radius, stats: &stats)
             }
         case .stats:
             return runRead(on: loop) { ResponseFormatter.stats(self.statistics()) }
@@ -134,7 +135,7 @@ final class Service: @unchecked Sendable {
             // On the pool: the copy takes as long as the database is large, and reads a
             // snapshot, so writes go on meanwhile.
             counters.withLockedValue { $0.queries += 1 }
-            return .later(pool.runIfActive(eventLoop: loop) { ResponseFormatter.ok(String(try self.store.backup(to: path))) }
+            return .later(text: pool.runIfActive(eventLoop: loop) { ResponseFormatter.ok(String(try self.store.backup(to: path))) }
                 .recover { self.render($0) })
         }
     }
@@ -183,16 +184,34 @@ final class Service: @unchecked Sendable {
     private func runRead(on loop: EventLoop, heavy: Bool = false, _ body: @escaping @Sendable () throws -> String) -> Answer {
         counters.withLockedValue { $0.queries += 1 }
         if inlineReads && !heavy {
-            do { return .now(try body()) } catch { return .now(render(error)) }
+            do { return .text(try body()) } catch { return .text(render(error)) }
         }
-        return .later(pool.runIfActive(eventLoop: loop, body).recover { self.render($0) })
+        return .later(text: pool.runIfActive(eventLoop: loop, body).recover { self.render($0) })
+    }
+
+    /// Runs a KNN or RANGE search as `runRead` runs a read; its results (packed
+    /// `distance << 32 | id`) become the answer on the connection's loop: built whole when
+    /// small, else a `NeighborStream` the connection writes out piece by piece.
+    private func runSearch(on loop: EventLoop, heavy: Bool, _ body: @escaping @Sendable () throws -> [UInt64]) -> Answer {
+        counters.withLockedValue { $0.queries += 1 }
+        if inlineReads && !heavy {
+            do { return .now(reply(for: try body())) } catch { return .text(render(error)) }
+        }
+        return .later(pool.runIfActive(eventLoop: loop, body)
+            .map { self.reply(for: $0) }
+            .recover { .text(self.render($0)) })
+    }
+
+    private func reply(for results: [UInt64]) -> Reply {
+        let stream = NeighborStream(store: store, results: results)
+        return results.count <= NeighborStream.threshold ? .text(stream.text()) : .stream(stream)
     }
 
     /// Queues a write whose outcome goes to `sink` as request `seq`.
     private func submitWrite(_ op: WriteOp, sink: WriteSink, seq: UInt64) -> Answer {
         counters.withLockedValue { $0.writes += 1 }
         if writer.submit(.write(op, .sink(sink, seq))) { return .queued }
-        return .now(ResponseFormatter.error(ProtocolError.shutdown))
+        return .text(ResponseFormatter.error(ProtocolError.shutdown))
     }
 
     /// The answer line of a write's outcome.

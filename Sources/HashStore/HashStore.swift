@@ -342,6 +342,33 @@ public final class HashStore {
         }
     }
 
+    /// `knn` as packed results `distance << 32 | id`, ascending (8 bytes a result): the
+    /// form a large answer is kept in while it is written out with `forEachKey`.
+    public func knnPacked(_ query: HammingCode, k: Int, stats: inout SearchStats) -> [UInt64] {
+        rw.withReadLock { index.knnPacked(query, k: k, stats: &stats) }
+    }
+
+    /// `range` as packed results `distance << 32 | id`, ascending.
+    public func rangePacked(_ query: HammingCode, radius: Int, stats: inout SearchStats) -> [UInt64] {
+        rw.withReadLock { index.rangePacked(query, radius: radius, stats: &stats) }
+    }
+
+    /// Hands `body` the key and distance of each packed result in turn, under the read
+    /// lock, until it returns false; returns how many it accepted. The key bytes are valid
+    /// only during the call. An id names one key for its whole life, and a deleted id still
+    /// resolves to the key it had, so results taken earlier come out as they were found.
+    public func forEachKey(of results: ArraySlice<UInt64>, _ body: (UnsafeBufferPointer<UInt8>, Int) -> Bool) -> Int {
+        rw.withReadLock {
+            var done = 0
+            for r in results {
+                let go = keys.withKeyBytes(ofAnyID: UInt32(truncatingIfNeeded: r)) { body($0, Int(r >> 32)) }
+                if !go { break }
+                done += 1
+            }
+            return done
+        }
+    }
+
     /// The code stored under a key.
     public func get(_ key: String) -> HammingCode? {
         rw.withReadLock { keys.lookup(key).flatMap { index.codes.code($0) } }

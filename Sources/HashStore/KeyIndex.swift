@@ -11,8 +11,12 @@ final class KeyIndex {
     /// Key bytes of all ids, back to back; replaced or deleted keys leave garbage
     /// that is dropped at the next open.
     private var arena: [UInt8] = []
-    /// Per id: arena offset << 9 | length (lengths are ≤ 256), or 0 for no key.
+    /// Per id: arena offset << 9 | length (lengths are ≤ 256), or 0 for an id never
+    /// assigned; `removedBit` set once the key was deleted. An id names one key for its
+    /// whole life (a key added again gets a new id), so a removed id's entry still names
+    /// the key it had: answers streamed after a delete resolve ids of their snapshot.
     private var location: [UInt64] = []
+    private static let removedBit: UInt64 = 1 << 63
     /// Hash slots holding id + 1; 0 is empty, `tombstone` a deleted entry.
     private var slots: [UInt32]
     private var used = 0     // live entries
@@ -27,12 +31,21 @@ final class KeyIndex {
 
     var count: Int { used }
 
-    /// The key of an id, as bytes.
+    /// The key of a live id, as bytes.
     func keyBytes(_ id: UInt32) -> ArraySlice<UInt8>? {
         let i = Int(id)
-        guard i < location.count, location[i] != 0 else { return nil }
+        guard i < location.count, location[i] != 0, location[i] & KeyIndex.removedBit == 0 else { return nil }
         let off = Int(location[i] >> 9), len = Int(location[i] & 0x1FF)
         return arena[off..<(off + len)]
+    }
+
+    /// The key an id has or had (also after its delete), handed to `body` as a pointer
+    /// valid only during the call; an id never assigned gives an empty buffer.
+    func withKeyBytes<T>(ofAnyID id: UInt32, _ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
+        let i = Int(id)
+        let loc = i < location.count ? location[i] & ~KeyIndex.removedBit : 0
+        let off = Int(loc >> 9), len = Int(loc & 0x1FF)
+        return arena.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[off..<(off + len)])) }
     }
 
     func key(_ id: UInt32) -> String? {
@@ -92,7 +105,7 @@ final class KeyIndex {
             if s == 0 { return nil }
             if s != KeyIndex.tombstone, let k = keyBytes(s - 1), k.elementsEqual(key) {
                 slots[i] = KeyIndex.tombstone
-                location[Int(s - 1)] = 0
+                location[Int(s - 1)] |= KeyIndex.removedBit
                 used -= 1
                 return s - 1
             }

@@ -276,6 +276,11 @@ public final class MultiIndex {
 
     /// The K nearest live items to `query`, ordered by (distance, id); exact.
     public func knn(_ query: HammingCode, k: Int, stats: inout SearchStats) -> [Neighbor] {
+        knnPacked(query, k: k, stats: &stats).map(Neighbor.init(packed:))
+    }
+
+    /// `knn` as packed results `distance << 32 | id`, ascending (8 bytes a result).
+    public func knnPacked(_ query: HammingCode, k: Int, stats: inout SearchStats) -> [UInt64] {
         precondition(query.width == width, "query width does not match the index")
         guard k > 0, count > 0 else { stats.path = .linearScan; return [] }
         return query.words.withUnsafeBufferPointer { qp in
@@ -299,6 +304,12 @@ public final class MultiIndex {
 
     /// Every live item within distance ≤ r of `query`, ordered by (distance, id); exact.
     public func range(_ query: HammingCode, radius r: Int, stats: inout SearchStats) -> [Neighbor] {
+        rangePacked(query, radius: r, stats: &stats).map(Neighbor.init(packed:))
+    }
+
+    /// `range` as packed results `distance << 32 | id`, ascending: 8 bytes a result, the
+    /// form a large answer is kept in while it is written out.
+    public func rangePacked(_ query: HammingCode, radius r: Int, stats: inout SearchStats) -> [UInt64] {
         precondition(query.width == width, "query width does not match the index")
         guard r >= 0, count > 0 else { stats.path = .linearScan; return [] }
         let r = min(r, width.bits)
@@ -325,7 +336,7 @@ public final class MultiIndex {
 
     private static let block = 4096
 
-    func knnByScan(_ q: UnsafePointer<UInt64>, k: Int) -> [Neighbor] {
+    func knnByScan(_ q: UnsafePointer<UInt64>, k: Int) -> [UInt64] {
         var top = TopK(k: k)
         let words = codes.words, n = codes.positionCount, bits = width.bits
         let ordered = codes.ordered
@@ -356,10 +367,10 @@ public final class MultiIndex {
             }
             start += len
         }
-        return top.sorted()
+        return top.sortedPacked()
     }
 
-    func rangeByScan(_ q: UnsafePointer<UInt64>, radius r: Int) -> [Neighbor] {
+    func rangeByScan(_ q: UnsafePointer<UInt64>, radius r: Int) -> [UInt64] {
         var keys = [UInt64]()
         let words = codes.words, n = codes.positionCount
         let idx = UnsafeMutablePointer<UInt32>.allocate(capacity: Self.block)
@@ -376,7 +387,7 @@ public final class MultiIndex {
             start += len
         }
         keys.sort()
-        return keys.map { Neighbor(id: UInt32(truncatingIfNeeded: $0), distance: Int($0 >> 32)) }
+        return keys
     }
 
     private var scanCost: Double {
@@ -400,7 +411,7 @@ public final class MultiIndex {
     ///
     /// Returns nil when `mayGiveUp` and the planner predicts that finishing costs more
     /// than a linear scan.
-    func knnByProbing(_ q: UnsafePointer<UInt64>, k: Int, stats: inout SearchStats, mayGiveUp: Bool) -> [Neighbor]? {
+    func knnByProbing(_ q: UnsafePointer<UInt64>, k: Int, stats: inout SearchStats, mayGiveUp: Bool) -> [UInt64]? {
         let m = layout.count
         var qsub = [UInt32](repeating: 0, count: m)
         for j in 0..<m { qsub[j] = layout.substring(j, of: q) }
@@ -430,16 +441,16 @@ public final class MultiIndex {
                         }
                     }
                 }
-                if top.isFull && top.worstDistance <= s * m + j { return top.sorted() }
+                if top.isFull && top.worstDistance <= s * m + j { return top.sortedPacked() }
             }
         }
-        return top.sorted()
+        return top.sortedPacked()
     }
 
     /// Exact range search for radius r = q·m + a (0 ≤ a < m): tables 0…a are probed up to
     /// substring radius q and the others up to q−1. A missed item would have d_i ≥ q+1
     /// in a+1 tables and d_i ≥ q in the rest: distance ≥ q·m + a + 1 > r.
-    func rangeByProbing(_ qp: UnsafePointer<UInt64>, radius r: Int, stats: inout SearchStats, mayGiveUp: Bool) -> [Neighbor]? {
+    func rangeByProbing(_ qp: UnsafePointer<UInt64>, radius r: Int, stats: inout SearchStats, mayGiveUp: Bool) -> [UInt64]? {
         let m = layout.count
         let q = r / m, a = r % m
         var limits = [Int](repeating: 0, count: m)
@@ -485,7 +496,7 @@ public final class MultiIndex {
         }
         if gaveUp { return nil }
         keys.sort()
-        return keys.map { Neighbor(id: UInt32(truncatingIfNeeded: $0), distance: Int($0 >> 32)) }
+        return keys
     }
 
     /// Whether (radius, table) is the first probe that reaches this item: no other table

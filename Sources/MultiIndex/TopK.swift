@@ -13,6 +13,14 @@ public struct Neighbor: Hashable, Sendable, Comparable, CustomStringConvertible 
         a.distance != b.distance ? a.distance < b.distance : a.id < b.id
     }
 
+    /// From a packed result `distance << 32 | id` (`TopK.key`).
+    public init(packed: UInt64) {
+        self.init(id: UInt32(truncatingIfNeeded: packed), distance: Int(packed >> 32))
+    }
+
+    /// This result packed as `distance << 32 | id`: packed results order as results do.
+    public var packed: UInt64 { UInt64(distance) << 32 | UInt64(id) }
+
     public var description: String { "\(id)@\(distance)" }
 }
 
@@ -69,6 +77,14 @@ struct TopK {
 
     /// The kept pairs, nearest first.
     func sorted() -> [Neighbor] {
-        heap.sorted().map { Neighbor(id: UInt32(truncatingIfNeeded: $0), distance: Int($0 >> 32)) }
+        heap.sorted().map(Neighbor.init(packed:))
+    }
+
+    /// The kept keys, ascending (the heap's storage, sorted in place).
+    consuming func sortedPacked() -> [UInt64] {
+        var h = heap
+        heap = []
+        h.sort()
+        return h
     }
 }

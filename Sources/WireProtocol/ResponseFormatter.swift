@@ -43,6 +43,40 @@ public enum ResponseFormatter {
         }
     }
 
+    /// The most bytes `writeNeighborLine` and `writeCountLine` write: a key of
+    /// `RequestParser.maxKeyBytes`, a space, a distance, a newline; or `OK <n>\n`.
+    public static let neighborLineMaxBytes = RequestParser.maxKeyBytes + 24
+
+    /// The length of `OK <n>\n`.
+    public static func countLineBytes(_ n: Int) -> Int { 4 + decimalLength(n) }
+
+    /// The length of a `<key> <distance>\n` line.
+    @inline(__always)
+    public static func neighborLineBytes(keyBytes: Int, distance: Int) -> Int { keyBytes + decimalLength(distance) + 2 }
+
+    /// Writes `OK <n>\n`, the first line of a list answer, at `out[at...]`.
+    public static func writeCountLine(_ n: Int, into out: UnsafeMutableBufferPointer<UInt8>, at: inout Int) {
+        out[at] = 0x4F; out[at + 1] = 0x4B; out[at + 2] = 0x20  // "OK "
+        at += 3
+        writeDecimal(n, out, &at)
+        out[at] = 0x0A; at += 1
+    }
+
+    /// Writes one `<key> <distance>\n` line of a KNN or RANGE answer at `out[at...]`
+    /// (a streamed answer is its count line, then these lines: the same bytes as
+    /// `neighbors(_:)`).
+    @inline(__always)
+    public static func writeNeighborLine(key: UnsafeBufferPointer<UInt8>, distance: Int,
+                                         into out: UnsafeMutableBufferPointer<UInt8>, at: inout Int) {
+        if let src = key.baseAddress, key.count > 0 {
+            (out.baseAddress! + at).update(from: src, count: key.count)
+        }
+        at += key.count
+        out[at] = 0x20; at += 1
+        writeDecimal(distance, out, &at)
+        out[at] = 0x0A; at += 1
+    }
+
     /// `ERR <CODE> <message>\n`; the message is made one non-empty line.
     public static func error(_ error: ProtocolError) -> String {
         let m = LineSafety.singleLine(error.message)
@@ -81,8 +115,8 @@ public enum ResponseFormatter {
     }
 
     static func neighborsSize(_ items: [(key: String, distance: Int)]) -> Int {
-        var size = 4 + decimalLength(items.count)
-        for it in items { size += it.key.utf8.count + decimalLength(it.distance) + 2 }
+        var size = countLineBytes(items.count)
+        for it in items { size += neighborLineBytes(keyBytes: it.key.utf8.count, distance: it.distance) }
         return size
     }
 
@@ -102,21 +136,10 @@ public enum ResponseFormatter {
 
     static func writeNeighbors(_ items: [(key: String, distance: Int)], into out: UnsafeMutableBufferPointer<UInt8>) -> Int {
         var at = 0
-        out[0] = 0x4F; out[1] = 0x4B; out[2] = 0x20  // "OK "
-        at = 3
-        writeDecimal(items.count, out, &at)
-        out[at] = 0x0A; at += 1
+        writeCountLine(items.count, into: out, at: &at)
         for it in items {
             var key = it.key
-            key.withUTF8 { k in
-                if let src = k.baseAddress, k.count > 0 {
-                    (out.baseAddress! + at).update(from: src, count: k.count)
-                }
-                at += k.count
-            }
-            out[at] = 0x20; at += 1
-            writeDecimal(it.distance, out, &at)
-            out[at] = 0x0A; at += 1
+            key.withUTF8 { writeNeighborLine(key: $0, distance: it.distance, into: out, at: &at) }
         }
         return at
     }

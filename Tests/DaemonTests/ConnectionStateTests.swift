@@ -2,9 +2,9 @@ import HammingCode
 import Testing
 @testable import Daemon
 
-/// Drives a `ConnectionState<String>` and records what it asks for.
+/// Drives a `ConnectionState<String, String>` and records what it asks for.
 private struct Driver {
-    var state: ConnectionState<String>
+    var state: ConnectionState<String, String>
     var ran: [UInt64] = []
     var writes: [String] = []
     var pauses = 0, resumes = 0, closes = 0
@@ -26,7 +26,7 @@ private struct Driver {
     }
 
     @discardableResult
-    mutating func receive(_ name: String, _ order: RequestOrder, closes: Bool = false) -> UInt64 {
+    mutating func receive(_ name: String, _ order: RequestOrder<String>, closes: Bool = false) -> UInt64 {
         let seq = state.receive(name, order: order, closes: closes)
         drain()
         return seq
@@ -129,13 +129,13 @@ struct ConnectionStateTests {
         var rng = SplitMix64(seed: 7)
         for _ in 0..<200 {
             var d = Driver(maxInFlight: 2 + Int(rng.next() % 16))
-            var orders: [RequestOrder] = []
+            var orders: [RequestOrder<String>] = []
             let n = 1 + Int(rng.next() % 60)
             var sent = 0
             while sent < n || !d.running.isEmpty {
                 if sent < n && (d.running.isEmpty || rng.next() % 2 == 0) {
                     let k = rng.next() % 10
-                    let order: RequestOrder = k < 6 ? .pipelinedWrite : k < 9 ? .afterEarlier : .answered("E\(sent)")
+                    let order: RequestOrder<String> = k < 6 ? .pipelinedWrite : k < 9 ? .afterEarlier : .answered("E\(sent)")
                     orders.append(order)
                     d.receive("r\(sent)", order)
                     sent += 1
