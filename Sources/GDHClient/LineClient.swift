@@ -49,6 +49,16 @@ public final class LineClient {
 
     deinit { close(fd) }
 
+    /// The process id of the daemon at the other end (the socket's peer credentials),
+    /// or nil where the system does not tell.
+    public var peerProcessID: Int32? {
+        // struct ucred { pid_t pid; uid_t uid; gid_t gid; } (Glibc hides it behind _GNU_SOURCE).
+        var cred: (pid: Int32, uid: UInt32, gid: UInt32) = (0, 0, 0)
+        var len = socklen_t(MemoryLayout.size(ofValue: cred))
+        guard getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0, cred.pid > 0 else { return nil }
+        return cred.pid
+    }
+
     /// Queues one request line (without `\n`); `flush` or `receive` sends it.
     public func send(_ line: String) {
         reader.expect(requestLine: line.utf8)

@@ -9,7 +9,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: in-process search, queries over the socket, ingest over the socket.",
         discussion: "Tools/bench_search.py and Tools/bench_socket.py run these beside FAISS in one run.",
-        subcommands: [BenchSearch.self, BenchSocket.self, BenchIngest.self, BenchEncode.self, BenchTrain.self, BenchDepthwise.self]
+        subcommands: [BenchSearch.self, BenchSocket.self, BenchIngest.self, BenchSoak.self, BenchEncode.self, BenchTrain.self, BenchDepthwise.self]
     )
 }
 
