@@ -219,6 +219,7 @@ final class Service: @unchecked Sendable {
         switch result {
         case .success(.added(let id)): return ResponseFormatter.ok(String(id))
         case .success(.deleted(let existed)): return ResponseFormatter.ok(existed ? "1" : "0")
+        case .success(.skipped): return ResponseFormatter.ok("0")
         case .failure(let e): return render(e)
         }
     }

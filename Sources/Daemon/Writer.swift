@@ -2,6 +2,7 @@ import Foundation
 import HashStore
 import Logging
 import NIOCore
+import WireProtocol
 
 /// A connection waiting for the outcomes of its writes.
 protocol WriteSink: AnyObject {
@@ -15,14 +16,24 @@ protocol WriteSink: AnyObject {
 /// The single writer: a thread that takes queued writes in arrival order and applies
 /// every write waiting at that moment in one transaction (group commit). Nobody is
 /// told of success before the transaction is durable. Administrative jobs (compact,
-/// rebuild, verify) run alone, in their place in the queue; COMPACT only starts there and
-/// runs on a thread of its own while writes go on (`HashStore.compact`).
+/// rebuild, verify) run alone, in their place in the queue; COMPACT, VERIFY and REENCODE
+/// only start there and run on a thread of their own while writes go on
+/// (`HashStore.compact`, `HashStore.verify` on a snapshot; REENCODE sends its new codes
+/// through this queue in batches, as conditional writes).
 final class Writer: @unchecked Sendable {
     enum Admin {
         case compact
         case rebuild(m: Int?)
         case verify
         case reencode
+
+        /// Runs on a thread of its own beside the writer.
+        var runsBeside: Bool {
+            switch self {
+            case .compact, .reencode, .verify: return true
+            case .rebuild: return false
+            }
+        }
     }
 
     /// Who is told that a write is done.
@@ -48,8 +59,12 @@ final class Writer: @unchecked Sendable {
     private var stopping = false
     private var finished = false
     private var thread: Thread?
-    /// COMPACTs running beside the writer; `drainAndStop` waits for them.
+    /// COMPACT, VERIFY and REENCODE jobs running beside the writer; `drainAndStop` waits for them.
     private let background = DispatchGroup()
+    /// One REENCODE at a time.
+    private let reencodeLock = NSLock()
+    /// Items REENCODE sends to the queue per batch.
+    static let reencodeBatch = 256
 
     private let metrics: MetricsRegistry?
 
@@ -98,13 +113,13 @@ final class Writer: @unchecked Sendable {
     private func run() {
         while let jobs = take() {
             if case .admin(let op, let done)? = jobs.first {
-                if case .compact = op {
+                if op.runsBeside {
                     background.enter()
                     let t = Thread { [self] in
                         done(Result { try runAdmin(op) })
                         background.leave()
                     }
-                    t.name = "gdhd-compact"
+                    t.name = "gdhd-admin"
                     t.start()
                 } else {
                     done(Result { try runAdmin(op) })
@@ -168,39 +183,91 @@ final class Writer: @unchecked Sendable {
             let (items, stale) = try store.verify()
             return "\(items) \(stale)"
         case .reencode:
-            // Every stored image through the current model, in batches of writes; items
-            // whose image can no longer be read keep their code and are counted.
-            guard let encoder else { return "0 0" }
-            let model = encoder.modelIdentity
-            var done = 0, failed = 0
-            var batch: [WriteOp] = []
-            for (key, source) in try store.sources() {
-                do {
-                    batch.append(.add(key: key, code: try encoder.reencode(source), source: source))
-                    done += 1
-                } catch {
-                    failed += 1
-                    logger.warning("REENCODE could not encode \(key): \(error)")
-                }
-                if batch.count >= 256 { _ = try store.apply(batch, codesModel: model); batch.removeAll() }
-            }
-            if !batch.isEmpty { _ = try store.apply(batch, codesModel: model) }
-            // Completed: the stored image codes are this model's now (items whose image
-            // could not be read keep their old codes; they were logged above).
-            if let model {
-                let previous = store.modelIdentity
-                if store.imageItems > 0, previous != model {
-                    try store.setModelIdentity(model)
-                    logger.info("REENCODE: the database's image codes are now made by model \(model) (were \(previous ?? "unknown"))")
-                } else if store.imageItems == 0, previous != nil {
-                    try store.setModelIdentity(nil)
-                }
-                if failed > 0 {
-                    logger.warning("REENCODE: \(failed) images could not be encoded again and keep their codes from the previous model")
-                }
-            }
-            return "\(done) \(failed)"
+            return try reencode()
         }
+    }
+
+    /// REENCODE, beside the writer: every image stored at its start (a snapshot of the
+    /// sources) through the loaded model, in batches of `reencodeBatch` conditional writes
+    /// (`WriteOp.reencode`) queued like any client's, so client writes go on between them
+    /// and a client's change to an item since the snapshot wins. Items whose image can no
+    /// longer be read keep their code and are counted as failed. Each batch is durable
+    /// when its writes are answered; a REENCODE stopped part-way (an error, a shutdown)
+    /// leaves the applied batches and the old model identity, so running it again
+    /// finishes the job.
+    private func reencode() throws -> String {
+        reencodeLock.lock()
+        defer { reencodeLock.unlock() }
+        guard let encoder else { return "0 0" }
+        let model = encoder.modelIdentity
+        var done = 0, failed = 0
+        var batch: [WriteOp] = []
+        for (id, key, source) in try store.sources() {
+            do {
+                batch.append(.reencode(key: key, id: id, code: try encoder.reencode(source), source: source))
+            } catch {
+                failed += 1
+                logger.warning("REENCODE could not encode \(key): \(error)")
+            }
+            if batch.count >= Writer.reencodeBatch {
+                done += try applyBeside(batch)
+                batch.removeAll()
+            }
+        }
+        if !batch.isEmpty { done += try applyBeside(batch) }
+        // Completed: the stored image codes are this model's now (items whose image
+        // could not be read keep their old codes; they were logged above).
+        if let model {
+            let previous = store.modelIdentity
+            if store.imageItems > 0, previous != model {
+                try store.setModelIdentity(model)
+                logger.info("REENCODE: the database's image codes are now made by model \(model) (were \(previous ?? "unknown"))")
+            } else if store.imageItems == 0, previous != nil {
+                try store.setModelIdentity(nil)
+            }
+            if failed > 0 {
+                logger.warning("REENCODE: \(failed) images could not be encoded again and keep their codes from the previous model")
+            }
+        }
+        return "\(done) \(failed)"
+    }
+
+    /// Queues writes from another thread than the writer's and waits until all are
+    /// durable; returns how many were applied (not `skipped`). Throws the first failure,
+    /// or `SHUTDOWN` when the writer stopped taking jobs (the accepted ones are waited for).
+    private func applyBeside(_ ops: [WriteOp]) throws -> Int {
+        final class Results: @unchecked Sendable {
+            let lock = NSLock()
+            var applied = 0
+            var failure: Error?
+        }
+        let results = Results()
+        let group = DispatchGroup()
+        var refused = false
+        for op in ops {
+            group.enter()
+            let accepted = submit(.write(op, .callback { r in
+                results.lock.lock()
+                switch r {
+                case .success(.skipped): break
+                case .success: results.applied += 1
+                case .failure(let e): if results.failure == nil { results.failure = e }
+                }
+                results.lock.unlock()
+                group.leave()
+            }))
+            if !accepted {
+                group.leave()
+                refused = true
+                break
+            }
+        }
+        group.wait()
+        results.lock.lock()
+        defer { results.lock.unlock() }
+        if let f = results.failure { throw f }
+        if refused { throw ProtocolError.shutdown }
+        return results.applied
     }
 }
 

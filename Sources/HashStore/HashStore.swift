@@ -59,6 +59,10 @@ public enum WriteOp: Sendable {
     /// given directly, which drops any source the key had).
     case add(key: String, code: HammingCode, source: ItemSource? = nil)
     case delete(key: String)
+    /// REENCODE's write: the new code of item `id`, applied only while `key` is still that
+    /// item and its stored source is still `source`. A client write made since the
+    /// re-encoding read the item (a new code, a delete) wins; the outcome is then `skipped`.
+    case reencode(key: String, id: UInt32, code: HammingCode, source: ItemSource)
 }
 
 /// The outcome of one write.
@@ -67,6 +71,8 @@ public enum WriteOutcome: Sendable, Equatable {
     case added(id: UInt32)
     /// Whether the key existed.
     case deleted(Bool)
+    /// A `reencode` write not applied: the item had changed or gone.
+    case skipped
 }
 
 /// Options for opening (and on first use, creating) a database.
@@ -149,8 +155,10 @@ public final class HashStore {
     /// identity, `verify`) and by COMPACT's start and its final catch-up and swap, which
     /// run on another thread than the writer's.
     private let writerLock = NSLock()
-    /// One COMPACT at a time.
+    /// One COMPACT at a time; VERIFY holds it too (its snapshot must outlive no swap).
     private let compactLock = NSLock()
+    /// While a VERIFY runs: the ids written since its snapshot (under `rw`).
+    private var verifyChanged: Set<UInt32>?
     /// Measured by the last COMPACT: the changes replayed before its final step and in it.
     public private(set) var lastCompactReplayed = (catchUp: 0, final: 0)
     /// The steps of the last COMPACT's pause: (name, seconds since the pause began).
@@ -440,6 +448,7 @@ public final class HashStore {
                 rw.withWriteLock {
                     recordedModel = model
                     imageItemCount = images
+                    if verifyChanged != nil { recordChanged(changes) }
                     for change in changes {
                         switch change {
                         case .insert(let id, let key, let code):
@@ -524,6 +533,20 @@ public final class HashStore {
                     }
                     batchKeys.set(key, id)
                     outcomes.append(.added(id: id))
+                case .reencode(let key, let id, let code, let source):
+                    let existing: UInt32? = batchKeys.state(of: key) ?? keys.lookup(key)
+                    guard existing == id, code.width == width,
+                          let stored = try txn.get(dbSources, id: id), stored.elementsEqual(source.encoded) else {
+                        outcomes.append(.skipped)
+                        continue
+                    }
+                    record.removeAll(keepingCapacity: true)
+                    code.appendBytes(to: &record)
+                    record.append(contentsOf: key.utf8)
+                    try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: 0) }
+                    try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: 0) }
+                    changes.append(.replace(id, code))
+                    outcomes.append(.added(id: id))
                 case .delete(let key):
                     let existing: UInt32? = batchKeys.state(of: key) ?? keys.lookup(key)
                     if let id = existing {
@@ -551,6 +574,15 @@ public final class HashStore {
                 model = codesModel
             }
             return (outcomes, changes, next, model, images)
+        }
+    }
+
+    /// Adds the ids of committed changes to `verifyChanged` (under the write lock).
+    private func recordChanged(_ changes: [Change]) {
+        for change in changes {
+            switch change {
+            case .insert(let id, _, _), .replace(let id, _), .remove(let id, _): verifyChanged!.insert(id)
+            }
         }
     }
 
@@ -896,16 +928,22 @@ public final class HashStore {
         rw.withWriteLock { recordedModel = identity }
     }
 
-    /// Every item that has a stored source: key and source, in id order (writer thread).
-    public func sources() throws -> [(key: String, source: ItemSource)] {
+    /// Every item that has a stored source: id, key and source, in id order, from one
+    /// read transaction (a snapshot; any thread: writes go on meanwhile).
+    public func sources() throws -> [(id: UInt32, key: String, source: ItemSource)] {
         do {
-            return try env.read { txn in
-                var out: [(String, ItemSource)] = []
-                try txn.forEach(dbSources) { k, v in
-                    let id = k.loadUnaligned(as: UInt32.self)
-                    if let key = keys.key(id), let s = ItemSource(encoded: v) { out.append((key, s)) }
+            let found: [(UInt32, ItemSource)] = try envSwap.withReadLock {
+                try env.read { txn in
+                    var out: [(UInt32, ItemSource)] = []
+                    try txn.forEach(dbSources) { k, v in
+                        if let s = ItemSource(encoded: v) { out.append((k.loadUnaligned(as: UInt32.self), s)) }
+                    }
+                    return out
                 }
-                return out
+            }
+            // An id names one key for life, also after a delete since the snapshot.
+            return rw.withReadLock {
+                found.map { id, s in (id, keys.withKeyBytes(ofAnyID: id) { String(decoding: $0, as: UTF8.self) }, s) }
             }
         } catch {
             throw StoreError.io("cannot read the item sources: \(error)")
@@ -914,33 +952,70 @@ public final class HashStore {
 
     /// Checks that stored items, stored tables and the mirror agree. Returns the item
     /// count and the stale table entries awaiting a rebuild; throws `.corrupt`.
+    ///
+    /// It reads a snapshot while writes go on: under the writer lock, for a moment, it
+    /// opens a read transaction and starts recording the ids that writes change from then
+    /// on (`verifyChanged`). The stored side is that transaction; the mirror is compared
+    /// for every item no write has changed since, in chunks under the read lock (a changed
+    /// item's mirror entry is newer than the snapshot, and its stored record is taken from
+    /// the snapshot where the tables need it). The mirror's own check (`MultiIndex.check`)
+    /// runs under the read lock at the end. A COMPACT waits for a running VERIFY, so that
+    /// the environment is not swapped under the snapshot.
     public func verify() throws -> (items: Int, stale: Int) {
-        writerLock.lock()
-        defer { writerLock.unlock() }
+        compactLock.lock()
+        defer { compactLock.unlock() }
         let bytes = width.bytes
+        writerLock.lock()
+        var holdsWriterLock = true
+        defer {
+            if holdsWriterLock { writerLock.unlock() }
+            rw.withWriteLock { verifyChanged = nil }
+        }
         do {
-            return try env.read { txn in
-                let stored = try txn.count(dbItems)
-                guard stored == index.count else {
-                    throw StoreError.corrupt("\(stored) items stored but \(index.count) in the index")
+            return try envSwap.withReadLock { try env.read { txn in
+                let (count, keyCount) = rw.withWriteLock { () -> (Int, Int) in
+                    verifyChanged = []
+                    return (index.count, keys.count)
                 }
-                guard keys.count == stored else {
-                    throw StoreError.corrupt("\(stored) items stored but \(keys.count) keys in the key index")
+                writerLock.unlock()
+                holdsWriterLock = false
+                let stored = try txn.count(dbItems)
+                guard stored == count else {
+                    throw StoreError.corrupt("\(stored) items stored but \(count) in the index")
+                }
+                guard keyCount == stored else {
+                    throw StoreError.corrupt("\(stored) items stored but \(keyCount) keys in the key index")
                 }
                 var pending = Set<UInt32>()
                 try txn.forEach(dbPending) { k, _ in pending.insert(k.loadUnaligned(as: UInt32.self)) }
+                // Items, a chunk at a time under the read lock. Record pointers stay valid
+                // for the transaction.
+                var notPending = 0
+                var chunk: [(UInt32, UnsafeRawBufferPointer)] = []
+                chunk.reserveCapacity(4096)
+                func checkChunk() throws {
+                    try rw.withReadLock {
+                        for (id, v) in chunk where !verifyChanged!.contains(id) {
+                            guard index.codes.code(id) == (try? HammingCode(bytes: v[0..<bytes], width: width)) else {
+                                throw StoreError.corrupt("item \(id) differs between the store and the index")
+                            }
+                            guard keys.lookup(v[bytes...]) == id else {
+                                throw StoreError.corrupt("item \(id)'s key does not lead back to it")
+                            }
+                        }
+                    }
+                    chunk.removeAll(keepingCapacity: true)
+                }
                 try txn.forEach(dbItems) { k, v in
                     let id = k.loadUnaligned(as: UInt32.self)
-                    guard v.count > bytes, let code = try? HammingCode(bytes: v[0..<bytes], width: width) else {
+                    guard v.count > bytes, (try? HammingCode(bytes: v[0..<bytes], width: width)) != nil else {
                         throw StoreError.corrupt("item \(id) has a malformed record")
                     }
-                    guard index.codes.code(id) == code else {
-                        throw StoreError.corrupt("item \(id) differs between the store and the index")
-                    }
-                    guard keys.lookup(v[bytes...]) == id else {
-                        throw StoreError.corrupt("item \(id)'s key does not lead back to it")
-                    }
+                    if !pending.contains(id) { notPending += 1 }
+                    chunk.append((id, v))
+                    if chunk.count == 4096 { try checkChunk() }
                 }
+                try checkChunk()
                 // The stored tables: well formed, and every item not pending is in them.
                 guard let tmText = try txn.getString(dbMeta, "tables_m"), let tm = Int(tmText),
                       let layout = try? SubstringLayout(width: width, count: tm) else {
@@ -956,27 +1031,39 @@ public final class HashStore {
                         throw StoreError.corrupt("stored table \(j): \(error)")
                     }
                     var seen = 0
-                    for v in 0..<(table.offsets.count - 1) {
-                        let lo = Int(table.offsets[v]), hi = Int(table.offsets[v + 1])
-                        for i in lo..<hi {
-                            let id = table.ids[i]
-                            if index.codes.isLive(id) && !pending.contains(id)
-                                && layout.substring(j, of: index.codes.pointer(id)) == UInt32(v) {
-                                seen += 1
-                            } else if !pending.contains(id) {
-                                stale += 1
+                    var v = 0
+                    var i = 0
+                    // Entries a chunk at a time under the read lock; an item's substring
+                    // comes from the mirror unless a write changed it since the snapshot.
+                    while i < table.ids.count {
+                        let end = min(table.ids.count, i + 65_536)
+                        try rw.withReadLock {
+                            for e in i..<end {
+                                while Int(table.offsets[v + 1]) <= e { v += 1 }
+                                let id = table.ids[e]
+                                if pending.contains(id) { continue }
+                                let sub: UInt32?
+                                if verifyChanged!.contains(id) {
+                                    sub = try txn.get(dbItems, id: id).flatMap { rec in
+                                        (try? HammingCode(bytes: rec[0..<bytes], width: width)).map { c in
+                                            c.words.withUnsafeBufferPointer { layout.substring(j, of: $0.baseAddress!) }
+                                        }
+                                    }
+                                } else {
+                                    sub = index.codes.isLive(id) ? layout.substring(j, of: index.codes.pointer(id)) : nil
+                                }
+                                if sub == UInt32(v) { seen += 1 } else { stale += 1 }
                             }
                         }
+                        i = end
                     }
-                    var expected = 0
-                    index.codes.forEachLive { id in if !pending.contains(id) { expected += 1 } }
-                    guard seen == expected else {
-                        throw StoreError.corrupt("stored table \(j) holds \(seen) of the \(expected) items it should")
+                    guard seen == notPending else {
+                        throw StoreError.corrupt("stored table \(j) holds \(seen) of the \(notPending) items it should")
                     }
                 }
                 let memStale = try rw.withReadLock { try index.check() }
                 return (stored, max(stale, memStale))
-            }
+            } }
         } catch let e as StoreError {
             throw e
         } catch let e as MultiIndex.Inconsistency {

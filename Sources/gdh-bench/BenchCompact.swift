@@ -4,14 +4,19 @@ import HammingCode
 import HashStore
 import MultiIndex
 
-/// COMPACT under write load (issue 9 item 3): one thread writes durable batches all the
-/// time while another runs `HashStore.compact`; every batch's latency is recorded, so the
-/// longest wait of any write during the compaction is measured, not inferred.
+/// Maintenance under write load (issue 9 item 3): one thread writes durable batches all
+/// the time while another runs `HashStore.compact` (or `verify`, or `rebuild`); every
+/// batch's latency is recorded, so the longest wait of any write during the operation is
+/// measured, not inferred.
 struct BenchCompact: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "compact",
-        abstract: "Write latency while COMPACT runs beside a writer, on a store of --n items."
+        abstract: "Write latency while COMPACT (or VERIFY, REBUILD) runs beside a writer, on a store of --n items."
     )
+
+    enum Operation: String, ExpressibleByArgument { case compact, verify, rebuild }
+
+    @Option(help: "The operation run during the writes: compact, verify or rebuild.") var operation: Operation = .compact
 
     @Option(help: "Items stored before the compaction.") var n: Int = 10_000_000
     @Option(help: "Fraction of the items deleted before it (so that there is something to compact).") var delete: Double = 0.2
@@ -48,12 +53,24 @@ struct BenchCompact: ParsableCommand {
             var compacting = false, done = false
             var start: UInt64 = 0, end: UInt64 = 0
             var result: Result<(before: Int, after: Int), Error>?
+            var verified: (items: Int, stale: Int)?
         }
         let shared = Shared()
         let t = Thread {
             Thread.sleep(forTimeInterval: margin)
             shared.lock.lock(); shared.compacting = true; shared.start = now(); shared.lock.unlock()
-            let r = Result { try store.compact() }
+            let r = Result { () throws -> (before: Int, after: Int) in
+                switch operation {
+                case .compact: return try store.compact()
+                case .verify:
+                    let v = try store.verify()
+                    shared.lock.lock(); shared.verified = v; shared.lock.unlock()
+                    return (0, 0)
+                case .rebuild:
+                    _ = try store.rebuild()
+                    return (0, 0)
+                }
+            }
             shared.lock.lock(); shared.compacting = false; shared.end = now(); shared.result = r; shared.lock.unlock()
             Thread.sleep(forTimeInterval: margin)
             shared.lock.lock(); shared.done = true; shared.lock.unlock()
@@ -85,8 +102,9 @@ struct BenchCompact: ParsableCommand {
             return s.isEmpty ? 0 : Double(s[min(s.count - 1, Int(Double(s.count) * p))]) / 1e6
         }
         let out: [String: Any] = [
+            "operation": operation.rawValue, "verified_items": shared.verified?.items ?? -1,
             "n": n, "live": store.count, "bytes_before": before, "bytes_after": after,
-            "compact_s": Double(shared.end - shared.start) / 1e9, "final_pause_ms": store.lastCompactPause * 1e3,
+            "operation_s": Double(shared.end - shared.start) / 1e9, "final_pause_ms": store.lastCompactPause * 1e3,
             "replayed_catch_up": store.lastCompactReplayed.catchUp, "replayed_final": store.lastCompactReplayed.final,
             "batches_during": during.count, "writes_during": during.count * batch, "batch": batch,
             "max_ms_during": pct(during, 1), "p999_ms_during": pct(during, 0.999), "p50_ms_during": pct(during, 0.5),
@@ -98,7 +116,7 @@ struct BenchCompact: ParsableCommand {
             let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
         } else {
-            print(String(format: "n=%d compact %.2f s (%d -> %d bytes), final pause %.1f ms; write batches during: %d, p50 %.2f p99.9 %.2f max %.2f ms; outside: p50 %.2f p99.9 %.2f max %.2f ms",
+            print(String(format: "n=%d \(operation.rawValue) %.2f s (%d -> %d bytes), final pause %.1f ms; write batches during: %d, p50 %.2f p99.9 %.2f max %.2f ms; outside: p50 %.2f p99.9 %.2f max %.2f ms",
                          n, Double(shared.end - shared.start) / 1e9, before, after, store.lastCompactPause * 1e3, during.count,
                          pct(during, 0.5), pct(during, 0.999), pct(during, 1), pct(outside, 0.5), pct(outside, 0.999), pct(outside, 1)))
         }

@@ -204,6 +204,42 @@ struct ModelIdentityDaemonTests {
         #expect(out.out.contains("\nmodel none\n") && out.out.contains("\ncodes_model \(f.identityB)\n"), "\(out.out)")
     }
 
+    @Test("REENCODE runs beside client writes: they are answered before it ends, and a client's change to an item wins")
+    func reencodeBesideWrites() throws {
+        let f = try ModelChangeFixture()
+        let d = try TestDaemon(bits: nil, configure: f.using(f.modelA))
+        let n = 2000
+        let images = try (0..<3).map { Data(try ImageDecoder.encodePNG(pattern($0))).base64EncodedString() }
+        let c = try d.client()
+        try c.pipeline(count: n, window: 256, line: { "ADD p\($0) IMAGE64 \(images[$0 % 3])" }) { i, r in
+            #expect(okText(r) == String(i))
+        }
+        guard let oldCode = okText(try c.request("GET p10")) else { Issue.record("GET failed"); return }
+        d.stop()
+        try d.start(configure: f.using(f.modelB))
+        let admin = try d.client()
+        let writer = try d.client()
+        admin.send("REENCODE")
+        try admin.flush()
+        // Items late in REENCODE's order (ids 1400 and 1500, in its sixth batch) change
+        // while it runs: a code replaces one image, a delete removes another.
+        let t0 = Date()
+        #expect(okText(try writer.request("ADD p1400 CODE 0000000f")) == "1400")
+        #expect(okText(try writer.request("DEL p1500")) == "1")
+        #expect(okText(try writer.request("ADD hex CODE 000000ff")) == String(n))
+        let writesAnswered = Date().timeIntervalSince(t0)
+        let answer = try admin.receive()
+        let reencodeAnswered = Date().timeIntervalSince(t0)
+        #expect(writesAnswered < reencodeAnswered / 2, "writes \(writesAnswered) s, REENCODE \(reencodeAnswered) s")
+        #expect(okText(answer) == "\(n - 2) 0")
+        #expect(okText(try writer.request("GET p1400")) == "0000000f")
+        #expect(errCode(try writer.request("GET p1500")) == "NOTFOUND")
+        #expect(okText(try writer.request("GET p10")) != oldCode)
+        #expect(try statsOf(writer)["codes_model"] == f.identityB)
+        #expect(try statsOf(writer)["items"] == String(n))
+        #expect(okText(try writer.request("VERIFY"))?.hasPrefix("\(n) ") == true)
+    }
+
     @Test("an old database without a recorded model keeps working with any model")
     func oldDatabase() throws {
         let f = try ModelChangeFixture()

@@ -289,6 +289,59 @@ struct HashStoreTests {
         for (k, c) in model.prefix(2000) { #expect(again.get(k) == c) }
     }
 
+    @Test("VERIFY beside writes and folds: passes every time and counts the items of its snapshot")
+    func verifyDuringWrites() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SplitMix64(seed: 29)
+        let w = try CodeWidth(bits: 64)
+        var opts = StoreOptions(bits: 64)
+        opts.foldThreshold = 3000
+        let store = try HashStore(directory: dir, options: opts)
+        var model: [String: HammingCode] = [:]
+        var batch = [WriteOp]()
+        for i in 0..<60_000 {
+            let c = code(w, &rng)
+            batch.append(.add(key: "key-\(i)", code: c)); model["key-\(i)"] = c
+        }
+        _ = try store.apply(batch)
+        let done = Atomic(false)
+        let results = Atomic<[Result<(items: Int, stale: Int), Error>]>([])
+        let t = Thread {
+            for _ in 0..<6 { let r = Result { try store.verify() }; results.set(results.get() + [r]) }
+            done.set(true)
+        }
+        t.start()
+        // Adds, replacements and deletes (and folds) while the checks run.
+        var round = 0, counts = Set<Int>()
+        while !done.get() {
+            var ops = [WriteOp]()
+            for j in 0..<300 {
+                let n = round * 300 + j
+                switch n % 3 {
+                case 0: ops.append(.delete(key: "key-\(n % 60_000)")); model["key-\(n % 60_000)"] = nil
+                case 1: let c = code(w, &rng); ops.append(.add(key: "key-\(n % 60_000)", code: c)); model["key-\(n % 60_000)"] = c
+                default: let c = code(w, &rng); ops.append(.add(key: "late-\(n)", code: c)); model["late-\(n)"] = c
+                }
+            }
+            _ = try store.apply(ops)
+            counts.insert(store.count)
+            round += 1
+        }
+        #expect(round > 0)
+        let all = results.get()
+        #expect(all.count == 6)
+        for r in all {
+            switch r {
+            case .success(let v): #expect(v.items >= 60_000 - round * 100 && v.items <= 60_000 + round * 100, "\(v)")
+            case .failure(let e): Issue.record("VERIFY failed beside writes: \(e)")
+            }
+        }
+        #expect(try store.verify().items == model.count)
+        for (k, c) in model.prefix(3000) { #expect(store.get(k) == c, "\(k)") }
+        store.close()
+    }
+
     @Test("compact shrinks the file after deletes and keeps every item")
     func compaction() throws {
         let dir = tempDir()
