@@ -87,6 +87,7 @@ public final class Daemon: @unchecked Sendable {
         // A new database takes the model's code width unless --bits says otherwise.
         var options = StoreOptions(bits: configuration.bits ?? encoder?.bits, substrings: configuration.substrings)
         options.initialMapSize = configuration.initialMapSize
+        options.backgroundFolds = true
         do {
             store = try HashStore(directory: configuration.databasePath, options: options)
         } catch StoreError.mismatch(let m) where configuration.bits == nil && encoder != nil {

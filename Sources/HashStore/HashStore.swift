@@ -86,6 +86,10 @@ public struct StoreOptions: Sendable {
     /// Delta entries (per table, on average) after which the writer folds the tables.
     /// nil: max(65,536, N / 8).
     public var foldThreshold: Int?
+    /// Fold beside the writes: the tables are built from a copy of the codes on a thread of
+    /// their own, and the writer pauses only for the copy and for storing and installing
+    /// them (`HashStore.foldBeside`). Off: the batch that passes the threshold folds inline.
+    public var backgroundFolds = false
 
     public init(bits: Int? = nil, substrings: Int? = nil) {
         self.bits = bits
@@ -129,6 +133,16 @@ public final class HashStore {
     private let rw = ReadWriteLock()
     private var nextID: UInt32
     private let foldThreshold: Int?
+    private let backgroundFolds: Bool
+    /// While a fold builds tables beside the writes: the ids written since its snapshot
+    /// (under `rw`).
+    private var foldChanged: Set<UInt32>?
+    /// One fold beside the writes at a time (automatic, or REBUILD).
+    private let foldLock = NSLock()
+    /// An automatic fold thread has been started and not finished (under `writerLock`).
+    private var foldScheduled = false
+    /// Automatic fold threads running; `close` waits for them.
+    private let foldThreads = DispatchGroup()
 
     /// The meta key recording which model made the image codes.
     static let modelIdentityKey = "model_identity"
@@ -171,6 +185,7 @@ public final class HashStore {
     public init(directory: String, options: StoreOptions = StoreOptions()) throws {
         self.directory = directory
         self.foldThreshold = options.foldThreshold
+        self.backgroundFolds = options.backgroundFolds
         if mkdir(directory, 0o700) != 0 && errno != EEXIST {
             throw StoreError.io("cannot create database directory \(directory): \(String(cString: strerror(errno)))")
         }
@@ -323,6 +338,7 @@ public final class HashStore {
     /// second close of the lock's descriptor would close another file's).
     public func close() {
         guard !closed else { return }
+        foldThreads.wait()
         closed = true
         env.close()
         flock(lockFD, LOCK_UN)
@@ -448,7 +464,7 @@ public final class HashStore {
                 rw.withWriteLock {
                     recordedModel = model
                     imageItemCount = images
-                    if verifyChanged != nil { recordChanged(changes) }
+                    if verifyChanged != nil || foldChanged != nil { recordChanged(changes) }
                     for change in changes {
                         switch change {
                         case .insert(let id, let key, let code):
@@ -581,7 +597,9 @@ public final class HashStore {
     private func recordChanged(_ changes: [Change]) {
         for change in changes {
             switch change {
-            case .insert(let id, _, _), .replace(let id, _), .remove(let id, _): verifyChanged!.insert(id)
+            case .insert(let id, _, _), .replace(let id, _), .remove(let id, _):
+                verifyChanged?.insert(id)
+                foldChanged?.insert(id)
             }
         }
     }
@@ -608,7 +626,70 @@ public final class HashStore {
             || (index.fixedM == nil && index.count >= 65_536
             && SubstringLayout.automaticCount(for: width, items: index.count) != index.m
             && index.deltaEntries > index.count / 8) {
-            try foldTables(m: nil)
+            guard backgroundFolds else { try foldTables(m: nil); return }
+            // Beside the writes; the delta keeps answers exact meanwhile.
+            guard !foldScheduled, foldChanged == nil else { return }
+            foldScheduled = true
+            foldThreads.enter()
+            let t = Thread { [self] in
+                defer { foldThreads.leave() }
+                var failure: String?
+                do { try foldBeside(m: nil, setting: false) } catch { failure = "\(error)" }
+                writerLock.lock()
+                foldScheduled = false
+                lastFoldError = failure
+                writerLock.unlock()
+            }
+            t.name = "gdhd-fold"
+            t.start()
+        }
+    }
+
+    /// A fold that lets writes go on while the tables are built (any thread but the
+    /// writer's, which must not hold `writerLock`):
+    ///
+    /// 1. Under the writer lock: copy the live codes (`MultiIndex.snapshotForTables`) and
+    ///    start recording the ids written from then on (`foldChanged`).
+    /// 2. No lock: build the tables from the copy.
+    /// 3. Under the writer lock: store the tables with `pending` = the recorded ids still
+    ///    live, in one transaction (as an inline fold does, so a crash at any instant leaves
+    ///    the old tables and pending or the new ones), then install them, carrying the
+    ///    recorded ids' current codes over to the new positions and the delta.
+    ///
+    /// With `setting`, m (when given) becomes the database's substring setting first.
+    private func foldBeside(m: Int?, setting: Bool) throws {
+        foldLock.lock()
+        defer { foldLock.unlock() }
+        let snapshot: MultiIndex.TableSnapshot
+        writerLock.lock()
+        do {
+            if setting, let m {
+                do { _ = try SubstringLayout(width: width, count: m) } catch {
+                    throw StoreError.invalid("\(error)")
+                }
+                try env.write { txn in try txn.putString(dbMeta, "substrings", String(m)) }
+                rw.withWriteLock { index.fixedM = m }
+            }
+            do { snapshot = try index.snapshotForTables(m: m) } catch { throw StoreError.invalid("\(error)") }
+            rw.withWriteLock { foldChanged = [] }
+        } catch {
+            writerLock.unlock()
+            throw error
+        }
+        writerLock.unlock()
+        let prepared = snapshot.build()
+        writerLock.lock()
+        defer { writerLock.unlock() }
+        let changed = rw.withReadLock { foldChanged ?? [] }
+        do {
+            try storeTables(prepared, pending: changed.filter { index.codes.isLive($0) }.sorted())
+        } catch {
+            rw.withWriteLock { foldChanged = nil }
+            throw error
+        }
+        rw.withWriteLock {
+            index.install(prepared, changedSince: changed)
+            foldChanged = nil
         }
     }
 
@@ -621,6 +702,13 @@ public final class HashStore {
         } catch {
             throw StoreError.invalid("\(error)")
         }
+        try storeTables(prepared, pending: [])
+        rw.withWriteLock { index.install(prepared) }
+    }
+
+    /// Stores prepared tables, with `pending` holding exactly the given ids, in one
+    /// transaction (writer lock held); counts the commit and the fold.
+    private func storeTables(_ prepared: MultiIndex.PreparedTables, pending: [UInt32]) throws {
         var attempt = 0
         while true {
             do {
@@ -637,6 +725,8 @@ public final class HashStore {
                         }
                     }
                     try txn.clear(dbPending)
+                    let empty: [UInt8] = []
+                    for id in pending { try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: 0) } }
                     try txn.putString(dbMeta, "tables_m", String(prepared.layout.count))
                 }
                 break
@@ -649,12 +739,15 @@ public final class HashStore {
         }
         commits += 1
         folds += 1
-        rw.withWriteLock { index.install(prepared) }
     }
 
     /// Recomputes the tables from the stored codes, with m substrings if given (kept
     /// as the setting from then on). Returns the m in use.
     public func rebuild(m: Int? = nil) throws -> Int {
+        if backgroundFolds {
+            try foldBeside(m: m, setting: true)
+            return rw.withReadLock { index.m }
+        }
         writerLock.lock()
         defer { writerLock.unlock() }
         if let m {
@@ -958,8 +1051,8 @@ public final class HashStore {
     /// on (`verifyChanged`). The stored side is that transaction; the mirror is compared
     /// for every item no write has changed since, in chunks under the read lock (a changed
     /// item's mirror entry is newer than the snapshot, and its stored record is taken from
-    /// the snapshot where the tables need it). The mirror's own check (`MultiIndex.check`)
-    /// runs under the read lock at the end. A COMPACT waits for a running VERIFY, so that
+    /// the snapshot where the tables need it). The mirror's own check runs at the end in
+    /// pieces under the read lock (`MultiIndex.checkStep`). A COMPACT waits for a running VERIFY, so that
     /// the environment is not swapped under the snapshot.
     public func verify() throws -> (items: Int, stale: Int) {
         compactLock.lock()
@@ -1061,8 +1154,10 @@ public final class HashStore {
                         throw StoreError.corrupt("stored table \(j) holds \(seen) of the \(notPending) items it should")
                     }
                 }
-                let memStale = try rw.withReadLock { try index.check() }
-                return (stored, max(stale, memStale))
+                // The mirror's own check, in pieces: writes go on between them.
+                var progress = MultiIndex.CheckProgress()
+                while try !rw.withReadLock({ try index.checkStep(&progress, budget: 1 << 16) }) {}
+                return (stored, max(stale, progress.staleEntries))
             } }
         } catch let e as StoreError {
             throw e

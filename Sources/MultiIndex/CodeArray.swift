@@ -228,6 +228,30 @@ public final class CodeArray {
         return s
     }
 
+    /// New storage with the live ids at dense positions in ascending id order, always (a
+    /// snapshot that later changes are carried over to). Only reads.
+    func denseCopy() -> CodeStorage {
+        let s = CodeStorage(words: words, capacity: liveCount + liveCount / 8 + 1024, idCapacity: storage.idCapacity)
+        forEachLive { id in s.append(id, storage.codes + Int(storage.positionOf[Int(id)]) * words) }
+        return s
+    }
+
+    /// Puts storage in use that holds the current live ids, possibly with holes and out of
+    /// id order (a snapshot with later changes carried over).
+    func adopt(changed s: CodeStorage) {
+        var live = 0, highest: Int64 = -1, ordered = true
+        s.forEachLivePosition { p in
+            live += 1
+            let id = Int64(s.ids[p])
+            if id <= highest { ordered = false }
+            highest = max(highest, id)
+        }
+        precondition(live == liveCount, "carried-over storage is out of date")
+        storage = s
+        self.ordered = ordered
+        highestPlaced = highest
+    }
+
     /// Puts storage made by `compacted()` in use; nothing may have changed since.
     func adopt(_ s: CodeStorage) {
         precondition(s.count == liveCount, "compacted storage is out of date")

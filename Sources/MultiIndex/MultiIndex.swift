@@ -174,6 +174,72 @@ public final class MultiIndex {
         return PreparedTables(layout: newLayout, tables: newTables, compacted: compacted, view: view)
     }
 
+    /// The live codes copied at dense positions in ascending id order, with the layout to
+    /// build tables for: what a fold beside mutations builds from. Made on the mutator's
+    /// side (it reads the codes); `build()` then runs on any thread, touching only the copy,
+    /// while the index goes on changing; `install(_:changedSince:)` puts the result in use.
+    public final class TableSnapshot: @unchecked Sendable {
+        public let layout: SubstringLayout
+        fileprivate let storage: CodeStorage
+        fileprivate init(layout: SubstringLayout, storage: CodeStorage) {
+            self.layout = layout
+            self.storage = storage
+        }
+
+        /// Builds the tables over the copy (any thread; reads nothing of the index).
+        public func build() -> PreparedTables {
+            var newTables = [BaseTable]()
+            for j in 0..<layout.count {
+                newTables.append(BaseTable.build(codes: storage, layout: layout, table: j))
+            }
+            return PreparedTables(layout: layout, tables: newTables, compacted: storage, view: storage)
+        }
+    }
+
+    /// A snapshot for `TableSnapshot.build()` with m = `newM`, else the fixed m, else m
+    /// chosen from N and b. Copies the live codes (the mutator's side).
+    public func snapshotForTables(m newM: Int? = nil) throws -> TableSnapshot {
+        let mm = newM ?? fixedM ?? SubstringLayout.automaticCount(for: width, items: count)
+        return TableSnapshot(layout: try SubstringLayout(width: width, count: mm), storage: codes.denseCopy())
+    }
+
+    /// Puts tables built from a snapshot in use. `changed` holds every id added, replaced
+    /// or removed since the snapshot (each at least once): their current state is carried
+    /// over to the snapshot's positions (a new id takes the next position, a removed one
+    /// leaves a hole) and indexed in the delta; the tables' entries of their old codes are
+    /// stale, as after any change.
+    public func install(_ prepared: PreparedTables, changedSince changed: some Sequence<UInt32>) {
+        let s = prepared.view
+        precondition(prepared.compacted === s, "tables not built from a snapshot")
+        // Positions that have entries in the new tables: the snapshot's, all live.
+        let snapshotCount = s.count
+        var marks = [UInt64](repeating: 0, count: snapshotCount / 64 + 1)
+        for i in 0..<snapshotCount { marks[i >> 6] |= UInt64(1) << UInt64(i & 63) }
+        var touched: [Int] = []
+        for id in changed {
+            if let p = codes.position(of: id) {
+                let src = codes.pointer(position: p)
+                if let q = s.position(of: id) {
+                    (s.codes + q * s.words).update(from: src, count: s.words)
+                    touched.append(q)
+                } else {
+                    s.append(id, src)
+                    touched.append(s.count - 1)
+                }
+            } else if let q = s.position(of: id), s.isLive(position: q) {
+                s.clear(position: q)
+            }
+        }
+        codes.adopt(changed: s)
+        layout = prepared.layout
+        tables = prepared.tables
+        generation += 1
+        delta = prepared.layout.sizes.map { DeltaTable(bits: $0) }
+        deltaEntries = 0
+        mayHaveEntries = marks
+        for p in touched { indexInDelta(position: p) }
+    }
+
     /// Puts prepared tables (and their compacted positions) in use and empties the delta.
     /// The codes must not have changed since `prepareTables`.
     public func install(_ prepared: PreparedTables) {
@@ -181,6 +247,7 @@ public final class MultiIndex {
         precondition(prepared.view === codes.storage, "prepared tables are out of date")
         layout = prepared.layout
         tables = prepared.tables
+        generation += 1
         delta = prepared.layout.sizes.map { DeltaTable(bits: $0) }
         deltaEntries = 0
         resetEntryMarks(allSlots: false)
@@ -215,6 +282,7 @@ public final class MultiIndex {
         }
         layout = newLayout
         tables = newTables
+        generation += 1
         delta = newLayout.sizes.map { DeltaTable(bits: $0) }
         deltaEntries = 0
         resetEntryMarks(allSlots: true)
@@ -235,41 +303,83 @@ public final class MultiIndex {
     /// substring, and that every table entry names a valid position. Returns the number of
     /// stale entries (entries of deleted or changed items awaiting a rebuild).
     public func check() throws -> Int {
+        var p = CheckProgress()
+        while try !checkStep(&p, budget: .max) {}
+        return p.stale
+    }
+
+    /// Where a `check` run in pieces (`checkStep`) has got to.
+    public struct CheckProgress: Sendable {
+        var table = 0, entry = 0, bucket = 0, id = 0
         var stale = 0
-        for j in 0..<layout.count {
-            let (offsets, ids) = tables[j].buffers
-            guard offsets.count == (1 << layout.sizes[j]) + 1, offsets.last.map(Int.init) == ids.count else {
-                throw Inconsistency(description: "table \(j) has a malformed offset array")
-            }
-            for v in 0..<(offsets.count - 1) {
-                let lo = Int(offsets[v]), hi = Int(offsets[v + 1])
-                guard lo <= hi else { throw Inconsistency(description: "table \(j) offsets decrease at \(v)") }
-                var prev: Int64 = -1
-                for i in lo..<hi {
-                    let p = Int(ids[i])
-                    guard Int64(p) > prev, p < codes.positionCount else {
-                        throw Inconsistency(description: "table \(j) bucket \(v) is not in ascending position order")
+        var generation = -1
+        var tablesDone = false
+        public init() {}
+        /// The stale entries counted, once `checkStep` has returned true.
+        public var staleEntries: Int { stale }
+    }
+
+    /// Bumped whenever the tables are replaced (a fold or a load), so that a check in
+    /// pieces knows to start its table pass again.
+    private var generation = 0
+
+    /// `check()` in pieces, for running beside mutations: each call looks at about `budget`
+    /// table entries or ids and must hold the owner's read lock for its duration; between
+    /// calls the index may change. Table entries are checked against the tables of one
+    /// generation (a fold in between starts that pass again); items are checked by id, each
+    /// against the tables as they are at its call. Returns true when done.
+    public func checkStep(_ p: inout CheckProgress, budget: Int) throws -> Bool {
+        if !p.tablesDone {
+            if p.generation != generation { p = CheckProgress(); p.generation = generation }
+            var left = budget
+            while p.table < layout.count && left > 0 {
+                let j = p.table
+                let (offsets, ids) = tables[j].buffers
+                if p.entry == 0 && p.bucket == 0 {
+                    guard offsets.count == (1 << layout.sizes[j]) + 1, offsets.last.map(Int.init) == ids.count else {
+                        throw Inconsistency(description: "table \(j) has a malformed offset array")
                     }
-                    prev = Int64(p)
-                    if !codes.isLive(position: p) || layout.substring(j, of: codes.pointer(position: p)) != UInt32(v) { stale += 1 }
+                }
+                while p.bucket < offsets.count - 1 && left > 0 {
+                    let v = p.bucket
+                    let lo = Int(offsets[v]), hi = Int(offsets[v + 1])
+                    guard lo <= hi else { throw Inconsistency(description: "table \(j) offsets decrease at \(v)") }
+                    var prev: Int64 = -1
+                    for i in lo..<hi {
+                        let q = Int(ids[i])
+                        guard Int64(q) > prev, q < codes.positionCount else {
+                            throw Inconsistency(description: "table \(j) bucket \(v) is not in ascending position order")
+                        }
+                        prev = Int64(q)
+                        if !codes.isLive(position: q) || layout.substring(j, of: codes.pointer(position: q)) != UInt32(v) { p.stale += 1 }
+                    }
+                    left -= max(1, hi - lo)
+                    p.bucket += 1
+                }
+                if p.bucket == offsets.count - 1 {
+                    p.stale += delta[j].staleCount(codes: codes, layout: layout, table: j)
+                    p.table += 1
+                    p.bucket = 0
+                    p.entry = 0
                 }
             }
-            stale += delta[j].staleCount(codes: codes, layout: layout, table: j)
+            if p.table == layout.count { p.tablesDone = true }
+            return false
         }
-        var failure: Inconsistency?
-        codes.storage.forEachLivePosition { i in
-            guard failure == nil else { return }
-            let p = codes.pointer(position: i)
+        let end = p.id + min(codes.storage.idCapacity - p.id, budget)
+        while p.id < end {
+            let id = UInt32(p.id)
+            p.id += 1
+            guard let i = codes.position(of: id) else { continue }
+            let ptr = codes.pointer(position: i)
             for j in 0..<layout.count {
-                let v = layout.substring(j, of: p)
+                let v = layout.substring(j, of: ptr)
                 if !tables[j].contains(v, UInt32(i)) && !delta[j].contains(v, UInt32(i)) {
-                    failure = Inconsistency(description: "item \(codes.id(atPosition: i)) is missing from table \(j)")
-                    return
+                    throw Inconsistency(description: "item \(id) is missing from table \(j)")
                 }
             }
         }
-        if let failure { throw failure }
-        return stale
+        return p.id >= codes.storage.idCapacity
     }
 
     // MARK: - Search

@@ -24,6 +24,7 @@ struct BenchCompact: ParsableCommand {
     @Option(help: "Seconds of writes before and after the compaction.") var margin: Double = 2
     @Option(help: "Random seed of the codes.") var seed: UInt64 = 1
     @Option(help: "Directory for the temporary database (removed afterwards).") var dir: String = NSTemporaryDirectory()
+    @Flag(help: "Fold (and REBUILD) inline on the writer, as before folds moved beside the writes.") var inlineFolds = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func run() throws {
@@ -32,7 +33,9 @@ struct BenchCompact: ParsableCommand {
         func code() -> HammingCode { HammingCode(width: width, words: [rng.next()]) }
         let root = dir + "/gdh-bench-compact-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: root) }
-        let store = try HashStore(directory: root, options: StoreOptions(bits: 64))
+        var options = StoreOptions(bits: 64)
+        options.backgroundFolds = !inlineFolds
+        let store = try HashStore(directory: root, options: options)
         defer { store.close() }
         var ops = [WriteOp]()
         for i in 0..<n {

@@ -342,6 +342,59 @@ struct HashStoreTests {
         store.close()
     }
 
+    @Test("folds and REBUILD beside the writes: answers exact throughout, stored tables and pending right after a reopen")
+    func foldsBesideWrites() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SplitMix64(seed: 31)
+        let w = try CodeWidth(bits: 64)
+        var opts = StoreOptions(bits: 64)
+        opts.foldThreshold = 2000
+        opts.backgroundFolds = true
+        let store = try HashStore(directory: dir, options: opts)
+        var model: [String: HammingCode] = [:]
+        let done = Atomic(false)
+        let rebuilt = Atomic<[Result<Int, Error>]>([])
+        let t = Thread {
+            for m in [nil, 4, nil] as [Int?] { rebuilt.set(rebuilt.get() + [Result { try store.rebuild(m: m) }]); usleep(20_000) }
+            done.set(true)
+        }
+        t.start()
+        var round = 0
+        while !done.get() || round < 40 {
+            var ops = [WriteOp]()
+            for j in 0..<400 {
+                let n = round * 400 + j
+                switch n % 5 {
+                case 0: ops.append(.delete(key: "k\(n % 9000)")); model["k\(n % 9000)"] = nil
+                default: let c = code(w, &rng); ops.append(.add(key: "k\(n % 9000)", code: c)); model["k\(n % 9000)"] = c
+                }
+            }
+            _ = try store.apply(ops)
+            if round % 8 == 0 {
+                let q = code(w, &rng)
+                var st = SearchStats()
+                let got = store.knn(q, k: 15, stats: &st).map(\.distance)
+                let want = model.values.map { $0.distance(to: q) }.sorted().prefix(15)
+                #expect(got == Array(want), "round \(round)")
+            }
+            round += 1
+        }
+        for r in rebuilt.get() { if case .failure(let e) = r { Issue.record("REBUILD failed: \(e)") } }
+        #expect(store.folds > 3)
+        #expect(store.statistics().first { $0.0 == "substrings" }?.1 == "4")
+        #expect(try store.verify().items == model.count)
+        store.close()
+        let again = try HashStore(directory: dir, options: opts)
+        defer { again.close() }
+        #expect(again.count == model.count)
+        #expect(try again.verify().items == model.count)
+        for (k, c) in model { #expect(again.get(k) == c, "\(k)") }
+        let q = code(w, &rng)
+        var st = SearchStats()
+        #expect(again.range(q, radius: 20, stats: &st).map(\.distance) == model.values.map { $0.distance(to: q) }.filter { $0 <= 20 }.sorted())
+    }
+
     @Test("compact shrinks the file after deletes and keeps every item")
     func compaction() throws {
         let dir = tempDir()

@@ -192,3 +192,70 @@ struct MultiIndexPositionTests {
         #expect(seen == (0..<1000).map { UInt32($0 * 10) })
     }
 }
+
+@Suite("MultiIndex: tables built from a snapshot while the index changes")
+struct MultiIndexSnapshotTests {
+    @Test("changes made between the snapshot and the install are carried over; answers, check and ties by id stay exact")
+    func carriedOver() throws {
+        for (seed, m) in [(UInt64(1), nil), (2, 3), (3, 5)] as [(UInt64, Int?)] {
+            var rng = SplitMix(seed: seed)
+            let w = try CodeWidth(bits: 64)
+            let index = try MultiIndex(width: w, m: m)
+            var items: [UInt32: HammingCode] = [:]
+            let centre = randomCode(w, &rng)
+            func make() -> HammingCode { noisy(centre, p: 0.1, &rng) }
+            for i in 0..<4000 { let c = make(); index.upsert(UInt32(i), c); items[UInt32(i)] = c }
+            for i in stride(from: 0, to: 4000, by: 7) { index.remove(UInt32(i)); items[UInt32(i)] = nil }
+            let snapshot = try index.snapshotForTables()
+            // After the snapshot: replacements, deletes, new ids, and a delete of a new id.
+            var changed = Set<UInt32>()
+            for _ in 0..<600 {
+                let id = UInt32.random(in: 0..<4000, using: &rng)
+                changed.insert(id)
+                if Bool.random(using: &rng) { index.remove(id); items[id] = nil } else { let c = make(); index.upsert(id, c); items[id] = c }
+            }
+            for i in 4000..<4300 { let c = make(); index.upsert(UInt32(i), c); items[UInt32(i)] = c; changed.insert(UInt32(i)) }
+            index.remove(4100); items[4100] = nil
+            // Answers during the build come from the old tables and the delta.
+            let prepared = snapshot.build()
+            index.install(prepared, changedSince: changed)
+            #expect(index.count == items.count)
+            #expect(index.deltaEntries > 0)
+            #expect(try index.check() >= 0)
+            var progress = MultiIndex.CheckProgress()
+            while try !index.checkStep(&progress, budget: 500) {}
+            for id in items.keys.prefix(100) { #expect(index.codes.code(id) == items[id]) }
+            for mode in PlannerMode.allCases {
+                index.planner = mode
+                for t in 0..<10 {
+                    let q = t % 2 == 0 ? make() : randomCode(w, &rng)
+                    let truth = bruteForce(items, q)
+                    #expect(index.knn(q, k: 25) == Array(truth.prefix(25)), "seed \(seed) mode \(mode)")
+                    #expect(index.range(q, radius: 12) == truth.filter { $0.distance <= 12 }, "seed \(seed) mode \(mode)")
+                }
+            }
+            // A later fold or change goes on from there.
+            let c = make(); index.upsert(1, c); items[1] = c
+            try index.rebuild()
+            #expect(try index.check() == 0)
+            #expect(index.knn(centre, k: 30) == Array(bruteForce(items, centre).prefix(30)))
+        }
+    }
+
+    @Test("the check in pieces finds what check() finds on a consistent index, and restarts its table pass after a fold")
+    func checkInPieces() throws {
+        var rng = SplitMix(seed: 9)
+        let w = try CodeWidth(bits: 64)
+        let index = try MultiIndex(width: w)
+        for i in 0..<3000 { index.upsert(UInt32(i), randomCode(w, &rng)) }
+        try index.rebuild()
+        for i in 0..<200 { index.upsert(UInt32(i), randomCode(w, &rng)) }
+        var p = MultiIndex.CheckProgress()
+        var steps = 0
+        while try !index.checkStep(&p, budget: 256) {
+            steps += 1
+            if steps == 3 { try index.rebuild() }   // a fold in the middle
+        }
+        #expect(p.staleEntries == (try index.check()))
+    }
+}
