@@ -15,25 +15,17 @@ protocol WriteSink: AnyObject {
 
 /// The single writer: a thread that takes queued writes in arrival order and applies
 /// every write waiting at that moment in one transaction (group commit). Nobody is
-/// told of success before the transaction is durable. Administrative jobs (compact,
-/// rebuild, verify) run alone, in their place in the queue; COMPACT, VERIFY and REENCODE
-/// only start there and run on a thread of their own while writes go on
-/// (`HashStore.compact`, `HashStore.verify` on a snapshot; REENCODE sends its new codes
-/// through this queue in batches, as conditional writes).
+/// told of success before the transaction is durable. Administrative jobs (COMPACT,
+/// REBUILD, VERIFY, REENCODE) start in their place in the queue and run on a thread of
+/// their own while writes go on (`HashStore.compact`; `HashStore.rebuild`, a fold beside
+/// the writes; `HashStore.verify` on a snapshot; REENCODE sends its new codes through this
+/// queue in batches, as conditional writes).
 final class Writer: @unchecked Sendable {
     enum Admin {
         case compact
         case rebuild(m: Int?)
         case verify
         case reencode
-
-        /// Runs on a thread of its own beside the writer.
-        var runsBeside: Bool {
-            switch self {
-            case .compact, .reencode, .verify: return true
-            case .rebuild: return false
-            }
-        }
     }
 
     /// Who is told that a write is done.
@@ -59,7 +51,7 @@ final class Writer: @unchecked Sendable {
     private var stopping = false
     private var finished = false
     private var thread: Thread?
-    /// COMPACT, VERIFY and REENCODE jobs running beside the writer; `drainAndStop` waits for them.
+    /// Administrative jobs running beside the writer; `drainAndStop` waits for them.
     private let background = DispatchGroup()
     /// One REENCODE at a time.
     private let reencodeLock = NSLock()
@@ -113,17 +105,14 @@ final class Writer: @unchecked Sendable {
     private func run() {
         while let jobs = take() {
             if case .admin(let op, let done)? = jobs.first {
-                if op.runsBeside {
-                    background.enter()
-                    let t = Thread { [self] in
-                        done(Result { try runAdmin(op) })
-                        background.leave()
-                    }
-                    t.name = "gdhd-admin"
-                    t.start()
-                } else {
+                // Beside the writer: writes queued after it go on.
+                background.enter()
+                let t = Thread { [self] in
                     done(Result { try runAdmin(op) })
+                    background.leave()
                 }
+                t.name = "gdhd-admin"
+                t.start()
                 continue
             }
             var ops = [WriteOp]()

@@ -141,6 +141,9 @@ public final class HashStore {
     private let foldLock = NSLock()
     /// An automatic fold thread has been started and not finished (under `writerLock`).
     private var foldScheduled = false
+    /// The last fold beside the writes: seconds of its steps (the copy and the store and
+    /// install pause the writer; the build does not).
+    public private(set) var lastFoldSteps: [(String, Double)] = []
     /// Automatic fold threads running; `close` waits for them.
     private let foldThreads = DispatchGroup()
 
@@ -604,6 +607,13 @@ public final class HashStore {
         }
     }
 
+    /// Room ahead (twice the file and 64 MiB), so that writes during a copy or a VERIFY
+    /// seldom need to grow the map, which waits for them (writer lock held).
+    private func growMapAhead() throws {
+        let file = HashStore.fileSize(dataPath)
+        while env.mapSize < 2 * file + (64 << 20) { try growMap() }
+    }
+
     /// Doubles the map. LMDB remaps the file, so this waits for copies (backup, COMPACT)
     /// that read the environment from another thread.
     private func growMap() throws {
@@ -661,7 +671,15 @@ public final class HashStore {
         foldLock.lock()
         defer { foldLock.unlock() }
         let snapshot: MultiIndex.TableSnapshot
+        var steps: [(String, Double)] = []
+        var t = DispatchTime.now().uptimeNanoseconds
+        func step(_ name: String) {
+            let now = DispatchTime.now().uptimeNanoseconds
+            steps.append((name, Double(now - t) / 1e9))
+            t = now
+        }
         writerLock.lock()
+        t = DispatchTime.now().uptimeNanoseconds
         do {
             if setting, let m {
                 do { _ = try SubstringLayout(width: width, count: m) } catch {
@@ -676,10 +694,15 @@ public final class HashStore {
             writerLock.unlock()
             throw error
         }
+        step("copy")
         writerLock.unlock()
+        if HashStore.foldTestPause == "copied" { usleep(500_000) }
         let prepared = snapshot.build()
+        if HashStore.foldTestPause == "built" { usleep(500_000) }
+        step("build")
         writerLock.lock()
         defer { writerLock.unlock() }
+        t = DispatchTime.now().uptimeNanoseconds
         let changed = rw.withReadLock { foldChanged ?? [] }
         do {
             try storeTables(prepared, pending: changed.filter { index.codes.isLive($0) }.sorted())
@@ -687,10 +710,14 @@ public final class HashStore {
             rw.withWriteLock { foldChanged = nil }
             throw error
         }
+        step("store")
+        if HashStore.foldTestPause == "stored" { usleep(500_000) }
         rw.withWriteLock {
             index.install(prepared, changedSince: changed)
             foldChanged = nil
         }
+        step("install")
+        lastFoldSteps = steps
     }
 
     /// Builds tables from the current codes (m: the given one, else the setting),
@@ -785,11 +812,7 @@ public final class HashStore {
         unlink(tmp)
         let log = ChangeLog()
         writerLock.lock()
-        // Room ahead, so that writes during the copy seldom need to grow the map (which
-        // waits for the copy).
-        while env.mapSize < 2 * before + (64 << 20) {
-            do { try growMap() } catch { writerLock.unlock(); throw error }
-        }
+        do { try growMapAhead() } catch { writerLock.unlock(); throw error }
         env.log = log
         let mapSize = env.mapSize
         writerLock.unlock()
@@ -902,6 +925,8 @@ public final class HashStore {
     /// at that point (started, copied, caught-up, replayed, renamed), so that a test can
     /// kill the process there.
     private static let testPause = ProcessInfo.processInfo.environment["GDH_TEST_COMPACT_PAUSE"]
+    /// The same for a fold beside the writes: `copied`, `built` or `stored`.
+    private static let foldTestPause = ProcessInfo.processInfo.environment["GDH_TEST_FOLD_PAUSE"]
     private func testPoint(_ phase: String) {
         if HashStore.testPause == phase { usleep(500_000) }
     }
@@ -1060,6 +1085,7 @@ public final class HashStore {
         let bytes = width.bytes
         writerLock.lock()
         var holdsWriterLock = true
+        try growMapAhead()
         defer {
             if holdsWriterLock { writerLock.unlock() }
             rw.withWriteLock { verifyChanged = nil }

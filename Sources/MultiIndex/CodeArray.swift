@@ -92,6 +92,17 @@ final class CodeStorage {
         count += 1
     }
 
+    /// Takes a copy of `o`'s positions (this storage must be empty, with room for them and
+    /// the same id capacity).
+    func copyBlocks(from o: CodeStorage) {
+        precondition(count == 0 && capacity >= o.count && idCapacity == o.idCapacity && words == o.words)
+        codes.update(from: o.codes, count: o.count * words)
+        ids.update(from: o.ids, count: o.count)
+        live.update(from: o.live, count: o.count / 64 + 1)
+        positionOf.update(from: o.positionOf, count: idCapacity)
+        count = o.count
+    }
+
     /// Turns a live position into a hole.
     func clear(position p: Int) {
         live[p >> 6] &= ~(UInt64(1) << UInt64(p & 63))
@@ -232,24 +243,23 @@ public final class CodeArray {
     /// snapshot that later changes are carried over to). Only reads.
     func denseCopy() -> CodeStorage {
         let s = CodeStorage(words: words, capacity: liveCount + liveCount / 8 + 1024, idCapacity: storage.idCapacity)
-        forEachLive { id in s.append(id, storage.codes + Int(storage.positionOf[Int(id)]) * words) }
+        if ordered && holes == 0 {
+            // Already dense and in id order: copy the blocks whole.
+            s.copyBlocks(from: storage)
+        } else {
+            forEachLive { id in s.append(id, storage.codes + Int(storage.positionOf[Int(id)]) * words) }
+        }
         return s
     }
 
     /// Puts storage in use that holds the current live ids, possibly with holes and out of
     /// id order (a snapshot with later changes carried over).
-    func adopt(changed s: CodeStorage) {
-        var live = 0, highest: Int64 = -1, ordered = true
-        s.forEachLivePosition { p in
-            live += 1
-            let id = Int64(s.ids[p])
-            if id <= highest { ordered = false }
-            highest = max(highest, id)
-        }
+    /// `live` live positions, ordered by id (new ids were appended in ascending order).
+    func adopt(changed s: CodeStorage, live: Int) {
         precondition(live == liveCount, "carried-over storage is out of date")
         storage = s
-        self.ordered = ordered
-        highestPlaced = highest
+        ordered = true
+        highestPlaced = s.count > 0 ? Int64(s.ids[s.count - 1]) : -1
     }
 
     /// Puts storage made by `compacted()` in use; nothing may have changed since.

@@ -213,10 +213,13 @@ public final class MultiIndex {
         precondition(prepared.compacted === s, "tables not built from a snapshot")
         // Positions that have entries in the new tables: the snapshot's, all live.
         let snapshotCount = s.count
-        var marks = [UInt64](repeating: 0, count: snapshotCount / 64 + 1)
-        for i in 0..<snapshotCount { marks[i >> 6] |= UInt64(1) << UInt64(i & 63) }
+        var marks = [UInt64](repeating: ~0, count: snapshotCount / 64 + 1)
+        marks[snapshotCount / 64] = snapshotCount % 64 == 0 ? 0 : (UInt64(1) << UInt64(snapshotCount % 64)) - 1
         var touched: [Int] = []
-        for id in changed {
+        var live = snapshotCount
+        // In ascending id order, so that new ids (above every id of the snapshot) take
+        // positions in id order and the positions stay ordered.
+        for id in changed.sorted() {
             if let p = codes.position(of: id) {
                 let src = codes.pointer(position: p)
                 if let q = s.position(of: id) {
@@ -224,13 +227,15 @@ public final class MultiIndex {
                     touched.append(q)
                 } else {
                     s.append(id, src)
+                    live += 1
                     touched.append(s.count - 1)
                 }
             } else if let q = s.position(of: id), s.isLive(position: q) {
                 s.clear(position: q)
+                live -= 1
             }
         }
-        codes.adopt(changed: s)
+        codes.adopt(changed: s, live: live)
         layout = prepared.layout
         tables = prepared.tables
         generation += 1

@@ -114,6 +114,7 @@ struct BenchCompact: ParsableCommand {
             "max_ms_outside": pct(outside, 1), "p999_ms_outside": pct(outside, 0.999), "p50_ms_outside": pct(outside, 0.5),
             "folds_during_measurement": store.folds - foldsBefore,
             "pause_steps_ms": Dictionary(store.lastCompactSteps.map { ($0.0, $0.1 * 1e3) }, uniquingKeysWith: { a, _ in a }),
+            "fold_steps_ms": Dictionary(store.lastFoldSteps.map { ($0.0, $0.1 * 1e3) }, uniquingKeysWith: { a, _ in a }),
         ]
         if json {
             let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])

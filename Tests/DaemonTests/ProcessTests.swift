@@ -160,6 +160,22 @@ struct ProcessTests {
 
     @Test("SIGKILL in each phase of COMPACT while writes go on: no acknowledged write lost, the database verifies")
     func killDuringCompact() throws {
+        try killInPhases(of: "COMPACT", pause: "GDH_TEST_COMPACT_PAUSE",
+                         phases: ["started", "copied", "caught-up", "replayed", "renamed"],
+                         writesGoOn: ["started", "copied", "caught-up"])
+    }
+
+    @Test("SIGKILL in each phase of REBUILD (a fold beside the writes) while writes go on: no acknowledged write lost, the database verifies")
+    func killDuringRebuild() throws {
+        try killInPhases(of: "REBUILD", pause: "GDH_TEST_FOLD_PAUSE", phases: ["copied", "built", "stored"],
+                         writesGoOn: ["copied", "built"])
+    }
+
+    /// Starts `command` on a daemon whose environment variable `pause` makes it wait 0.5 s at
+    /// a phase, writes (new keys, replacements, deletes) until a SIGKILL lands in that
+    /// pause, restarts, and checks every acknowledged write and VERIFY; for each of
+    /// `phases`. In the `writesGoOn` phases more than 1,000 writes must be acknowledged.
+    private func killInPhases(of command: String, pause: String, phases: [String], writesGoOn: Set<String>) throws {
         let d = try DaemonProcess(bits: 64)
         let n = 30_000
         let loader = try LineClient(socketPath: d.socket)
@@ -169,11 +185,11 @@ struct ProcessTests {
         var expected: [String: String?] = [:]
         for i in 0..<n { expected["k\(i)"] = .some(hex64(UInt64(i) &* 0x2545_F491_4F6C_DD1D)) }
         var next = 0
-        for phase in ["started", "copied", "caught-up", "replayed", "renamed"] {
+        for phase in phases {
             _ = d.signal(SIGKILL)
-            try d.start(environment: ["GDH_TEST_COMPACT_PAUSE": phase])
+            try d.start(environment: [pause: phase])
             let admin = try LineClient(socketPath: d.socket)
-            admin.send("COMPACT")
+            admin.send(command)
             try admin.flush()
             // The pause at the phase lasts 0.5 s from within a few ms of here: the kill
             // lands in it. Writes (new keys, replacements, deletes) go on until then; each
@@ -207,15 +223,14 @@ struct ProcessTests {
             }
             while w.awaiting > 0 && take() {}
             _ = d.signal(SIGKILL)
-            // Before the final step, COMPACT does not hold writes up.
-            if ["started", "copied", "caught-up"].contains(phase) { #expect(acked > 1000, "phase \(phase): \(acked) writes acknowledged") }
+            if writesGoOn.contains(phase) { #expect(acked > 1000, "\(command) phase \(phase): \(acked) writes acknowledged") }
             // A write not acknowledged may or may not have been applied.
             var maybe: [String: [String?]] = [:]
             for (key, code) in sent.suffix(w.awaiting) { maybe[key, default: []].append(code) }
             try d.start()
             #expect(!FileManager.default.fileExists(atPath: d.dir + "/data.mdb.compact"), "phase \(phase)")
             let c = try LineClient(socketPath: d.socket)
-            guard case .ok(let v) = try c.request("VERIFY") else { Issue.record("VERIFY failed after a kill in \(phase)"); return }
+            guard case .ok(let v) = try c.request("VERIFY") else { Issue.record("VERIFY failed after a kill in \(command) \(phase)"); return }
             _ = v
             let keys = Array(expected.keys)
             for k in keys { c.send("GET \(k)") }
@@ -224,20 +239,20 @@ struct ProcessTests {
                 let r = try c.receive()
                 if let options = maybe[k] {
                     let got: String? = if case .ok(let v) = r { v } else { nil }
-                    #expect(got == expected[k]! || options.contains(got), "phase \(phase): \(k) is \(String(describing: got))")
+                    #expect(got == expected[k]! || options.contains(got), "\(command) phase \(phase): \(k) is \(String(describing: got))")
                     expected.updateValue(got, forKey: k)
                 } else if let code = expected[k]! {
-                    #expect(r == .ok(code), "phase \(phase): acknowledged \(k) lost")
+                    #expect(r == .ok(code), "\(command) phase \(phase): acknowledged \(k) lost")
                 } else {
-                    #expect(!r.isOK, "phase \(phase): deleted \(k) is back")
+                    #expect(!r.isOK, "\(command) phase \(phase): deleted \(k) is back")
                 }
             }
         }
-        // Unpaused, COMPACT completes under writes and leaves everything in place.
+        // Unpaused, the command completes under writes and leaves everything in place.
         _ = d.signal(SIGKILL)
         try d.start()
         let c = try LineClient(socketPath: d.socket)
-        #expect(okText(try c.request("COMPACT")) != nil)
+        #expect(okText(try c.request(command)) != nil)
         #expect(okText(try c.request("VERIFY")) != nil)
     }
 
