@@ -701,23 +701,26 @@ public final class HashStore {
         if HashStore.foldTestPause == "built" { usleep(500_000) }
         step("build")
         writerLock.lock()
-        defer { writerLock.unlock() }
         t = DispatchTime.now().uptimeNanoseconds
         let changed = rw.withReadLock { foldChanged ?? [] }
         do {
             try storeTables(prepared, pending: changed.filter { index.codes.isLive($0) }.sorted())
         } catch {
             rw.withWriteLock { foldChanged = nil }
+            writerLock.unlock()
             throw error
         }
         step("store")
         if HashStore.foldTestPause == "stored" { usleep(500_000) }
-        rw.withWriteLock {
-            index.install(prepared, changedSince: changed)
-            foldChanged = nil
+        let retired = rw.withWriteLock { () -> MultiIndex.Retired in
+            defer { foldChanged = nil }
+            return index.install(prepared, changedSince: changed)
         }
         step("install")
         lastFoldSteps = steps
+        writerLock.unlock()
+        // The old codes and tables are freed here, with no lock held.
+        withExtendedLifetime(retired) {}
     }
 
     /// Builds tables from the current codes (m: the given one, else the setting),

@@ -208,7 +208,20 @@ public final class MultiIndex {
     /// over to the snapshot's positions (a new id takes the next position, a removed one
     /// leaves a hole) and indexed in the delta; the tables' entries of their old codes are
     /// stale, as after any change.
-    public func install(_ prepared: PreparedTables, changedSince changed: some Sequence<UInt32>) {
+    /// What `install(_:changedSince:)` replaced: drop it outside the owner's locks, since
+    /// freeing the old codes and tables takes a while at millions of items.
+    public final class Retired {
+        fileprivate let parts: [AnyObject]
+        fileprivate let arrays: ([BaseTable], [DeltaTable], [UInt64])
+        fileprivate init(parts: [AnyObject], arrays: ([BaseTable], [DeltaTable], [UInt64])) {
+            self.parts = parts
+            self.arrays = arrays
+        }
+    }
+
+    @discardableResult
+    public func install(_ prepared: PreparedTables, changedSince changed: some Sequence<UInt32>) -> Retired {
+        let retired = Retired(parts: [codes.storage], arrays: (tables, delta, mayHaveEntries))
         let s = prepared.view
         precondition(prepared.compacted === s, "tables not built from a snapshot")
         // Positions that have entries in the new tables: the snapshot's, all live.
@@ -243,6 +256,7 @@ public final class MultiIndex {
         deltaEntries = 0
         mayHaveEntries = marks
         for p in touched { indexInDelta(position: p) }
+        return retired
     }
 
     /// Puts prepared tables (and their compacted positions) in use and empties the delta.
