@@ -92,6 +92,11 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
                 state.receive(cmd, order: isPipelinedWrite(cmd) ? .pipelinedWrite : .afterEarlier, closes: cmd == .quit)
             }
         }
+        // While a stream holds the actions back, the in-flight limit still stops reading
+        // (the queued pause and resume follow once the stream is out).
+        if streaming != nil && state.readingPaused {
+            _ = context.channel.setOption(ChannelOptions.autoRead, value: false)
+        }
         perform(context: context)
     }
 
