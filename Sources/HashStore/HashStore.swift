@@ -519,6 +519,14 @@ public final class HashStore {
             outcomes.reserveCapacity(batch.count)
             var record = [UInt8]()
             let empty: [UInt8] = []
+            /// The item record (code, then key) and its `pending` mark.
+            func putItem(_ id: UInt32, _ key: String, _ code: HammingCode, flags: UInt32) throws {
+                record.removeAll(keepingCapacity: true)
+                code.appendBytes(to: &record)
+                record.append(contentsOf: key.utf8)
+                try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: flags) }
+                try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
+            }
             for op in batch {
                 switch op {
                 case .add(let key, let code, let source):
@@ -539,11 +547,7 @@ public final class HashStore {
                         flags = UInt32(MDB_APPEND)
                         changes.append(.insert(id, key, code))
                     }
-                    record.removeAll(keepingCapacity: true)
-                    code.appendBytes(to: &record)
-                    record.append(contentsOf: key.utf8)
-                    try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: flags) }
-                    try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
+                    try putItem(id, key, code, flags: flags)
                     if let source {
                         storedSource = true
                         try source.encoded.withUnsafeBytes { try txn.put(dbSources, id: id, value: $0) }
@@ -559,11 +563,7 @@ public final class HashStore {
                         outcomes.append(.skipped)
                         continue
                     }
-                    record.removeAll(keepingCapacity: true)
-                    code.appendBytes(to: &record)
-                    record.append(contentsOf: key.utf8)
-                    try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: 0) }
-                    try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: 0) }
+                    try putItem(id, key, code, flags: 0)
                     changes.append(.replace(id, code))
                     outcomes.append(.added(id: id))
                 case .delete(let key):
@@ -596,7 +596,8 @@ public final class HashStore {
         }
     }
 
-    /// Adds the ids of committed changes to `verifyChanged` (under the write lock).
+    /// Adds the ids of committed changes to whichever of `verifyChanged` and `foldChanged`
+    /// is recording (under the write lock).
     private func recordChanged(_ changes: [Change]) {
         for change in changes {
             switch change {
@@ -681,13 +682,7 @@ public final class HashStore {
         writerLock.lock()
         t = DispatchTime.now().uptimeNanoseconds
         do {
-            if setting, let m {
-                do { _ = try SubstringLayout(width: width, count: m) } catch {
-                    throw StoreError.invalid("\(error)")
-                }
-                try env.write { txn in try txn.putString(dbMeta, "substrings", String(m)) }
-                rw.withWriteLock { index.fixedM = m }
-            }
+            if setting, let m { try storeSubstringSetting(m) }
             do { snapshot = try index.snapshotForTables(m: m) } catch { throw StoreError.invalid("\(error)") }
             rw.withWriteLock { foldChanged = [] }
         } catch {
@@ -780,15 +775,19 @@ public final class HashStore {
         }
         writerLock.lock()
         defer { writerLock.unlock() }
-        if let m {
-            do { _ = try SubstringLayout(width: width, count: m) } catch {
-                throw StoreError.invalid("\(error)")
-            }
-            try env.write { txn in try txn.putString(dbMeta, "substrings", String(m)) }
-            rw.withWriteLock { index.fixedM = m }
-        }
+        if let m { try storeSubstringSetting(m) }
         try foldTables(m: m)
         return rw.withReadLock { index.m }
+    }
+
+    /// Makes m the database's fixed substring setting (writer lock held); `invalid` when
+    /// no layout has m substrings.
+    private func storeSubstringSetting(_ m: Int) throws {
+        do { _ = try SubstringLayout(width: width, count: m) } catch {
+            throw StoreError.invalid("\(error)")
+        }
+        try env.write { txn in try txn.putString(dbMeta, "substrings", String(m)) }
+        rw.withWriteLock { index.fixedM = m }
     }
 
     /// Writes a compacted copy of the database and swaps it in while writes go on.

@@ -167,11 +167,12 @@ public final class MultiIndex {
         let newLayout = try SubstringLayout(width: width, count: mm)
         let compacted = codes.compacted()
         let view = compacted ?? codes.storage
-        var newTables = [BaseTable]()
-        for j in 0..<newLayout.count {
-            newTables.append(BaseTable.build(codes: view, layout: newLayout, table: j))
-        }
-        return PreparedTables(layout: newLayout, tables: newTables, compacted: compacted, view: view)
+        return PreparedTables(layout: newLayout, tables: MultiIndex.buildTables(view, newLayout), compacted: compacted, view: view)
+    }
+
+    /// The base tables of a layout over the codes at the positions of `storage`.
+    fileprivate static func buildTables(_ storage: CodeStorage, _ layout: SubstringLayout) -> [BaseTable] {
+        (0..<layout.count).map { BaseTable.build(codes: storage, layout: layout, table: $0) }
     }
 
     /// The live codes copied at dense positions in ascending id order, with the layout to
@@ -188,11 +189,7 @@ public final class MultiIndex {
 
         /// Builds the tables over the copy (any thread; reads nothing of the index).
         public func build() -> PreparedTables {
-            var newTables = [BaseTable]()
-            for j in 0..<layout.count {
-                newTables.append(BaseTable.build(codes: storage, layout: layout, table: j))
-            }
-            return PreparedTables(layout: layout, tables: newTables, compacted: storage, view: storage)
+            PreparedTables(layout: layout, tables: MultiIndex.buildTables(storage, layout), compacted: storage, view: storage)
         }
     }
 
