@@ -17,16 +17,19 @@ final class KeyIndex {
     /// the key it had: answers streamed after a delete resolve ids of their snapshot.
     private var location: [UInt64] = []
     private static let removedBit: UInt64 = 1 << 63
-    /// Hash slots holding id + 1; 0 is empty, `tombstone` a deleted entry.
-    private var slots: [UInt32]
+    /// Hash slots: the high 32 bits of the key's hash << 32 | id + 1; 0 is empty,
+    /// `tombstone` a deleted entry. The home slot is the stored hash bits mod the size, so
+    /// growing never reads a key, and a probe compares key bytes only when the 32 hash
+    /// bits match.
+    private var slots: [UInt64]
     private var used = 0     // live entries
     private var filled = 0   // live entries + tombstones
-    private static let tombstone = UInt32.max
+    private static let tombstone = UInt64.max
 
     init(capacity: Int = 1024) {
         var c = 1024
         while c < capacity * 2 { c <<= 1 }
-        slots = [UInt32](repeating: 0, count: c)
+        slots = [UInt64](repeating: 0, count: c)
     }
 
     var count: Int { used }
@@ -54,7 +57,13 @@ final class KeyIndex {
 
     @inline(__always)
     static func hash(_ key: some Collection<UInt8>) -> UInt64 {
-        // FNV-1a, then a final mix so that low bits depend on every byte.
+        if let h = key.withContiguousStorageIfAvailable({ hash(bytes: $0) }) { return h }
+        return Array(key).withUnsafeBufferPointer { hash(bytes: $0) }
+    }
+
+    @inline(__always)
+    static func hash(bytes key: UnsafeBufferPointer<UInt8>) -> UInt64 {
+        // FNV-1a, then a final mix so that every bit depends on every byte.
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in key { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
         h ^= h >> 33
@@ -63,53 +72,88 @@ final class KeyIndex {
         return h
     }
 
-    func lookup(_ key: some Collection<UInt8>) -> UInt32? {
+    /// The slot holding `key` (`found`), or the first empty one of its probe run.
+    @inline(__always)
+    private func find(_ key: UnsafeBufferPointer<UInt8>) -> (slot: Int, found: Bool) {
         let mask = slots.count - 1
-        var i = Int(truncatingIfNeeded: KeyIndex.hash(key)) & mask
-        while true {
-            let s = slots[i]
-            if s == 0 { return nil }
-            if s != KeyIndex.tombstone, let k = keyBytes(s - 1), k.elementsEqual(key) { return s - 1 }
-            i = (i + 1) & mask
+        let tag = KeyIndex.hash(bytes: key) >> 32
+        var i = Int(truncatingIfNeeded: tag) & mask
+        return slots.withUnsafeBufferPointer { sp in
+            arena.withUnsafeBufferPointer { ap in
+                location.withUnsafeBufferPointer { lp in
+                    while true {
+                        let s = sp[i]
+                        if s == 0 { return (i, false) }
+                        if s != KeyIndex.tombstone, s >> 32 == tag {
+                            let loc = lp[Int(UInt32(truncatingIfNeeded: s) - 1)]
+                            let len = Int(loc & 0x1FF)
+                            if len == key.count
+                                && (len == 0 || memcmp(ap.baseAddress! + Int(loc >> 9), key.baseAddress!, len) == 0) {
+                                return (i, true)
+                            }
+                        }
+                        i = (i + 1) & mask
+                    }
+                }
+            }
         }
     }
 
-    func lookup(_ key: String) -> UInt32? { lookup(key.utf8) }
+    @inline(__always)
+    private func withBytes<T>(_ key: some Collection<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
+        if let r = key.withContiguousStorageIfAvailable(body) { return r }
+        return Array(key).withUnsafeBufferPointer(body)
+    }
+
+    func lookup(_ key: some Collection<UInt8>) -> UInt32? {
+        withBytes(key) { b in
+            let (i, found) = find(b)
+            return found ? UInt32(truncatingIfNeeded: slots[i]) - 1 : nil
+        }
+    }
+
+    func lookup(_ key: String) -> UInt32? {
+        var key = key
+        return key.withUTF8 { b in
+            let (i, found) = find(b)
+            return found ? UInt32(truncatingIfNeeded: slots[i]) - 1 : nil
+        }
+    }
 
     /// Records a new key for a new id (the key must not be present).
     func insert(_ key: some Collection<UInt8>, id: UInt32) {
         if (filled + 1) * 2 > slots.count { rehash(to: max(slots.count, used * 4)) }
         let i = Int(id)
         if i >= location.count { location.append(contentsOf: repeatElement(0, count: max(i + 1, location.count * 2) - location.count)) }
-        location[i] = UInt64(arena.count) << 9 | UInt64(key.count)
-        arena.append(contentsOf: key)
-        place(id, hash: KeyIndex.hash(key))
+        withBytes(key) { b in
+            location[i] = UInt64(arena.count) << 9 | UInt64(b.count)
+            arena.append(contentsOf: b)
+            place((KeyIndex.hash(bytes: b) >> 32) << 32 | UInt64(id + 1))
+        }
         used += 1
         filled += 1
     }
 
-    private func place(_ id: UInt32, hash: UInt64) {
+    /// Puts a slot value (tag << 32 | id + 1) in the first empty slot of its run.
+    @inline(__always)
+    private func place(_ entry: UInt64) {
         let mask = slots.count - 1
-        var i = Int(truncatingIfNeeded: hash) & mask
+        var i = Int(truncatingIfNeeded: entry >> 32) & mask
         while slots[i] != 0 { i = (i + 1) & mask }
-        slots[i] = id + 1
+        slots[i] = entry
     }
 
     /// Forgets a key; returns its id if it was present.
     @discardableResult
     func remove(_ key: some Collection<UInt8>) -> UInt32? {
-        let mask = slots.count - 1
-        var i = Int(truncatingIfNeeded: KeyIndex.hash(key)) & mask
-        while true {
-            let s = slots[i]
-            if s == 0 { return nil }
-            if s != KeyIndex.tombstone, let k = keyBytes(s - 1), k.elementsEqual(key) {
-                slots[i] = KeyIndex.tombstone
-                location[Int(s - 1)] |= KeyIndex.removedBit
-                used -= 1
-                return s - 1
-            }
-            i = (i + 1) & mask
+        withBytes(key) { b in
+            let (i, found) = find(b)
+            guard found else { return nil }
+            let id = UInt32(truncatingIfNeeded: slots[i]) - 1
+            slots[i] = KeyIndex.tombstone
+            location[Int(id)] |= KeyIndex.removedBit
+            used -= 1
+            return id
         }
     }
 
@@ -117,15 +161,13 @@ final class KeyIndex {
         var c = 1024
         while c < size { c <<= 1 }
         let old = slots
-        slots = [UInt32](repeating: 0, count: c)
-        for s in old where s != 0 && s != KeyIndex.tombstone {
-            if let k = keyBytes(s - 1) { place(s - 1, hash: KeyIndex.hash(k)) }
-        }
+        slots = [UInt64](repeating: 0, count: c)
+        for s in old where s != 0 && s != KeyIndex.tombstone { place(s) }
         filled = used
     }
 
     /// Bytes held in memory, for STATS.
-    var memoryBytes: Int { arena.capacity + location.capacity * 8 + slots.count * 4 }
+    var memoryBytes: Int { arena.capacity + location.capacity * 8 + slots.count * 8 }
 }
 
 /// The keys a batch of writes has touched so far, with the id each now has (nil: deleted),

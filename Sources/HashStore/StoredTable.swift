@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The stored form of one multi-index table (one LMDB value in `tables`):
 ///
 ///     u32 format (1) | u32 substring bits w | u32 n (ids)
@@ -33,21 +37,28 @@ enum StoredTable {
         }
         let base = 12 + 4 * n
         let words = (n + (1 << w) + 63) / 64
-        var word: UInt64 = 0, bit = 0, index = 0
-        func emit(_ one: Bool) {
-            if one { word |= UInt64(1) << UInt64(bit) }
-            bit += 1
-            if bit == 64 {
-                out.storeBytes(of: word.littleEndian, toByteOffset: base + 8 * index, as: UInt64.self)
-                index += 1; word = 0; bit = 0
+        // The unary sizes: zero the stream, then set each bucket's run of ones a word at a
+        // time (a bucket's zero-bit is the gap before the next run).
+        let stream = out.baseAddress! + base
+        memset(stream, 0, 8 * words)
+        func setOnes(from start: Int, count c: Int) {
+            var i = start, left = c
+            while left > 0 {
+                let bit = i & 63, take = min(64 - bit, left)
+                let mask = take == 64 ? ~UInt64(0) : ((UInt64(1) << UInt64(take)) - 1) << UInt64(bit)
+                let at = 8 * (i >> 6)
+                let old = UInt64(littleEndian: stream.loadUnaligned(fromByteOffset: at, as: UInt64.self))
+                stream.storeBytes(of: (old | mask).littleEndian, toByteOffset: at, as: UInt64.self)
+                i += take
+                left -= take
             }
         }
+        var pos = 0
         for v in 0..<(1 << w) {
-            let c = Int(offsets[v + 1] - offsets[v])
-            for _ in 0..<c { emit(true) }
-            emit(false)
+            let c = Int(offsets[v + 1] &- offsets[v])
+            if c > 0 { setOnes(from: pos, count: c) }
+            pos += c + 1
         }
-        while index < words { emit(false) }
     }
 
     /// Reads a stored table back into offsets (2^w + 1) and ids, checking its shape.

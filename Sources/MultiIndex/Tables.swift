@@ -120,14 +120,16 @@ final class BaseTable {
 struct DeltaTable {
     let bits: Int
     private var present: [UInt64] = []
-    private var slotValue: [UInt32] = []
-    private var slotHead: [UInt32] = []
+    /// Per slot: value << 32 | newest entry (`none`: empty slot), one word so that a
+    /// look-up touches one cache line.
+    private var slots: [UInt64] = []
     private var slotsUsed = 0
     /// log2 of the slot count.
     private var slotBits = 0
-    private var entryNext: [UInt32] = []
-    private var entryID: [UInt32] = []
+    /// Per entry: code position << 32 | the bucket's next older entry (`none`: last).
+    private var entries: [UInt64] = []
     private static let none = UInt32.max
+    private static let emptySlot = UInt64(UInt32.max)
 
     init(bits: Int) {
         self.bits = bits
@@ -141,74 +143,67 @@ struct DeltaTable {
     /// The slot of value v, or of the empty place where it would go.
     @inline(__always)
     private func slot(_ v: UInt32) -> Int {
-        let mask = slotValue.count - 1
+        let mask = slots.count - 1
         var s = Int(truncatingIfNeeded: (UInt64(v) &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - slotBits))
-        while slotHead[s] != DeltaTable.none && slotValue[s] != v { s = (s + 1) & mask }
-        return s
+        while true {
+            let x = slots[s]
+            if UInt32(truncatingIfNeeded: x) == DeltaTable.none || UInt32(truncatingIfNeeded: x >> 32) == v { return s }
+            s = (s + 1) & mask
+        }
     }
 
     /// The newest entry of bucket v, or `none`.
     @inline(__always)
     private func head(_ v: UInt32) -> UInt32 {
-        isPresent(v) ? slotHead[slot(v)] : DeltaTable.none
+        isPresent(v) ? UInt32(truncatingIfNeeded: slots[slot(v)]) : DeltaTable.none
     }
 
     @inline(__always)
     func forEach(_ v: UInt32, _ body: (UInt32) -> Void) {
         var e = head(v)
         while e != DeltaTable.none {
-            body(entryID[Int(e)])
-            e = entryNext[Int(e)]
+            let x = entries[Int(e)]
+            body(UInt32(truncatingIfNeeded: x >> 32))
+            e = UInt32(truncatingIfNeeded: x)
         }
     }
 
     func contains(_ v: UInt32, _ id: UInt32) -> Bool {
-        var e = head(v)
-        while e != DeltaTable.none {
-            if entryID[Int(e)] == id { return true }
-            e = entryNext[Int(e)]
-        }
-        return false
+        var found = false
+        forEach(v) { if $0 == id { found = true } }
+        return found
     }
 
     mutating func append(_ v: UInt32, _ id: UInt32) {
         if present.isEmpty { present = [UInt64](repeating: 0, count: ((1 << bits) + 63) / 64) }
-        if 2 * (slotsUsed + 1) > slotValue.count { growSlots() }
+        if 2 * (slotsUsed + 1) > slots.count { growSlots() }
         let s = slot(v)
-        if slotHead[s] == DeltaTable.none {
-            slotValue[s] = v
-            slotsUsed += 1
-        }
+        let old = slots[s]
+        if UInt32(truncatingIfNeeded: old) == DeltaTable.none { slotsUsed += 1 }
         present[Int(v >> 6)] |= UInt64(1) << UInt64(v & 63)
-        precondition(entryID.count < Int(DeltaTable.none), "delta table full")
-        entryNext.append(slotHead[s])
-        entryID.append(id)
-        slotHead[s] = UInt32(entryID.count - 1)
+        precondition(entries.count < Int(DeltaTable.none), "delta table full")
+        entries.append(UInt64(id) << 32 | (old & 0xFFFF_FFFF))
+        slots[s] = UInt64(v) << 32 | UInt64(entries.count - 1)
     }
 
     /// Doubles the hash (at least 64 slots) and re-inserts the buckets; entries stay put.
     private mutating func growSlots() {
-        let oldValue = slotValue, oldHead = slotHead
+        let old = slots
         slotBits = max(6, slotBits + 1)
-        let capacity = 1 << slotBits
-        slotValue = [UInt32](repeating: 0, count: capacity)
-        slotHead = [UInt32](repeating: DeltaTable.none, count: capacity)
-        for i in oldHead.indices where oldHead[i] != DeltaTable.none {
-            let s = slot(oldValue[i])
-            slotValue[s] = oldValue[i]
-            slotHead[s] = oldHead[i]
+        slots = [UInt64](repeating: DeltaTable.emptySlot, count: 1 << slotBits)
+        for x in old where UInt32(truncatingIfNeeded: x) != DeltaTable.none {
+            slots[slot(UInt32(truncatingIfNeeded: x >> 32))] = x
         }
     }
 
     /// Entries whose position is a hole or no longer has this substring value.
     func staleCount(codes: CodeArray, layout: SubstringLayout, table j: Int) -> Int {
         var stale = 0
-        for s in slotHead.indices {
-            var e = slotHead[s]
-            while e != DeltaTable.none {
-                let p = Int(entryID[Int(e)])
-                if !codes.isLive(position: p) || layout.substring(j, of: codes.pointer(position: p)) != slotValue[s] { stale += 1 }
-                e = entryNext[Int(e)]
+        for x in slots where UInt32(truncatingIfNeeded: x) != DeltaTable.none {
+            let v = UInt32(truncatingIfNeeded: x >> 32)
+            forEach(v) { id in
+                let p = Int(id)
+                if !codes.isLive(position: p) || layout.substring(j, of: codes.pointer(position: p)) != v { stale += 1 }
             }
         }
         return stale

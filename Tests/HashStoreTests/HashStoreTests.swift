@@ -453,6 +453,29 @@ struct StoredTableTests {
     }
 }
 
+extension StoredTableTests {
+    @Test("bucket runs longer than a word, and across word edges, round-trip", arguments: [0, 1, 2])
+    func longRuns(seed: UInt64) throws {
+        var rng = SplitMix64(seed: seed)
+        let bits = 6
+        // Sizes 0, 1, 63, 64, 65, 130 and random ones, so that runs start at every bit.
+        var sizes = [0, 1, 63, 64, 65, 130, 0, 0, 127, 128, 129, 1]
+        while sizes.count < 1 << bits { sizes.append(Int(rng.next() % 150)) }
+        var offsets: [UInt32] = [0]
+        for c in sizes { offsets.append(offsets.last! + UInt32(c)) }
+        let ids = (0..<Int(offsets.last!)).map { UInt32($0) }
+        var blob = [UInt8](repeating: 0xAA, count: StoredTable.encodedSize(bits: bits, ids: ids.count))
+        offsets.withUnsafeBufferPointer { o in
+            ids.withUnsafeBufferPointer { i in
+                blob.withUnsafeMutableBytes { StoredTable.encode(offsets: o, ids: i, bits: bits, into: $0) }
+            }
+        }
+        let back = try blob.withUnsafeBytes { try StoredTable.decode($0, bits: bits) }
+        #expect(back.offsets == offsets)
+        #expect(back.ids == ids)
+    }
+}
+
 /// A flag shared between threads.
 final class Atomic<T>: @unchecked Sendable {
     private let lock = NSLock()

@@ -1,0 +1,69 @@
+import Testing
+import HammingCode
+@testable import HashStore
+
+/// KeyIndex against a Dictionary: inserts past several rehashes, removes (tombstones), keys
+/// added again under new ids, empty and long keys, and look-ups of absent keys.
+@Suite("KeyIndex against a dictionary")
+struct KeyIndexTests {
+    @Test("random inserts, removes and look-ups agree with a dictionary", arguments: [1, 2, 3])
+    func againstDictionary(seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        let keys = KeyIndex()
+        var oracle: [String: UInt32] = [:]
+        var keyOfID: [UInt32: String] = [:]
+        var next: UInt32 = 0
+        // A small key space, so that removes and re-adds hit the same keys often.
+        func randomKey() -> String {
+            let n = Int(rng.next() % 3000)
+            switch n % 7 {
+            case 0: return "k\(n)"
+            case 1: return String(repeating: "x", count: 200) + "\(n)"   // past a small string
+            case 2: return "ключ-\(n)"                                      // not ASCII
+            default: return "item-\(n)-\(n * 7919)"
+            }
+        }
+        for step in 0..<40_000 {
+            let key = randomKey()
+            switch rng.next() % 4 {
+            case 0, 1:
+                if oracle[key] == nil {
+                    keys.insert(key.utf8, id: next)
+                    oracle[key] = next
+                    keyOfID[next] = key
+                    next += 1
+                }
+            case 2:
+                #expect(keys.remove(key.utf8) == oracle.removeValue(forKey: key), "remove \(key) at step \(step)")
+            default:
+                #expect(keys.lookup(key) == oracle[key], "lookup \(key) at step \(step)")
+                #expect(keys.lookup(Array(key.utf8)[...]) == oracle[key])
+            }
+        }
+        #expect(keys.count == oracle.count)
+        for (key, id) in oracle {
+            #expect(keys.lookup(key) == id)
+            #expect(keys.key(id) == key)
+        }
+        // Every id keeps naming its key after a remove; only live ids resolve as live.
+        for (id, key) in keyOfID {
+            let had = keys.withKeyBytes(ofAnyID: id) { String(decoding: $0, as: UTF8.self) }
+            #expect(had == key)
+            #expect((keys.key(id) != nil) == (oracle[key] == id))
+        }
+        #expect(keys.lookup("never-added") == nil)
+    }
+
+    @Test("the empty key is a key like any other")
+    func emptyKey() {
+        let keys = KeyIndex()
+        #expect(keys.lookup("") == nil)
+        keys.insert("".utf8, id: 0)
+        keys.insert("a".utf8, id: 1)
+        #expect(keys.lookup("") == 0)
+        #expect(keys.lookup("a") == 1)
+        #expect(keys.remove("".utf8) == 0)
+        #expect(keys.lookup("") == nil)
+        #expect(keys.lookup("a") == 1)
+    }
+}
