@@ -75,6 +75,10 @@ public final class MultiIndex {
     /// Bit p set when position p may have entries in some table. A position without them
     /// is appended to the delta directly, without looking for an existing entry.
     private var mayHaveEntries: [UInt64] = []
+    /// True while every change since the tables were built was the add of a new id (no
+    /// replace, no remove): the tables then hold no stale entry, and a fold may merge the
+    /// new positions into them instead of building them again (`BaseTable.merged`).
+    private var appendOnly = true
 
     /// Creates an empty index. `m` nil chooses m automatically.
     public init(width: CodeWidth, m: Int? = nil) throws {
@@ -93,7 +97,7 @@ public final class MultiIndex {
 
     /// Adds a new id or replaces the code of a live one.
     public func upsert(_ id: UInt32, _ code: HammingCode) {
-        codes.set(id, code)
+        if codes.set(id, code) { appendOnly = false }
         indexInDelta(position: codes.position(of: id)!)
     }
 
@@ -101,7 +105,9 @@ public final class MultiIndex {
     /// table entries stale, until the next rebuild.
     @discardableResult
     public func remove(_ id: UInt32) -> Bool {
-        codes.remove(id)
+        let was = codes.remove(id)
+        if was { appendOnly = false }
+        return was
     }
 
     /// Makes sure every table can find live position `i` under its current code: adds a
@@ -182,22 +188,40 @@ public final class MultiIndex {
     public final class TableSnapshot: @unchecked Sendable {
         public let layout: SubstringLayout
         fileprivate let storage: CodeStorage
-        fileprivate init(layout: SubstringLayout, storage: CodeStorage) {
+        /// The tables in use when the copy was taken, when they cover exactly its first
+        /// positions with no stale entry (only new ids added since they were built, at the
+        /// same positions in the copy): `build` then merges the later positions into them.
+        fileprivate let mergeBase: [BaseTable]?
+        fileprivate init(layout: SubstringLayout, storage: CodeStorage, mergeBase: [BaseTable]?) {
             self.layout = layout
             self.storage = storage
+            self.mergeBase = mergeBase
         }
 
-        /// Builds the tables over the copy (any thread; reads nothing of the index).
+        /// Builds the tables over the copy (any thread; reads nothing of the index but the
+        /// old tables, which are never changed).
         public func build() -> PreparedTables {
-            PreparedTables(layout: layout, tables: MultiIndex.buildTables(storage, layout), compacted: storage, view: storage)
+            let tables = mergeBase.map { base in
+                (0..<layout.count).map { BaseTable.merged(base[$0], codes: storage, layout: layout, table: $0) }
+            } ?? MultiIndex.buildTables(storage, layout)
+            return PreparedTables(layout: layout, tables: tables, compacted: storage, view: storage)
         }
+
+        /// Whether `build` merges into the old tables (tests and fold timings).
+        public var merges: Bool { mergeBase != nil }
     }
 
     /// A snapshot for `TableSnapshot.build()` with m = `newM`, else the fixed m, else m
     /// chosen from N and b. Copies the live codes (the mutator's side).
     public func snapshotForTables(m newM: Int? = nil) throws -> TableSnapshot {
         let mm = newM ?? fixedM ?? SubstringLayout.automaticCount(for: width, items: count)
-        return TableSnapshot(layout: try SubstringLayout(width: width, count: mm), storage: codes.denseCopy())
+        let newLayout = try SubstringLayout(width: width, count: mm)
+        // Merging needs the copy's first positions to be the tables' own: no holes, in id
+        // order, every table covering the same prefix, and nothing replaced or removed.
+        let base = tables.first?.count ?? 0
+        let merge = appendOnly && codes.ordered && codes.holes == 0 && newLayout.sizes == layout.sizes
+            && base <= codes.positionCount && tables.allSatisfy { $0.count == base }
+        return TableSnapshot(layout: newLayout, storage: codes.denseCopy(), mergeBase: merge ? tables : nil)
     }
 
     /// Puts tables built from a snapshot in use. `changed` holds every id added, replaced
@@ -227,6 +251,7 @@ public final class MultiIndex {
         marks[snapshotCount / 64] = snapshotCount % 64 == 0 ? 0 : (UInt64(1) << UInt64(snapshotCount % 64)) - 1
         var touched: [Int] = []
         var live = snapshotCount
+        var stillAppendOnly = true
         // In ascending id order, so that new ids (above every id of the snapshot) take
         // positions in id order and the positions stay ordered.
         for id in changed.sorted() {
@@ -235,6 +260,7 @@ public final class MultiIndex {
                 if let q = s.position(of: id) {
                     (s.codes + q * s.words).update(from: src, count: s.words)
                     touched.append(q)
+                    stillAppendOnly = false
                 } else {
                     s.append(id, src)
                     live += 1
@@ -243,6 +269,7 @@ public final class MultiIndex {
             } else if let q = s.position(of: id), s.isLive(position: q) {
                 s.clear(position: q)
                 live -= 1
+                stillAppendOnly = false
             }
         }
         codes.adopt(changed: s, live: live)
@@ -252,6 +279,7 @@ public final class MultiIndex {
         delta = prepared.layout.sizes.map { DeltaTable(bits: $0) }
         deltaEntries = 0
         mayHaveEntries = marks
+        appendOnly = stillAppendOnly
         for p in touched { indexInDelta(position: p) }
         return retired
     }
@@ -266,6 +294,7 @@ public final class MultiIndex {
         generation += 1
         delta = prepared.layout.sizes.map { DeltaTable(bits: $0) }
         deltaEntries = 0
+        appendOnly = true
         resetEntryMarks(allSlots: false)
     }
 
@@ -301,6 +330,7 @@ public final class MultiIndex {
         generation += 1
         delta = newLayout.sizes.map { DeltaTable(bits: $0) }
         deltaEntries = 0
+        appendOnly = false
         resetEntryMarks(allSlots: true)
         for id in pending {
             if let p = codes.position(of: id) { indexInDelta(position: p) }

@@ -87,6 +87,49 @@ final class BaseTable {
         return BaseTable(bits: bits, offsets: offsets, ids: ids, idCount: n)
     }
 
+    /// Entries held (the positions the table was built over).
+    var count: Int { idCount }
+
+    /// `base` (built over positions 0 ..< base.count of `codes`, none stale) with the
+    /// positions base.count ..< codes.count added: equal to `build` over all of them, at a
+    /// cost of one sequential pass over the base plus a sort of the new positions, instead
+    /// of a counting sort over every code. Every position of `codes` must be live.
+    static func merged(_ base: BaseTable, codes: CodeStorage, layout: SubstringLayout, table j: Int) -> BaseTable {
+        let bits = layout.sizes[j]
+        precondition(base.bits == bits && base.idCount <= codes.count, "merge base does not fit")
+        let buckets = 1 << bits
+        let words = codes.words, codeBase = UnsafePointer(codes.codes)
+        // The new entries as value << 32 | position, sorted: by value, then position.
+        var added = [UInt64]()
+        added.reserveCapacity(codes.count - base.idCount)
+        for p in base.idCount..<codes.count {
+            added.append(UInt64(layout.substring(j, of: codeBase + p * words)) << 32 | UInt64(p))
+        }
+        added.sort()
+        let n = base.idCount + added.count
+        let offsets = UnsafeMutablePointer<UInt32>.allocate(capacity: buckets + 1)
+        let ids = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, n))
+        var out = 0, k = 0
+        added.withUnsafeBufferPointer { add in
+            for v in 0..<buckets {
+                offsets[v] = UInt32(out)
+                var i = Int(base.offsets[v])
+                let hi = Int(base.offsets[v + 1])
+                // Both runs are ascending positions: merge them (new positions are usually
+                // all above the base's, so this is a copy then an append).
+                while k < add.count && Int(add[k] >> 32) == v {
+                    let q = UInt32(truncatingIfNeeded: add[k])
+                    while i < hi && base.ids[i] < q { ids[out] = base.ids[i]; out += 1; i += 1 }
+                    ids[out] = q; out += 1; k += 1
+                }
+                while i < hi { ids[out] = base.ids[i]; out += 1; i += 1 }
+            }
+        }
+        offsets[buckets] = UInt32(out)
+        precondition(out == n, "merge lost entries")
+        return BaseTable(bits: bits, offsets: offsets, ids: ids, idCount: n)
+    }
+
     var buffers: (offsets: UnsafeBufferPointer<UInt32>, ids: UnsafeBufferPointer<UInt32>) {
         (UnsafeBufferPointer(start: offsets, count: offsetCount), UnsafeBufferPointer(start: ids, count: idCount))
     }

@@ -242,6 +242,65 @@ struct MultiIndexSnapshotTests {
         }
     }
 
+    @Test("a fold after adds only merges into the old tables: the same tables as a build from scratch; a replace or delete builds afresh")
+    func mergedFolds() throws {
+        for (seed, m) in [(UInt64(4), nil), (5, 3), (6, 4)] as [(UInt64, Int?)] {
+            var rng = SplitMix(seed: seed)
+            let w = try CodeWidth(bits: 64)
+            let index = try MultiIndex(width: w, m: m)
+            var items: [UInt32: HammingCode] = [:]
+            let centre = randomCode(w, &rng)
+            func make() -> HammingCode { noisy(centre, p: 0.1, &rng) }
+            var next: UInt32 = 0
+            func add(_ n: Int) { for _ in 0..<n { let c = make(); index.upsert(next, c); items[next] = c; next += 1 } }
+            func compareWithScratch(_ prepared: MultiIndex.PreparedTables) throws {
+                let scratch = try index.prepareTables(m: prepared.layout.count)
+                #expect(scratch.layout.sizes == prepared.layout.sizes)
+                for j in 0..<prepared.layout.count {
+                    #expect(Array(prepared.table(j).offsets) == Array(scratch.table(j).offsets), "seed \(seed) table \(j)")
+                    #expect(Array(prepared.table(j).ids) == Array(scratch.table(j).ids), "seed \(seed) table \(j)")
+                }
+            }
+            // From empty, then three folds of adds only, with adds between snapshot and install.
+            for round in 0..<4 {
+                add(round == 0 ? 700 : 1500)
+                let snapshot = try index.snapshotForTables(m: index.m)
+                #expect(snapshot.merges, "seed \(seed) round \(round)")
+                let prepared = snapshot.build()
+                try compareWithScratch(prepared)
+                let before = next
+                add(90)
+                index.install(prepared, changedSince: before..<next)
+                #expect(try index.check() == 0)
+            }
+            #expect(index.knn(centre, k: 40) == Array(bruteForce(items, centre).prefix(40)))
+            // A replace since the tables were built: the next fold builds afresh.
+            let c = make(); index.upsert(3, c); items[3] = c
+            let afterReplace = try index.snapshotForTables(m: index.m)
+            #expect(!afterReplace.merges)
+            index.install(afterReplace.build(), changedSince: [UInt32]())
+            #expect(try index.snapshotForTables(m: index.m).merges)
+            // A replace carried over at install: also afresh next time.
+            let s2 = try index.snapshotForTables(m: index.m)
+            let c2 = make(); index.upsert(5, c2); items[5] = c2
+            index.install(s2.build(), changedSince: [UInt32(5)])
+            #expect(try !index.snapshotForTables(m: index.m).merges)
+            // A delete: afresh.
+            try index.rebuild()
+            #expect(try index.snapshotForTables(m: index.m).merges)
+            index.remove(7); items[7] = nil
+            #expect(try !index.snapshotForTables(m: index.m).merges)
+            try index.rebuild()
+            #expect(try index.check() == 0)
+            for t in 0..<10 {
+                let q = t % 2 == 0 ? make() : randomCode(w, &rng)
+                let truth = bruteForce(items, q)
+                #expect(index.knn(q, k: 25) == Array(truth.prefix(25)))
+                #expect(index.range(q, radius: 12) == truth.filter { $0.distance <= 12 })
+            }
+        }
+    }
+
     @Test("the check in pieces finds what check() finds on a consistent index, and restarts its table pass after a fold")
     func checkInPieces() throws {
         var rng = SplitMix(seed: 9)
