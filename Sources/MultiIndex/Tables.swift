@@ -105,7 +105,7 @@ final class BaseTable {
         for p in base.idCount..<codes.count {
             added.append(UInt64(layout.substring(j, of: codeBase + p * words)) << 32 | UInt64(p))
         }
-        added.sort()
+        BaseTable.sortByValue(&added, bits: bits)
         let n = base.idCount + added.count
         let offsets = UnsafeMutablePointer<UInt32>.allocate(capacity: buckets + 1)
         let ids = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, n))
@@ -128,6 +128,37 @@ final class BaseTable {
         offsets[buckets] = UInt32(out)
         precondition(out == n, "merge lost entries")
         return BaseTable(bits: bits, offsets: offsets, ids: ids, idCount: n)
+    }
+
+    /// Sorts `value << 32 | position` words that come in ascending position order by value,
+    /// keeping that order within a value: a stable LSD radix sort over the value's `bits`
+    /// bits, 12 at a time (two passes for the usual table widths).
+    static func sortByValue(_ keys: inout [UInt64], bits: Int) {
+        let n = keys.count
+        guard n > 1 else { return }
+        var other = [UInt64](repeating: 0, count: n)
+        let digit = 12, radix = 1 << 12
+        var count = [Int](repeating: 0, count: radix + 1)
+        var shift = 32
+        while shift < 32 + bits {
+            let sh = UInt64(shift)
+            keys.withUnsafeBufferPointer { src in
+                other.withUnsafeMutableBufferPointer { dst in
+                    count.withUnsafeMutableBufferPointer { c in
+                        for i in 0...radix { c[i] = 0 }
+                        for x in src { c[Int((x >> sh) & UInt64(radix - 1)) + 1] += 1 }
+                        for i in 0..<radix { c[i + 1] += c[i] }
+                        for x in src {
+                            let d = Int((x >> sh) & UInt64(radix - 1))
+                            dst[c[d]] = x
+                            c[d] += 1
+                        }
+                    }
+                }
+            }
+            swap(&keys, &other)
+            shift += digit
+        }
     }
 
     var buffers: (offsets: UnsafeBufferPointer<UInt32>, ids: UnsafeBufferPointer<UInt32>) {

@@ -318,3 +318,16 @@ struct MultiIndexSnapshotTests {
         #expect(p.staleEntries == (try index.check()))
     }
 }
+
+@Suite("BaseTable.sortByValue")
+struct SortByValueTests {
+    @Test("orders by value and keeps position order within a value, for widths around the 12-bit digit", arguments: [1, 5, 12, 13, 21, 24])
+    func matchesStableSort(bits: Int) {
+        var rng = SplitMix(seed: UInt64(bits))
+        let n = 5000
+        var keys = (0..<n).map { p in (rng.next() & ((UInt64(1) << UInt64(bits)) - 1)) << 32 | UInt64(p) }
+        let expected = keys.sorted()
+        BaseTable.sortByValue(&keys, bits: bits)
+        #expect(keys == expected)
+    }
+}
