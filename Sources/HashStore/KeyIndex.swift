@@ -57,8 +57,7 @@ final class KeyIndex {
 
     @inline(__always)
     static func hash(_ key: some Collection<UInt8>) -> UInt64 {
-        if let h = key.withContiguousStorageIfAvailable({ hash(bytes: $0) }) { return h }
-        return Array(key).withUnsafeBufferPointer { hash(bytes: $0) }
+        withBytes(key) { hash(bytes: $0) }
     }
 
     @inline(__always)
@@ -99,33 +98,28 @@ final class KeyIndex {
         }
     }
 
+    /// The key's bytes as one buffer (a String's UTF-8 is contiguous already).
     @inline(__always)
-    private func withBytes<T>(_ key: some Collection<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
+    private static func withBytes<T>(_ key: some Collection<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
         if let r = key.withContiguousStorageIfAvailable(body) { return r }
         return Array(key).withUnsafeBufferPointer(body)
     }
 
     func lookup(_ key: some Collection<UInt8>) -> UInt32? {
-        withBytes(key) { b in
+        KeyIndex.withBytes(key) { b in
             let (i, found) = find(b)
             return found ? UInt32(truncatingIfNeeded: slots[i]) - 1 : nil
         }
     }
 
-    func lookup(_ key: String) -> UInt32? {
-        var key = key
-        return key.withUTF8 { b in
-            let (i, found) = find(b)
-            return found ? UInt32(truncatingIfNeeded: slots[i]) - 1 : nil
-        }
-    }
+    func lookup(_ key: String) -> UInt32? { lookup(key.utf8) }
 
     /// Records a new key for a new id (the key must not be present).
     func insert(_ key: some Collection<UInt8>, id: UInt32) {
         if (filled + 1) * 2 > slots.count { rehash(to: max(slots.count, used * 4)) }
         let i = Int(id)
         if i >= location.count { location.append(contentsOf: repeatElement(0, count: max(i + 1, location.count * 2) - location.count)) }
-        withBytes(key) { b in
+        KeyIndex.withBytes(key) { b in
             location[i] = UInt64(arena.count) << 9 | UInt64(b.count)
             arena.append(contentsOf: b)
             place((KeyIndex.hash(bytes: b) >> 32) << 32 | UInt64(id + 1))
@@ -146,7 +140,7 @@ final class KeyIndex {
     /// Forgets a key; returns its id if it was present.
     @discardableResult
     func remove(_ key: some Collection<UInt8>) -> UInt32? {
-        withBytes(key) { b in
+        KeyIndex.withBytes(key) { b in
             let (i, found) = find(b)
             guard found else { return nil }
             let id = UInt32(truncatingIfNeeded: slots[i]) - 1

@@ -113,16 +113,12 @@ final class BaseTable {
         added.withUnsafeBufferPointer { add in
             for v in 0..<buckets {
                 offsets[v] = UInt32(out)
-                var i = Int(base.offsets[v])
-                let hi = Int(base.offsets[v + 1])
-                // Both runs are ascending positions: merge them (new positions are usually
-                // all above the base's, so this is a copy then an append).
+                // Every new position is above the base's, so the bucket is the base's run
+                // followed by the new one, both ascending.
+                for i in Int(base.offsets[v])..<Int(base.offsets[v + 1]) { ids[out] = base.ids[i]; out += 1 }
                 while k < add.count && Int(add[k] >> 32) == v {
-                    let q = UInt32(truncatingIfNeeded: add[k])
-                    while i < hi && base.ids[i] < q { ids[out] = base.ids[i]; out += 1; i += 1 }
-                    ids[out] = q; out += 1; k += 1
+                    ids[out] = UInt32(truncatingIfNeeded: add[k]); out += 1; k += 1
                 }
-                while i < hi { ids[out] = base.ids[i]; out += 1; i += 1 }
             }
         }
         offsets[buckets] = UInt32(out)
