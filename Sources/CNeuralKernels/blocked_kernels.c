@@ -258,6 +258,55 @@ INLINE void dwb_rows(const gdh_dw_geometry *g, const float *xb, const bk_v8 *wk,
     }
 }
 
+// Small planes (EfficientNet's last stages: 4x4 to 16x16 at 128 px, 7x7 to 14x14 at 224)
+// have almost no interior columns, so dwb_rows would take nearly every output through the
+// border loop of dwb_column. Here the input width W, kernel K, stride S and left padding
+// PL are constants and a whole output row of OW columns is one register tile: which taps
+// of which column fall inside the row is decided at compile time, with no branch per tap.
+INLINE void dwb_rows_fixed(const gdh_dw_geometry *g, const float *xb, const bk_v8 *wk, bk_v8 bv, int r0, int r1,
+                           const float *res, int act, float *yb, const int W, const int K, const int S, const int PL,
+                           const int OW) {
+    const int H = g->height, pt = g->pad_top;
+    for (int oy = r0; oy < r1; oy++) {
+        const int iy0 = oy * S - pt;
+        const int ky_lo = iy0 < 0 ? -iy0 : 0, ky_hi = H - iy0 < K ? H - iy0 : K;
+        bk_v8 acc[16];   // OW ≤ 16 (a fixed size: a variable-length array stays in memory)
+        for (int j = 0; j < OW; j++) acc[j] = bv;
+        for (int ki = ky_lo; ki < ky_hi; ki++) {
+            const bk_v8 *row = (const bk_v8 *)(xb + (long)(iy0 + ki) * W * BL);
+            for (int kj = 0; kj < K; kj++) {
+                const bk_v8 wv = wk[ki * K + kj];
+                for (int j = 0; j < OW; j++) {
+                    const int ix = j * S + kj - PL;
+                    if (ix >= 0 && ix < W) acc[j] += row[ix] * wv;
+                }
+            }
+        }
+        bk_v8 *yr = (bk_v8 *)(yb + (long)oy * OW * BL);
+        const bk_v8 *rr = res ? (const bk_v8 *)(res + (long)oy * OW * BL) : 0;
+        for (int j = 0; j < OW; j++) yr[j] = bk_act8(rr ? acc[j] + rr[j] : acc[j], act);
+    }
+}
+
+// The widths, kernels and strides of EfficientNet-Lite0's small planes at 128 and 224 px
+// (and any other network's of the same shapes), with TensorFlow SAME padding; returns 0
+// for other geometries and for rows wider than OWMAX accumulators (the level's registers).
+INLINE int dwb_fixed(const gdh_dw_geometry *g, const float *xb, const bk_v8 *wk, bk_v8 bv, int r0, int r1,
+                     const float *res, int act, float *yb, const int OWMAX) {
+    const int W = g->width, K = g->kernel, S = g->stride;
+    if (g->pad_left != (S == 1 ? (K - 1) / 2 : (K - 2) / 2) || g->out_w != (W + S - 1) / S) return 0;
+#define DWF(w, k, s) \
+    if (W == (w) && K == (k) && S == (s) && ((w) + (s) - 1) / (s) <= OWMAX) { \
+        dwb_rows_fixed(g, xb, wk, bv, r0, r1, res, act, yb, w, k, s, (s) == 1 ? ((k) - 1) / 2 : ((k) - 2) / 2, \
+                       ((w) + (s) - 1) / (s)); \
+        return 1; \
+    }
+    DWF(4, 3, 1) DWF(4, 5, 1) DWF(7, 3, 1) DWF(7, 5, 1) DWF(8, 3, 1) DWF(8, 5, 1) DWF(8, 5, 2)
+    DWF(14, 3, 1) DWF(14, 5, 1) DWF(14, 5, 2) DWF(16, 5, 1) DWF(16, 3, 2) DWF(28, 3, 2)
+#undef DWF
+    return 0;
+}
+
 // Tiles of T outputs for the common kernels and strides; others with T = 1.
 INLINE void dwb_body(const gdh_dw_geometry *g, const float *x, const float *w8, const float *b8, const float *res,
                      int act, float *y, int blk0, int blk1, int r0, int r1, const int T) {
@@ -270,6 +319,7 @@ INLINE void dwb_body(const gdh_dw_geometry *g, const float *x, const float *w8, 
         const bk_v8 bv = b8 ? *(const bk_v8 *)(b8 + (long)b * BL) : zero;
         const float *rb = res ? res + (long)b * bk_stride(oplane) : 0;
         float *yb = y + (long)b * bk_stride(oplane);
+        if (dwb_fixed(g, xb, wk, bv, r0, r1, rb, act, yb, 2 * T)) continue;
         if (k == 3 && s == 1) dwb_rows(g, xb, wk, bv, r0, r1, rb, act, yb, T, 3, 1);
         else if (k == 3 && s == 2) dwb_rows(g, xb, wk, bv, r0, r1, rb, act, yb, T / 2, 3, 2);
         else if (k == 5 && s == 1) dwb_rows(g, xb, wk, bv, r0, r1, rb, act, yb, T, 5, 1);

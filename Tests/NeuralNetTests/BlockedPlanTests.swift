@@ -25,6 +25,21 @@ struct BlockedPlanTests {
         GroupedCase(c: 8, mult: 1, k: 7, stride: 2, same: true, h: 12, w: 11),
         // Planes of 32·k positions, whose blocks are padded apart (bk_stride).
         GroupedCase(c: 16, mult: 1, k: 3, stride: 2, same: true, h: 16, w: 16),
+        // Every width with a fixed-row form (dwb_fixed: EfficientNet-Lite0's small planes at
+        // 128 and 224 px), some with fewer or more rows than columns.
+        GroupedCase(c: 16, mult: 1, k: 3, stride: 1, same: true, h: 4, w: 4),
+        GroupedCase(c: 16, mult: 1, k: 5, stride: 1, same: true, h: 4, w: 4),
+        GroupedCase(c: 8, mult: 1, k: 3, stride: 1, same: true, h: 7, w: 7),
+        GroupedCase(c: 16, mult: 1, k: 3, stride: 1, same: true, h: 8, w: 8),
+        GroupedCase(c: 16, mult: 1, k: 5, stride: 1, same: true, h: 5, w: 8),
+        GroupedCase(c: 16, mult: 1, k: 5, stride: 2, same: true, h: 8, w: 8),
+        GroupedCase(c: 8, mult: 1, k: 3, stride: 1, same: true, h: 14, w: 14),
+        GroupedCase(c: 8, mult: 1, k: 5, stride: 2, same: true, h: 14, w: 14),
+        GroupedCase(c: 16, mult: 1, k: 5, stride: 1, same: true, h: 16, w: 16),
+        GroupedCase(c: 8, mult: 1, k: 3, stride: 2, same: true, h: 28, w: 28),
+        GroupedCase(c: 8, mult: 1, k: 5, stride: 1, same: true, h: 9, w: 4),
+        // A width with a fixed-row form but padding that is not SAME: the general rows.
+        GroupedCase(c: 8, mult: 1, k: 5, stride: 1, same: false, h: 8, w: 8),
     ]
 
     @Test("depthwise convolution with BatchNorm and an activation", arguments: depthwiseCases)
@@ -53,6 +68,8 @@ struct BlockedPlanTests {
         ]))
         randomize(block, &rng)
         expectPlanMatches(block, input: randomTensor([2, 16, 11, 10], &rng, scale: 3), "depthwise residual", channelBlocks: true)
+        // The same on a plane with a fixed-row form (dwb_fixed).
+        expectPlanMatches(block, input: randomTensor([2, 16, 8, 8], &rng, scale: 3), "depthwise residual 8x8", channelBlocks: true)
     }
 
     struct PointwiseCase: CustomTestStringConvertible, Sendable {
