@@ -17,6 +17,7 @@ let package = Package(
     products: [
         .executable(name: "gdhd", targets: ["gdhd"]),
         .executable(name: "gdh", targets: ["gdh"]),
+        .executable(name: "gdh-train", targets: ["gdh-train"]),
         .executable(name: "gdh-bench", targets: ["gdh-bench"]),
     ],
     dependencies: [
@@ -48,6 +49,14 @@ let package = Package(
         .target(name: "NeuralNet", dependencies: ["COpenBLAS", "CNeuralKernels"], swiftSettings: popcnt),
         .target(name: "GDH", dependencies: ["NeuralNet", "Safetensors", "HammingCode"], swiftSettings: popcnt),
         .target(name: "GDHClient", dependencies: ["WireProtocol"], swiftSettings: popcnt),
+        // What the command-line executables share: the verbs gdh hands to its siblings
+        // (gdh-train, gdh-bench, gdh-db), socket options, failures, JSON output, progress.
+        // No neural network, OpenBLAS or LMDB code, so that gdh stays a thin client.
+        .target(
+            name: "GDHCommandLine",
+            dependencies: ["GDHClient", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: popcnt
+        ),
         // Dataset layouts, splits, the image cache and the synthetic data generator.
         .target(name: "Datasets", dependencies: ["ImageIO", "HammingCode"], swiftSettings: popcnt),
         // Retrieval metrics, SVG plots, the HOG + ITQ baseline and the evaluation of a model.
@@ -74,19 +83,31 @@ let package = Package(
             ],
             swiftSettings: popcnt
         ),
+        // The client: links no OpenBLAS, LMDB or neural network code (a test reads its
+        // dynamic dependencies and symbols); train, eval, synth and bench run in siblings.
         .executableTarget(
             name: "gdh",
             dependencies: [
-                "WireProtocol", "HammingCode", "MultiIndex", "GDHClient", "GDH", "NeuralNet", "Safetensors",
-                "Datasets", "Evaluation", "Training", "ImageIO",
+                "GDHCommandLine", "GDHClient", "WireProtocol", "HammingCode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: popcnt
         ),
+        // gdh train, gdh eval, gdh synth.
+        .executableTarget(
+            name: "gdh-train",
+            dependencies: [
+                "GDHCommandLine", "Datasets", "Evaluation", "Training", "GDH", "NeuralNet", "HammingCode",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: popcnt
+        ),
+        // Every benchmark (gdh bench runs it): in-process search, store maintenance, the
+        // socket benches, encoders and training steps.
         .executableTarget(
             name: "gdh-bench",
             dependencies: [
-                "HammingCode", "MultiIndex", "HashStore",
+                "GDHCommandLine", "GDHClient", "HammingCode", "MultiIndex", "HashStore", "GDH", "NeuralNet", "Safetensors", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: popcnt
@@ -117,6 +138,9 @@ let package = Package(
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "HammingCode"], swiftSettings: popcnt),
         .testTarget(name: "ImageIOTests", dependencies: ["ImageIO"], exclude: ["Fixtures"], swiftSettings: popcnt),
         .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], exclude: ["Fixtures"], swiftSettings: popcnt),
+        // The sibling table and, by running the built executables, gdh's help, exit codes
+        // and dynamic dependencies.
+        .testTarget(name: "GDHCommandLineTests", dependencies: ["GDHCommandLine"], swiftSettings: popcnt),
         .testTarget(
             name: "DaemonTests",
             dependencies: ["Daemon", "WireProtocol", "HammingCode", "HashStore", "GDHClient", "GDH", "NeuralNet", "Safetensors", "ImageIO"],

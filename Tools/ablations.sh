@@ -29,8 +29,10 @@ while [ $# -gt 0 ]; do
         *) echo "ablations.sh: unknown option $1" >&2; exit 64 ;;
     esac
 done
-GDH=${GDH:-.build/release/gdh}
-[ -x "$GDH" ] || swift build -c release --product gdh >/dev/null
+# gdh-train runs synth, train and eval with the arguments gdh takes (GDH may also be a
+# gdh, which hands these verbs to the gdh-train beside it).
+GDH=${GDH:-.build/release/gdh-train}
+[ -x "$GDH" ] || swift build -c release --product gdh-train >/dev/null
 mkdir -p "$OUT"
 DATA="$OUT/data-c$CLASSES-m$PER_CLASS"
 [ -d "$DATA/images" ] || "$GDH" synth --out "$DATA" --classes "$CLASSES" --per-class "$PER_CLASS" --seed 1 --size 96 >&2

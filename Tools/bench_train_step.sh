@@ -9,12 +9,12 @@ rounds=${1:-3}
 threads=${2:-"1 2"}
 shift $(( $# > 2 ? 2 : $# )) || true
 extra=("$@")
-swift build -c release -Xcc -mpopcnt --product gdh >/dev/null
+swift build -c release -Xcc -mpopcnt --product gdh-bench >/dev/null
 python3 -c "import torch, safetensors" 2>/dev/null || pip install -q "torch==2.13.0+cpu" safetensors
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u '+%Y-%m-%d %H:%M UTC')"
 for t in $threads; do
     for r in $(seq 1 "$rounds"); do
-        ours=$(.build/release/gdh bench train --config small --batch 32 --threads "$t" --steps 5 --json "${extra[@]}" \
+        ours=$(.build/release/gdh-bench train --config small --batch 32 --threads "$t" --steps 5 --json "${extra[@]}" \
             | python3 -c "import json,sys; print(json.load(sys.stdin)['ms_per_step'])")
         ref=$(python3 Tools/gdh_train_torch.py bench --config small --batch 32 --threads "$t" --steps 5 "${extra[@]}" \
             | python3 -c "import json,sys; print(json.load(sys.stdin)['ms_per_step'])")

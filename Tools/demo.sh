@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 bash Tools/setup.sh
 swift build -c release --product gdhd >/dev/null
 swift build -c release --product gdh >/dev/null
+swift build -c release --product gdh-train >/dev/null   # gdh synth and gdh eval run it
 BIN=.build/release
 MODEL=Tools/models/gdh-lite0-96-64.safetensors
 OUT=demo-output

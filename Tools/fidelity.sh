@@ -18,8 +18,10 @@ while [ $# -gt 0 ]; do
         *) echo "fidelity.sh: unknown option $1" >&2; exit 64 ;;
     esac
 done
-GDH=${GDH:-.build/release/gdh}
-[ -x "$GDH" ] || swift build -c release --product gdh >/dev/null
+# gdh-train runs synth, train and eval with the arguments gdh takes (GDH may also be a
+# gdh, which hands these verbs to the gdh-train beside it).
+GDH=${GDH:-.build/release/gdh-train}
+[ -x "$GDH" ] || swift build -c release --product gdh-train >/dev/null
 python3 -c "import torch, safetensors, numpy, PIL" 2>/dev/null || pip install -q "torch==2.13.0+cpu" safetensors numpy pillow
 mkdir -p "$OUT"
 : > "$OUT/results.jsonl"

@@ -32,8 +32,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 bash Tools/setup_lite0.sh
-GDH=${GDH:-.build/release/gdh}
-[ -x "$GDH" ] || swift build -c release -Xcc -mpopcnt --product gdh >/dev/null
+# gdh-train runs synth, train and eval with the arguments gdh takes (GDH may also be a
+# gdh, which hands these verbs to the gdh-train beside it).
+GDH=${GDH:-.build/release/gdh-train}
+[ -x "$GDH" ] || swift build -c release -Xcc -mpopcnt --product gdh-train >/dev/null
 export GDH_BACKBONE=${GDH_BACKBONE:-$PWD/Tools/models/efficientnet-lite0-imagenet.safetensors}
 mkdir -p "$OUT"
 [ -d "$DATA/images" ] || "$GDH" synth --out "$DATA" --classes 30 --per-class 60 --seed 1 --size 96 >&2

@@ -112,16 +112,3 @@ struct BenchDeletes: ParsableCommand {
         }
     }
 }
-
-func median(_ xs: [UInt64]) -> Double {
-    let s = xs.sorted()
-    return s.isEmpty ? 0 : Double(s[s.count / 2])
-}
-
-func median(_ xs: [Double]) -> Double {
-    let s = xs.sorted()
-    return s.isEmpty ? 0 : s[s.count / 2]
-}
-
-@inline(__always)
-func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GDHClient
+import GDHCommandLine
 import WireProtocol
 
 struct GDH: ParsableCommand {
@@ -14,33 +15,15 @@ struct GDH: ParsableCommand {
         """,
         subcommands: [
             Ping.self, Add.self, Import.self, Get.self, Del.self, Knn.self, RangeQuery.self,
-            Stats.self, Metrics.self, Compact.self, Backup.self, Rebuild.self, Verify.self, Reencode.self, AddImages.self, Query.self, Generate.self, Synth.self, Train.self, Eval.self, Bench.self,
+            Stats.self, Metrics.self, Compact.self, Backup.self, Rebuild.self, Verify.self, Reencode.self, AddImages.self, Query.self, Generate.self,
+            // Run by gdh-train, gdh-bench and gdh-db (main.swift), listed here for the help.
+            SiblingCommand<SynthVerb>.self, SiblingCommand<TrainVerb>.self, SiblingCommand<EvalVerb>.self,
+            SiblingCommand<BenchVerb>.self, SiblingCommand<InspectVerb>.self, SiblingCommand<DumpVerb>.self,
         ]
     )
 }
 
-/// Options every verb that talks to the daemon shares.
-struct ConnectionOptions: ParsableArguments {
-    @Option(name: .long, help: ArgumentHelp("The daemon's socket (default: $GDH_SOCKET or /tmp/gdh.sock).", valueName: "path"))
-    var socket: String?
-
-    var socketPath: String {
-        socket ?? ProcessInfo.processInfo.environment["GDH_SOCKET"] ?? "/tmp/gdh.sock"
-    }
-
-    func connect() throws -> LineClient {
-        do { return try LineClient(socketPath: socketPath) } catch {
-            throw Failure("\(error)")
-        }
-    }
-}
-
-/// A failure reported as `gdh: <message>` with exit status 1.
-struct Failure: Error, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
-}
-
+/// Prints `gdh: <message>` on standard error; throw the result to exit with status 1.
 func fail(_ message: String) -> ExitCode {
     FileHandle.standardError.write(Data("gdh: \(message)\n".utf8))
     return ExitCode(1)
@@ -59,13 +42,6 @@ func roundTrip(_ options: ConnectionOptions, _ line: String) throws -> Response 
         throw e
     } catch {
         throw fail("\(error)")
-    }
-}
-
-func printJSON(_ value: Any) {
-    if let data = try? JSONSerialization.data(withJSONObject: value, options: [.sortedKeys]),
-       let s = String(data: data, encoding: .utf8) {
-        print(s)
     }
 }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GDHClient
+import GDHCommandLine
 import WireProtocol
 
 /// Image files under a directory, recursively, in path order.
@@ -11,12 +12,6 @@ func imageFiles(under root: String, extensions: Set<String>) throws -> [String] 
         if extensions.contains((rel as NSString).pathExtension.lowercased()) { out.append(rel) }
     }
     return out.sorted()
-}
-
-func canonicalPath(_ p: String) -> String? {
-    guard let r = realpath(p, nil) else { return nil }
-    defer { free(r) }
-    return String(cString: r)
 }
 
 struct AddImages: ParsableCommand {
@@ -60,7 +55,7 @@ struct AddImages: ParsableCommand {
             if case .error(let code, _) = try probe.receive(), code == "NOTFOUND" { todo.append(k) }
         }
         let present = candidates.count - todo.count
-        var progress = Progress(total: todo.count, label: "add-images")
+        var progress = ProgressBar(total: todo.count, label: "add-images")
         let lock = NSLock()
         nonisolated(unsafe) var done = 0, failures: [String] = []
         nonisolated(unsafe) var connectError: String?

@@ -1,43 +1,8 @@
 import ArgumentParser
 import Foundation
 import GDHClient
+import GDHCommandLine
 import WireProtocol
-#if canImport(Glibc)
-import Glibc
-#endif
-
-/// A progress line on standard error, redrawn at most ten times a second; silent
-/// when standard error is not a terminal.
-struct Progress {
-    let total: Int
-    let label: String
-    let enabled = isatty(STDERR_FILENO) == 1
-    let start = Date()
-    var lastDraw = Date.distantPast
-
-    init(total: Int, label: String) {
-        self.total = total
-        self.label = label
-    }
-
-    mutating func update(_ done: Int, force: Bool = false) {
-        guard enabled else { return }
-        let now = Date()
-        guard force || now.timeIntervalSince(lastDraw) >= 0.1 else { return }
-        lastDraw = now
-        let width = 30
-        let fraction = total > 0 ? Double(done) / Double(total) : 1
-        let filled = Int(fraction * Double(width))
-        let rate = Double(done) / max(now.timeIntervalSince(start), 1e-6)
-        let bar = String(repeating: "#", count: filled) + String(repeating: " ", count: width - filled)
-        let line = String(format: "\r%@ [%@] %3d%% %d/%d  %.0f/s", label, bar, Int(fraction * 100), done, total, rate)
-        FileHandle.standardError.write(Data(line.utf8))
-    }
-
-    func finish() {
-        if enabled { FileHandle.standardError.write(Data("\n".utf8)) }
-    }
-}
 
 struct Import: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -100,7 +65,7 @@ struct Import: ParsableCommand {
             if problems.count > 10 { FileHandle.standardError.write(Data("gdh: ... and \(problems.count - 10) more\n".utf8)) }
             throw fail("nothing was imported")
         }
-        var progress = Progress(total: lines.count, label: "import")
+        var progress = ProgressBar(total: lines.count, label: "import")
         let start = Date()
         var received = 0, errors = 0
         var firstError: String?

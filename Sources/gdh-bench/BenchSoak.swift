@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GDHCommandLine
 import GDHClient
 import HammingCode
 

@@ -2,13 +2,14 @@ import ArgumentParser
 import Datasets
 import Dispatch
 import Foundation
+import GDHCommandLine
 import GDH
 import NeuralNet
 import Training
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Train a GDH model on a dataset (the objective of Docs/training.md).",
+        abstract: Siblings.abstract(of: "train"),
         discussion: """
         Writes MODEL (the inference networks G_I and H, for gdhd --model and gdh eval) and
         beside it MODEL.ckpt (everything needed to resume, written atomically after every

@@ -2,13 +2,14 @@ import ArgumentParser
 import Datasets
 import Evaluation
 import Foundation
+import GDHCommandLine
 import GDH
 import HammingCode
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "eval",
-        abstract: "Measure the retrieval quality of a model, or of the HOG + ITQ baseline, on a dataset split.",
+        abstract: Siblings.abstract(of: "eval"),
         discussion: """
         Query sketches are encoded as sign(H(G_I(sketch))), gallery photos as sign(H(photo)), each \
         prepared exactly as the daemon prepares its input; the gallery is ranked for every query \
@@ -108,11 +109,11 @@ struct Eval: ParsableCommand {
         let gdh: GDHModel
         do { gdh = try GDHModel.read(contentsOf: model) } catch { throw Failure("\(error)") }
         let lock = NSLock()
-        var bars: [String: Progress] = [:]
+        var bars: [String: ProgressBar] = [:]
         do {
             return try ModelEvaluator(model: gdh, threads: threads).evaluate(dataset, resolved) { stage, done, total in
                 lock.lock(); defer { lock.unlock() }
-                var bar = bars[stage] ?? Progress(total: total, label: "encode \(stage)")
+                var bar = bars[stage] ?? ProgressBar(total: total, label: "encode \(stage)")
                 bar.update(done, force: done == total)
                 if done == total { bar.finish() }
                 bars[stage] = bar

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Datasets
 import Foundation
+import GDHCommandLine
 
 extension PhotoStyle: ExpressibleByArgument {}
 extension SketchStyle: ExpressibleByArgument {}
@@ -9,7 +10,7 @@ extension SketchStyle: ExpressibleByArgument {}
 struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "synth",
-        abstract: "Write a synthetic sketch/photo data set (DIR/images/<class>/<n>.png, DIR/sketches/<class>/<n>.png).",
+        abstract: Siblings.abstract(of: "synth"),
         discussion: """
         Each category is a parametric composition of parts. Photos are filled, coloured, \
         textured and shaded on cluttered backgrounds; sketches are drawn independently as \

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GDHCommandLine
 import GDH
 import HammingCode
 import NeuralNet
