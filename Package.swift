@@ -18,6 +18,7 @@ let package = Package(
         .executable(name: "gdhd", targets: ["gdhd"]),
         .executable(name: "gdh", targets: ["gdh"]),
         .executable(name: "gdh-bench", targets: ["gdh-bench"]),
+        .executable(name: "gdh-db", targets: ["gdh-db"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -79,6 +80,16 @@ let package = Package(
             dependencies: [
                 "WireProtocol", "HammingCode", "MultiIndex", "GDHClient", "GDH", "NeuralNet", "Safetensors",
                 "Datasets", "Evaluation", "Training", "ImageIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: popcnt
+        ),
+        // `gdh inspect` and `gdh dump`: a database read without a daemon (the `gdh` client
+        // runs this executable for them, so that it links neither LMDB nor OpenBLAS).
+        .executableTarget(
+            name: "gdh-db",
+            dependencies: [
+                "HashStore", "MultiIndex", "HammingCode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: popcnt
