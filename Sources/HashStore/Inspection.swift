@@ -82,8 +82,17 @@ public final class ReadOnlyStore {
         env.close()
     }
 
+    /// One read transaction. When a daemon has grown the file past the map this process
+    /// opened with, LMDB refuses the transaction until the map adopts the new size (0).
     private func read<T>(_ body: (Transaction) throws -> T) throws -> T {
         do {
+            for _ in 0..<3 {
+                do {
+                    return try env.read(body)
+                } catch let e as LMDBError where e.code == MDB_MAP_RESIZED {
+                    try env.setMapSize(0)
+                }
+            }
             return try env.read(body)
         } catch let e as StoreError {
             throw e

@@ -278,6 +278,30 @@ struct InspectionTests {
         #expect(listing(f.dir) == names)
     }
 
+    @Test("a reader opened on a small map follows the writer's file past it (MDB_MAP_RESIZED)")
+    func writerGrowsMap() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var opts = StoreOptions(bits: 64)
+        opts.initialMapSize = 1 << 20
+        let store = try HashStore(directory: dir, options: opts)
+        let reader = try ReadOnlyStore(directory: dir)
+        let mapBefore = try reader.report().mapBytes
+        var rng = SplitMix64(seed: 9)
+        let w = try CodeWidth(bits: 64)
+        for b in 0..<10 {
+            _ = try store.apply((0..<4000).map { .add(key: "grow-\(b)-\($0)-padding-padding", code: code(w, &rng)) })
+        }
+        let r = try reader.report()
+        #expect(r.items == 40_000)
+        #expect(r.mapBytes > mapBefore && r.pagesUsed * r.pageBytes > mapBefore)
+        var n = 0
+        try reader.forEachItem { _, _, _ in n += 1 }
+        #expect(n == 40_000)
+        store.close()
+        reader.close()
+    }
+
     @Test("a data file copied alone opens without LMDB's lock file and creates none")
     func withoutLockFile() throws {
         var f = Fixture()
