@@ -19,6 +19,7 @@ let package = Package(
         .executable(name: "gdh", targets: ["gdh"]),
         .executable(name: "gdh-train", targets: ["gdh-train"]),
         .executable(name: "gdh-bench", targets: ["gdh-bench"]),
+        .executable(name: "gdh-db", targets: ["gdh-db"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -98,6 +99,16 @@ let package = Package(
             name: "gdh-train",
             dependencies: [
                 "GDHCommandLine", "Datasets", "Evaluation", "Training", "GDH", "NeuralNet", "HammingCode",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: popcnt
+        ),
+        // `gdh inspect` and `gdh dump`: a database read without a daemon (the `gdh` client
+        // runs this executable for them, so that it links neither LMDB nor OpenBLAS).
+        .executableTarget(
+            name: "gdh-db",
+            dependencies: [
+                "HashStore", "MultiIndex", "HammingCode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: popcnt

@@ -172,7 +172,7 @@ final class Service: @unchecked Sendable {
             ("errors", String(c.errors)),
             ("scan_kernel", gdh_kernels_vectorised() == 1 ? "avx512" : "popcnt"),
             ("model", encoder.map { $0.modelIdentity ?? "loaded" } ?? "none"),
-            ("codes_model", store.modelIdentity ?? (store.imageItems > 0 ? "unknown" : "none")),
+            ("codes_model", store.codesModel),
         ]
         return s
     }

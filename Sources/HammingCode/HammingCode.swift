@@ -135,14 +135,19 @@ public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
 
     /// The hex text form: `bits / 4` lower-case digits.
     public var hex: String {
-        let table = Array("0123456789abcdef".utf8)
         var out = [UInt8]()
         out.reserveCapacity(width.hexDigits)
+        appendHex(to: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// Appends the hex text form's UTF-8 bytes to `out`, without an intermediate string.
+    public func appendHex(to out: inout [UInt8]) {
         for i in 0..<width.hexDigits {
             let bit = i * 4
-            out.append(table[Int((words[bit >> 6] >> UInt64(60 - (bit & 63))) & 0xF)])
+            let nibble = UInt8(truncatingIfNeeded: (words[bit >> 6] >> UInt64(60 - (bit & 63))) & 0xF)
+            out.append(nibble < 10 ? 48 + nibble : 87 + nibble)
         }
-        return String(decoding: out, as: UTF8.self)
     }
 
     public var description: String { hex }

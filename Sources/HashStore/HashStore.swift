@@ -20,10 +20,13 @@ public enum StoreError: Error, CustomStringConvertible, Equatable {
     case full(String)
     /// LMDB or the file system failed; nothing was applied.
     case io(String)
+    /// A directory opened read-only (`ReadOnlyStore`) is missing or holds no gdh database.
+    case notADatabase(String)
 
     public var description: String {
         switch self {
-        case .locked(let s), .mismatch(let s), .invalid(let s), .corrupt(let s), .full(let s), .io(let s): return s
+        case .locked(let s), .mismatch(let s), .invalid(let s), .corrupt(let s), .full(let s), .io(let s), .notADatabase(let s):
+            return s
         }
     }
 }
@@ -220,43 +223,32 @@ public final class HashStore {
         }
 
         // Read or create the settings.
-        var settings: (bits: Int, m: Int?, next: UInt32, tablesM: Int?, model: String?, images: Int)
+        var settings: StoredSettings
         do {
             var dbs = (MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0))
             settings = try env.write { txn in
                 dbs = try HashStore.openDatabases(txn, create: true)
-                if let format = try txn.getString(dbs.0, "format") {
-                    guard format == String(HashStore.formatVersion) else {
-                        throw StoreError.mismatch("database format \(format) is not supported (this build reads \(HashStore.formatVersion))")
+                if var stored = try StoredSettings.read(txn, meta: dbs.0, sources: dbs.4, directory: directory) {
+                    if let want = options.bits, want != stored.bits {
+                        throw StoreError.mismatch("database \(directory) holds \(stored.bits)-bit codes, not \(want)")
                     }
-                    guard let bitsText = try txn.getString(dbs.0, "bits"), let bits = Int(bitsText),
-                          let nextText = try txn.getString(dbs.0, "next_id"), let next = UInt32(nextText) else {
-                        throw StoreError.corrupt("database \(directory) has unreadable settings")
-                    }
-                    if let want = options.bits, want != bits {
-                        throw StoreError.mismatch("database \(directory) holds \(bits)-bit codes, not \(want)")
-                    }
-                    let mText = try txn.getString(dbs.0, "substrings") ?? "auto"
-                    var m = mText == "auto" ? nil : Int(mText)
-                    if let want = options.substrings, want != m {
-                        if let w = try? CodeWidth(bits: bits) {
+                    if let want = options.substrings, want != stored.substrings {
+                        if let w = try? CodeWidth(bits: stored.bits) {
                             do { _ = try SubstringLayout(width: w, count: want) } catch {
                                 throw StoreError.invalid("\(error)")
                             }
                         }
                         try txn.putString(dbs.0, "substrings", String(want))
-                        m = want
+                        stored.substrings = want
                     }
-                    let tablesM = try txn.getString(dbs.0, "tables_m").flatMap { Int($0) }
-                    let model = try txn.getString(dbs.0, HashStore.modelIdentityKey)
-                    return (bits, m, next, tablesM, model, try txn.count(dbs.4))
+                    return stored
                 }
                 let bits = options.bits ?? 64
                 try txn.putString(dbs.0, "format", String(HashStore.formatVersion))
                 try txn.putString(dbs.0, "bits", String(bits))
                 try txn.putString(dbs.0, "substrings", options.substrings.map { String($0) } ?? "auto")
                 try txn.putString(dbs.0, "next_id", "0")
-                return (bits, options.substrings, 0, nil, nil, 0)
+                return StoredSettings(bits: bits, substrings: options.substrings, nextID: 0, tablesM: nil, model: nil, imageItems: 0)
             }
             (dbMeta, dbItems, dbTables, dbPending, dbSources) = dbs
         } catch let e as StoreError {
@@ -269,16 +261,16 @@ public final class HashStore {
 
         do {
             width = try CodeWidth(bits: settings.bits)
-            if let m = settings.m { _ = try SubstringLayout(width: width, count: m) }
-            index = try MultiIndex(width: width, m: settings.m)
+            if let m = settings.substrings { _ = try SubstringLayout(width: width, count: m) }
+            index = try MultiIndex(width: width, m: settings.substrings)
         } catch {
             env.close()
             throw StoreError.invalid("\(error)")
         }
         keys = KeyIndex()
-        nextID = settings.next
+        nextID = settings.nextID
         recordedModel = settings.model
-        imageItemCount = settings.images
+        imageItemCount = settings.imageItems
         mapBytes = env.mapSize
         do {
             try loadMirror(tablesM: settings.tablesM)
@@ -292,7 +284,6 @@ public final class HashStore {
     /// Fills the mirror from LMDB: codes and keys from `items`, tables from `tables`
     /// plus `pending` (or rebuilt, when the stored tables do not fit the setting).
     private func loadMirror(tablesM: Int?) throws {
-        let bytes = width.bytes
         var pending = [UInt32]()
         var stored: [(offsets: [UInt32], ids: [UInt32])] = []
         var storedLayout: SubstringLayout?
@@ -302,13 +293,9 @@ public final class HashStore {
                 index.codes.reserve(Int(nextID))
                 _ = n
                 try txn.forEach(dbItems) { k, v in
-                    guard k.count == 4, v.count > bytes else {
-                        throw StoreError.corrupt("item record of \(v.count) bytes is malformed")
-                    }
-                    let id = k.loadUnaligned(as: UInt32.self)
-                    let code = try HammingCode(bytes: v[0..<bytes], width: width)
+                    let (id, code, key) = try ItemRecord.decode(key: k, value: v, width: width)
                     index.codes.set(id, code)
-                    keys.insert(v[bytes...], id: id)
+                    keys.insert(key, id: id)
                 }
                 try txn.forEach(dbPending) { k, _ in
                     if k.count == 4 { pending.append(k.loadUnaligned(as: UInt32.self)) }
@@ -316,9 +303,8 @@ public final class HashStore {
                 if let tm = tablesM, index.fixedM == nil || index.fixedM == tm,
                    let layout = try? SubstringLayout(width: width, count: tm) {
                     for j in 0..<tm {
-                        guard let blob = try txn.get(dbTables, id: UInt32(j)),
-                              let table = try? StoredTable.decode(blob, bits: layout.sizes[j]) else { return }
-                        stored.append(table)
+                        guard let table = try? StoredTable.read(txn, dbTables, table: j, bits: layout.sizes[j]) else { return }
+                        stored.append((table.offsets, table.ids))
                     }
                     storedLayout = layout
                 }
@@ -422,6 +408,18 @@ public final class HashStore {
     /// Items that were encoded from an image (that have a stored source).
     public var imageItems: Int { rw.withReadLock { imageItemCount } }
 
+    /// `codes_model` of STATS and `gdh inspect`: the recorded identity; `unknown` when items
+    /// encoded from an image exist but no identity was recorded (a database from before
+    /// identities); `none` when no item was encoded from an image.
+    public static func codesModel(identity: String?, imageItems: Int) -> String {
+        identity ?? (imageItems > 0 ? "unknown" : "none")
+    }
+
+    /// This store's `codes_model`.
+    public var codesModel: String {
+        rw.withReadLock { HashStore.codesModel(identity: recordedModel, imageItems: imageItemCount) }
+    }
+
     /// The planner mode used by searches.
     public var planner: PlannerMode {
         get { rw.withReadLock { index.planner } }
@@ -522,8 +520,7 @@ public final class HashStore {
             /// The item record (code, then key) and its `pending` mark.
             func putItem(_ id: UInt32, _ key: String, _ code: HammingCode, flags: UInt32) throws {
                 record.removeAll(keepingCapacity: true)
-                code.appendBytes(to: &record)
-                record.append(contentsOf: key.utf8)
+                ItemRecord.encode(code: code, key: key, into: &record)
                 try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: flags) }
                 try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
             }
@@ -938,7 +935,7 @@ public final class HashStore {
 
     /// Opens the five databases (meta, items, tables, pending, sources), the one list of
     /// their names and flags: at open (creating them), after COMPACT's swap, on its copy.
-    private static func openDatabases(_ txn: Transaction, create: Bool)
+    static func openDatabases(_ txn: Transaction, create: Bool)
         throws -> (MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi) {
         let c = create ? UInt32(MDB_CREATE) : 0
         let ints = c | UInt32(MDB_INTEGERKEY)
@@ -1129,7 +1126,7 @@ public final class HashStore {
                 }
                 try txn.forEach(dbItems) { k, v in
                     let id = k.loadUnaligned(as: UInt32.self)
-                    guard v.count > bytes, (try? HammingCode(bytes: v[0..<bytes], width: width)) != nil else {
+                    guard (try? ItemRecord.decode(key: k, value: v, width: width)) != nil else {
                         throw StoreError.corrupt("item \(id) has a malformed record")
                     }
                     if !pending.contains(id) { notPending += 1 }
@@ -1144,12 +1141,8 @@ public final class HashStore {
                 }
                 var stale = 0
                 for j in 0..<tm {
-                    guard let blob = try txn.get(dbTables, id: UInt32(j)) else {
+                    guard let table = try StoredTable.read(txn, dbTables, table: j, bits: layout.sizes[j]) else {
                         throw StoreError.corrupt("stored table \(j) is missing")
-                    }
-                    let table: (offsets: [UInt32], ids: [UInt32])
-                    do { table = try StoredTable.decode(blob, bits: layout.sizes[j]) } catch {
-                        throw StoreError.corrupt("stored table \(j): \(error)")
                     }
                     var seen = 0
                     var v = 0

@@ -29,7 +29,20 @@ final class Environment {
     /// replays them on its copy). Set and cleared by the one writer, between transactions.
     var log: ChangeLog?
 
-    init(path: String, mapSize: Int, maxDatabases: UInt32, noSync: Bool = false) throws {
+    /// How an environment is opened: for writing (with a map size, optionally without
+    /// syncing commits), or read-only (MDB_RDONLY: the map size is the file's own, and
+    /// nothing is written to the data file; with `lockFile` false also MDB_NOLOCK, so that
+    /// not even LMDB's lock file is created or written).
+    enum Access {
+        case readWrite(mapSize: Int, noSync: Bool)
+        case readOnly(lockFile: Bool)
+    }
+
+    convenience init(path: String, mapSize: Int, maxDatabases: UInt32, noSync: Bool = false) throws {
+        try self.init(path: path, access: .readWrite(mapSize: mapSize, noSync: noSync), maxDatabases: maxDatabases)
+    }
+
+    init(path: String, access: Access, maxDatabases: UInt32) throws {
         self.path = path
         var e: OpaquePointer?
         try check(mdb_env_create(&e), "mdb_env_create")
@@ -37,9 +50,16 @@ final class Environment {
         env = e
         do {
             try check(mdb_env_set_maxdbs(e, maxDatabases), "mdb_env_set_maxdbs")
-            try check(mdb_env_set_mapsize(e, mapSize), "mdb_env_set_mapsize")
-            let sync = noSync ? UInt32(MDB_NOSYNC) : 0
-            try check(mdb_env_open(e, path, UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS) | sync, 0o600), "mdb_env_open \(path)")
+            var flags = UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS)
+            switch access {
+            case .readWrite(let mapSize, let noSync):
+                try check(mdb_env_set_mapsize(e, mapSize), "mdb_env_set_mapsize")
+                if noSync { flags |= UInt32(MDB_NOSYNC) }
+            case .readOnly(let lockFile):
+                flags |= UInt32(MDB_RDONLY)
+                if !lockFile { flags |= UInt32(MDB_NOLOCK) }
+            }
+            try check(mdb_env_open(e, path, flags, 0o600), "mdb_env_open \(path)")
         } catch {
             mdb_env_close(e)
             throw error
@@ -48,10 +68,20 @@ final class Environment {
 
     func close() { mdb_env_close(env) }
 
-    var mapSize: Int {
+    var mapSize: Int { info.me_mapsize }
+
+    /// LMDB's environment information (map size, last page used, readers).
+    var info: MDB_envinfo {
         var info = MDB_envinfo()
         mdb_env_info(env, &info)
-        return info.me_mapsize
+        return info
+    }
+
+    /// The size of a database page.
+    var pageSize: Int {
+        var st = MDB_stat()
+        mdb_env_stat(env, &st)
+        return Int(st.ms_psize)
     }
 
     /// Grows the map; only while no transaction is open in this process.
@@ -165,9 +195,25 @@ final class Transaction {
     }
 
     func count(_ dbi: MDB_dbi) throws -> Int {
+        try stat(dbi).ms_entries
+    }
+
+    /// LMDB's statistics of a database: entries, B-tree depth, pages by kind.
+    func stat(_ dbi: MDB_dbi) throws -> MDB_stat {
         var st = MDB_stat()
         try check(mdb_stat(txn, dbi, &st), "mdb_stat")
-        return st.ms_entries
+        return st
+    }
+
+    /// Pages on LMDB's free list (free for reuse by later writes), as `mdb_stat -f`
+    /// counts them: each record of the free database (handle 0) is a u-size count of
+    /// page numbers followed by the numbers.
+    func freePages() throws -> Int {
+        var pages = 0
+        try forEach(0) { _, v in
+            if v.count >= MemoryLayout<Int>.size { pages += v.loadUnaligned(as: Int.self) }
+        }
+        return pages
     }
 
     /// Calls `body` with every key and value in key order.

@@ -51,8 +51,14 @@ final class DaemonProcess {
 
 /// Runs the `gdh` client; returns exit status, standard output and standard error.
 func runClient(_ args: [String], stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
+    try runProduct("gdh", args, stdin: stdin)
+}
+
+/// Runs a built executable (`gdh`, `gdh-db`, ...); returns exit status, standard output and
+/// standard error.
+func runProduct(_ name: String, _ args: [String], stdin: String? = nil) throws -> (status: Int32, out: String, err: String) {
     let p = Process()
-    p.executableURL = productsDirectory().appendingPathComponent("gdh")
+    p.executableURL = productsDirectory().appendingPathComponent(name)
     p.arguments = args
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
