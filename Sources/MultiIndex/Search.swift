@@ -87,9 +87,10 @@ extension MultiIndex {
 
     // MARK: The planner
 
-    /// Answers a query by `byProbing` (the query's words, the stats, whether it may give up
-    /// for a scan; nil when it did), unless the planner or the size says scan, then by
-    /// `byScan`. Records the path taken in `stats`.
+    /// Answers a query by probing, unless the planner says scan or there are 64 positions
+    /// or fewer: `byProbing` gets the query's words, the stats and whether it may give up
+    /// for a scan, and returns nil when it did. Otherwise, or after giving up, by `byScan`.
+    /// Records the path taken in `stats`.
     @inline(__always)
     private func search(_ query: HammingCode, stats: inout SearchStats,
                         byProbing: (UnsafePointer<UInt64>, inout SearchStats, Bool) -> [UInt64]?,
