@@ -3,6 +3,10 @@ import HammingCode
 /// The buffers of a `CodeArray`: codes at positions 0 ..< count, the id at each position, a
 /// bitmap of the live positions, and each id's position. Owned by one `CodeArray` at a time
 /// (or by prepared tables until they are installed).
+///
+/// Its four pointers stay valid while this object lives and until `reservePositions`
+/// (`codes`, `ids`, `live`) or `reserveIDs` (`positionOf`) grows them, which moves them;
+/// `append` may do both. Nothing else moves them.
 final class CodeStorage {
     static let none = UInt32.max
     let words: Int
@@ -142,6 +146,8 @@ public final class CodeArray {
     public private(set) var ordered = true
     /// The highest id placed at a position since the last compaction, or -1.
     private var highestPlaced: Int64 = -1
+    /// The buffers in use. Replaced by `adopt` (a compaction or an install); the old object
+    /// lives on while anyone holds it, and its pointers are as valid as `CodeStorage` says.
     private(set) var storage: CodeStorage
 
     public init(width: CodeWidth, capacity: Int = 1024) {
@@ -164,7 +170,9 @@ public final class CodeArray {
     @inline(__always)
     public func isLive(_ id: UInt32) -> Bool { storage.position(of: id) != nil }
 
-    /// The code of a live id; valid until the next mutation or compaction.
+    /// The code of a live id (`words` words). Valid until the next mutation of this array:
+    /// an add may grow the storage and move every code, a compaction (an index's rebuild
+    /// or install) puts new storage in use, and a remove zeroes the code in place.
     @inline(__always)
     public func pointer(_ id: UInt32) -> UnsafePointer<UInt64> {
         guard let p = storage.position(of: id) else { preconditionFailure("id \(id) is not live") }
@@ -215,12 +223,15 @@ public final class CodeArray {
 
     // MARK: Positions (for the index of this module)
 
-    /// All positions' codes, `positionCount * words` words; valid until the next mutation.
+    /// All positions' codes, `positionCount * words` words. Valid until the next mutation,
+    /// as `pointer(_:)`.
     var base: UnsafePointer<UInt64> { UnsafePointer(storage.codes) }
 
     @inline(__always)
     func isLive(position p: Int) -> Bool { storage.isLive(position: p) }
 
+    /// The code at position p (`words` words, zero at a hole). Valid until the next
+    /// mutation, as `pointer(_:)`.
     @inline(__always)
     func pointer(position p: Int) -> UnsafePointer<UInt64> { UnsafePointer(storage.codes + p * words) }
 

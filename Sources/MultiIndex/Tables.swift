@@ -2,7 +2,8 @@ import HammingCode
 
 /// One direct-addressed multi-index table: for each substring value v, the code positions
 /// (see `CodeArray`) whose substring equals v are `ids[offsets[v] ..< offsets[v+1]]`, in
-/// ascending order. Built by a counting sort over the live positions.
+/// ascending order. Built by a counting sort over the live positions, or merged; never
+/// changed afterwards, so its memory lives exactly as long as the table.
 final class BaseTable {
     let bits: Int
     /// 2^bits + 1 entries.
@@ -157,6 +158,9 @@ final class BaseTable {
         }
     }
 
+    /// The offsets (2^bits + 1) and the positions of the entries. A table never changes
+    /// once built: valid while this table lives (an index drops its tables at a fold or a
+    /// load, so a caller holding only the index must not keep them past its next fold).
     var buffers: (offsets: UnsafeBufferPointer<UInt32>, ids: UnsafeBufferPointer<UInt32>) {
         (UnsafeBufferPointer(start: offsets, count: offsetCount), UnsafeBufferPointer(start: ids, count: idCount))
     }

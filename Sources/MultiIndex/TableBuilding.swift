@@ -1,0 +1,207 @@
+import HammingCode
+
+// Replacing the tables: a rebuild in place, a fold built beside mutations from a snapshot,
+// and tables loaded from storage. Each ends in `replaceTables`, with an empty delta.
+extension MultiIndex {
+    /// Rebuilds every table from the live codes (folding in the delta), with a new m
+    /// if given, else the fixed m, else m chosen from N and b.
+    public func rebuild(m newM: Int? = nil) throws {
+        install(try prepareTables(m: newM))
+    }
+
+    /// New tables built from the current codes, not yet in use, with the compacted code
+    /// positions they refer to (when the current ones had holes or were out of id order).
+    public struct PreparedTables {
+        public let layout: SubstringLayout
+        fileprivate let tables: [BaseTable]
+        fileprivate let compacted: CodeStorage?
+        fileprivate let view: CodeStorage
+        /// The base table j: offsets (2^size + 1) and the positions of its entries, which
+        /// `idAtPosition` turns into ids. The memory is the table's own and never changes:
+        /// valid while this value lives, installed or not.
+        public func table(_ j: Int) -> (offsets: UnsafeBufferPointer<UInt32>, ids: UnsafeBufferPointer<UInt32>) {
+            tables[j].buffers
+        }
+        /// The id at each position of the tables. Valid while this value lives and the index
+        /// is not mutated: these positions may be the index's own (always once installed),
+        /// whose arrays move when an add grows them.
+        public var idAtPosition: UnsafePointer<UInt32> { UnsafePointer(view.ids) }
+    }
+
+    /// The layout of a fold: m = `newM`, else the fixed m, else m chosen from N and b.
+    fileprivate func foldLayout(m newM: Int?) throws -> SubstringLayout {
+        let mm = newM ?? fixedM ?? SubstringLayout.automaticCount(for: width, items: count)
+        return try SubstringLayout(width: width, count: mm)
+    }
+
+    /// Builds tables from the live codes with m = `newM`, else the fixed m, else m
+    /// chosen from N and b, over compacted positions. Only reads the codes: may run beside
+    /// searches, but not beside a mutation. `install` then swaps them in.
+    public func prepareTables(m newM: Int? = nil) throws -> PreparedTables {
+        let newLayout = try foldLayout(m: newM)
+        let compacted = codes.compacted()
+        let view = compacted ?? codes.storage
+        return PreparedTables(layout: newLayout, tables: MultiIndex.buildTables(view, newLayout), compacted: compacted, view: view)
+    }
+
+    /// The base tables of a layout over the codes at the positions of `storage`.
+    fileprivate static func buildTables(_ storage: CodeStorage, _ layout: SubstringLayout) -> [BaseTable] {
+        (0..<layout.count).map { BaseTable.build(codes: storage, layout: layout, table: $0) }
+    }
+
+    /// Puts prepared tables (and their compacted positions) in use and empties the delta.
+    /// The codes must not have changed since `prepareTables`.
+    public func install(_ prepared: PreparedTables) {
+        if let s = prepared.compacted { codes.adopt(s) }
+        precondition(prepared.view === codes.storage, "prepared tables are out of date")
+        replaceTables(prepared.layout, prepared.tables, appendOnly: true, marks: entryMarks(allPositions: false))
+    }
+
+    // MARK: Folds beside mutations
+
+    /// The live codes copied at dense positions in ascending id order, with the layout to
+    /// build tables for: what a fold beside mutations builds from. Made on the mutator's
+    /// side (it reads the codes); `build()` then runs on any thread, touching only the copy,
+    /// while the index goes on changing; `install(_:changedSince:)` puts the result in use.
+    public final class TableSnapshot: @unchecked Sendable {
+        public let layout: SubstringLayout
+        fileprivate let storage: CodeStorage
+        /// The tables in use when the copy was taken, when they cover exactly its first
+        /// positions with no stale entry (only new ids added since they were built, at the
+        /// same positions in the copy): `build` then merges the later positions into them.
+        fileprivate let mergeBase: [BaseTable]?
+        fileprivate init(layout: SubstringLayout, storage: CodeStorage, mergeBase: [BaseTable]?) {
+            self.layout = layout
+            self.storage = storage
+            self.mergeBase = mergeBase
+        }
+
+        /// Builds the tables over the copy (any thread; reads nothing of the index but the
+        /// old tables, which are never changed).
+        public func build() -> PreparedTables {
+            let tables = mergeBase.map { base in
+                (0..<layout.count).map { BaseTable.merged(base[$0], codes: storage, layout: layout, table: $0) }
+            } ?? MultiIndex.buildTables(storage, layout)
+            return PreparedTables(layout: layout, tables: tables, compacted: storage, view: storage)
+        }
+
+        /// Whether `build` merges into the old tables (tests and fold timings).
+        public var merges: Bool { mergeBase != nil }
+    }
+
+    /// A snapshot for `TableSnapshot.build()` with m = `newM`, else the fixed m, else m
+    /// chosen from N and b. Copies the live codes (the mutator's side).
+    public func snapshotForTables(m newM: Int? = nil) throws -> TableSnapshot {
+        let newLayout = try foldLayout(m: newM)
+        // Merging needs the copy's first positions to be the tables' own: no holes, in id
+        // order, every table covering the same prefix, and nothing replaced or removed.
+        let base = tables.first?.count ?? 0
+        let merge = appendOnly && codes.ordered && codes.holes == 0 && newLayout.sizes == layout.sizes
+            && base <= codes.positionCount && tables.allSatisfy { $0.count == base }
+        return TableSnapshot(layout: newLayout, storage: codes.denseCopy(), mergeBase: merge ? tables : nil)
+    }
+
+    /// What `install(_:changedSince:)` replaced: drop it outside the owner's locks, since
+    /// freeing the old codes and tables takes a while at millions of items.
+    public final class Retired {
+        fileprivate let parts: [AnyObject]
+        fileprivate let arrays: ([BaseTable], [DeltaTable], [UInt64])
+        fileprivate init(parts: [AnyObject], arrays: ([BaseTable], [DeltaTable], [UInt64])) {
+            self.parts = parts
+            self.arrays = arrays
+        }
+    }
+
+    /// Puts tables built from a snapshot in use. `changed` holds every id added, replaced
+    /// or removed since the snapshot (each at least once): their current state is carried
+    /// over to the snapshot's positions (a new id takes the next position, a removed one
+    /// leaves a hole) and indexed in the delta; the tables' entries of their old codes are
+    /// stale, as after any change.
+    @discardableResult
+    public func install(_ prepared: PreparedTables, changedSince changed: some Sequence<UInt32>) -> Retired {
+        let retired = Retired(parts: [codes.storage], arrays: (tables, delta, mayHaveEntries))
+        let s = prepared.view
+        precondition(prepared.compacted === s, "tables not built from a snapshot")
+        // Positions that have entries in the new tables: the snapshot's, all live.
+        let snapshotCount = s.count
+        var marks = [UInt64](repeating: ~0, count: snapshotCount / 64 + 1)
+        marks[snapshotCount / 64] = snapshotCount % 64 == 0 ? 0 : (UInt64(1) << UInt64(snapshotCount % 64)) - 1
+        let carried = carryOver(changed, to: s)
+        codes.adopt(changed: s, live: carried.live)
+        replaceTables(prepared.layout, prepared.tables, appendOnly: carried.appendOnly, marks: marks)
+        for p in carried.touched { indexInDelta(position: p) }
+        return retired
+    }
+
+    /// Gives snapshot storage `s` the current state of each changed id: a replaced id's
+    /// code is copied to its position there, a new id appended, a removed one cleared.
+    /// Returns the positions to index in the delta, the live positions of `s`, and whether
+    /// every change was the add of a new id.
+    private func carryOver(_ changed: some Sequence<UInt32>, to s: CodeStorage) -> (touched: [Int], live: Int, appendOnly: Bool) {
+        var touched: [Int] = []
+        var live = s.count
+        var stillAppendOnly = true
+        // In ascending id order, so that new ids (above every id of the snapshot) take
+        // positions in id order and the positions stay ordered.
+        for id in changed.sorted() {
+            if let p = codes.position(of: id) {
+                let src = codes.pointer(position: p)
+                if let q = s.position(of: id) {
+                    (s.codes + q * s.words).update(from: src, count: s.words)
+                    touched.append(q)
+                    stillAppendOnly = false
+                } else {
+                    s.append(id, src)
+                    live += 1
+                    touched.append(s.count - 1)
+                }
+            } else if let q = s.position(of: id), s.isLive(position: q) {
+                s.clear(position: q)
+                live -= 1
+                stillAppendOnly = false
+            }
+        }
+        return (touched, live, stillAppendOnly)
+    }
+
+    // MARK: Loading
+
+    /// Replaces the tables with ones loaded from storage (offsets and ids per table),
+    /// then indexes the given ids (changed since those tables were written) in the delta.
+    /// Compacts the positions first; entries of ids that are not live are dropped.
+    public func load(layout newLayout: SubstringLayout,
+                     tables loaded: [(offsets: [UInt32], ids: [UInt32])],
+                     pending: some Sequence<UInt32>) throws {
+        precondition(loaded.count == newLayout.count)
+        if let s = codes.compacted() { codes.adopt(s) }
+        var newTables = [BaseTable]()
+        for (j, t) in loaded.enumerated() {
+            newTables.append(try tableOfPositions(t, bits: newLayout.sizes[j], table: j))
+        }
+        replaceTables(newLayout, newTables, appendOnly: false, marks: entryMarks(allPositions: true))
+        for id in pending {
+            if let p = codes.position(of: id) { indexInDelta(position: p) }
+        }
+    }
+
+    /// Stored table j (entries by id) as a table of the current positions; entries of ids
+    /// that are not live are dropped.
+    private func tableOfPositions(_ t: (offsets: [UInt32], ids: [UInt32]), bits: Int, table j: Int) throws -> BaseTable {
+        guard t.offsets.count == (1 << bits) + 1, t.offsets.first == 0,
+              Int(t.offsets[t.offsets.count - 1]) == t.ids.count else {
+            throw BaseTable.Malformed(description: "stored table \(j) has a malformed offset array")
+        }
+        var offsets = [UInt32](repeating: 0, count: t.offsets.count)
+        var positions = [UInt32]()
+        positions.reserveCapacity(t.ids.count)
+        for v in 0..<(t.offsets.count - 1) {
+            let lo = Int(t.offsets[v]), hi = Int(t.offsets[v + 1])
+            guard lo <= hi else { throw BaseTable.Malformed(description: "stored table \(j) offsets decrease at \(v)") }
+            for i in lo..<hi {
+                if let p = codes.position(of: t.ids[i]) { positions.append(UInt32(p)) }
+            }
+            offsets[v + 1] = UInt32(positions.count)
+        }
+        return try BaseTable(bits: bits, offsets: offsets, ids: positions)
+    }
+}
