@@ -47,7 +47,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("m")]
         ),
         .target(name: "NeuralNet", dependencies: ["COpenBLAS", "CNeuralKernels"], swiftSettings: popcnt),
-        .target(name: "GDH", dependencies: ["NeuralNet", "Safetensors", "HammingCode"], swiftSettings: popcnt),
+        .target(name: "GDH", dependencies: ["NeuralNet", "Safetensors", "HammingCode", "ImageIO"], swiftSettings: popcnt),
         .target(name: "GDHClient", dependencies: ["WireProtocol"], swiftSettings: popcnt),
         // What the command-line executables share: the verbs gdh hands to its siblings
         // (gdh-train, gdh-bench, gdh-db), socket options, failures, JSON output, progress.

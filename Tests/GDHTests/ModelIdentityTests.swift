@@ -135,7 +135,7 @@ struct ModelIdentityTests {
         #expect(model.identity == original)
         // Another configuration (here another resize filter) is another model.
         var other = ModelIdentityTests.config()
-        other.resize = "bilinear"
+        other.resize = .bilinear
         let m2 = try GDHModel(configuration: other)
         let state = model.stateDict()
         try m2.generatorI.load(state, prefix: "G_I.", strict: true)
