@@ -13,7 +13,8 @@ let popcnt: [SwiftSetting] = [
 
 let package = Package(
     name: "gdh-index",
-    platforms: [.macOS(.v13)],
+    // Linux only (Glibc, epoll through NIO, /proc, SO_PEERCRED, the codec and OpenBLAS
+    // system packages from Debian): no other platform is claimed.
     products: [
         .executable(name: "gdhd", targets: ["gdhd"]),
         .executable(name: "gdh", targets: ["gdh"]),
@@ -67,7 +68,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "HashStore", "MultiIndex", "WireProtocol", "HammingCode", "GDHClient", "GDH", "ImageIO", "NeuralNet",
+                "HashStore", "MultiIndex", "WireProtocol", "HammingCode", "GDH", "ImageIO", "NeuralNet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -141,9 +142,16 @@ let package = Package(
         // The sibling table and, by running the built executables, gdh's help, exit codes
         // and dynamic dependencies.
         .testTarget(name: "GDHCommandLineTests", dependencies: ["GDHCommandLine"], swiftSettings: popcnt),
+        .testTarget(name: "GDHClientTests", dependencies: ["GDHClient", "WireProtocol", "HammingCode"], swiftSettings: popcnt),
         .testTarget(
             name: "DaemonTests",
-            dependencies: ["Daemon", "WireProtocol", "HammingCode", "HashStore", "GDHClient", "GDH", "NeuralNet", "Safetensors", "ImageIO"],
+            dependencies: [
+                "Daemon", "WireProtocol", "HammingCode", "HashStore", "MultiIndex", "GDHClient", "GDH", "NeuralNet", "Safetensors", "ImageIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: popcnt
         ),
     ],

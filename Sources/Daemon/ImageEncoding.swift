@@ -9,9 +9,9 @@ import WireProtocol
 /// Turns images and sketches into codes. The daemon has one when started with a model.
 public protocol CodeEncoder: Sendable {
     /// The code of a query source (image or sketch, by path or inline).
-    func code(for source: Source) throws -> HammingCode
+    func code(for source: CodeSource) throws -> HammingCode
     /// The code of an image to store, and the source to keep for REENCODE.
-    func codeForStorage(_ source: Source) throws -> (HammingCode, ItemSource)
+    func codeForStorage(_ source: CodeSource) throws -> (HammingCode, ItemSource)
     /// The code of a stored image source, with the current model.
     func reencode(_ source: ItemSource) throws -> HammingCode
     /// The code width the model produces.
@@ -104,7 +104,7 @@ public final class ModelEncoder: CodeEncoder, @unchecked Sendable {
         return codes[0]
     }
 
-    public func code(for source: Source) throws -> HammingCode {
+    public func code(for source: CodeSource) throws -> HammingCode {
         switch source {
         case .code: return try source.code(width: pool.width)
         case .image(let p): return try encode(try bytes(ofFile: try allowedPath(p)), sketch: false, query: true)
@@ -114,7 +114,7 @@ public final class ModelEncoder: CodeEncoder, @unchecked Sendable {
         }
     }
 
-    public func codeForStorage(_ source: Source) throws -> (HammingCode, ItemSource) {
+    public func codeForStorage(_ source: CodeSource) throws -> (HammingCode, ItemSource) {
         switch source {
         case .image(let p):
             let path = try allowedPath(p)

@@ -220,7 +220,7 @@ struct RegressionTests {
     func badSubstringsNotStored() throws {
         let d = try TestDaemon(bits: 64)
         d.stop()
-        #expect(throws: (any Error).self) { try d.start(substrings: 2) }
+        #expect(throws: (any Error).self) { try d.start(m: 2) }
         try d.start()
         #expect(listLines(try d.client().request("STATS"))?.contains("substrings_setting auto") == true)
     }
