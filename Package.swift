@@ -78,7 +78,7 @@ let package = Package(
         .executableTarget(
             name: "gdhd",
             dependencies: [
-                "Daemon",
+                "Daemon", "HammingCode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Daemon
 import Foundation
+import HammingCode
 import Logging
 import MultiIndex
 
@@ -56,7 +57,7 @@ struct GDHD: ParsableCommand {
     var logLevel: String = "info"
 
     func validate() throws {
-        if let bits, bits < 32 || bits > 1024 || bits % 32 != 0 {
+        if let bits, (try? CodeWidth(bits: bits)) == nil {
             throw ValidationError("--bits must be 32 to 1024 in steps of 32, not \(bits)")
         }
         if let m, m < 1 { throw ValidationError("--substrings must be positive") }
