@@ -108,7 +108,7 @@ let package = Package(
         .executableTarget(
             name: "gdh-bench",
             dependencies: [
-                "GDHCommandLine", "GDHClient", "HammingCode", "MultiIndex", "HashStore", "GDH", "NeuralNet", "Safetensors", "Training",
+                "GDHCommandLine", "GDHClient", "WireProtocol", "HammingCode", "MultiIndex", "HashStore", "GDH", "NeuralNet", "Safetensors", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: popcnt

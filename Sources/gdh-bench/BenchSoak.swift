@@ -3,6 +3,7 @@ import Foundation
 import GDHCommandLine
 import GDHClient
 import HammingCode
+import WireProtocol
 
 /// The soak benchmark (issue 9 item 7): many clients for minutes, mixing writes, queries
 /// and a COMPACT every minute; per-command latency percentiles, the longest wait any write
@@ -200,13 +201,8 @@ struct BenchSoak: ParsableCommand {
     }
 
     private func statsOf(_ c: LineClient) throws -> [String: String] {
-        guard case .list(let lines) = try c.request("STATS") else { throw Failure("STATS failed") }
-        var out: [String: String] = [:]
-        for l in lines {
-            let parts = l.split(separator: " ", maxSplits: 1)
-            if parts.count == 2 { out[String(parts[0])] = String(parts[1]) }
-        }
-        return out
+        guard let stats = Statistics.dictionary(try c.request("STATS")) else { throw Failure("STATS failed") }
+        return stats
     }
 
     private func residentKiB(_ pid: Int32) -> Int {

@@ -138,14 +138,11 @@ struct Stats: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @Flag(help: "Print JSON.") var json = false
     func run() throws {
-        guard case .list(let lines) = try roundTrip(connection, .stats) else { return }
+        let response = try roundTrip(connection, .stats)
+        guard case .list(let lines) = response else { return }
         if json {
             var d: [String: Any] = [:]
-            for l in lines {
-                let p = l.split(separator: " ", maxSplits: 1).map(String.init)
-                guard p.count == 2 else { continue }
-                d[p[0]] = Int(p[1]).map { $0 as Any } ?? p[1]
-            }
+            for (name, value) in Statistics.pairs(response) ?? [] { d[name] = Int(value).map { $0 as Any } ?? value }
             printJSON(d)
         } else {
             for l in lines { print(l) }

@@ -33,8 +33,7 @@ struct Import: ParsableCommand {
         }
         let client = try connection.connect()
         // The database's width, to check every code before sending.
-        guard case .list(let stats) = try client.request(Command.stats.requestLine),
-              let bits = stats.first(where: { $0.hasPrefix("bits ") }).flatMap({ Int($0.dropFirst(5)) }) else {
+        guard let bits = Statistics.dictionary(try client.request(Command.stats.requestLine))?["bits"].flatMap({ Int($0) }) else {
             throw fail("the daemon did not report its code width")
         }
         let parsed = ImportFile(parsing: data, bits: bits)

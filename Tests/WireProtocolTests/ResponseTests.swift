@@ -321,3 +321,19 @@ struct NeighborTests {
         for c in commands { #expect(try RequestParser.parseLine(c.requestLine.utf8) == c, "\(c.requestLine)") }
     }
 }
+
+@Suite("Statistics")
+struct StatisticsTests {
+    @Test("STATS lines read back as the pairs the formatter wrote")
+    func roundTrip() throws {
+        let pairs = [("version", "1"), ("bits", "64"), ("model", "sha256:0123456789abcdef"), ("note", "two words")]
+        var reader = ResponseReader()
+        reader.expect(multiLine: true)
+        reader.feed(ResponseFormatter.stats(pairs))
+        let response = try #require(try reader.next())
+        #expect(Statistics.pairs(response)?.map { "\($0.name)=\($0.value)" } == pairs.map { "\($0.0)=\($0.1)" })
+        #expect(Statistics.dictionary(response)?["bits"] == "64")
+        #expect(Statistics.dictionary(.list(["a 1", "a 2", "nospace"])) == ["a": "1"])
+        #expect(Statistics.pairs(.ok("x")) == nil)
+    }
+}
