@@ -177,6 +177,13 @@ public final class PlanBuilder {
         return v
     }
 
+    /// The value ids of a step that reads `x` (and `residual`, which must have the
+    /// output's shape) into a new value of `shape`: input, residual, output, and all inputs.
+    func stepValues(_ x: PlanValue, residual: PlanValue?, output shape: [Int]) -> (Int, Int?, Int, [Int]) {
+        if let r = residual { precondition(r.shape == shape, "residual \(r.shape) does not fit \(shape)") }
+        return (x.id, residual?.id, newValue(shape).id, [x.id] + (residual.map { [$0.id] } ?? []))
+    }
+
     /// `lowerChain`'s InstanceNorm with the activation after it (and the residual when it
     /// ends the chain): its output and the index of the layer after the ones it took.
     private func instanceNorm(_ norm: InstanceNorm2d, _ layers: [Layer], at i: Int, _ x: PlanValue, residual: PlanValue?,

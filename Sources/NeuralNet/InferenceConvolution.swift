@@ -87,11 +87,7 @@ final class ConvStep: PlanStep {
         bias = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] }
         (act, slope) = activationCode(activation)
         outputShape = flat ? [o, x.h, x.w] : [o, ho, wo]
-        if let r = residual { precondition(r.shape == outputShape, "residual \(r.shape) does not fit \(outputShape)") }
-        input = x.id
-        self.residual = residual?.id
-        output = builder.newValue(outputShape).id
-        inputs = [x.id] + (residual.map { [$0.id] } ?? [])
+        (input, self.residual, output, inputs) = builder.stepValues(x, residual: residual, output: outputShape)
         flops = 2 * Double(o * c * kk * ho * wo)
     }
 
