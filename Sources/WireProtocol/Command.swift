@@ -98,7 +98,7 @@ public enum Command: Equatable, Hashable, Sendable {
         }
     }
 
-    /// ADD, DEL, COMPACT and REBUILD change the database (PROTOCOL.md section 6).
+    /// ADD, DEL, COMPACT, REBUILD and REENCODE change the database (PROTOCOL.md section 6).
     public var isWrite: Bool {
         switch self {
         case .add, .del, .compact, .rebuild, .reencode: return true
@@ -106,16 +106,13 @@ public enum Command: Equatable, Hashable, Sendable {
         }
     }
 
-    /// KNN, RANGE and STATS answer `OK <n>` followed by n lines; the others one line.
+    /// KNN, RANGE, STATS and METRICS answer `OK <n>` followed by n lines; the others one line.
     public var isMultiLineResponse: Bool {
         switch self {
         case .knn, .range, .stats, .metrics: return true
         default: return false
         }
     }
-
-    /// Same as `isMultiLineResponse`.
-    public var expectsList: Bool { isMultiLineResponse }
 
     /// The request in wire form, without the line feed (for clients and tests).
     public var requestLine: String {

@@ -26,8 +26,8 @@ public enum RequestParser {
         try parse(line).get()
     }
 
-    /// Whether the response to this request line is a multi-line `OK <n>` (KNN, RANGE and
-    /// STATS), judged from the first token like the daemon does. A malformed request gets a
+    /// Whether the response to this request line is a multi-line `OK <n>` (KNN, RANGE,
+    /// STATS and METRICS), judged from the first token like the daemon does. A malformed request gets a
     /// single-line `ERR`, which a reader expecting a list accepts too. A trailing `\n` or
     /// `\r\n` is ignored.
     public static func expectsList(requestLine: some Collection<UInt8>) -> Bool {
