@@ -157,8 +157,11 @@ public final class Daemon: @unchecked Sendable {
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
             throw DaemonError.socket("\(path) exists and is not a socket; refusing to replace it")
         }
-        // A connection that succeeds means a live daemon (NIO's shared loops, for a moment).
-        if let probe = try? ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(unixDomainSocketPath: path).wait() {
+        // A connection that succeeds means a live daemon (tried on a loop of its own, which
+        // goes away with the probe).
+        let loop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? loop.syncShutdownGracefully() }
+        if let probe = try? ClientBootstrap(group: loop).connect(unixDomainSocketPath: path).wait() {
             try? probe.close().wait()
             throw DaemonError.socket("another daemon is listening on \(path)")
         }
