@@ -137,8 +137,8 @@ let package = Package(
         .testTarget(name: "MultiIndexTests", dependencies: ["MultiIndex", "HammingCode"], swiftSettings: popcnt),
         .testTarget(name: "HashStoreTests", dependencies: ["HashStore", "MultiIndex", "HammingCode"], swiftSettings: popcnt),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "HammingCode"], swiftSettings: popcnt),
-        .testTarget(name: "ImageIOTests", dependencies: ["ImageIO"], exclude: ["Fixtures"], swiftSettings: popcnt),
-        .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], exclude: ["Fixtures"], swiftSettings: popcnt),
+        .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "HammingCode"], exclude: ["Fixtures"], swiftSettings: popcnt),
+        .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors", "HammingCode"], exclude: ["Fixtures"], swiftSettings: popcnt),
         // The sibling table and, by running the built executables, gdh's help, exit codes
         // and dynamic dependencies.
         .testTarget(name: "GDHCommandLineTests", dependencies: ["GDHCommandLine"], swiftSettings: popcnt),
