@@ -13,7 +13,8 @@ let popcnt: [SwiftSetting] = [
 
 let package = Package(
     name: "gdh-index",
-    platforms: [.macOS(.v13)],
+    // Linux only (Glibc, epoll through NIO, /proc, SO_PEERCRED, the codec and OpenBLAS
+    // system packages from Debian): no other platform is claimed.
     products: [
         .executable(name: "gdhd", targets: ["gdhd"]),
         .executable(name: "gdh", targets: ["gdh"]),
@@ -48,7 +49,7 @@ let package = Package(
             linkerSettings: [.linkedLibrary("m")]
         ),
         .target(name: "NeuralNet", dependencies: ["COpenBLAS", "CNeuralKernels"], swiftSettings: popcnt),
-        .target(name: "GDH", dependencies: ["NeuralNet", "Safetensors", "HammingCode"], swiftSettings: popcnt),
+        .target(name: "GDH", dependencies: ["NeuralNet", "Safetensors", "HammingCode", "ImageIO"], swiftSettings: popcnt),
         .target(name: "GDHClient", dependencies: ["WireProtocol"], swiftSettings: popcnt),
         // What the command-line executables share: the verbs gdh hands to its siblings
         // (gdh-train, gdh-bench, gdh-db), socket options, failures, JSON output, progress.
@@ -68,7 +69,7 @@ let package = Package(
         .target(
             name: "Daemon",
             dependencies: [
-                "HashStore", "MultiIndex", "WireProtocol", "HammingCode", "GDHClient", "GDH", "ImageIO", "NeuralNet",
+                "HashStore", "MultiIndex", "WireProtocol", "HammingCode", "GDH", "ImageIO", "NeuralNet",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -78,7 +79,7 @@ let package = Package(
         .executableTarget(
             name: "gdhd",
             dependencies: [
-                "Daemon",
+                "Daemon", "HammingCode",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -118,7 +119,7 @@ let package = Package(
         .executableTarget(
             name: "gdh-bench",
             dependencies: [
-                "GDHCommandLine", "GDHClient", "HammingCode", "MultiIndex", "HashStore", "GDH", "NeuralNet", "Safetensors", "Training",
+                "GDHCommandLine", "GDHClient", "WireProtocol", "HammingCode", "MultiIndex", "HashStore", "GDH", "NeuralNet", "Safetensors", "Training",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: popcnt
@@ -147,14 +148,21 @@ let package = Package(
         .testTarget(name: "MultiIndexTests", dependencies: ["MultiIndex", "HammingCode"], swiftSettings: popcnt),
         .testTarget(name: "HashStoreTests", dependencies: ["HashStore", "MultiIndex", "HammingCode"], swiftSettings: popcnt),
         .testTarget(name: "WireProtocolTests", dependencies: ["WireProtocol", "HammingCode"], swiftSettings: popcnt),
-        .testTarget(name: "ImageIOTests", dependencies: ["ImageIO"], exclude: ["Fixtures"], swiftSettings: popcnt),
-        .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors"], exclude: ["Fixtures"], swiftSettings: popcnt),
+        .testTarget(name: "ImageIOTests", dependencies: ["ImageIO", "HammingCode"], exclude: ["Fixtures"], swiftSettings: popcnt),
+        .testTarget(name: "SafetensorsTests", dependencies: ["Safetensors", "HammingCode"], exclude: ["Fixtures"], swiftSettings: popcnt),
         // The sibling table and, by running the built executables, gdh's help, exit codes
         // and dynamic dependencies.
         .testTarget(name: "GDHCommandLineTests", dependencies: ["GDHCommandLine"], swiftSettings: popcnt),
+        .testTarget(name: "GDHClientTests", dependencies: ["GDHClient", "WireProtocol", "HammingCode"], swiftSettings: popcnt),
         .testTarget(
             name: "DaemonTests",
-            dependencies: ["Daemon", "WireProtocol", "HammingCode", "HashStore", "GDHClient", "GDH", "NeuralNet", "Safetensors", "ImageIO"],
+            dependencies: [
+                "Daemon", "WireProtocol", "HammingCode", "HashStore", "MultiIndex", "GDHClient", "GDH", "NeuralNet", "Safetensors", "ImageIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: popcnt
         ),
     ],

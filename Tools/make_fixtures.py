@@ -45,7 +45,7 @@ Layer cases (one input):
     change them).
   dropout: buffer.mask = (y != 0) as float32; y = x * mask / (1 - p) and
     grad_input = g * mask / (1 - p).
-Two-input cases (add, concat):
+Two-input cases (add):
     input, input2, output, grad_output, grad_input, grad_input2
 Loss cases (mse_loss, l1_loss, cross_entropy; reduction "mean"):
     input          prediction (cross_entropy: logits of shape (N, C))
@@ -85,7 +85,6 @@ Python repr ("1e-05", "0.1"), booleans as "true" / "false":
     avgpool           kernel_size stride padding ceil_mode count_include_pad
     adaptive_avgpool  output_size (a single int: the output is output_size x output_size)
     linear            in_features out_features bias
-    concat            dim
     upsample_nearest  scale_factor mode ("nearest")
     upsample_bilinear scale_factor mode ("bilinear") align_corners
     dropout           p
@@ -392,12 +391,6 @@ def dropout():
 def add():
     x, x2 = torch.randn(2, 3, 6, 6), torch.randn(2, 3, 6, 6)
     return run_two_inputs(torch.add, x, x2, meta("add"))
-
-
-@case("concat")
-def concat():
-    x, x2 = torch.randn(2, 3, 5, 5), torch.randn(2, 2, 5, 5)
-    return run_two_inputs(lambda a, b: torch.cat([a, b], dim=1), x, x2, meta("concat", dim=1))
 
 
 @case("mse_loss")

@@ -40,16 +40,6 @@ static size_t scan_leq_scalar(const uint64_t *codes, size_t words, size_t n,
     return out;
 }
 
-static void distances_scalar(const uint64_t *codes, size_t words, size_t n,
-                             const uint64_t *q, uint16_t *od) {
-    for (size_t i = 0; i < n; i++) {
-        const uint64_t *c = codes + words * i;
-        uint32_t d = 0;
-        for (size_t w = 0; w < words; w++) d += (uint32_t)__builtin_popcountll(c[w] ^ q[w]);
-        od[i] = (uint16_t)d;
-    }
-}
-
 #if GDH_HAVE_X86
 __attribute__((target("avx512f,avx512vpopcntdq,avx512bw,avx512vl")))
 static size_t scan_leq_avx512_w1(const uint64_t *codes, size_t n, uint64_t q0,
@@ -178,7 +168,3 @@ size_t gdh_scan_leq_reference(const uint64_t *codes, size_t words, size_t n,
     return scan_leq_scalar(codes, words, n, q, threshold, out_index, out_dist);
 }
 
-void gdh_distances(const uint64_t *codes, size_t words, size_t n,
-                   const uint64_t *q, uint16_t *out_dist) {
-    distances_scalar(codes, words, n, q, out_dist);
-}

@@ -23,7 +23,7 @@ struct gdh_pool {
     // low 32. A worker claims a part with a compare-and-swap that also checks the job
     // number, so a late worker can never take a part of a newer job by mistake.
     atomic_ullong job;
-    atomic_int done_parts, sleeping, stop;
+    atomic_int done_parts, sleeping;
     int parts;
     gdh_task_fn fn;
     void *ctx;
@@ -46,6 +46,8 @@ static void work(struct gdh_pool *p, unsigned long long number) {
     }
 }
 
+// Workers live as long as the process: the pool is created once (InferenceSupport's
+// sharedPool) and never destroyed.
 static void *worker(void *arg) {
     struct gdh_pool *p = arg;
     unsigned long long seen = atomic_load(&p->job) >> 32;
@@ -73,7 +75,6 @@ static void *worker(void *arg) {
             pthread_mutex_unlock(&p->lock);
         }
         seen = g;
-        if (atomic_load(&p->stop)) return NULL;
         work(p, g);
     }
 }
@@ -89,7 +90,6 @@ gdh_pool *gdh_pool_create(int threads) {
     atomic_init(&p->job, 0);
     atomic_init(&p->done_parts, 0);
     atomic_init(&p->sleeping, 0);
-    atomic_init(&p->stop, 0);
     p->parts = 0;
     p->workers = calloc((size_t)threads, sizeof(pthread_t));
     for (int i = 0; i < threads - 1; i++) {
@@ -97,22 +97,6 @@ gdh_pool *gdh_pool_create(int threads) {
     }
     return p;
 }
-
-void gdh_pool_destroy(gdh_pool *p) {
-    if (!p) return;
-    pthread_mutex_lock(&p->busy);
-    pthread_mutex_lock(&p->lock);
-    atomic_store(&p->stop, 1);
-    atomic_store(&p->job, ((atomic_load(&p->job) >> 32) + 1) << 32);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->lock);
-    for (int i = 0; i < p->threads - 1; i++) pthread_join(p->workers[i], NULL);
-    pthread_mutex_unlock(&p->busy);
-    free(p->workers);
-    free(p);
-}
-
-int gdh_pool_threads(const gdh_pool *p) { return p ? p->threads : 1; }
 
 void gdh_pool_run(gdh_pool *p, int parts, gdh_task_fn fn, void *ctx) {
     if (!p || p->threads <= 1 || parts <= 1 || pthread_mutex_trylock(&p->busy) != 0) {

@@ -1,6 +1,5 @@
 import Foundation
 import GDH
-import GDHClient
 import HashStore
 import Logging
 import MultiIndex
@@ -17,8 +16,9 @@ public struct DaemonConfiguration: Sendable {
     public var socketPath: String
     /// Code width for a new database (an existing one must match when given).
     public var bits: Int?
-    /// Fixed substring count m (nil: keep the database's setting).
-    public var substrings: Int?
+    /// m, the multi-index substrings per code, fixed (`gdhd --substrings`); nil keeps the
+    /// database's setting.
+    public var m: Int?
     /// The longest request line accepted, in bytes (without the `\n`).
     public var maxLineBytes: Int = 4 << 20
     /// Mode of the socket file.
@@ -85,7 +85,7 @@ public final class Daemon: @unchecked Sendable {
             ])
         }
         // A new database takes the model's code width unless --bits says otherwise.
-        var options = StoreOptions(bits: configuration.bits ?? encoder?.bits, substrings: configuration.substrings)
+        var options = StoreOptions(bits: configuration.bits ?? encoder?.bits, substrings: configuration.m)
         options.initialMapSize = configuration.initialMapSize
         options.backgroundFolds = true
         do {
@@ -157,7 +157,12 @@ public final class Daemon: @unchecked Sendable {
         guard (st.st_mode & S_IFMT) == S_IFSOCK else {
             throw DaemonError.socket("\(path) exists and is not a socket; refusing to replace it")
         }
-        if (try? LineClient(socketPath: path)) != nil {
+        // A connection that succeeds means a live daemon (tried on a loop of its own, which
+        // goes away with the probe).
+        let loop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? loop.syncShutdownGracefully() }
+        if let probe = try? ClientBootstrap(group: loop).connect(unixDomainSocketPath: path).wait() {
+            try? probe.close().wait()
             throw DaemonError.socket("another daemon is listening on \(path)")
         }
         unlink(path)

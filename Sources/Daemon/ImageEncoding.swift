@@ -9,9 +9,9 @@ import WireProtocol
 /// Turns images and sketches into codes. The daemon has one when started with a model.
 public protocol CodeEncoder: Sendable {
     /// The code of a query source (image or sketch, by path or inline).
-    func code(for source: Source) throws -> HammingCode
+    func code(for source: CodeSource) throws -> HammingCode
     /// The code of an image to store, and the source to keep for REENCODE.
-    func codeForStorage(_ source: Source) throws -> (HammingCode, ItemSource)
+    func codeForStorage(_ source: CodeSource) throws -> (HammingCode, ItemSource)
     /// The code of a stored image source, with the current model.
     func reencode(_ source: ItemSource) throws -> HammingCode
     /// The code width the model produces.
@@ -41,7 +41,7 @@ public final class ModelEncoder: CodeEncoder, @unchecked Sendable {
     public var modelIdentity: String? { identity }
 
     public init(model: GDHModel, poolSize: Int, allowRoots: [String],
-                maxImageBytes: Int = 64 << 20, maxPixels: Int = ImageDecoder.defaultMaxPixels) throws {
+                maxImageBytes: Int = ImagePreparation.defaultMaxFileBytes, maxPixels: Int = ImageDecoder.defaultMaxPixels) throws {
         identity = model.identity
         pool = try EncoderPool(model: model, size: max(1, poolSize))
         roots = try allowRoots.map { root in
@@ -73,15 +73,9 @@ public final class ModelEncoder: CodeEncoder, @unchecked Sendable {
     }
 
     func bytes(ofFile path: String) throws -> [UInt8] {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw ProtocolError(.badImage, "cannot open \(path)")
+        do { return try ImagePreparation.read(path, maxBytes: maxImageBytes) } catch {
+            throw ProtocolError(.badImage, "\(error)")
         }
-        defer { try? handle.close() }
-        let data = handle.readData(ofLength: maxImageBytes + 1)
-        guard data.count <= maxImageBytes else {
-            throw ProtocolError(.badImage, "\(path) is larger than \(maxImageBytes) bytes")
-        }
-        return [UInt8](data)
     }
 
     func bytes(ofBase64 text: String) throws -> [UInt8] {
@@ -96,15 +90,9 @@ public final class ModelEncoder: CodeEncoder, @unchecked Sendable {
 
     /// Decodes and prepares an image: (1, 3, S, S) in [-1, 1].
     func prepare(_ bytes: [UInt8]) throws -> Tensor {
-        let image: RGBImage
-        let c = pool.configuration
-        // Large JPEGs decode reduced in the DCT domain to no less than twice the model's
-        // input size, then the configured filter resizes them.
-        do { image = try ImageDecoder.decode(bytes, maxPixels: maxPixels, atLeast: (2 * c.imageSize, 2 * c.imageSize)) } catch {
+        do { return try ImagePreparation.tensor(bytes, configuration: pool.configuration, maxPixels: maxPixels) } catch {
             throw ProtocolError(.badImage, "\(error)")
         }
-        let resized = image.resized(width: c.imageSize, height: c.imageSize, filter: c.resize == "bilinear" ? .bilinear : .area)
-        return Tensor(shape: [1, 3, c.imageSize, c.imageSize], data: resized.normalizedCHW())
     }
 
     /// `query`: a KNN/RANGE request waiting for its answer (its layers may use idle cores);
@@ -116,7 +104,7 @@ public final class ModelEncoder: CodeEncoder, @unchecked Sendable {
         return codes[0]
     }
 
-    public func code(for source: Source) throws -> HammingCode {
+    public func code(for source: CodeSource) throws -> HammingCode {
         switch source {
         case .code: return try source.code(width: pool.width)
         case .image(let p): return try encode(try bytes(ofFile: try allowedPath(p)), sketch: false, query: true)
@@ -126,7 +114,7 @@ public final class ModelEncoder: CodeEncoder, @unchecked Sendable {
         }
     }
 
-    public func codeForStorage(_ source: Source) throws -> (HammingCode, ItemSource) {
+    public func codeForStorage(_ source: CodeSource) throws -> (HammingCode, ItemSource) {
         switch source {
         case .image(let p):
             let path = try allowedPath(p)

@@ -1,4 +1,3 @@
-import CHammingKernels
 import Foundation
 import HammingCode
 import HashStore
@@ -45,7 +44,7 @@ final class Service: @unchecked Sendable {
     func connectionClosed() { counters.withLockedValue { $0.connections -= 1 } }
 
     /// The code a request names: parsed hex, or the encoder's output for an image or sketch.
-    private func code(for source: Source) throws -> HammingCode {
+    private func code(for source: CodeSource) throws -> HammingCode {
         if source.isCode { return try source.code(width: store.width) }
         guard let encoder else { throw ProtocolError.noModel(for: source) }
         return try encoder.code(for: source)
@@ -61,7 +60,7 @@ final class Service: @unchecked Sendable {
 
     /// The code a KNN or RANGE request searches with: images and sketches only when the
     /// stored image codes come from the loaded model.
-    private func queryCode(for source: Source) throws -> HammingCode {
+    private func queryCode(for source: CodeSource) throws -> HammingCode {
         if !source.isCode, encoder != nil, let mismatch = modelMismatch() { throw mismatch }
         return try code(for: source)
     }
@@ -170,7 +169,7 @@ final class Service: @unchecked Sendable {
             ("queries", String(c.queries)),
             ("writes", String(c.writes)),
             ("errors", String(c.errors)),
-            ("scan_kernel", gdh_kernels_vectorised() == 1 ? "avx512" : "popcnt"),
+            ("scan_kernel", ScanKernel.name),
             ("model", encoder.map { $0.modelIdentity ?? "loaded" } ?? "none"),
             ("codes_model", store.codesModel),
         ]

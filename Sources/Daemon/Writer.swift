@@ -103,41 +103,56 @@ final class Writer: @unchecked Sendable {
     }
 
     private func run() {
-        while let jobs = take() {
-            if case .admin(let op, let done)? = jobs.first {
-                // Beside the writer: writes queued after it go on.
-                background.enter()
-                let t = Thread { [self] in
-                    done(Result { try runAdmin(op) })
-                    background.leave()
-                }
-                t.name = "gdhd-admin"
-                t.start()
-                continue
-            }
-            var ops = [WriteOp]()
-            var completions = [Completion]()
-            ops.reserveCapacity(jobs.count)
-            completions.reserveCapacity(jobs.count)
-            for case .write(let op, let done) in jobs {
-                ops.append(op)
-                completions.append(done)
-            }
-            do {
-                let outcomes = try store.apply(ops, codesModel: encoder?.modelIdentity)
-                metrics?.committed(size: ops.count)
-                Writer.complete(completions, with: outcomes.map { .success($0) })
-                if let foldError = store.lastFoldError {
-                    logger.warning("folding the table delta failed (writes are durable; retried after the next batch): \(foldError)")
-                }
-            } catch {
-                Writer.complete(completions, with: Array(repeating: .failure(error), count: completions.count))
-            }
-        }
+        while let jobs = take() { perform(jobs) }
         condition.lock()
         finished = true
         condition.broadcast()
         condition.unlock()
+    }
+
+    /// For tests of a connection without the writer thread (its sinks on an
+    /// `EmbeddedEventLoop`, which only its own thread may use): performs the jobs queued
+    /// now, on the calling thread, as the writer thread would. Never with `start()`.
+    func performQueuedJobs() {
+        precondition(thread == nil, "the writer thread is running")
+        condition.lock()
+        let jobs = queue.isEmpty ? [] : queue.take(maxBatch: maxBatch)
+        condition.unlock()
+        if !jobs.isEmpty { perform(jobs) }
+    }
+
+    /// One batch the queue gave: an administrative job (alone in its batch) starts beside
+    /// the writer; writes are applied in one transaction and their outcomes delivered.
+    private func perform(_ jobs: [Job]) {
+        if case .admin(let op, let done)? = jobs.first {
+            // Beside the writer: writes queued after it go on.
+            background.enter()
+            let t = Thread { [self] in
+                done(Result { try runAdmin(op) })
+                background.leave()
+            }
+            t.name = "gdhd-admin"
+            t.start()
+            return
+        }
+        var ops = [WriteOp]()
+        var completions = [Completion]()
+        ops.reserveCapacity(jobs.count)
+        completions.reserveCapacity(jobs.count)
+        for case .write(let op, let done) in jobs {
+            ops.append(op)
+            completions.append(done)
+        }
+        do {
+            let outcomes = try store.apply(ops, codesModel: encoder?.modelIdentity)
+            metrics?.committed(size: ops.count)
+            Writer.complete(completions, with: outcomes.map { .success($0) })
+            if let foldError = store.lastFoldError {
+                logger.warning("folding the table delta failed (writes are durable; retried after the next batch): \(foldError)")
+            }
+        } catch {
+            Writer.complete(completions, with: Array(repeating: .failure(error), count: completions.count))
+        }
     }
 
     /// Tells every write of a batch its result: callbacks at once, and each run of

@@ -2,7 +2,7 @@ import Foundation
 import ImageIO
 
 /// Decoded, resized images by path, prepared the way the daemon prepares its input
-/// (`Daemon.ModelEncoder.prepare`): read at most `maxFileBytes`, decode with the
+/// (`GDH.ImagePreparation`): read at most `maxFileBytes`, decode with the
 /// hardened codecs (large JPEGs reduced in the DCT domain to no less than 2·size), then
 /// resize to size × size with the given filter.
 ///
@@ -90,23 +90,10 @@ public final class ImageCache: @unchecked Sendable {
         return "warning: skipped \(unreadable.count) unreadable \(noun) (first: \(first))"
     }
 
-    /// Reads, decodes and resizes one image (no caching).
+    /// Reads (bounded), decodes and resizes one image (no caching).
     public static func load(_ path: String, size: Int, filter: ResizeFilter,
                             maxFileBytes: Int = 64 << 20, maxPixels: Int = ImageDecoder.defaultMaxPixels) throws -> RGBImage {
-        let bytes = try readBounded(path, maxBytes: maxFileBytes)
-        let decoded = try ImageDecoder.decode(bytes, maxPixels: maxPixels, atLeast: (2 * size, 2 * size))
-        return decoded.resized(width: size, height: size, filter: filter)
-    }
-
-    /// At most `maxBytes` bytes of a file (a larger file is an error).
-    static func readBounded(_ path: String, maxBytes: Int) throws -> [UInt8] {
-        guard let handle = FileHandle(forReadingAtPath: path) else {
-            throw DatasetError("cannot open \(path)")
-        }
-        defer { try? handle.close() }
-        let data = handle.readData(ofLength: maxBytes + 1)
-        guard data.count <= maxBytes else { throw DatasetError("\(path) is larger than \(maxBytes) bytes") }
-        return [UInt8](data)
+        try ImageDecoder.decode(ImageDecoder.readFile(path, maxBytes: maxFileBytes), resizedTo: size, filter: filter, maxPixels: maxPixels)
     }
 }
 
@@ -133,7 +120,7 @@ extension ImageCache {
         DispatchQueue.concurrentPerform(iterations: workers) { w in
             for i in stride(from: w, to: paths.count, by: workers) {
                 do {
-                    let bytes = try readBounded(paths[i], maxBytes: 64 << 20)
+                    let bytes = try ImageDecoder.readFile(paths[i], maxBytes: 64 << 20)
                     _ = try ImageDecoder.decode(bytes, atLeast: (2 * size, 2 * size))
                 } catch {
                     lock.lock(); reasons[i] = "\(error)"; lock.unlock()

@@ -273,12 +273,6 @@ struct Canvas {
         }
     }
 
-    /// Paints every pixel with `paint`, blended with `opacity`.
-    mutating func fillAll(_ paint: Paint, opacity: Float = 1) {
-        let m = Mask(x0: 0, y0: 0, w: width, h: height, a: [Float](repeating: 1, count: width * height))
-        draw(m, paint, opacity: opacity)
-    }
-
     /// Blends `paint` over the canvas where the mask covers it.
     mutating func draw(_ m: Mask, _ paint: Paint, opacity: Float = 1) {
         let w = width

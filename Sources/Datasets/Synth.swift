@@ -93,11 +93,8 @@ public enum Synth {
     /// Photo `index` of `category` (an index into `categoryNames`). Deterministic in
     /// (options.seed, category, index, size, photo style).
     public static func photo(category: Int, index: Int, options: SynthOptions) -> RGBImage {
-        checkArguments(category, options)
-        var rng = Rand(seed: mixSeed(options.seed, UInt64(category), UInt64(bitPattern: Int64(index)), 0x5054))
-        var figure = Figure(rng: rng)
-        Categories.all[category].build(&figure)
-        rng = figure.rng
+        let (figure, start) = drawFigure(category: category, index: index, options: options, stream: 0x5054)
+        var rng = start
         return PhotoRenderer(size: options.size, style: options.photoStyle)
             .render(figure.normalisedParts(), rng: &rng)
     }
@@ -106,13 +103,19 @@ public enum Synth {
     /// its own proportions, pose and strokes. Deterministic in (options.seed, category,
     /// index, size, sketch style).
     public static func sketch(category: Int, index: Int, options: SynthOptions) -> RGBImage {
-        checkArguments(category, options)
-        var rng = Rand(seed: mixSeed(options.seed, UInt64(category), UInt64(bitPattern: Int64(index)), 0x534B))
-        var figure = Figure(rng: rng)
-        Categories.all[category].build(&figure)
-        rng = figure.rng
+        let (figure, start) = drawFigure(category: category, index: index, options: options, stream: 0x534B)
+        var rng = start
         return SketchRenderer(size: options.size, style: options.sketchStyle)
             .render(figure.normalisedParts(), rng: &rng)
+    }
+
+    /// The figure of (category, index) built from the random stream `stream` names (photos
+    /// and sketches draw from different ones), and that stream where the figure left it.
+    static func drawFigure(category: Int, index: Int, options: SynthOptions, stream: UInt64) -> (Figure, Rand) {
+        checkArguments(category, options)
+        var figure = Figure(rng: Rand(seed: mixSeed(options.seed, UInt64(category), UInt64(bitPattern: Int64(index)), stream)))
+        Categories.all[category].build(&figure)
+        return (figure, figure.rng)
     }
 
     private static func checkArguments(_ category: Int, _ options: SynthOptions) {

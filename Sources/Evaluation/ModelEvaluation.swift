@@ -61,7 +61,7 @@ public struct ModelEvaluator {
     func encode(_ paths: [String], sketch: Bool, encoders: [GDHEncoder],
                 progress: ((String, Int, Int) -> Void)?) throws -> EncodedSet {
         let c = model.configuration
-        let filter: ResizeFilter = c.resize == "bilinear" ? .bilinear : .area
+        let filter = c.resize
         let stage = sketch ? "sketches" : "photos"
         let lock = NSLock()
         var result = EncodedSet(codes: .init(repeating: nil, count: paths.count))

@@ -1,5 +1,6 @@
 import Foundation
 import HammingCode
+import ImageIO
 
 /// The shape of a GDH model: everything needed to build its networks and to prepare
 /// their input. Stored as JSON in the model file's metadata.
@@ -20,8 +21,8 @@ public struct GDHConfiguration: Codable, Equatable, Sendable {
     /// Hash net stages: widths and BasicBlocks per stage.
     public var hashWidths: [Int]
     public var hashBlocks: [Int]
-    /// How images are resized: "area" or "bilinear".
-    public var resize: String
+    /// How images are resized (`"area"` or `"bilinear"` in the file).
+    public var resize: ResizeFilter
     /// True for a model trained without a generator (the `--no-generator` ablation): sketch
     /// codes are sign(H(sketch)). Absent (nil) in ordinary model files.
     public var noGenerator: Bool?
@@ -37,7 +38,7 @@ public struct GDHConfiguration: Codable, Equatable, Sendable {
     public var hashNetKind: HashNetKind { hashNet ?? .resnet }
 
     public init(name: String, imageSize: Int, bits: Int, ngf: Int, generatorBlocks: Int, norm: NormKind, attention: Bool,
-                ndf: Int, hashWidths: [Int], hashBlocks: [Int], resize: String, noGenerator: Bool? = nil,
+                ndf: Int, hashWidths: [Int], hashBlocks: [Int], resize: ResizeFilter, noGenerator: Bool? = nil,
                 hashNet: HashNetKind? = nil) {
         self.name = name
         self.imageSize = imageSize
@@ -57,14 +58,14 @@ public struct GDHConfiguration: Codable, Equatable, Sendable {
     /// The paper's configuration: 256 px, ngf 32 with 9 blocks, ResNet-18 hash net.
     public static func paper(bits: Int = 64) -> GDHConfiguration {
         GDHConfiguration(name: "paper", imageSize: 256, bits: bits, ngf: 32, generatorBlocks: 9, norm: .batch,
-                         attention: true, ndf: 64, hashWidths: [64, 128, 256, 512], hashBlocks: [2, 2, 2, 2], resize: "area")
+                         attention: true, ndf: 64, hashWidths: [64, 128, 256, 512], hashBlocks: [2, 2, 2, 2], resize: .area)
     }
 
     /// A configuration that trains on two CPU cores in minutes: 64 px, ngf 8 with 3 blocks,
     /// a four-stage ResNet of widths 16-128 with one block per stage.
     public static func small(bits: Int = 64) -> GDHConfiguration {
         GDHConfiguration(name: "small", imageSize: 64, bits: bits, ngf: 8, generatorBlocks: 3, norm: .batch,
-                         attention: true, ndf: 16, hashWidths: [16, 32, 64, 128], hashBlocks: [1, 1, 1, 1], resize: "area")
+                         attention: true, ndf: 16, hashWidths: [16, 32, 64, 128], hashBlocks: [1, 1, 1, 1], resize: .area)
     }
 
     /// `small`'s generator with EfficientNet-Lite0 as the hashing network, at 128 px.
@@ -95,7 +96,6 @@ public struct GDHConfiguration: Codable, Equatable, Sendable {
         if hashWidths.count != 4 || hashBlocks.count != 4 || hashWidths.contains(where: { $0 < 1 }) || hashBlocks.contains(where: { $0 < 1 }) {
             return "the hash net needs four stages of positive widths and block counts"
         }
-        if resize != "area" && resize != "bilinear" { return "resize must be area or bilinear" }
         if hashNetKind == .lite0 && imageSize % 32 != 0 {
             return "EfficientNet-Lite0 needs an image size that is a multiple of 32, not \(imageSize)"
         }

@@ -9,6 +9,37 @@ public struct ClientError: Error, CustomStringConvertible {
     public init(_ d: String) { description = d }
 }
 
+/// Connecting to a Unix stream socket.
+public enum UnixSocket {
+    /// A connected descriptor (the caller closes it); on failure nothing stays open.
+    public static func connect(_ path: String) throws -> Int32 {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ClientError("cannot create a socket: \(String(cString: strerror(errno)))") }
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
+            close(fd)
+            throw ClientError("socket path \(path) is too long")
+        }
+        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        guard rc == 0 else {
+            let e = String(cString: strerror(errno))
+            close(fd)
+            throw ClientError("cannot connect to \(path): \(e) (is gdhd running? see --socket)")
+        }
+        return fd
+    }
+}
+
 /// A blocking client connection to the daemon's Unix socket. Requests may be
 /// pipelined: `send` any number, then `receive` their responses in order.
 public final class LineClient {
@@ -21,30 +52,7 @@ public final class LineClient {
         // The descriptor is stored only once connected: a class whose initialiser throws
         // after its properties are set runs its deinit, which would close it a second time
         // (and so whatever another thread had opened under the same number meanwhile).
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw ClientError("cannot create a socket: \(String(cString: strerror(errno)))") }
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(socketPath.utf8)
-        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else {
-            close(fd)
-            throw ClientError("socket path \(socketPath) is too long")
-        }
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
-        }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-            }
-        }
-        guard rc == 0 else {
-            let e = String(cString: strerror(errno))
-            close(fd)
-            throw ClientError("cannot connect to \(socketPath): \(e) (is gdhd running? see --socket)")
-        }
-        self.fd = fd
+        fd = try UnixSocket.connect(socketPath)
     }
 
     deinit { close(fd) }

@@ -146,6 +146,14 @@ public enum ImageDecoder {
         try decode(readFile(path, maxBytes: maxBytes), maxPixels: maxPixels)
     }
 
+    /// Decodes an image and resizes it to `size` × `size` with `filter`: the preparation of
+    /// every network input (the daemon's, training's, evaluation's). A large JPEG is
+    /// decoded reduced in the DCT domain to no less than 2·size first.
+    public static func decode(_ data: [UInt8], resizedTo size: Int, filter: ResizeFilter,
+                              maxPixels: Int = defaultMaxPixels) throws -> RGBImage {
+        try decode(data, maxPixels: maxPixels, atLeast: (2 * size, 2 * size)).resized(width: size, height: size, filter: filter)
+    }
+
     /// Encodes an RGB image as a (non-interlaced, 8-bit RGB) PNG with libpng.
     public static func encodePNG(_ image: RGBImage) throws -> [UInt8] {
         guard image.width > 0, image.height > 0 else {
@@ -199,7 +207,10 @@ public enum ImageDecoder {
         }
     }
 
-    static func readFile(_ path: String, maxBytes: Int) throws -> [UInt8] {
+    /// The bytes of a file, refused (`.io`) when it is a directory or longer than
+    /// `maxBytes`: the size is checked before reading and again while reading (a pipe or
+    /// a growing file), so no more than `maxBytes + 1` bytes are ever held.
+    public static func readFile(_ path: String, maxBytes: Int) throws -> [UInt8] {
         precondition(maxBytes >= 0, "maxBytes must be >= 0")
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {

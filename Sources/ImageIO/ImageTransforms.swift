@@ -1,5 +1,6 @@
 /// Resampling filter for `RGBImage.resized`.
-public enum ResizeFilter: Sendable, Equatable {
+/// Model files name it by its raw value (`"area"`, `"bilinear"`).
+public enum ResizeFilter: String, Codable, Sendable, Equatable, CaseIterable {
     /// Box filter with exact pixel-area weights: each output pixel is the
     /// area-weighted mean of the source pixels its footprint covers (OpenCV
     /// `INTER_AREA` when downscaling; equal to PIL `BOX` for integer factors).

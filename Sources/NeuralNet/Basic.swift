@@ -59,40 +59,6 @@ public enum Residual {
     }
 }
 
-/// Concatenation of NCHW tensors along the channel dimension, and its gradient split.
-public enum Concat {
-    public static func channels(_ parts: [Tensor]) -> Tensor {
-        let n = parts[0].n, h = parts[0].h, w = parts[0].w
-        let total = parts.reduce(0) { $0 + $1.c }
-        var out = Tensor(zeros: [n, total, h, w])
-        let plane = h * w
-        for s in 0..<n {
-            var at = s * total * plane
-            for p in parts {
-                precondition(p.n == n && p.h == h && p.w == w, "Concat: shapes differ")
-                let size = p.c * plane
-                out.data.replaceSubrange(at..<(at + size), with: p.data[(s * size)..<((s + 1) * size)])
-                at += size
-            }
-        }
-        return out
-    }
-
-    /// Splits a gradient of the concatenation back into parts of `channels` channels each.
-    public static func split(_ g: Tensor, channels: [Int]) -> [Tensor] {
-        let plane = g.h * g.w, total = g.c
-        return channels.enumerated().map { (k, c) in
-            let offset = channels[..<k].reduce(0, +)
-            var part = Tensor(zeros: [g.n, c, g.h, g.w])
-            for s in 0..<g.n {
-                let src = (s * total + offset) * plane, size = c * plane
-                part.data.replaceSubrange((s * size)..<((s + 1) * size), with: g.data[src..<(src + size)])
-            }
-            return part
-        }
-    }
-}
-
 /// `nn.Upsample(scale_factor: s, mode: nearest | bilinear)`, bilinear with
 /// align_corners = false (source = (dst + 0.5) / s − 0.5, clamped at 0).
 public final class Upsample: StatelessLayer, Layer {

@@ -145,7 +145,6 @@ public final class Conv2d: Layer {
         input = x
         let g = geometry(x)
         var out = Tensor(uninitialized: [x.n, outChannels, g.gridH, g.gridW])
-        let imageSize = x.c * x.h * x.w, outSize = outChannels * g.cols
         let sg = groupSamples(x.n, g.rows * g.cols)
         // One sample at a time: the columns are made a band of output rows at a time, so that
         // they stay in cache (and a 7×7 convolution of a large image does not need hundreds of
@@ -162,42 +161,58 @@ public final class Conv2d: Layer {
         out.data.withUnsafeMutableBufferPointer { op in
             let colp = sp.baseAddress!, xb = xp.baseAddress!, w = wp.baseAddress!
             if sg > 1 {
-                let tmp = colp + colFloats
-                var n0 = 0
-                while n0 < x.n {
-                    let s = min(sg, x.n - n0), ld = s * g.cols
-                    trainingParallel(s) { i in
-                        im2col(g, xb + (n0 + i) * imageSize, colp + i * g.cols, ld: ld)
-                    }
-                    trainingGemm(m: outChannels, n: ld, k: g.rows, w, lda: g.rows, colp, ldb: ld, tmp, ldc: ld)
-                    gdh_group_scatter(tmp, Int32(s), Int32(outChannels), g.cols, bias == nil ? nil : bp.baseAddress,
-                                      op.baseAddress! + n0 * outSize)
-                    n0 += s
-                }
-                return
-            }
-            for n in 0..<x.n {
-                let o = op.baseAddress! + n * outSize
-                if bias != nil {
-                    for oc in 0..<outChannels { (o + oc * g.cols).update(repeating: bp[oc], count: g.cols) }
-                }
-                var y0 = 0
-                while y0 < g.gridH {
-                    let y1 = min(g.gridH, y0 + bandRows)
-                    let width = (y1 - y0) * g.gridW
-                    trainingChannels(g.channels) { cs in
-                        im2col(g, xb + n * imageSize, colp, gridRows: y0..<y1, channels: cs)
-                    }
-                    trainingGemm(m: outChannels, n: width, k: g.rows, w, lda: g.rows,
-                         colp, ldb: width, beta: bias == nil ? 0 : 1, o + y0 * g.gridW, ldc: g.cols)
-                    y0 = y1
-                }
+                forwardGrouped(g, n: x.n, samples: sg, xb, w, bias == nil ? nil : bp.baseAddress, colp, colp + colFloats, op.baseAddress!)
+            } else {
+                forwardBanded(g, n: x.n, bandRows: bandRows, xb, w, bias == nil ? nil : bp, colp, op.baseAddress!)
             }
         }}}}}
         if ConvProfiler.enabled {
             ConvProfiler.record(start: started, flops: 2 * Double(x.n * outChannels * g.rows * g.cols))
         }
         return out
+    }
+
+    /// Several samples at a time: their columns side by side, one GEMM into `tmp`, then
+    /// scattered to the samples' outputs (with the bias).
+    private func forwardGrouped(_ g: PatchGeometry, n: Int, samples sg: Int, _ xb: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                                _ bias: UnsafePointer<Float>?, _ colp: UnsafeMutablePointer<Float>,
+                                _ tmp: UnsafeMutablePointer<Float>, _ out: UnsafeMutablePointer<Float>) {
+        let imageSize = g.channels * g.height * g.width, outSize = outChannels * g.cols
+        var n0 = 0
+        while n0 < n {
+            let s = min(sg, n - n0), ld = s * g.cols
+            trainingParallel(s) { i in
+                im2col(g, xb + (n0 + i) * imageSize, colp + i * g.cols, ld: ld)
+            }
+            trainingGemm(m: outChannels, n: ld, k: g.rows, w, lda: g.rows, colp, ldb: ld, tmp, ldc: ld)
+            gdh_group_scatter(tmp, Int32(s), Int32(outChannels), g.cols, bias, out + n0 * outSize)
+            n0 += s
+        }
+    }
+
+    /// One sample at a time, the columns made a band of `bandRows` output rows at a time
+    /// (so that they stay in cache); the bias is written first and the GEMM adds to it.
+    private func forwardBanded(_ g: PatchGeometry, n count: Int, bandRows: Int, _ xb: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
+                               _ bias: UnsafeBufferPointer<Float>?, _ colp: UnsafeMutablePointer<Float>,
+                               _ out: UnsafeMutablePointer<Float>) {
+        let imageSize = g.channels * g.height * g.width, outSize = outChannels * g.cols
+        for n in 0..<count {
+            let o = out + n * outSize
+            if let bias {
+                for oc in 0..<outChannels { (o + oc * g.cols).update(repeating: bias[oc], count: g.cols) }
+            }
+            var y0 = 0
+            while y0 < g.gridH {
+                let y1 = min(g.gridH, y0 + bandRows)
+                let width = (y1 - y0) * g.gridW
+                trainingChannels(g.channels) { cs in
+                    im2col(g, xb + n * imageSize, colp, gridRows: y0..<y1, channels: cs)
+                }
+                trainingGemm(m: outChannels, n: width, k: g.rows, w, lda: g.rows,
+                     colp, ldb: width, beta: bias == nil ? 0 : 1, o + y0 * g.gridW, ldc: g.cols)
+                y0 = y1
+            }
+        }
     }
 
     public func backward(_ gradOutput: Tensor) -> Tensor {

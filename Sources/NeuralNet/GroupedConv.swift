@@ -199,6 +199,37 @@ public final class GroupedConv2d: Layer {
         return dx
     }
 
+    /// `loopBackward`'s weight gradient, by output channel (so no two threads write the
+    /// same value), added to `dwb`.
+    private func loopWeightGrad(_ x: Tensor, _ g: (padTop: Int, padLeft: Int, padBottom: Int, padRight: Int, outH: Int, outW: Int), _ xb: UnsafePointer<Float>, _ gb: UnsafePointer<Float>,
+                                _ dwb: UnsafeMutablePointer<Float>) {
+        let (ho, wo, k, s) = (g.outH, g.outW, kernel, stride)
+        let cinG = inChannels / groups, coutG = outChannels / groups
+        trainingParallel(outChannels) { co in
+            let group = co / coutG
+            for ci in 0..<cinG {
+                for ki in 0..<k {
+                    for kj in 0..<k {
+                        var sum: Float = 0
+                        for n in 0..<x.n {
+                            let src = xb + (n * inChannels + group * cinG + ci) * x.h * x.w
+                            let gr = gb + (n * outChannels + co) * ho * wo
+                            for oy in 0..<ho {
+                                let iy = oy * s + ki - g.padTop
+                                guard iy >= 0 && iy < x.h else { continue }
+                                for ox in 0..<wo {
+                                    let ix = ox * s + kj - g.padLeft
+                                    if ix >= 0 && ix < x.w { sum += gr[oy * wo + ox] * src[iy * x.w + ix] }
+                                }
+                            }
+                        }
+                        dwb[((co * cinG + ci) * k + ki) * k + kj] += sum
+                    }
+                }
+            }
+        }
+    }
+
     // MARK: Other groupings: plain loops
 
     private func loopForward(_ x: Tensor) -> Tensor {
@@ -271,29 +302,7 @@ public final class GroupedConv2d: Layer {
                     }
                 }
             }
-            trainingParallel(outChannels) { co in
-                let group = co / coutG
-                for ci in 0..<cinG {
-                    for ki in 0..<k {
-                        for kj in 0..<k {
-                            var sum: Float = 0
-                            for n in 0..<x.n {
-                                let src = xb + (n * inChannels + group * cinG + ci) * x.h * x.w
-                                let gr = gb + (n * outChannels + co) * ho * wo
-                                for oy in 0..<ho {
-                                    let iy = oy * s + ki - g.padTop
-                                    guard iy >= 0 && iy < x.h else { continue }
-                                    for ox in 0..<wo {
-                                        let ix = ox * s + kj - g.padLeft
-                                        if ix >= 0 && ix < x.w { sum += gr[oy * wo + ox] * src[iy * x.w + ix] }
-                                    }
-                                }
-                            }
-                            dwb[((co * cinG + ci) * k + ki) * k + kj] += sum
-                        }
-                    }
-                }
-            }
+            loopWeightGrad(x, g, xb, gb, dwb)
         }}}}}
         if let b = bias { addChannelSums(gradOutput, into: b) }
         return dx

@@ -126,17 +126,7 @@ public final class PlanBuilder {
         var v = x, i = 0, fused = residual == nil
         while i < layers.count {
             if let norm = layers[i] as? InstanceNorm2d, v.shape.count == 3, v.c == norm.channels {
-                // InstanceNorm with the activation after it (and the residual when it ends the chain).
-                v = plain(v)
-                var j = i + 1
-                var act: Activation.Kind?
-                if j < layers.count, let a = layers[j] as? Activation { act = a.kind; j += 1 }
-                var res: PlanValue?
-                if j == layers.count, act == nil, let r = residual { res = plain(r); act = final; fused = true }
-                let y = newValue(v.shape)
-                steps.append(InstanceNormStep(norm, input: v, residual: res, output: y, activation: act))
-                v = y
-                i = j
+                (v, i) = instanceNorm(norm, layers, at: i, v, residual: residual, activation: final, fused: &fused)
                 continue
             }
             // An input normalisation right before a few-channel convolution is fused into it.
@@ -185,6 +175,28 @@ public final class PlanBuilder {
         }
         if !fused, let r = residual { v = add(v, r, activation: final) }
         return v
+    }
+
+    /// The value ids of a step that reads `x` (and `residual`, which must have the
+    /// output's shape) into a new value of `shape`: input, residual, output, and all inputs.
+    func stepValues(_ x: PlanValue, residual: PlanValue?, output shape: [Int]) -> (Int, Int?, Int, [Int]) {
+        if let r = residual { precondition(r.shape == shape, "residual \(r.shape) does not fit \(shape)") }
+        return (x.id, residual?.id, newValue(shape).id, [x.id] + (residual.map { [$0.id] } ?? []))
+    }
+
+    /// `lowerChain`'s InstanceNorm with the activation after it (and the residual when it
+    /// ends the chain): its output and the index of the layer after the ones it took.
+    private func instanceNorm(_ norm: InstanceNorm2d, _ layers: [Layer], at i: Int, _ x: PlanValue, residual: PlanValue?,
+                              activation final: Activation.Kind?, fused: inout Bool) -> (PlanValue, Int) {
+        let v = plain(x)
+        var j = i + 1
+        var act: Activation.Kind?
+        if j < layers.count, let a = layers[j] as? Activation { act = a.kind; j += 1 }
+        var res: PlanValue?
+        if j == layers.count, act == nil, let r = residual { res = plain(r); act = final; fused = true }
+        let y = newValue(v.shape)
+        steps.append(InstanceNormStep(norm, input: v, residual: res, output: y, activation: act))
+        return (y, j)
     }
 
     /// A 2-D convolution with its BatchNorm folded in, then activation(· + residual).

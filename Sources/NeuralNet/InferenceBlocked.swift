@@ -155,11 +155,7 @@ final class BlockedPointwiseStep: PlanStep {
         (packed, bias) = conv.blockedPointwiseWeights(batchNorm)
         act = activationCode(activation).0
         outputShape = [o, x.h, x.w]
-        if let r = residual { precondition(r.shape == outputShape, "residual \(r.shape) does not fit \(outputShape)") }
-        input = x.id
-        self.residual = residual?.id
-        output = builder.newValue(outputShape).id
-        inputs = [x.id] + (residual.map { [$0.id] } ?? [])
+        (input, self.residual, output, inputs) = builder.stepValues(x, residual: residual, output: outputShape)
         flops = 2 * Double(c * o * positions)
         label = "conv \(c)->\(o) k1 s1 \(x.h)x\(x.w) (blocked)"
     }
@@ -207,11 +203,7 @@ final class BlockedDepthwiseStep: PlanStep {
         (weights, bias) = packDepthwiseLanes(folded, shifted, channels: o, taps: kk)
         act = activationCode(activation).0
         outputShape = [o, Int(g.out_h), Int(g.out_w)]
-        if let r = residual { precondition(r.shape == outputShape, "residual \(r.shape) does not fit \(outputShape)") }
-        input = x.id
-        self.residual = residual?.id
-        output = builder.newValue(outputShape).id
-        inputs = [x.id] + (residual.map { [$0.id] } ?? [])
+        (input, self.residual, output, inputs) = builder.stepValues(x, residual: residual, output: outputShape)
         flops = 2 * Double(o * kk * outputShape[1] * outputShape[2])
         label = "depthwise \(o) k\(conv.kernel) s\(conv.stride) \(x.h)x\(x.w) (blocked)"
     }

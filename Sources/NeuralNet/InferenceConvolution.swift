@@ -77,46 +77,47 @@ final class ConvStep: PlanStep {
         let kk = k * k, (outs, ins) = (o, c)
         let wt = conv.weight.value.data
         packed = wt.withUnsafeBufferPointer { packDirectWeights($0.baseAddress!, outs: outs, ins: ins, taps: kk, scale: scale) }
-        if gdh_conv_channels_kernel_available() != 0 && o % 16 == 0 && ho * wo <= ConvStep.channelKernelPositions {
-            let (outs, ins) = (o, c)
-            func pack(_ block: Int) -> [Float] {
-                var q = [Float](repeating: 0, count: outs * ins * kk)
-                for oc in 0..<outs {
-                    for ic in 0..<ins {
-                        for t in 0..<kk { q[(((oc / block) * ins + ic) * kk + t) * block + oc % block] = wt[(oc * ins + ic) * kk + t] * scale[oc] }
-                    }
-                }
-                return q
-            }
-            let block = o % 32 == 0 ? 32 : 16
-            channelBlock = block
-            channelPacked = pack(block)
-            // Blocks of 16 as well when 32-channel blocks would be too few to share between
-            // threads (splitting the positions instead costs more, measured).
-            channelPacked16 = block == 32 && o / 32 < ConvStep.maxThreads ? pack(16) : []
-            let cp = w + 2 * pad
-            var list: [Int] = []
-            for y in 0..<ho { for x in 0..<wo { list.append(y * stride * cp + x * stride) } }
-            positions = list
-            channelTaps = (0..<kk).map { ($0 / k) * cp + $0 % k }
-            channelPitch = cp
-        } else {
-            channelBlock = 0
-            channelPacked = []
-            channelPacked16 = []
-            positions = []
-            channelTaps = []
-            channelPitch = 0
-        }
+        let lanes = ConvStep.channelLayout(wt, scale: scale, outs: o, ins: c, k: k, stride: stride, pad: pad, w: w, ho: ho, wo: wo)
+        channelBlock = lanes.block
+        channelPacked = lanes.packed
+        channelPacked16 = lanes.packed16
+        positions = lanes.positions
+        channelTaps = lanes.taps
+        channelPitch = lanes.pitch
         bias = (0..<o).map { (conv.bias?.value.data[$0] ?? 0) * scale[$0] + shift[$0] }
         (act, slope) = activationCode(activation)
         outputShape = flat ? [o, x.h, x.w] : [o, ho, wo]
-        if let r = residual { precondition(r.shape == outputShape, "residual \(r.shape) does not fit \(outputShape)") }
-        input = x.id
-        self.residual = residual?.id
-        output = builder.newValue(outputShape).id
-        inputs = [x.id] + (residual.map { [$0.id] } ?? [])
+        (input, self.residual, output, inputs) = builder.stepValues(x, residual: residual, output: outputShape)
         flops = 2 * Double(o * c * kk * ho * wo)
+    }
+
+    /// The channel-lane kernel's weights (BatchNorm's scale folded in) and offsets, for
+    /// output planes of at most `channelKernelPositions` and a multiple of 16 channels;
+    /// block 0 and empty arrays where that kernel is not used.
+    static func channelLayout(_ wt: [Float], scale: [Float], outs: Int, ins: Int, k: Int, stride: Int, pad: Int,
+                              w: Int, ho: Int, wo: Int)
+        -> (block: Int, packed: [Float], packed16: [Float], positions: [Int], taps: [Int], pitch: Int) {
+        guard gdh_conv_channels_kernel_available() != 0 && outs % 16 == 0 && ho * wo <= ConvStep.channelKernelPositions else {
+            return (0, [], [], [], [], 0)
+        }
+        let kk = k * k
+        func pack(_ block: Int) -> [Float] {
+            var q = [Float](repeating: 0, count: outs * ins * kk)
+            for oc in 0..<outs {
+                for ic in 0..<ins {
+                    for t in 0..<kk { q[(((oc / block) * ins + ic) * kk + t) * block + oc % block] = wt[(oc * ins + ic) * kk + t] * scale[oc] }
+                }
+            }
+            return q
+        }
+        let block = outs % 32 == 0 ? 32 : 16
+        // Blocks of 16 as well when 32-channel blocks would be too few to share between
+        // threads (splitting the positions instead costs more, measured).
+        let packed16 = block == 32 && outs / 32 < ConvStep.maxThreads ? pack(16) : []
+        let cp = w + 2 * pad
+        var list: [Int] = []
+        for y in 0..<ho { for x in 0..<wo { list.append(y * stride * cp + x * stride) } }
+        return (block, pack(block), packed16, list, (0..<kk).map { ($0 / k) * cp + $0 % k }, cp)
     }
 
     func run(_ m: PlanMemory) {

@@ -48,11 +48,7 @@ final class DepthwiseConvStep: PlanStep {
         }
         (act, slope) = activationCode(activation)
         outputShape = [o, Int(g.out_h), Int(g.out_w)]
-        if let r = residual { precondition(r.shape == outputShape, "residual \(r.shape) does not fit \(outputShape)") }
-        input = x.id
-        self.residual = residual?.id
-        output = builder.newValue(outputShape).id
-        inputs = [x.id] + (residual.map { [$0.id] } ?? [])
+        (input, self.residual, output, inputs) = builder.stepValues(x, residual: residual, output: outputShape)
         flops = 2 * Double(o * kk * outputShape[1] * outputShape[2])
         perThread = (Int(lanes ? gdh_depthwise_lanes_scratch_floats(&g) : gdh_depthwise_scratch_floats(&g)) + 15) & ~15
     }

@@ -109,10 +109,4 @@ public enum Initializer {
             if i + 1 < t.count { t.data[i + 1] = mean + std * r * sin(2 * .pi * u2) }
         }
     }
-
-    /// Kaiming (He) normal for ReLU layers: std = sqrt(2 / fan_in), fan_in = shape[1]·k·k.
-    public static func kaimingNormal(_ t: inout Tensor, using rng: inout some RandomNumberGenerator) {
-        let fanIn = t.shape.dropFirst().reduce(1, *)
-        normal(&t, std: (2 / Float(max(1, fanIn))).squareRoot(), using: &rng)
-    }
 }

@@ -303,6 +303,26 @@ public struct SafetensorsFile: Equatable, Sendable {
     }
 
     public static func decode(_ bytes: [UInt8]) throws -> SafetensorsFile {
+        let (object, dataStart) = try header(bytes)
+        let dataSize = bytes.count - dataStart
+        var file = SafetensorsFile()
+        var ranges: [(begin: Int, end: Int, name: String)] = []
+        for (name, value) in object {
+            if name == "__metadata__" {
+                file.metadata = try parseMetadata(value)
+                continue
+            }
+            let (dtype, shape, begin, end) = try tensorEntry(name, value, dataSize: dataSize)
+            ranges.append((begin, end, name))
+            file.tensors[name] = try TensorData(
+                dtype: dtype, shape: shape, bytes: Array(bytes[(dataStart + begin)..<(dataStart + end)]))
+        }
+        try checkNoOverlap(&ranges)
+        return file
+    }
+
+    /// The header's JSON object and where the data section starts.
+    private static func header(_ bytes: [UInt8]) throws -> (object: [String: Any], dataStart: Int) {
         guard bytes.count >= 8 else {
             throw SafetensorsError(.truncated, "\(bytes.count) bytes is shorter than the 8-byte header length")
         }
@@ -317,8 +337,6 @@ public struct SafetensorsFile: Equatable, Sendable {
                 .headerTooLarge, "header length \(headerLength) exceeds the \(bytes.count - 8) bytes after the length")
         }
         let dataStart = 8 + headerLength
-        let dataSize = bytes.count - dataStart
-
         let headerBytes = bytes[8..<dataStart]
         guard String(bytes: headerBytes, encoding: .utf8) != nil else {
             throw SafetensorsError(.invalidJSON, "header is not valid UTF-8")
@@ -332,56 +350,54 @@ public struct SafetensorsFile: Equatable, Sendable {
         guard let object = json as? [String: Any] else {
             throw SafetensorsError(.invalidJSON, "header is not a JSON object")
         }
+        return (object, dataStart)
+    }
 
-        var file = SafetensorsFile()
-        var ranges: [(begin: Int, end: Int, name: String)] = []
-        for (name, value) in object {
-            if name == "__metadata__" {
-                file.metadata = try parseMetadata(value)
-                continue
-            }
-            guard let entry = value as? [String: Any] else {
-                throw SafetensorsError(.invalidHeader, "entry for tensor '\(name)' is not an object")
-            }
-            guard let dtypeName = entry["dtype"] as? String else {
-                throw SafetensorsError(.invalidHeader, "tensor '\(name)' has no string 'dtype'")
-            }
-            guard let dtype = DType(rawValue: dtypeName) else {
-                throw SafetensorsError(.unknownDType, "tensor '\(name)' has unknown dtype '\(dtypeName)'")
-            }
-            guard let shapeValues = entry["shape"] as? [Any] else {
-                throw SafetensorsError(.invalidHeader, "tensor '\(name)' has no array 'shape'")
-            }
-            var shape: [Int] = []
-            shape.reserveCapacity(shapeValues.count)
-            for dimValue in shapeValues {
-                guard let dim = jsonInteger(dimValue) else {
-                    throw SafetensorsError(.invalidShape, "tensor '\(name)' has a shape entry that is not an integer")
-                }
-                shape.append(dim)
-            }
-            guard let offsetValues = entry["data_offsets"] as? [Any], offsetValues.count == 2 else {
-                throw SafetensorsError(.invalidHeader, "tensor '\(name)' has no two-element 'data_offsets'")
-            }
-            guard let begin = jsonInteger(offsetValues[0]), let end = jsonInteger(offsetValues[1]),
-                  begin >= 0, begin <= end, end <= dataSize
-            else {
-                throw SafetensorsError(
-                    .offsetsOutOfRange,
-                    "tensor '\(name)' has data_offsets \(offsetValues) outside the \(dataSize)-byte data section")
-            }
-            let expected = try byteCount(of: shape, dtype: dtype)
-            guard end - begin == expected else {
-                throw SafetensorsError(
-                    .sizeMismatch,
-                    "tensor '\(name)' spans \(end - begin) bytes but shape \(shape) of \(dtype.rawValue) needs \(expected)")
-            }
-            ranges.append((begin, end, name))
-            file.tensors[name] = try TensorData(
-                dtype: dtype, shape: shape, bytes: Array(bytes[(dataStart + begin)..<(dataStart + end)]))
+    /// One tensor's header entry, checked: dtype, shape, and its byte range in the data
+    /// section (inside it, and as long as the shape and dtype need).
+    private static func tensorEntry(_ name: String, _ value: Any, dataSize: Int) throws
+        -> (dtype: DType, shape: [Int], begin: Int, end: Int) {
+        guard let entry = value as? [String: Any] else {
+            throw SafetensorsError(.invalidHeader, "entry for tensor '\(name)' is not an object")
         }
+        guard let dtypeName = entry["dtype"] as? String else {
+            throw SafetensorsError(.invalidHeader, "tensor '\(name)' has no string 'dtype'")
+        }
+        guard let dtype = DType(rawValue: dtypeName) else {
+            throw SafetensorsError(.unknownDType, "tensor '\(name)' has unknown dtype '\(dtypeName)'")
+        }
+        guard let shapeValues = entry["shape"] as? [Any] else {
+            throw SafetensorsError(.invalidHeader, "tensor '\(name)' has no array 'shape'")
+        }
+        var shape: [Int] = []
+        shape.reserveCapacity(shapeValues.count)
+        for dimValue in shapeValues {
+            guard let dim = jsonInteger(dimValue) else {
+                throw SafetensorsError(.invalidShape, "tensor '\(name)' has a shape entry that is not an integer")
+            }
+            shape.append(dim)
+        }
+        guard let offsetValues = entry["data_offsets"] as? [Any], offsetValues.count == 2 else {
+            throw SafetensorsError(.invalidHeader, "tensor '\(name)' has no two-element 'data_offsets'")
+        }
+        guard let begin = jsonInteger(offsetValues[0]), let end = jsonInteger(offsetValues[1]),
+              begin >= 0, begin <= end, end <= dataSize
+        else {
+            throw SafetensorsError(
+                .offsetsOutOfRange,
+                "tensor '\(name)' has data_offsets \(offsetValues) outside the \(dataSize)-byte data section")
+        }
+        let expected = try byteCount(of: shape, dtype: dtype)
+        guard end - begin == expected else {
+            throw SafetensorsError(
+                .sizeMismatch,
+                "tensor '\(name)' spans \(end - begin) bytes but shape \(shape) of \(dtype.rawValue) needs \(expected)")
+        }
+        return (dtype, shape, begin, end)
+    }
 
-        // No two non-empty tensors may share bytes.
+    /// No two non-empty tensors may share bytes.
+    private static func checkNoOverlap(_ ranges: inout [(begin: Int, end: Int, name: String)]) throws {
         ranges.sort { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
         var previousEnd = 0
         var previousName = ""
@@ -393,7 +409,6 @@ public struct SafetensorsFile: Equatable, Sendable {
             previousEnd = range.end
             previousName = range.name
         }
-        return file
     }
 
     /// A JSON number that is an integer (not a boolean, not a fraction) and fits in Int.

@@ -127,7 +127,7 @@ public final class Augmenter: @unchecked Sendable {
     }
 
     public static func forSettings(_ s: TrainingSettings, maxCacheBytes: Int) -> Augmenter {
-        Augmenter(imageSize: s.configuration.imageSize, filter: s.configuration.resize == "bilinear" ? .bilinear : .area,
+        Augmenter(imageSize: s.configuration.imageSize, filter: s.configuration.resize,
                   maxCacheBytes: maxCacheBytes)
     }
 

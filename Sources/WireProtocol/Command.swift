@@ -1,7 +1,9 @@
 import HammingCode
 
-/// Where a request's code comes from (PROTOCOL.md section 4).
-public enum Source: Equatable, Hashable, Sendable {
+/// Where a request's code comes from (PROTOCOL.md section 4): the hex digits themselves,
+/// or an image or sketch the daemon encodes. ("Source" alone means something else: the
+/// image a stored item was encoded from, HashStore's `ItemSource`, kept for REENCODE.)
+public enum CodeSource: Equatable, Hashable, Sendable {
     /// `CODE <hex>`: the raw ASCII digits, checked against the database width by `code(width:)`.
     case code(hexDigits: [UInt8])
     /// `IMAGE <path>`.
@@ -67,12 +69,12 @@ public enum Command: Equatable, Hashable, Sendable {
     case reencode
     /// `REBUILD` (m = nil: use the setting) or `REBUILD <m>`.
     case rebuild(m: Int?)
-    /// `ADD <key> CODE|IMAGE|IMAGE64 <value>` (never a sketch source).
-    case add(key: String, source: Source)
+    /// `ADD <key> CODE|IMAGE|IMAGE64 <value>` (never a sketch).
+    case add(key: String, from: CodeSource)
     case del(key: String)
     case get(key: String)
-    case knn(k: Int, query: Source)
-    case range(radius: Int, query: Source)
+    case knn(k: Int, query: CodeSource)
+    case range(radius: Int, query: CodeSource)
     /// `BACKUP <path>`: a consistent copy of the database written to an absolute path.
     case backup(path: String)
 
@@ -96,7 +98,7 @@ public enum Command: Equatable, Hashable, Sendable {
         }
     }
 
-    /// ADD, DEL, COMPACT and REBUILD change the database (PROTOCOL.md section 6).
+    /// ADD, DEL, COMPACT, REBUILD and REENCODE change the database (PROTOCOL.md section 6).
     public var isWrite: Bool {
         switch self {
         case .add, .del, .compact, .rebuild, .reencode: return true
@@ -104,16 +106,13 @@ public enum Command: Equatable, Hashable, Sendable {
         }
     }
 
-    /// KNN, RANGE and STATS answer `OK <n>` followed by n lines; the others one line.
+    /// KNN, RANGE, STATS and METRICS answer `OK <n>` followed by n lines; the others one line.
     public var isMultiLineResponse: Bool {
         switch self {
         case .knn, .range, .stats, .metrics: return true
         default: return false
         }
     }
-
-    /// Same as `isMultiLineResponse`.
-    public var expectsList: Bool { isMultiLineResponse }
 
     /// The request in wire form, without the line feed (for clients and tests).
     public var requestLine: String {

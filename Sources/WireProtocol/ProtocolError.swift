@@ -66,7 +66,7 @@ public struct ProtocolError: Error, Equatable, Hashable, Sendable, CustomStringC
     }
 
     /// `ERR NOMODEL ...` for an IMAGE/IMAGE64/SKETCH/SKETCH64 request without a model.
-    public static func noModel(for source: Source) -> ProtocolError {
+    public static func noModel(for source: CodeSource) -> ProtocolError {
         ProtocolError(.noModel, "\(source.word) requests need a GDH model to turn images and sketches into codes, and this daemon has none loaded")
     }
 

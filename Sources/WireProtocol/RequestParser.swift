@@ -26,8 +26,8 @@ public enum RequestParser {
         try parse(line).get()
     }
 
-    /// Whether the response to this request line is a multi-line `OK <n>` (KNN, RANGE and
-    /// STATS), judged from the first token like the daemon does. A malformed request gets a
+    /// Whether the response to this request line is a multi-line `OK <n>` (KNN, RANGE,
+    /// STATS and METRICS), judged from the first token like the daemon does. A malformed request gets a
     /// single-line `ERR`, which a reader expecting a list accepts too. A trailing `\n` or
     /// `\r\n` is ignored.
     public static func expectsList(requestLine: some Collection<UInt8>) -> Bool {
@@ -47,6 +47,17 @@ public enum RequestParser {
 
     public static func expectsList(requestLine: String) -> Bool {
         expectsList(requestLine: requestLine.utf8)
+    }
+
+    /// Why `key` is not a key the daemon accepts (BADKEY's message, or the rule for an
+    /// empty key or one with a space), or nil when it is one. Clients check keys with it
+    /// before sending anything.
+    public static func keyProblem(_ key: String) -> String? {
+        guard !key.isEmpty, !key.contains(" ") else {
+            return "a key is 1 to \(maxKeyBytes) bytes of UTF-8 without white space"
+        }
+        if case .failure(let e) = parse("GET " + key) { return e.message }
+        return nil
     }
 
     // MARK: - Implementation
@@ -70,13 +81,41 @@ public enum RequestParser {
         if let bad = firstInvalidUTF8(p) {
             throw ProtocolError(.badRequest, "request is not valid UTF-8 (bad byte at offset \(bad))")
         }
+        var tokens: [Range<Int>] = []
+        tokens.reserveCapacity(maxTokens)
+        let args = try tokenize(p, into: &tokens) - 1
+        let cmd = tokens[0]
+        switch foldedWord(p, cmd) {
+        case "PING": try arity(args, 0, "PING"); return .ping
+        case "QUIT": try arity(args, 0, "QUIT"); return .quit
+        case "STATS": try arity(args, 0, "STATS"); return .stats
+        case "METRICS": try arity(args, 0, "METRICS"); return .metrics
+        case "COMPACT": try arity(args, 0, "COMPACT"); return .compact
+        case "VERIFY": try arity(args, 0, "VERIFY"); return .verify
+        case "REENCODE": try arity(args, 0, "REENCODE"); return .reencode
+        case "REBUILD": return try rebuild(p, tokens, args)
+        case "BACKUP": return try backup(p, tokens, args)
+        case "DEL":
+            try arity(args, 1, "DEL <key>")
+            return .del(key: try key(p, tokens[1]))
+        case "GET":
+            try arity(args, 1, "GET <key>")
+            return .get(key: try key(p, tokens[1]))
+        case "ADD": return try add(p, tokens, args)
+        case "KNN": return try knn(p, tokens, args)
+        case "RANGE": return try range(p, tokens, args)
+        default:
+            throw ProtocolError(.badRequest, "unknown command \(quote(p, cmd)) (commands: PING ADD DEL GET KNN RANGE STATS METRICS COMPACT REBUILD VERIFY REENCODE BACKUP QUIT)")
+        }
+    }
 
-        // Tokens: exactly one space between them, none at either end.
+    /// Splits the line at its spaces: exactly one between tokens, none at either end.
+    /// Locates the first `maxTokens` tokens into `tokens`; returns how many there are.
+    @inline(__always)
+    static func tokenize(_ p: UnsafeBufferPointer<UInt8>, into tokens: inout [Range<Int>]) throws(ProtocolError) -> Int {
         if p[0] == 0x20 {
             throw ProtocolError(.badRequest, "malformed request: leading space (tokens are separated by exactly one space)")
         }
-        var tokens: [Range<Int>] = []
-        tokens.reserveCapacity(maxTokens)
         var tokenCount = 0
         var start = 0
         var i = 0
@@ -96,68 +135,63 @@ public enum RequestParser {
             i += 1
         }
         if tokenCount < maxTokens { tokens.append(start..<n) }
-        tokenCount += 1
+        return tokenCount + 1
+    }
 
-        let cmd = tokens[0]
-        let args = tokenCount - 1
-        switch foldedWord(p, cmd) {
-        case "PING": try arity(args, 0, "PING"); return .ping
-        case "QUIT": try arity(args, 0, "QUIT"); return .quit
-        case "STATS": try arity(args, 0, "STATS"); return .stats
-        case "METRICS": try arity(args, 0, "METRICS"); return .metrics
-        case "COMPACT": try arity(args, 0, "COMPACT"); return .compact
-        case "VERIFY": try arity(args, 0, "VERIFY"); return .verify
-        case "REENCODE": try arity(args, 0, "REENCODE"); return .reencode
-        case "REBUILD":
-            guard args <= 1 else {
-                throw ProtocolError(.badRequest, "wrong number of arguments: usage is 'REBUILD' or 'REBUILD <m>', got \(args) arguments")
-            }
-            if args == 0 { return .rebuild(m: nil) }
-            guard let m = decimal(p, tokens[1], maxDigits: nil), m >= 1, m <= maxSubstrings else {
-                throw ProtocolError(.badRequest, "m must be a decimal integer from 1 to \(maxSubstrings), got \(quote(p, tokens[1]))")
-            }
-            return .rebuild(m: m)
-        case "BACKUP":
-            try arity(args, 1, "BACKUP <path>")
-            for i in tokens[1] where p[i] < 0x20 || p[i] == 0x7F {
-                throw ProtocolError(.badRequest, "BACKUP path contains the control character 0x\(LineSafety.hex2(UInt32(p[i]))): \(quote(p, tokens[1]))")
-            }
-            let path = string(p, tokens[1])
-            guard path.hasPrefix("/") else {
-                throw ProtocolError(.badRequest, "BACKUP needs an absolute path (the daemon's working directory is not the client's), got \(quote(p, tokens[1]))")
-            }
-            return .backup(path: path)
-        case "DEL":
-            try arity(args, 1, "DEL <key>")
-            return .del(key: try key(p, tokens[1]))
-        case "GET":
-            try arity(args, 1, "GET <key>")
-            return .get(key: try key(p, tokens[1]))
-        case "ADD":
-            try arity(args, 3, "ADD <key> CODE|IMAGE|IMAGE64 <value>")
-            let k = try key(p, tokens[1])
-            let s = try source(p, tokens[2], tokens[3])
-            switch s {
-            case .sketch, .sketch64:
-                throw ProtocolError(.badRequest, "ADD does not take \(s.word): use CODE, IMAGE or IMAGE64")
-            default:
-                return .add(key: k, source: s)
-            }
-        case "KNN":
-            try arity(args, 3, "KNN <k> CODE|IMAGE|IMAGE64|SKETCH|SKETCH64 <value>")
-            guard let k = decimal(p, tokens[1], maxDigits: 7), k >= 1, k <= maxK else {
-                throw ProtocolError(.badRequest, "k must be a decimal integer from 1 to \(maxK), got \(quote(p, tokens[1]))")
-            }
-            return .knn(k: k, query: try source(p, tokens[2], tokens[3]))
-        case "RANGE":
-            try arity(args, 3, "RANGE <r> CODE|IMAGE|IMAGE64|SKETCH|SKETCH64 <value>")
-            guard let r = decimal(p, tokens[1], maxDigits: nil), r <= maxRadius else {
-                throw ProtocolError(.badRequest, "radius must be a decimal integer from 0 to \(maxRadius), got \(quote(p, tokens[1]))")
-            }
-            return .range(radius: r, query: try source(p, tokens[2], tokens[3]))
-        default:
-            throw ProtocolError(.badRequest, "unknown command \(quote(p, cmd)) (commands: PING ADD DEL GET KNN RANGE STATS METRICS COMPACT REBUILD VERIFY REENCODE BACKUP QUIT)")
+    @inline(__always)
+    static func rebuild(_ p: UnsafeBufferPointer<UInt8>, _ tokens: [Range<Int>], _ args: Int) throws(ProtocolError) -> Command {
+        guard args <= 1 else {
+            throw ProtocolError(.badRequest, "wrong number of arguments: usage is 'REBUILD' or 'REBUILD <m>', got \(args) arguments")
         }
+        if args == 0 { return .rebuild(m: nil) }
+        guard let m = decimal(p, tokens[1], maxDigits: nil), m >= 1, m <= maxSubstrings else {
+            throw ProtocolError(.badRequest, "m must be a decimal integer from 1 to \(maxSubstrings), got \(quote(p, tokens[1]))")
+        }
+        return .rebuild(m: m)
+    }
+
+    @inline(__always)
+    static func backup(_ p: UnsafeBufferPointer<UInt8>, _ tokens: [Range<Int>], _ args: Int) throws(ProtocolError) -> Command {
+        try arity(args, 1, "BACKUP <path>")
+        for i in tokens[1] where p[i] < 0x20 || p[i] == 0x7F {
+            throw ProtocolError(.badRequest, "BACKUP path contains the control character 0x\(LineSafety.hex2(UInt32(p[i]))): \(quote(p, tokens[1]))")
+        }
+        let path = string(p, tokens[1])
+        guard path.hasPrefix("/") else {
+            throw ProtocolError(.badRequest, "BACKUP needs an absolute path (the daemon's working directory is not the client's), got \(quote(p, tokens[1]))")
+        }
+        return .backup(path: path)
+    }
+
+    @inline(__always)
+    static func add(_ p: UnsafeBufferPointer<UInt8>, _ tokens: [Range<Int>], _ args: Int) throws(ProtocolError) -> Command {
+        try arity(args, 3, "ADD <key> CODE|IMAGE|IMAGE64 <value>")
+        let k = try key(p, tokens[1])
+        let s = try source(p, tokens[2], tokens[3])
+        switch s {
+        case .sketch, .sketch64:
+            throw ProtocolError(.badRequest, "ADD does not take \(s.word): use CODE, IMAGE or IMAGE64")
+        default:
+            return .add(key: k, from: s)
+        }
+    }
+
+    @inline(__always)
+    static func knn(_ p: UnsafeBufferPointer<UInt8>, _ tokens: [Range<Int>], _ args: Int) throws(ProtocolError) -> Command {
+        try arity(args, 3, "KNN <k> CODE|IMAGE|IMAGE64|SKETCH|SKETCH64 <value>")
+        guard let k = decimal(p, tokens[1], maxDigits: 7), k >= 1, k <= maxK else {
+            throw ProtocolError(.badRequest, "k must be a decimal integer from 1 to \(maxK), got \(quote(p, tokens[1]))")
+        }
+        return .knn(k: k, query: try source(p, tokens[2], tokens[3]))
+    }
+
+    @inline(__always)
+    static func range(_ p: UnsafeBufferPointer<UInt8>, _ tokens: [Range<Int>], _ args: Int) throws(ProtocolError) -> Command {
+        try arity(args, 3, "RANGE <r> CODE|IMAGE|IMAGE64|SKETCH|SKETCH64 <value>")
+        guard let r = decimal(p, tokens[1], maxDigits: nil), r <= maxRadius else {
+            throw ProtocolError(.badRequest, "radius must be a decimal integer from 0 to \(maxRadius), got \(quote(p, tokens[1]))")
+        }
+        return .range(radius: r, query: try source(p, tokens[2], tokens[3]))
     }
 
     static func arity(_ got: Int, _ expected: Int, _ usage: String) throws(ProtocolError) {
@@ -189,7 +223,7 @@ public enum RequestParser {
         return key
     }
 
-    static func source(_ p: UnsafeBufferPointer<UInt8>, _ w: Range<Int>, _ v: Range<Int>) throws(ProtocolError) -> Source {
+    static func source(_ p: UnsafeBufferPointer<UInt8>, _ w: Range<Int>, _ v: Range<Int>) throws(ProtocolError) -> CodeSource {
         switch foldedWord(p, w) {
         case "CODE": return .code(hexDigits: Array(UnsafeBufferPointer(rebasing: p[v])))
         case "IMAGE": return .image(path: string(p, v))

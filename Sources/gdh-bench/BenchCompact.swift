@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GDHCommandLine
 import HammingCode
 import HashStore
 import MultiIndex
@@ -27,19 +28,47 @@ struct BenchCompact: ParsableCommand {
     @Flag(help: "Fold (and REBUILD) inline on the writer, as before folds moved beside the writes.") var inlineFolds = false
     @Flag(help: "Print one JSON object.") var json = false
 
+    /// What the operation's thread tells the writing thread, under a lock.
+    final class Shared: @unchecked Sendable {
+        let lock = NSLock()
+        var compacting = false, done = false
+        var start: UInt64 = 0, end: UInt64 = 0
+        var result: Result<(before: Int, after: Int), Error>?
+        var verified: (items: Int, stale: Int)?
+    }
+
     func run() throws {
         let width = try CodeWidth(bits: 64)
         var rng = SplitMix64(seed: seed)
-        func code() -> HammingCode { HammingCode(width: width, words: [rng.next()]) }
         let root = dir + "/gdh-bench-compact-\(getpid())"
         defer { try? FileManager.default.removeItem(atPath: root) }
         var options = StoreOptions(bits: 64)
         options.backgroundFolds = !inlineFolds
         let store = try HashStore(directory: root, options: options)
         defer { store.close() }
+        let doomed = try fill(store, width: width, &rng)
+        let foldsBefore = store.folds
+        let shared = Shared()
+        let t = Thread {
+            Thread.sleep(forTimeInterval: margin)
+            shared.lock.lock(); shared.compacting = true; shared.start = now(); shared.lock.unlock()
+            let r = Result { try runOperation(store, shared) }
+            shared.lock.lock(); shared.compacting = false; shared.end = now(); shared.result = r; shared.lock.unlock()
+            Thread.sleep(forTimeInterval: margin)
+            shared.lock.lock(); shared.done = true; shared.lock.unlock()
+        }
+        t.start()
+        let (during, outside) = try write(store, shared, doomed: doomed, width: width, &rng)
+        let (before, after) = try shared.result!.get()
+        report(store, shared, before: before, after: after, during: during, outside: outside, folds: store.folds - foldsBefore)
+    }
+
+    /// Stores --n items, deletes --delete of them (so that there is something to compact)
+    /// and folds, so that no fold falls into the measurement; returns how many were deleted.
+    func fill(_ store: HashStore, width: CodeWidth, _ rng: inout SplitMix64) throws -> Int {
         var ops = [WriteOp]()
         for i in 0..<n {
-            ops.append(.add(key: "item-\(i)", code: code()))
+            ops.append(.add(key: "item-\(i)", code: SyntheticCodes.random(width, using: &rng)))
             if ops.count == 20_000 { _ = try store.apply(ops); ops.removeAll(keepingCapacity: true) }
         }
         if !ops.isEmpty { _ = try store.apply(ops); ops.removeAll() }
@@ -49,36 +78,27 @@ struct BenchCompact: ParsableCommand {
         }
         // An empty delta, so that no fold falls into the measurement.
         _ = try store.rebuild()
-        let foldsBefore = store.folds
+        return doomed
+    }
 
-        final class Shared: @unchecked Sendable {
-            let lock = NSLock()
-            var compacting = false, done = false
-            var start: UInt64 = 0, end: UInt64 = 0
-            var result: Result<(before: Int, after: Int), Error>?
-            var verified: (items: Int, stale: Int)?
+    /// The measured operation: file sizes before and after for COMPACT, zeros otherwise.
+    func runOperation(_ store: HashStore, _ shared: Shared) throws -> (before: Int, after: Int) {
+        switch operation {
+        case .compact: return try store.compact()
+        case .verify:
+            let v = try store.verify()
+            shared.lock.lock(); shared.verified = v; shared.lock.unlock()
+            return (0, 0)
+        case .rebuild:
+            _ = try store.rebuild()
+            return (0, 0)
         }
-        let shared = Shared()
-        let t = Thread {
-            Thread.sleep(forTimeInterval: margin)
-            shared.lock.lock(); shared.compacting = true; shared.start = now(); shared.lock.unlock()
-            let r = Result { () throws -> (before: Int, after: Int) in
-                switch operation {
-                case .compact: return try store.compact()
-                case .verify:
-                    let v = try store.verify()
-                    shared.lock.lock(); shared.verified = v; shared.lock.unlock()
-                    return (0, 0)
-                case .rebuild:
-                    _ = try store.rebuild()
-                    return (0, 0)
-                }
-            }
-            shared.lock.lock(); shared.compacting = false; shared.end = now(); shared.result = r; shared.lock.unlock()
-            Thread.sleep(forTimeInterval: margin)
-            shared.lock.lock(); shared.done = true; shared.lock.unlock()
-        }
-        t.start()
+    }
+
+    /// Durable batches of --batch writes until the operation's thread is done; each
+    /// batch's latency, during the operation and outside it.
+    func write(_ store: HashStore, _ shared: Shared, doomed: Int, width: CodeWidth, _ rng: inout SplitMix64) throws
+        -> (during: [UInt64], outside: [UInt64]) {
         var during: [UInt64] = [], outside: [UInt64] = []
         var i = 0
         while true {
@@ -87,7 +107,8 @@ struct BenchCompact: ParsableCommand {
             var w = [WriteOp]()
             for _ in 0..<batch {
                 // Replacements of live items and new keys, half and half.
-                w.append(.add(key: i % 2 == 0 ? "item-\(doomed + (i * 7919) % (n - doomed))" : "new-\(i)", code: code()))
+                w.append(.add(key: i % 2 == 0 ? "item-\(doomed + (i * 7919) % (n - doomed))" : "new-\(i)",
+                              code: SyntheticCodes.random(width, using: &rng)))
                 i += 1
             }
             let t0 = now()
@@ -99,7 +120,10 @@ struct BenchCompact: ParsableCommand {
             shared.lock.unlock()
             if overlaps { during.append(t1 - t0) } else { outside.append(t1 - t0) }
         }
-        let (before, after) = try shared.result!.get()
+        return (during, outside)
+    }
+
+    func report(_ store: HashStore, _ shared: Shared, before: Int, after: Int, during: [UInt64], outside: [UInt64], folds: Int) {
         func pct(_ xs: [UInt64], _ p: Double) -> Double {
             let s = xs.sorted()
             return s.isEmpty ? 0 : Double(s[min(s.count - 1, Int(Double(s.count) * p))]) / 1e6
@@ -112,13 +136,12 @@ struct BenchCompact: ParsableCommand {
             "batches_during": during.count, "writes_during": during.count * batch, "batch": batch,
             "max_ms_during": pct(during, 1), "p999_ms_during": pct(during, 0.999), "p50_ms_during": pct(during, 0.5),
             "max_ms_outside": pct(outside, 1), "p999_ms_outside": pct(outside, 0.999), "p50_ms_outside": pct(outside, 0.5),
-            "folds_during_measurement": store.folds - foldsBefore,
+            "folds_during_measurement": folds,
             "pause_steps_ms": Dictionary(store.lastCompactSteps.map { ($0.0, $0.1 * 1e3) }, uniquingKeysWith: { a, _ in a }),
             "fold_steps_ms": Dictionary(store.lastFoldSteps.map { ($0.0, $0.1 * 1e3) }, uniquingKeysWith: { a, _ in a }),
         ]
         if json {
-            let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            printJSON(out)
         } else {
             print(String(format: "n=%d \(operation.rawValue) %.2f s (%d -> %d bytes), final pause %.1f ms; write batches during: %d, p50 %.2f p99.9 %.2f max %.2f ms; outside: p50 %.2f p99.9 %.2f max %.2f ms",
                          n, Double(shared.end - shared.start) / 1e9, before, after, store.lastCompactPause * 1e3, during.count,

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import GDHCommandLine
 import HammingCode
 import HashStore
 import MultiIndex
@@ -35,7 +36,7 @@ struct BenchDeletes: ParsableCommand {
         let stride = max(2, Int((1 / keep).rounded()))
         func code(_ i: Int) -> HammingCode {
             var r = SplitMix64(seed: seed &* 0x9E37_79B9_7F4A_7C15 &+ UInt64(i))
-            return HammingCode(width: width, words: (0..<width.words).map { _ in r.next() })
+            return SyntheticCodes.random(width, using: &r)
         }
         let root = dir + "/gdh-bench-deletes-\(getpid())"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
@@ -69,10 +70,34 @@ struct BenchDeletes: ParsableCommand {
         defer { small.close() }
         guard big.count == small.count else { throw ValidationError("stores differ: \(big.count) and \(small.count) items") }
 
+        var tb = [UInt64](), ts = [UInt64]()
+        let ratios = try timeScans(big, small, width: width, big: &tb, small: &ts)
+        let out: [String: Any] = [
+            "n": n, "bits": bits, "kept": small.count, "deleted": deleted,
+            "load_codes_per_s": Double(n) / loadSeconds, "delete_per_s": Double(deleted) / deleteSeconds,
+            "positions_after_deletes": big.scanPositions, "positions_survivors_only": small.scanPositions,
+            "scan_ms_after_deletes": median(tb) / 1e6, "scan_ms_survivors_only": median(ts) / 1e6,
+            "ratio_median": median(ratios), "ratio_min": ratios.min()!, "ratio_max": ratios.max()!,
+            "rounds": rounds, "queries": queries,
+        ]
+        if json {
+            printJSON(out)
+        } else {
+            print(String(format: "n=%d kept=%d  scan after deletes %.3f ms (%d positions)  survivors only %.3f ms (%d)  ratio %.3f (%.3f-%.3f)",
+                         n, small.count, median(tb) / 1e6, big.scanPositions, median(ts) / 1e6, small.scanPositions,
+                         median(ratios), ratios.min()!, ratios.max()!))
+        }
+    }
+
+    /// Alternating rounds of the same random k-NN queries by linear scan on both stores
+    /// (drift of the machine hits both), after a warm-up that checks they agree; each
+    /// round's ratio of medians (after deletes / survivors only).
+    func timeScans(_ big: HashStore, _ small: HashStore, width: CodeWidth,
+                   big tb: inout [UInt64], small ts: inout [UInt64]) throws -> [Double] {
         big.planner = .linearScan
         small.planner = .linearScan
         var qrng = SplitMix64(seed: seed ^ 0x5EED)
-        let qs = (0..<queries).map { _ in HammingCode(width: width, words: (0..<width.words).map { _ in qrng.next() }) }
+        let qs = (0..<queries).map { _ in SyntheticCodes.random(width, using: &qrng) }
         func time(_ store: HashStore) -> [UInt64] {
             qs.map { q in
                 var s = SearchStats()
@@ -88,27 +113,12 @@ struct BenchDeletes: ParsableCommand {
                 throw ValidationError("the two stores answer differently")
             }
         }
-        var tb = [UInt64](), ts = [UInt64](), ratios = [Double]()
+        var ratios = [Double]()
         for _ in 0..<rounds {
             let b = time(big), s = time(small)
             tb += b; ts += s
             ratios.append(median(b) / median(s))
         }
-        let out: [String: Any] = [
-            "n": n, "bits": bits, "kept": small.count, "deleted": deleted,
-            "load_codes_per_s": Double(n) / loadSeconds, "delete_per_s": Double(deleted) / deleteSeconds,
-            "positions_after_deletes": big.scanPositions, "positions_survivors_only": small.scanPositions,
-            "scan_ms_after_deletes": median(tb) / 1e6, "scan_ms_survivors_only": median(ts) / 1e6,
-            "ratio_median": median(ratios), "ratio_min": ratios.min()!, "ratio_max": ratios.max()!,
-            "rounds": rounds, "queries": queries,
-        ]
-        if json {
-            let data = try JSONSerialization.data(withJSONObject: out, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
-        } else {
-            print(String(format: "n=%d kept=%d  scan after deletes %.3f ms (%d positions)  survivors only %.3f ms (%d)  ratio %.3f (%.3f-%.3f)",
-                         n, small.count, median(tb) / 1e6, big.scanPositions, median(ts) / 1e6, small.scanPositions,
-                         median(ratios), ratios.min()!, ratios.max()!))
-        }
+        return ratios
     }
 }

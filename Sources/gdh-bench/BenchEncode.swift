@@ -57,6 +57,28 @@ struct BenchEncode: ParsableCommand {
         if let imageSize { c.imageSize = imageSize }
         setBLASThreads(threads)
         var rng = SplitMix64(seed: seed)
+        let (model, encoder) = try makeEncoder(c, &rng)
+        var input = Tensor(zeros: [batch, 3, c.imageSize, c.imageSize])
+        for i in 0..<input.count { input.data[i] = Float.random(in: -1...1, using: &rng) }
+        var check: [String: [Float]]?
+        if let checkInput {
+            let (image, outputs) = try checkOutputs(checkInput, c, model, encoder)
+            check = outputs
+            if batch == 1 { input = image }
+        }
+        if profile {
+            printProfile(encoder, input)
+            return
+        }
+        let (imageTimes, sketchTimes, convGFLOPs) = try timeEncodes(input, model, encoder)
+        let sgemm = measureSgemmGFLOPs()
+        let streamRates = streams > 0 ? try measureStreams(model, input) : nil
+        report(c, encoder, imageTimes, sketchTimes, convGFLOPs: convGFLOPs, sgemm: sgemm, check: check, streamRates: streamRates)
+    }
+
+    /// The model with seeded random weights (ImageNet's in lite0's backbone with
+    /// --imagenet), written out with --write-model, and its encoder on the chosen kernels.
+    func makeEncoder(_ c: GDHConfiguration, _ rng: inout SplitMix64) throws -> (GDHModel, GDHEncoder) {
         let model = try GDHModel(configuration: c)
         for net in [model.generatorI, model.hashNet] {
             for (name, p) in net.parameters where name.hasSuffix("weight") && p.value.rank > 1 {
@@ -71,6 +93,37 @@ struct BenchEncode: ParsableCommand {
             throw Failure("this CPU has no \(kernels) kernels (best: \(DirectConvolution.kernelName(DirectConvolution.bestKernel)))")
         }
         encoder.kernelLevel = level
+        return (model, encoder)
+    }
+
+    /// The --check-input image and the H outputs (before the sign) of its image and sketch.
+    func checkOutputs(_ path: String, _ c: GDHConfiguration, _ model: GDHModel, _ encoder: GDHEncoder) throws
+        -> (image: Tensor, outputs: [String: [Float]]) {
+        let f = try SafetensorsFile.read(contentsOf: path)
+        guard let im = f["image"], let sk = f["sketch"], im.shape == [1, 3, c.imageSize, c.imageSize], sk.shape == im.shape else {
+            throw Failure("\(path) needs F32 image and sketch tensors of shape [1, 3, \(c.imageSize), \(c.imageSize)]")
+        }
+        let image = Tensor(shape: im.shape, data: try im.floats()), sketch = Tensor(shape: sk.shape, data: try sk.floats())
+        let outputs = layers
+            ? ["image_h": model.hashNet.forward(image).data, "sketch_h": model.hashNet.forward(model.generatorI.forward(sketch)).data]
+            : ["image_h": try encoder.imageOutputs(image).data, "sketch_h": try encoder.sketchOutputs(sketch).data]
+        return (image, outputs)
+    }
+
+    /// --profile: each plan's steps, median over --count passes of one item.
+    func printProfile(_ encoder: GDHEncoder, _ input: Tensor) {
+        let one = Tensor(shape: [1] + Array(input.shape.dropFirst()), data: Array(input.data.prefix(input.count / batch)))
+        for (name, plan) in [("H", encoder.hashPlan), ("G_I", encoder.generatorPlan)] {
+            let steps = plan.profile(one, repeats: count)
+            print("\(name): \(String(format: "%.3f", steps.reduce(0) { $0 + $1.ms })) ms in \(steps.count) steps")
+            for s in steps { print(String(format: "  %8.3f ms  %@", s.ms, s.label)) }
+        }
+    }
+
+    /// --count timed image encodes, then as many sketch encodes (after one of each to
+    /// warm up), and the convolutions' GFLOP/s over them.
+    func timeEncodes(_ input: Tensor, _ model: GDHModel, _ encoder: GDHEncoder) throws
+        -> (images: [UInt64], sketches: [UInt64], convGFLOPs: Double) {
         let encodeImage: (Tensor) throws -> Void, encodeSketch: (Tensor) throws -> Void
         if layers {
             encodeImage = { _ = encoder.codes(model.hashNet.forward($0)) }
@@ -78,29 +131,6 @@ struct BenchEncode: ParsableCommand {
         } else {
             encodeImage = { _ = try encoder.encodeImages($0) }
             encodeSketch = { _ = try encoder.encodeSketches($0) }
-        }
-        var input = Tensor(zeros: [batch, 3, c.imageSize, c.imageSize])
-        for i in 0..<input.count { input.data[i] = Float.random(in: -1...1, using: &rng) }
-        var check: [String: [Float]]?
-        if let checkInput {
-            let f = try SafetensorsFile.read(contentsOf: checkInput)
-            guard let im = f["image"], let sk = f["sketch"], im.shape == [1, 3, c.imageSize, c.imageSize], sk.shape == im.shape else {
-                throw Failure("\(checkInput) needs F32 image and sketch tensors of shape [1, 3, \(c.imageSize), \(c.imageSize)]")
-            }
-            let image = Tensor(shape: im.shape, data: try im.floats()), sketch = Tensor(shape: sk.shape, data: try sk.floats())
-            check = layers
-                ? ["image_h": model.hashNet.forward(image).data, "sketch_h": model.hashNet.forward(model.generatorI.forward(sketch)).data]
-                : ["image_h": try encoder.imageOutputs(image).data, "sketch_h": try encoder.sketchOutputs(sketch).data]
-            if batch == 1 { input = image }
-        }
-        if profile {
-            let one = Tensor(shape: [1] + Array(input.shape.dropFirst()), data: Array(input.data.prefix(input.count / batch)))
-            for (name, plan) in [("H", encoder.hashPlan), ("G_I", encoder.generatorPlan)] {
-                let steps = plan.profile(one, repeats: count)
-                print("\(name): \(String(format: "%.3f", steps.reduce(0) { $0 + $1.ms })) ms in \(steps.count) steps")
-                for s in steps { print(String(format: "  %8.3f ms  %@", s.ms, s.label)) }
-            }
-            return
         }
         try encodeImage(input)
         try encodeSketch(input)
@@ -121,28 +151,32 @@ struct BenchEncode: ParsableCommand {
             sketchTimes.append(now() - t0)
         }
         ConvProfiler.enabled = false
-        let convGFLOPs = ConvProfiler.gflops
-        let sgemm = measureSgemmGFLOPs()
-        var streamRates: (images: Double, sketches: Double)?
-        if streams > 0 {
-            let encoders = try (0..<streams).map { _ in try GDHEncoder(model: try model.replica(), threads: 1) }
-            // Rounds of `count` encodes per stream until at least a second has passed.
-            func rate(_ sketches: Bool) -> Double {
-                let t0 = now()
-                var items = 0
-                repeat {
-                    DispatchQueue.concurrentPerform(iterations: streams) { i in
-                        for _ in 0..<count {
-                            _ = sketches ? try? encoders[i].encodeSketches(input) : try? encoders[i].encodeImages(input)
-                        }
+        return (imageTimes, sketchTimes, ConvProfiler.gflops)
+    }
+
+    /// Images and sketches per second of --streams encoders of one thread each, in
+    /// rounds of --count encodes per stream until at least a second has passed.
+    func measureStreams(_ model: GDHModel, _ input: Tensor) throws -> (images: Double, sketches: Double) {
+        let encoders = try (0..<streams).map { _ in try GDHEncoder(model: try model.replica(), threads: 1) }
+        func rate(_ sketches: Bool) -> Double {
+            let t0 = now()
+            var items = 0
+            repeat {
+                DispatchQueue.concurrentPerform(iterations: streams) { i in
+                    for _ in 0..<count {
+                        _ = sketches ? try? encoders[i].encodeSketches(input) : try? encoders[i].encodeImages(input)
                     }
-                    items += streams * count * batch
-                } while now() - t0 < 1_000_000_000
-                return Double(items) / (Double(now() - t0) / 1e9)
-            }
-            _ = rate(false)
-            streamRates = (rate(false), rate(true))
+                }
+                items += streams * count * batch
+            } while now() - t0 < 1_000_000_000
+            return Double(items) / (Double(now() - t0) / 1e9)
         }
+        _ = rate(false)
+        return (rate(false), rate(true))
+    }
+
+    func report(_ c: GDHConfiguration, _ encoder: GDHEncoder, _ imageTimes: [UInt64], _ sketchTimes: [UInt64],
+                convGFLOPs: Double, sgemm: Double, check: [String: [Float]]?, streamRates: (images: Double, sketches: Double)?) {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let image = summary(imageTimes), sketch = summary(sketchTimes)

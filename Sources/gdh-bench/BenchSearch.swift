@@ -17,7 +17,7 @@ struct BenchSearch: ParsableCommand {
     @Option(name: .short, help: "Neighbours per query.") var k: Int = 10
     @Option(help: "Radius for the range search (omit to skip it).") var radius: Int?
     @Option(help: "Planner: auto, mih or scan.") var planner: String = "auto"
-    @Option(help: "Fixed substring count (default automatic).") var substrings: Int?
+    @Option(name: .customLong("substrings"), help: "Fixed substring count m (default automatic).") var m: Int?
     @Option(help: "A uint16 little-endian (queries x k) file of true k-NN distances to check against.") var truth: String?
     @Flag(help: "Print one JSON object.") var json = false
 
@@ -27,7 +27,7 @@ struct BenchSearch: ParsableCommand {
         let db = try readCodes(codes, width: width)
         let qs = try readCodes(queries, width: width)
         let t0 = now()
-        let index = try MultiIndex(width: width, m: substrings)
+        let index = try MultiIndex(width: width, m: m)
         index.codes.reserve(db.count)
         for (i, c) in db.enumerated() { index.codes.set(UInt32(i), c) }
         try index.rebuild()

@@ -3,6 +3,7 @@ import Foundation
 import GDHCommandLine
 import GDHClient
 import HammingCode
+import WireProtocol
 
 /// The soak benchmark (issue 9 item 7): many clients for minutes, mixing writes, queries
 /// and a COMPACT every minute; per-command latency percentiles, the longest wait any write
@@ -34,6 +35,16 @@ struct BenchSoak: ParsableCommand {
 
     static let commands = ["ADD", "DEL", "KNN", "RANGE"]
 
+    /// What the client threads and the admin loop report, under a lock.
+    final class Shared: @unchecked Sendable {
+        let lock = NSLock()
+        var histograms = [LatencyHistogram](repeating: LatencyHistogram(), count: BenchSoak.commands.count)
+        var errors: [String: Int] = [:]
+        var failure: String?
+        var compacts: [Double] = []
+        var samples: [(t: Double, rssMiB: Double, items: Int, fileMiB: Double)] = []
+    }
+
     func run() throws {
         let weights = mix.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard weights.count == 4, weights.allSatisfy({ $0 >= 0 }), weights.reduce(0, +) > 0 else {
@@ -48,36 +59,38 @@ struct BenchSoak: ParsableCommand {
         }
         let r = radius ?? max(1, bits / 16)
         var rng = SplitMix64(seed: seed)
-        @Sendable func code(_ g: inout SplitMix64) -> String {
-            var words = [UInt64](repeating: 0, count: width.words)
-            for i in words.indices { words[i] = g.next() }
-            return HammingCode(width: width, words: words).hex
-        }
         // Preload half the key space (pipelined, durable acks).
         let pre = min(keys, preload ?? keys / 2)
-        let preCodes = (0..<pre).map { _ in code(&rng) }
+        let preCodes = (0..<pre).map { _ in SyntheticCodes.random(width, using: &rng).hex }
         let t0 = now()
         try admin.pipeline(count: pre, window: 4000, line: { "ADD soak-\($0) CODE \(preCodes[$0])" }) { _, resp in
             if case .error(let c, let m) = resp { throw Failure("preload: ERR \(c) \(m)") }
         }
         let preloadSeconds = Double(now() - t0) / 1e9
 
-        final class Shared: @unchecked Sendable {
-            let lock = NSLock()
-            var histograms = [LatencyHistogram](repeating: LatencyHistogram(), count: BenchSoak.commands.count)
-            var errors: [String: Int] = [:]
-            var failure: String?
-            var compacts: [Double] = []
-            var samples: [(t: Double, rssMiB: Double, items: Int, fileMiB: Double)] = []
-            var stop = false
-        }
         let shared = Shared()
-        let socketPath = connection.socketPath
         let start = now()
         let deadline = start + UInt64(seconds * 1e9)
+        let group = startClients(shared, deadline: deadline, weights: weights, width: width, radius: r)
+        try administer(admin, pid: pid, shared, start: start, deadline: deadline)
+        group.wait()
+        let elapsed = Double(now() - start) / 1e9
+        let end = try statsOf(admin)
+        shared.samples.append((elapsed, Double(residentKiB(pid)) / 1024, Int(end["items"] ?? "") ?? 0,
+                               (Double(end["file_bytes"] ?? "") ?? 0) / 1_048_576))
+        if let f = shared.failure { throw Failure("a client failed: \(f)") }
+        report(shared.histograms, errors: shared.errors, compacts: shared.compacts, samples: shared.samples,
+               elapsed: elapsed, preload: pre, preloadSeconds: preloadSeconds, bits: bits, radius: r)
+    }
+
+    /// The client threads: each keeps one request in flight on its connection until the
+    /// deadline, picking commands by the mix; their latencies go into `shared` at the end.
+    func startClients(_ shared: Shared, deadline: UInt64, weights: [Int], width: CodeWidth, radius r: Int) -> DispatchGroup {
+        let socketPath = connection.socketPath
         let group = DispatchGroup()
         let total = weights.reduce(0, +)
         let keySpace = keys, kk = k
+        @Sendable func code(_ g: inout SplitMix64) -> String { SyntheticCodes.random(width, using: &g).hex }
         for c in 0..<clients {
             group.enter()
             let clientSeed = seed &+ 1000 &+ UInt64(c)
@@ -114,7 +127,12 @@ struct BenchSoak: ParsableCommand {
                 shared.lock.unlock()
             }.start()
         }
-        // COMPACT every minute, and memory samples, from the admin connection's thread.
+        return group
+    }
+
+    /// Until the deadline, on the admin connection: a COMPACT every --compact-every
+    /// seconds and a memory sample every --sample-every.
+    func administer(_ admin: LineClient, pid: Int32, _ shared: Shared, start: UInt64, deadline: UInt64) throws {
         var nextCompact = compactEvery > 0 ? start + UInt64(compactEvery * 1e9) : UInt64.max
         var nextSample = start
         while now() < deadline {
@@ -138,14 +156,6 @@ struct BenchSoak: ParsableCommand {
             }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        group.wait()
-        let elapsed = Double(now() - start) / 1e9
-        let end = try statsOf(admin)
-        shared.samples.append((elapsed, Double(residentKiB(pid)) / 1024, Int(end["items"] ?? "") ?? 0,
-                               (Double(end["file_bytes"] ?? "") ?? 0) / 1_048_576))
-        if let f = shared.failure { throw Failure("a client failed: \(f)") }
-        report(shared.histograms, errors: shared.errors, compacts: shared.compacts, samples: shared.samples,
-               elapsed: elapsed, preload: pre, preloadSeconds: preloadSeconds, bits: bits, radius: r)
     }
 
     private func report(_ h: [LatencyHistogram], errors: [String: Int], compacts: [Double],
@@ -191,13 +201,8 @@ struct BenchSoak: ParsableCommand {
     }
 
     private func statsOf(_ c: LineClient) throws -> [String: String] {
-        guard case .list(let lines) = try c.request("STATS") else { throw Failure("STATS failed") }
-        var out: [String: String] = [:]
-        for l in lines {
-            let parts = l.split(separator: " ", maxSplits: 1)
-            if parts.count == 2 { out[String(parts[0])] = String(parts[1]) }
-        }
-        return out
+        guard let stats = Statistics.dictionary(try c.request("STATS")) else { throw Failure("STATS failed") }
+        return stats
     }
 
     private func residentKiB(_ pid: Int32) -> Int {

@@ -30,10 +30,10 @@ func fail(_ message: String) -> ExitCode {
 }
 
 /// Runs one request and returns its successful response; ERR becomes exit 1.
-func roundTrip(_ options: ConnectionOptions, _ line: String) throws -> Response {
+func roundTrip(_ options: ConnectionOptions, _ command: Command) throws -> Response {
     do {
         let client = try options.connect()
-        let response = try client.request(line)
+        let response = try client.request(command.requestLine)
         if case .error(let code, let message) = response {
             throw fail("ERR \(code) \(message)")
         }
@@ -47,19 +47,14 @@ func roundTrip(_ options: ConnectionOptions, _ line: String) throws -> Response 
 
 /// Checks a key with the daemon's own parser, so bad input fails before anything is sent.
 func validateKey(_ key: String) throws {
-    guard !key.isEmpty, !key.contains(" ") else {
-        throw ValidationError("a key is 1 to 256 bytes of UTF-8 without white space")
-    }
-    if case .failure(let e) = RequestParser.parse("GET " + key) {
-        throw ValidationError(e.message)
-    }
+    if let problem = RequestParser.keyProblem(key) { throw ValidationError(problem) }
 }
 
 struct Ping: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Check that the daemon answers.")
     @OptionGroup var connection: ConnectionOptions
     func run() throws {
-        if case .ok(let t) = try roundTrip(connection, "PING") { print(t) }
+        if case .ok(let t) = try roundTrip(connection, .ping) { print(t) }
     }
 }
 
@@ -70,7 +65,7 @@ struct Add: ParsableCommand {
     @Argument(help: "The code as hex, bits/4 digits.") var hex: String
     func validate() throws { try validateKey(key) }
     func run() throws {
-        if case .ok(let t) = try roundTrip(connection, "ADD \(key) CODE \(hex)") { print(t) }
+        if case .ok(let t) = try roundTrip(connection, .add(key: key, from: .code(hexDigits: Array(hex.utf8)))) { print(t) }
     }
 }
 
@@ -81,7 +76,7 @@ struct Get: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
     func validate() throws { try validateKey(key) }
     func run() throws {
-        guard case .ok(let hex) = try roundTrip(connection, "GET \(key)") else { return }
+        guard case .ok(let hex) = try roundTrip(connection, .get(key: key)) else { return }
         if json { printJSON(["key": key, "code": hex]) } else { print(hex) }
     }
 }
@@ -92,18 +87,20 @@ struct Del: ParsableCommand {
     @Argument(help: "The item's key.") var key: String
     func validate() throws { try validateKey(key) }
     func run() throws {
-        if case .ok(let t) = try roundTrip(connection, "DEL \(key)") { print(t) }
+        if case .ok(let t) = try roundTrip(connection, .del(key: key)) { print(t) }
     }
+}
+
+/// Checks -k against the protocol's limit.
+func validateK(_ k: Int) throws {
+    guard (1...RequestParser.maxK).contains(k) else { throw ValidationError("-k must be 1 to \(RequestParser.maxK)") }
 }
 
 /// Prints neighbour lines (`key distance`) as text or JSON.
 func printNeighbors(_ response: Response, json: Bool) {
-    guard case .list(let lines) = response else { return }
+    guard case .list(let lines) = response, let neighbors = Neighbor.list(response) else { return }
     if json {
-        let items: [[String: Any]] = lines.map { line in
-            let parts = line.split(separator: " ", maxSplits: 1)
-            return ["key": String(parts.first ?? ""), "distance": Int(parts.count > 1 ? parts[1] : "") ?? -1]
-        }
+        let items: [[String: Any]] = neighbors.map { ["key": $0.key, "distance": $0.distance] }
         printJSON(["count": items.count, "results": items])
     } else {
         for l in lines { print(l) }
@@ -114,13 +111,11 @@ struct Knn: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "The k nearest items to a code: `key distance` lines, nearest first.")
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The query code as hex.") var hex: String
-    @Option(name: .short, help: "How many neighbours (1 to 1000000).") var k: Int = 10
+    @Option(name: .short, help: "How many neighbours (1 to \(RequestParser.maxK)).") var k: Int = 10
     @Flag(help: "Print JSON.") var json = false
-    func validate() throws {
-        guard (1...1_000_000).contains(k) else { throw ValidationError("-k must be 1 to 1000000") }
-    }
+    func validate() throws { try validateK(k) }
     func run() throws {
-        printNeighbors(try roundTrip(connection, "KNN \(k) CODE \(hex)"), json: json)
+        printNeighbors(try roundTrip(connection, .knn(k: k, query: .code(hexDigits: Array(hex.utf8)))), json: json)
     }
 }
 
@@ -128,13 +123,13 @@ struct RangeQuery: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "range", abstract: "Every item within Hamming distance r of a code, nearest first.")
     @OptionGroup var connection: ConnectionOptions
     @Argument(help: "The query code as hex.") var hex: String
-    @Option(name: .short, help: "The radius (0 to 65535).") var r: Int
+    @Option(name: .short, help: "The radius (0 to \(RequestParser.maxRadius)).") var r: Int
     @Flag(help: "Print JSON.") var json = false
     func validate() throws {
-        guard (0...65_535).contains(r) else { throw ValidationError("-r must be 0 to 65535") }
+        guard (0...RequestParser.maxRadius).contains(r) else { throw ValidationError("-r must be 0 to \(RequestParser.maxRadius)") }
     }
     func run() throws {
-        printNeighbors(try roundTrip(connection, "RANGE \(r) CODE \(hex)"), json: json)
+        printNeighbors(try roundTrip(connection, .range(radius: r, query: .code(hexDigits: Array(hex.utf8)))), json: json)
     }
 }
 
@@ -143,14 +138,11 @@ struct Stats: ParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     @Flag(help: "Print JSON.") var json = false
     func run() throws {
-        guard case .list(let lines) = try roundTrip(connection, "STATS") else { return }
+        let response = try roundTrip(connection, .stats)
+        guard case .list(let lines) = response else { return }
         if json {
             var d: [String: Any] = [:]
-            for l in lines {
-                let p = l.split(separator: " ", maxSplits: 1).map(String.init)
-                guard p.count == 2 else { continue }
-                d[p[0]] = Int(p[1]).map { $0 as Any } ?? p[1]
-            }
+            for (name, value) in Statistics.pairs(response) ?? [] { d[name] = Int(value).map { $0 as Any } ?? value }
             printJSON(d)
         } else {
             for l in lines { print(l) }
@@ -164,7 +156,7 @@ struct Metrics: ParsableCommand {
         discussion: "For a node-exporter textfile collector: gdh metrics > /var/lib/node_exporter/gdh.prom.$$ && mv /var/lib/node_exporter/gdh.prom.$$ /var/lib/node_exporter/gdh.prom")
     @OptionGroup var connection: ConnectionOptions
     func run() throws {
-        guard case .list(let lines) = try roundTrip(connection, "METRICS") else { return }
+        guard case .list(let lines) = try roundTrip(connection, .metrics) else { return }
         for l in lines { print(l) }
     }
 }
@@ -173,7 +165,7 @@ struct Compact: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Compact the database file; prints its size before and after, in bytes.")
     @OptionGroup var connection: ConnectionOptions
     func run() throws {
-        if case .ok(let t) = try roundTrip(connection, "COMPACT") { print(t) }
+        if case .ok(let t) = try roundTrip(connection, .compact) { print(t) }
     }
 }
 
@@ -186,17 +178,16 @@ struct Backup: ParsableCommand {
     func run() throws {
         let path = dest.hasPrefix("/") ? dest : FileManager.default.currentDirectoryPath + "/" + dest
         guard !path.contains(" ") else { throw fail("the backup path cannot contain a space (the protocol separates tokens by spaces): \(path)") }
-        if case .ok(let t) = try roundTrip(connection, "BACKUP \(path)") { print(t) }
+        if case .ok(let t) = try roundTrip(connection, .backup(path: path)) { print(t) }
     }
 }
 
 struct Rebuild: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Recompute the multi-index tables (optionally with a new substring count); prints the m in use.")
     @OptionGroup var connection: ConnectionOptions
-    @Option(help: "New substring count m, kept as the database's setting.") var substrings: Int?
+    @Option(name: .customLong("substrings"), help: "New substring count m, kept as the database's setting.") var m: Int?
     func run() throws {
-        let line = substrings.map { "REBUILD \($0)" } ?? "REBUILD"
-        if case .ok(let t) = try roundTrip(connection, line) { print(t) }
+        if case .ok(let t) = try roundTrip(connection, .rebuild(m: m)) { print(t) }
     }
 }
 
@@ -204,7 +195,7 @@ struct Verify: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Check that items and tables agree; prints the item count and stale table entries.")
     @OptionGroup var connection: ConnectionOptions
     func run() throws {
-        if case .ok(let t) = try roundTrip(connection, "VERIFY") { print(t) }
+        if case .ok(let t) = try roundTrip(connection, .verify) { print(t) }
     }
 }
 
@@ -212,6 +203,6 @@ struct Reencode: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Encode every stored image again with the daemon's model; prints how many were encoded and how many failed.")
     @OptionGroup var connection: ConnectionOptions
     func run() throws {
-        if case .ok(let t) = try roundTrip(connection, "REENCODE") { print(t) }
+        if case .ok(let t) = try roundTrip(connection, .reencode) { print(t) }
     }
 }

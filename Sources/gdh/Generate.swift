@@ -29,25 +29,13 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let width = try CodeWidth(bits: bits)
-        var centreRng = SplitMix64(seed: UInt64(bits) &* 1_000_003 &+ UInt64(centres))
-        let centreCodes = (0..<(kind == "clustered" ? centres : 0)).map { _ in
-            HammingCode(width: width, words: (0..<width.words).map { _ in centreRng.next() })
-        }
-        var rng = SplitMix64(seed: seed)
+        var codes = SyntheticCodes(width: width, kind: kind == "clustered" ? .clustered(centres: centres, flip: flip) : .random, seed: seed)
         var out = ""
         out.reserveCapacity(1 << 20)
         let stdout = FileHandle.standardOutput
         for i in 0..<n {
-            if kind == "clustered" {
-                let c = Int(rng.next() % UInt64(centres))
-                var words = centreCodes[c].words
-                for b in 0..<bits where Double(rng.next() >> 11) / Double(1 << 53) < flip {
-                    words[b >> 6] ^= UInt64(1) << UInt64(63 - (b & 63))
-                }
-                out += "\(prefix)\(c)-\(i) \(HammingCode(width: width, words: words).hex)\n"
-            } else {
-                out += "\(prefix)\(i) \(HammingCode(width: width, words: (0..<width.words).map { _ in rng.next() }).hex)\n"
-            }
+            let (code, centre) = codes.next()
+            out += "\(prefix)\(centre.map { "\($0)-" } ?? "")\(i) \(code.hex)\n"
             if out.utf8.count >= 1 << 20 {
                 stdout.write(Data(out.utf8))
                 out.removeAll(keepingCapacity: true)

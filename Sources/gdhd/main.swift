@@ -1,6 +1,7 @@
 import ArgumentParser
 import Daemon
 import Foundation
+import HammingCode
 import Logging
 import MultiIndex
 
@@ -25,8 +26,8 @@ struct GDHD: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Code width of a new database: 32 to 1024 in steps of 32. An existing database must match.", valueName: "bits"))
     var bits: Int?
 
-    @Option(name: .long, help: ArgumentHelp("Fixed substring count m for the multi-index tables (default: automatic, b / log2 N).", valueName: "m"))
-    var substrings: Int?
+    @Option(name: .customLong("substrings"), help: ArgumentHelp("Fixed substring count m for the multi-index tables (default: automatic, b / log2 N).", valueName: "m"))
+    var m: Int?
 
     @Option(name: .long, help: ArgumentHelp("Longest request line accepted, in bytes.", valueName: "n"))
     var maxLineBytes: Int = 4 << 20
@@ -56,10 +57,10 @@ struct GDHD: ParsableCommand {
     var logLevel: String = "info"
 
     func validate() throws {
-        if let bits, bits < 32 || bits > 1024 || bits % 32 != 0 {
+        if let bits, (try? CodeWidth(bits: bits)) == nil {
             throw ValidationError("--bits must be 32 to 1024 in steps of 32, not \(bits)")
         }
-        if let substrings, substrings < 1 { throw ValidationError("--substrings must be positive") }
+        if let m, m < 1 { throw ValidationError("--substrings must be positive") }
         guard maxLineBytes >= 1024 else { throw ValidationError("--max-line-bytes must be at least 1024") }
         guard let mode = Int(socketMode, radix: 8), mode >= 0, mode <= 0o777 else {
             throw ValidationError("--socket-mode must be an octal mode such as 600")
@@ -74,7 +75,7 @@ struct GDHD: ParsableCommand {
         logger.logLevel = Logger.Level(rawValue: logLevel) ?? .info
         var config = DaemonConfiguration(databasePath: db, socketPath: socket)
         config.bits = bits
-        config.substrings = substrings
+        config.m = m
         config.maxLineBytes = maxLineBytes
         config.socketMode = mode_t(Int(socketMode, radix: 8) ?? 0o600)
         config.planner = PlannerMode(rawValue: planner) ?? .automatic

@@ -159,19 +159,20 @@ struct EndToEndTests {
     func searchMatchesBruteForce() throws {
         let d = try TestDaemon(bits: 64)
         let c = try d.client()
-        var rng = SystemRandomNumberGenerator()
-        let centre = rng.next() as UInt64
+        // Two clusters (distances bunch up, so ties and the range edge are exercised) and
+        // uniform codes.
+        let width = try CodeWidth(bits: 64)
+        var clustered = SyntheticCodes(width: width, kind: .clustered(centres: 2, flip: 0.08), seed: 11)
+        var uniform = SplitMix64(seed: 12)
         var codes: [UInt64] = []
         for i in 0..<3000 {
-            var x = centre
-            for _ in 0..<Int.random(in: 0...12, using: &rng) { x ^= 1 << UInt64(Int.random(in: 0..<64, using: &rng)) }
-            if i % 3 == 0 { x = rng.next() }
+            let x = i % 3 == 0 ? SyntheticCodes.random(width, using: &uniform).words[0] : clustered.next().code.words[0]
             codes.append(x)
             c.send("ADD i\(i) CODE \(hex64(x))")
         }
         for _ in 0..<3000 { _ = try c.receive() }
         for _ in 0..<10 {
-            let q = centre ^ ((rng.next() as UInt64) & 0x0101_0101)
+            let q = clustered.next().code.words[0]
             let truth = codes.enumerated().map { (i: $0.offset, d: ($0.element ^ q).nonzeroBitCount) }
                 .sorted { $0.d != $1.d ? $0.d < $1.d : $0.i < $1.i }
             let knn = listLines(try c.request("KNN 25 CODE \(hex64(q))")) ?? []
@@ -219,7 +220,7 @@ struct RegressionTests {
     func badSubstringsNotStored() throws {
         let d = try TestDaemon(bits: 64)
         d.stop()
-        #expect(throws: (any Error).self) { try d.start(substrings: 2) }
+        #expect(throws: (any Error).self) { try d.start(m: 2) }
         try d.start()
         #expect(listLines(try d.client().request("STATS"))?.contains("substrings_setting auto") == true)
     }

@@ -14,7 +14,7 @@ func writeFixtureModel(to path: String) throws {
     let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("GDHTests/Fixtures")
     let config = GDHConfiguration(name: "fixture", imageSize: 32, bits: 32, ngf: 4, generatorBlocks: 2, norm: .batch,
-                                  attention: true, ndf: 4, hashWidths: [4, 8, 8, 16], hashBlocks: [1, 1, 1, 1], resize: "area")
+                                  attention: true, ndf: 4, hashWidths: [4, 8, 8, 16], hashBlocks: [1, 1, 1, 1], resize: .area)
     let model = try GDHModel(configuration: config)
     for (net, file) in [(model.generatorI, "generator_small_batch_eval"), (model.hashNet, "hashnet_small_eval")] {
         let f = try SafetensorsFile.read(contentsOf: fixtures.appendingPathComponent(file + ".safetensors").path)

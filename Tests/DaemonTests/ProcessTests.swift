@@ -110,7 +110,7 @@ struct ProcessTests {
         #expect(acked.count >= 3000)
         try d.start()
         let c = try LineClient(socketPath: d.socket)
-        for (key, code) in acked { c.send("GET \(key)") }
+        for (key, _) in acked { c.send("GET \(key)") }
         for (key, code) in acked {
             #expect(try c.receive() == .ok(code), "acknowledged \(key) was lost")
         }

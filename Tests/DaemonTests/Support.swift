@@ -11,19 +11,19 @@ final class TestDaemon {
     let socket: String
     var daemon: Daemon?
 
-    init(bits: Int? = 64, substrings: Int? = nil, maxLineBytes: Int = 4 << 20, dir: String? = nil,
+    init(bits: Int? = 64, m: Int? = nil, maxLineBytes: Int = 4 << 20, dir: String? = nil,
          configure: (inout DaemonConfiguration) -> Void = { _ in }) throws {
         let id = UUID().uuidString.prefix(8)
         self.dir = dir ?? NSTemporaryDirectory() + "gdh-e2e-\(id)"
         self.socket = NSTemporaryDirectory() + "gdh-e2e-\(id).sock"
-        try start(bits: bits, substrings: substrings, maxLineBytes: maxLineBytes, configure: configure)
+        try start(bits: bits, m: m, maxLineBytes: maxLineBytes, configure: configure)
     }
 
-    func start(bits: Int? = nil, substrings: Int? = nil, maxLineBytes: Int = 4 << 20,
+    func start(bits: Int? = nil, m: Int? = nil, maxLineBytes: Int = 4 << 20,
                configure: (inout DaemonConfiguration) -> Void = { _ in }, logger given: Logger? = nil) throws {
         var config = DaemonConfiguration(databasePath: dir, socketPath: socket)
         config.bits = bits
-        config.substrings = substrings
+        config.m = m
         config.maxLineBytes = maxLineBytes
         config.loopThreads = 2
         config.queryThreads = 2
@@ -53,15 +53,7 @@ final class TestDaemon {
 final class RawSocket {
     let fd: Int32
     init(path: String) throws {
-        fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_un()
-        addr.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
-        withUnsafeMutableBytes(of: &addr.sun_path) { raw in raw.copyBytes(from: bytes); raw[bytes.count] = 0 }
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        if rc != 0 { throw ClientError("connect failed") }
+        fd = try UnixSocket.connect(path)
         var tv = timeval(tv_sec: 20, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }

@@ -130,11 +130,15 @@ struct ModelFileTests {
         try file.write(to: path)
         #expect(throws: ModelError.self) { try GDHModel.read(contentsOf: path) }
         #expect(throws: ModelError.self) { try GDHModel.read(contentsOf: path + ".missing") }
-        var bad = GDHConfiguration.small(bits: 40)
+        let bad = GDHConfiguration.small(bits: 40)
         #expect(bad.problem != nil)
-        bad.bits = 64
-        bad.resize = "cubic"
-        #expect(throws: ModelError.self) { try GDHModel(configuration: bad) }
+        // The resize filter is an enum: a file naming another one has no readable configuration.
+        let json = String(decoding: try JSONEncoder().encode(GDHConfiguration.small()), as: UTF8.self)
+        #expect(json.contains("\"resize\":\"area\""))
+        let cubic = json.replacingOccurrences(of: "\"resize\":\"area\"", with: "\"resize\":\"cubic\"")
+        #expect(throws: DecodingError.self) { try JSONDecoder().decode(GDHConfiguration.self, from: Data(cubic.utf8)) }
+        let bilinear = json.replacingOccurrences(of: "\"resize\":\"area\"", with: "\"resize\":\"bilinear\"")
+        #expect(try JSONDecoder().decode(GDHConfiguration.self, from: Data(bilinear.utf8)).resize == .bilinear)
     }
 }
 
@@ -181,7 +185,7 @@ struct GDHPlanTests {
                                       generatorBlocks: pick([0, 1, 2]), norm: rng.next() % 2 == 0 ? .batch : .instance,
                                       attention: rng.next() % 2 == 0, ndf: 4,
                                       hashWidths: [w0, w0 * pick([1, 2]), 16 * pick([1, 2]), 32 * pick([1, 2])],
-                                      hashBlocks: [pick([1, 2]), 1, pick([1, 2]), 1], resize: "area")
+                                      hashBlocks: [pick([1, 2]), 1, pick([1, 2]), 1], resize: .area)
         #expect(config.problem == nil)
         let model = try GDHModel(configuration: config)
         for net in [model.generatorI, model.hashNet] {
@@ -228,7 +232,7 @@ struct GDHPlanTests {
 /// generator, H from the eval hash net): 32 px, 32-bit codes.
 func fixtureModel() throws -> GDHModel {
     let config = GDHConfiguration(name: "fixture", imageSize: 32, bits: 32, ngf: 4, generatorBlocks: 2, norm: .batch,
-                                  attention: true, ndf: 4, hashWidths: [4, 8, 8, 16], hashBlocks: [1, 1, 1, 1], resize: "area")
+                                  attention: true, ndf: 4, hashWidths: [4, 8, 8, 16], hashBlocks: [1, 1, 1, 1], resize: .area)
     let model = try GDHModel(configuration: config)
     for (net, file) in [(model.generatorI, "generator_small_batch_eval"), (model.hashNet, "hashnet_small_eval")] {
         let f = try loadFixture(file)

@@ -1,5 +1,6 @@
 import Foundation
 import GDH
+import HammingCode
 import NeuralNet
 import Testing
 
@@ -56,7 +57,7 @@ struct ModelIdentityTests {
     /// A training model with random weights in every network.
     static func randomModel(seed: UInt64 = 1) throws -> GDHModel {
         let model = try GDHModel(configuration: config(), training: true)
-        var rng = IdentityTestRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         for net in [model.generatorI, model.hashNet, model.generatorS!, model.discriminatorI!, model.discriminatorS!] {
             for (_, p) in net.parameters { Initializer.normal(&p.value, using: &rng) }
         }
@@ -135,7 +136,7 @@ struct ModelIdentityTests {
         #expect(model.identity == original)
         // Another configuration (here another resize filter) is another model.
         var other = ModelIdentityTests.config()
-        other.resize = "bilinear"
+        other.resize = .bilinear
         let m2 = try GDHModel(configuration: other)
         let state = model.stateDict()
         try m2.generatorI.load(state, prefix: "G_I.", strict: true)
@@ -144,15 +145,3 @@ struct ModelIdentityTests {
     }
 }
 
-/// SplitMix64, for reproducible random weights.
-private struct IdentityTestRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

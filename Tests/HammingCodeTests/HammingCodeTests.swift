@@ -92,3 +92,12 @@ struct HammingCodeTests {
         }
     }
 }
+
+@Suite("ScanKernel")
+struct ScanKernelTests {
+    @Test("names the kernel CHammingKernels runs (STATS' scan_kernel)")
+    func name() {
+        #expect(ScanKernel.name == (gdh_kernels_vectorised() == 1 ? "avx512" : "popcnt"))
+        #expect(["avx512", "popcnt"].contains(ScanKernel.name))
+    }
+}

@@ -1,5 +1,6 @@
 import CImageCodecs
 import Foundation
+import HammingCode
 import Testing
 
 import ImageIO
@@ -38,17 +39,6 @@ private func loadFixtures() -> [Fixture] {
 
 private let allFixtures = loadFixtures()
 
-/// Deterministic PRNG (SplitMix64) so failures are reproducible.
-private struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 private func crc32(_ bytes: some Sequence<UInt8>) -> UInt32 {
     var c: UInt32 = 0xFFFF_FFFF
@@ -305,7 +295,7 @@ struct HostileInputTests {
 
     @Test("random garbage throws")
     func garbage() {
-        var rng = SplitMix64(state: 0x1234_5678)
+        var rng = SplitMix64(seed: 0x1234_5678)
         for i in 0..<600 {
             let n = Int.random(in: 1...4096, using: &rng)
             var bytes = (0..<n).map { _ in UInt8.random(in: 0...255, using: &rng) }
@@ -323,7 +313,7 @@ struct HostileInputTests {
     @Test("mutated fixtures never crash", arguments: allFixtures)
     func mutated(_ f: Fixture) throws {
         let bytes = try fixtureBytes(f.file)
-        var rng = SplitMix64(state: UInt64(crc32(Array(f.file.utf8))))
+        var rng = SplitMix64(seed: UInt64(crc32(Array(f.file.utf8))))
         for _ in 0..<300 {
             var m = bytes
             for _ in 0..<Int.random(in: 1...4, using: &rng) {
@@ -494,7 +484,7 @@ struct TransformTests {
 struct EncodeTests {
     @Test("encode -> decode round trip")
     func roundTrip() throws {
-        var rng = SplitMix64(state: 42)
+        var rng = SplitMix64(seed: 42)
         for (w, h) in [(1, 1), (17, 9), (300, 7), (64, 64)] {
             let px = (0..<(w * h * 3)).map { _ in UInt8.random(in: 0...255, using: &rng) }
             let img = RGBImage(width: w, height: h, pixels: px)

@@ -127,18 +127,11 @@ struct PyTorchFixtureTests {
         let f = try Fixtures.load(file)
         let kind = f.metadata["layer"] ?? ""
         let x = try f.tensor("input"), g = try f.tensor("grad_output")
-        if kind == "add" || kind == "concat" {
+        if kind == "add" {
             let x2 = try f.tensor("input2")
-            if kind == "add" {
-                expectClose(Residual.add(x, x2), try f.tensor("output"), "\(file) output")
-                expectClose(g, try f.tensor("grad_input"), "\(file) grad_input")
-                expectClose(g, try f.tensor("grad_input2"), "\(file) grad_input2")
-            } else {
-                expectClose(Concat.channels([x, x2]), try f.tensor("output"), "\(file) output")
-                let parts = Concat.split(g, channels: [x.c, x2.c])
-                expectClose(parts[0], try f.tensor("grad_input"), "\(file) grad_input")
-                expectClose(parts[1], try f.tensor("grad_input2"), "\(file) grad_input2")
-            }
+            expectClose(Residual.add(x, x2), try f.tensor("output"), "\(file) output")
+            expectClose(g, try f.tensor("grad_input"), "\(file) grad_input")
+            expectClose(g, try f.tensor("grad_input2"), "\(file) grad_input2")
             return
         }
         // Convolutions both ways: im2col + GEMM and the direct kernels.

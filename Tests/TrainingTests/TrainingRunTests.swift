@@ -21,7 +21,7 @@ enum TinyRun {
 
     static var configuration: GDHConfiguration {
         GDHConfiguration(name: "tiny", imageSize: 32, bits: 32, ngf: 4, generatorBlocks: 1, norm: .batch, attention: true,
-                         ndf: 4, hashWidths: [8, 16, 16, 32], hashBlocks: [1, 1, 1, 1], resize: "area")
+                         ndf: 4, hashWidths: [8, 16, 16, 32], hashBlocks: [1, 1, 1, 1], resize: .area)
     }
 
     static func set(_ r: ResolvedSplit) -> TrainingSet {

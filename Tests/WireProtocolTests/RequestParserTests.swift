@@ -19,7 +19,7 @@ func failure(_ r: Result<Command, ProtocolError>) -> ProtocolError? {
 func errorCode(_ s: String) -> ErrorCode? { failure(parse(s))?.code }
 
 let hex16 = "00000000000000ff"
-func codeSource(_ s: String) -> Source { .code(hexDigits: Array(s.utf8)) }
+func codeSource(_ s: String) -> CodeSource { .code(hexDigits: Array(s.utf8)) }
 
 @Suite("RequestParser: happy paths")
 struct ParserHappyPaths {
@@ -40,7 +40,7 @@ struct ParserHappyPaths {
 
     @Test("lower-case and mixed-case commands and source words")
     func lowerCaseEverything() {
-        #expect(command("add k code \(hex16)") == .add(key: "k", source: codeSource(hex16)))
+        #expect(command("add k code \(hex16)") == .add(key: "k", from: codeSource(hex16)))
         #expect(command("knn 3 Code \(hex16)") == .knn(k: 3, query: codeSource(hex16)))
         #expect(command("range 2 cOdE \(hex16)") == .range(radius: 2, query: codeSource(hex16)))
         #expect(command("Rebuild 4") == .rebuild(m: 4))
@@ -50,7 +50,7 @@ struct ParserHappyPaths {
         #expect(command("compact") == .compact)
         #expect(command("verify") == .verify)
         #expect(command("quit") == .quit)
-        #expect(command("add k image64 QUJD") == .add(key: "k", source: .image64("QUJD")))
+        #expect(command("add k image64 QUJD") == .add(key: "k", from: .image64("QUJD")))
         #expect(command("knn 1 sketch64 QUJD") == .knn(k: 1, query: .sketch64("QUJD")))
     }
 
@@ -63,15 +63,15 @@ struct ParserHappyPaths {
 
     @Test("ADD with each allowed source")
     func add() {
-        #expect(command("ADD cat-1 CODE \(hex16)") == .add(key: "cat-1", source: codeSource(hex16)))
-        #expect(command("ADD cat-1 IMAGE /tmp/cat.jpg") == .add(key: "cat-1", source: .image(path: "/tmp/cat.jpg")))
-        #expect(command("ADD cat-1 IMAGE64 aGVsbG8=") == .add(key: "cat-1", source: .image64("aGVsbG8=")))
+        #expect(command("ADD cat-1 CODE \(hex16)") == .add(key: "cat-1", from: codeSource(hex16)))
+        #expect(command("ADD cat-1 IMAGE /tmp/cat.jpg") == .add(key: "cat-1", from: .image(path: "/tmp/cat.jpg")))
+        #expect(command("ADD cat-1 IMAGE64 aGVsbG8=") == .add(key: "cat-1", from: .image64("aGVsbG8=")))
     }
 
     @Test("the hex digits are kept raw; width is checked later")
     func rawDigits() {
         // Any token is accepted by the parser; BADCODE comes from code(width:).
-        #expect(command("ADD k CODE xyz") == .add(key: "k", source: codeSource("xyz")))
+        #expect(command("ADD k CODE xyz") == .add(key: "k", from: codeSource("xyz")))
         #expect(command("KNN 1 CODE ABCDEF") == .knn(k: 1, query: codeSource("ABCDEF")))
     }
 
@@ -103,7 +103,7 @@ struct ParserHappyPaths {
     func crlf() {
         #expect(command("PING\r") == .ping)
         #expect(command("GET k\r") == .get(key: "k"))
-        #expect(command("ADD k CODE \(hex16)\r") == .add(key: "k", source: codeSource(hex16)))
+        #expect(command("ADD k CODE \(hex16)\r") == .add(key: "k", from: codeSource(hex16)))
         #expect(errorCode("PING\r\r") == .badRequest)
         #expect(errorCode("GET k\r\r") == .badKey)
         #expect(errorCode("\r") == .badRequest)
@@ -127,7 +127,7 @@ struct ParserHappyPaths {
     @Test("a large IMAGE64 payload is kept intact")
     func bigPayload() {
         let payload = String(repeating: "QUJDRA==", count: 300_000)  // 2.4 MB
-        #expect(command("ADD big IMAGE64 \(payload)") == .add(key: "big", source: .image64(payload)))
+        #expect(command("ADD big IMAGE64 \(payload)") == .add(key: "big", from: .image64(payload)))
         #expect(command("KNN 10 SKETCH64 \(payload)") == .knn(k: 10, query: .sketch64(payload)))
     }
 
@@ -135,8 +135,8 @@ struct ParserHappyPaths {
     func roundTrip() {
         let cmds: [Command] = [
             .ping, .quit, .stats, .compact, .verify, .rebuild(m: nil), .rebuild(m: 12),
-            .add(key: "a", source: codeSource(hex16)), .add(key: "é", source: .image(path: "/x")),
-            .add(key: "b", source: .image64("AA==")), .del(key: "x"), .get(key: "y"),
+            .add(key: "a", from: codeSource(hex16)), .add(key: "é", from: .image(path: "/x")),
+            .add(key: "b", from: .image64("AA==")), .del(key: "x"), .get(key: "y"),
             .knn(k: 1_000_000, query: .sketch(path: "/s")), .range(radius: 65535, query: .sketch64("Zg==")),
         ]
         for c in cmds {
@@ -147,13 +147,13 @@ struct ParserHappyPaths {
     @Test("isWrite and isMultiLineResponse")
     func properties() {
         let src = codeSource(hex16)
-        let writes: [Command] = [.add(key: "k", source: src), .del(key: "k"), .compact, .rebuild(m: nil), .rebuild(m: 3)]
+        let writes: [Command] = [.add(key: "k", from: src), .del(key: "k"), .compact, .rebuild(m: nil), .rebuild(m: 3)]
         let reads: [Command] = [.ping, .quit, .stats, .verify, .get(key: "k"), .knn(k: 1, query: src), .range(radius: 1, query: src)]
         for c in writes { #expect(c.isWrite, "\(c.name)") }
         for c in reads { #expect(!c.isWrite, "\(c.name)") }
         let lists: [Command] = [.stats, .knn(k: 1, query: src), .range(radius: 1, query: src)]
-        for c in lists { #expect(c.isMultiLineResponse && c.expectsList) }
-        for c in writes + [.ping, .quit, .verify, .get(key: "k")] { #expect(!c.isMultiLineResponse && !c.expectsList) }
+        for c in lists { #expect(c.isMultiLineResponse) }
+        for c in writes + [.ping, .quit, .verify, .get(key: "k")] { #expect(!c.isMultiLineResponse) }
     }
 }
 
@@ -333,7 +333,7 @@ struct ParserValues {
         let k257 = String(repeating: "k", count: 257)
         #expect(command("GET \(k256)") == .get(key: k256))
         #expect(command("DEL \(k256)") == .del(key: k256))
-        #expect(command("ADD \(k256) CODE \(hex16)") == .add(key: k256, source: codeSource(hex16)))
+        #expect(command("ADD \(k256) CODE \(hex16)") == .add(key: k256, from: codeSource(hex16)))
         for line in ["GET \(k257)", "DEL \(k257)", "ADD \(k257) CODE \(hex16)"] {
             let e = failure(parse(line))
             #expect(e?.code == .badKey)
@@ -373,7 +373,7 @@ struct ParserValues {
     }
 }
 
-@Suite("Source.code(width:)")
+@Suite("CodeSource.code(width:)")
 struct SourceCode {
     @Test("valid digits of either case give the code")
     func valid() throws {
@@ -419,7 +419,7 @@ struct SourceCode {
     @Test("image and sketch sources need a model")
     func noModel() throws {
         let w = try CodeWidth(bits: 64)
-        for s in [Source.image(path: "/x"), .image64("QQ=="), .sketch(path: "/y"), .sketch64("QQ==")] {
+        for s in [CodeSource.image(path: "/x"), .image64("QQ=="), .sketch(path: "/y"), .sketch64("QQ==")] {
             do {
                 _ = try s.code(width: w)
                 Issue.record("expected NOMODEL")

@@ -276,3 +276,64 @@ struct ReaderTests {
         #expect(!Response.error(code: "A", message: "b").isOK)
     }
 }
+
+@Suite("Neighbor lines and key checks")
+struct NeighborTests {
+    @Test("a neighbour line parses back to what the formatter wrote")
+    func roundTrip() throws {
+        let items = [(key: "cat-1", distance: 8), (key: "é🐈", distance: 0), (key: String(repeating: "k", count: 256), distance: 65535)]
+        var reader = ResponseReader()
+        reader.expect(multiLine: true)
+        reader.feed(Array(ResponseFormatter.neighbors(items).utf8))
+        let response = try #require(try reader.next())
+        #expect(Neighbor.list(response) == items.map { Neighbor(key: $0.key, distance: $0.distance) })
+    }
+
+    @Test("malformed lines and answers that are not lists")
+    func malformed() {
+        #expect(Neighbor(line: "nospace") == nil)
+        #expect(Neighbor(line: "k x") == nil)
+        #expect(Neighbor(line: "k 12") == Neighbor(key: "k", distance: 12))
+        #expect(Neighbor.list(.list(["odd"])) == [Neighbor(key: "odd", distance: -1)])
+        #expect(Neighbor.list(.ok("1")) == nil)
+        #expect(Neighbor.list(.error(code: "BADCODE", message: "x")) == nil)
+    }
+
+    @Test("keyProblem agrees with the parser's BADKEY and rules out empty keys and spaces")
+    func keys() {
+        #expect(RequestParser.keyProblem("cat-1") == nil)
+        #expect(RequestParser.keyProblem(String(repeating: "k", count: RequestParser.maxKeyBytes)) == nil)
+        #expect(RequestParser.keyProblem("") != nil)
+        #expect(RequestParser.keyProblem("a b") != nil)
+        #expect(RequestParser.keyProblem(String(repeating: "k", count: RequestParser.maxKeyBytes + 1))?.contains("limit is 256") == true)
+        #expect(RequestParser.keyProblem("a\u{7}b")?.contains("control character") == true)
+    }
+
+    @Test("requestLine parses back to its command")
+    func requestLines() throws {
+        let commands: [Command] = [
+            .ping, .quit, .stats, .metrics, .compact, .verify, .reencode, .rebuild(m: nil), .rebuild(m: 4),
+            .add(key: "k", from: .code(hexDigits: Array("00ff".utf8))), .add(key: "k", from: .image(path: "/a.png")),
+            .add(key: "k", from: .image64("AAAA")), .del(key: "k"), .get(key: "k"),
+            .knn(k: 10, query: .sketch(path: "/s.png")), .knn(k: 1, query: .sketch64("AA==")),
+            .range(radius: 3, query: .code(hexDigits: Array("0000".utf8))), .backup(path: "/tmp/b.mdb"),
+        ]
+        for c in commands { #expect(try RequestParser.parseLine(c.requestLine.utf8) == c, "\(c.requestLine)") }
+    }
+}
+
+@Suite("Statistics")
+struct StatisticsTests {
+    @Test("STATS lines read back as the pairs the formatter wrote")
+    func roundTrip() throws {
+        let pairs = [("version", "1"), ("bits", "64"), ("model", "sha256:0123456789abcdef"), ("note", "two words")]
+        var reader = ResponseReader()
+        reader.expect(multiLine: true)
+        reader.feed(ResponseFormatter.stats(pairs))
+        let response = try #require(try reader.next())
+        #expect(Statistics.pairs(response)?.map { "\($0.name)=\($0.value)" } == pairs.map { "\($0.0)=\($0.1)" })
+        #expect(Statistics.dictionary(response)?["bits"] == "64")
+        #expect(Statistics.dictionary(.list(["a 1", "a 2", "nospace"])) == ["a": "1"])
+        #expect(Statistics.pairs(.ok("x")) == nil)
+    }
+}

@@ -16,10 +16,6 @@ size_t gdh_scan_leq_reference(const uint64_t *codes, size_t words, size_t n,
                               const uint64_t *q, uint32_t threshold,
                               uint32_t *out_index, uint16_t *out_dist);
 
-/// Writes the Hamming distance of each of `n` codes to `q` into `out_dist`.
-void gdh_distances(const uint64_t *codes, size_t words, size_t n,
-                   const uint64_t *q, uint16_t *out_dist);
-
 /// 1 when the vectorised AVX-512 VPOPCNTDQ path is in use, 0 for the scalar POPCNT path.
 /// Setting GDH_SCALAR_KERNELS=1 in the environment forces the scalar path.
 int gdh_kernels_vectorised(void);

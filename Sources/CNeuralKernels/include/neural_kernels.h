@@ -118,8 +118,6 @@ static inline void gdh_atomic_add(int *p, int v) { (void)__atomic_add_fetch(p, v
 typedef struct gdh_pool gdh_pool;
 typedef void (*gdh_task_fn)(void *ctx, int part);
 gdh_pool *gdh_pool_create(int threads);
-void gdh_pool_destroy(gdh_pool *pool);
-int gdh_pool_threads(const gdh_pool *pool);
 /// Runs fn(ctx, i) for every i < parts on the pool's threads and returns when all are
 /// done. If another job is running, runs every part on the calling thread.
 void gdh_pool_run(gdh_pool *pool, int parts, gdh_task_fn fn, void *ctx);

@@ -1,0 +1,211 @@
+import Foundation
+import HammingCode
+import HashStore
+import Logging
+import MultiIndex
+import NIOCore
+import NIOEmbedded
+import NIOPosix
+import Testing
+import WireProtocol
+@testable import Daemon
+
+/// A connection (LineDecoder, then ConnectionHandler) in an `EmbeddedChannel`, as SwiftNIO
+/// tests its own handlers: no socket, and every step taken by the test. The service runs
+/// on a real store; the writer's thread is not started: `commit()` performs the queued
+/// writes on the test's thread, which is the embedded loop's.
+final class EmbeddedConnection {
+    let dir = NSTemporaryDirectory() + "gdh-embedded-\(UUID().uuidString.prefix(8))"
+    let store: HashStore
+    let writer: Writer
+    let pool = NIOThreadPool(numberOfThreads: 1)
+    let channel = EmbeddedChannel()
+
+    init(maxLineBytes: Int = 1024, maxInFlight: Int = 4096) throws {
+        store = try HashStore(directory: dir, options: StoreOptions(bits: 64))
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        writer = Writer(store: store, logger: logger)
+        pool.start()
+        let service = Service(store: store, writer: writer, pool: pool, encoder: nil, logger: logger)
+        let handler = ConnectionHandler(service: service, maxLineBytes: maxLineBytes, maxInFlight: maxInFlight,
+                                        eventLoop: channel.eventLoop)
+        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder(maxLength: maxLineBytes)))
+        try channel.pipeline.syncOperations.addHandler(handler)
+        try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/gdh-embedded.sock")).wait()
+    }
+
+    deinit {
+        _ = try? channel.finish()
+        try? pool.syncShutdownGracefully()
+        store.close()
+        try? FileManager.default.removeItem(atPath: dir)
+    }
+
+    /// One read burst: the bytes arrive together (channelRead, then channelReadComplete).
+    func send(_ text: String) throws {
+        try channel.writeInbound(ByteBuffer(string: text))
+    }
+
+    /// The writer's turn: the queued writes in one transaction, their answers delivered.
+    func commit() {
+        writer.performQueuedJobs()
+        channel.embeddedEventLoop.run()
+    }
+
+    /// Each buffer written to the socket since the last call, as text.
+    func written() throws -> [String] {
+        var out: [String] = []
+        while let b = try channel.readOutbound(as: ByteBuffer.self) { out.append(String(buffer: b)) }
+        return out
+    }
+
+    /// The last auto-read setting the handler made (reading paused: false); nil if none.
+    var autoRead: Bool? {
+        channel.options.last { $0.option is ChannelOptions.Types.AutoReadOption }?.value as? Bool
+    }
+}
+
+let zero64 = "0000000000000000"
+
+@Suite("ConnectionHandler in an EmbeddedChannel")
+struct ConnectionHandlerTests {
+    @Test("the answers of one read burst go out in order, in one write")
+    func oneBurstOneWrite() throws {
+        let c = try EmbeddedConnection()
+        try c.send("PING\nGET nope\nbogus\nKNN 1 CODE \(zero64)\n")
+        let out = try c.written()
+        #expect(out.count == 1)
+        let lines = out.joined().split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        #expect(lines.count == 5)
+        #expect(lines[0] == "OK PONG")
+        #expect(lines[1] == "ERR NOTFOUND no item has key 'nope'")
+        #expect(lines[2].hasPrefix("ERR BADREQUEST unknown command 'bogus'"))
+        #expect(lines[3] == "OK 0")
+    }
+
+    @Test("a read waits for the writes before it; a batch's answers go out in one write")
+    func readYourWrites() throws {
+        let c = try EmbeddedConnection()
+        try c.send("ADD a CODE 00000000000000ff\nADD b CODE 000000000000ffff\nGET a\nPING\n")
+        #expect(try c.written().isEmpty)
+        #expect(c.store.count == 0)
+        c.commit()
+        #expect(try c.written() == ["OK 0\nOK 1\nOK 00000000000000ff\nOK PONG\n"])
+        #expect(c.store.count == 2)
+    }
+
+    @Test("reading pauses at the in-flight limit and resumes once at most half are unanswered")
+    func backPressure() throws {
+        let c = try EmbeddedConnection(maxInFlight: 4)
+        try c.send("ADD a CODE \(zero64)\nADD b CODE \(zero64)\nADD c CODE \(zero64)\n")
+        #expect(c.autoRead == nil)
+        try c.send("ADD d CODE \(zero64)\n")
+        #expect(c.autoRead == false)
+        c.commit()
+        #expect(try c.written() == ["OK 0\nOK 1\nOK 2\nOK 3\n"])
+        #expect(c.autoRead == true)
+    }
+
+    @Test("QUIT: answered, then the channel closes and nothing after it runs")
+    func quit() throws {
+        let c = try EmbeddedConnection()
+        try c.send("PING\nQUIT\nADD x CODE \(zero64)\n")
+        // The answers, then the empty write whose completion closes the channel.
+        #expect(try c.written() == ["OK PONG\nOK BYE\n", ""])
+        #expect(!c.channel.isActive)
+        c.commit()
+        #expect(c.store.count == 0)
+    }
+
+    @Test("an over-long line, arriving over several reads, is answered TOOLONG and the next line runs")
+    func tooLong() throws {
+        let c = try EmbeddedConnection(maxLineBytes: 64)
+        try c.send("PING\n" + String(repeating: "x", count: 50))
+        try c.send(String(repeating: "y", count: 50))
+        try c.send("\nPING\n")
+        let text = try c.written().joined()
+        let lines = text.split(separator: "\n").map(String.init)
+        #expect(lines.count == 3)
+        #expect(lines[0] == "OK PONG" && lines[2] == "OK PONG")
+        #expect(lines[1].hasPrefix("ERR TOOLONG"))
+    }
+
+    @Test("half-close: every request read is answered, then the channel closes")
+    func halfClose() throws {
+        let c = try EmbeddedConnection()
+        try c.send("ADD a CODE 00000000000000ff\nGET a\n")
+        c.channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        #expect(c.channel.isActive)
+        #expect(try c.written().isEmpty)
+        c.commit()
+        #expect(try c.written().joined() == "OK 0\nOK 00000000000000ff\n")
+        #expect(!c.channel.isActive)
+    }
+
+    @Test("a large answer goes out in pieces whose bytes are the whole answer; the next request follows it")
+    func streamed() throws {
+        let c = try EmbeddedConnection()
+        let width = try CodeWidth(bits: 64)
+        var rng = SplitMix64(seed: 3)
+        let pad = String(repeating: "k", count: 200)
+        _ = try c.store.apply((0..<3000).map { .add(key: "\(pad)-\($0)", code: SyntheticCodes.random(width, using: &rng)) })
+        try c.send("KNN 3000 CODE \(zero64)\nPING\n")
+        c.channel.embeddedEventLoop.run()
+        let out = try c.written()
+        #expect(out.count > 8)
+        var stats = SearchStats()
+        let whole = ResponseFormatter.neighbors(c.store.knn(try HammingCode(hex: zero64, width: width), k: 3000, stats: &stats))
+        #expect(out.joined() == whole + "OK PONG\n")
+    }
+}
+
+@Suite("LineDecoder in an EmbeddedChannel")
+struct LineDecoderTests {
+    /// The frames a decoder of `maxLength` gives for `input` fed in the given pieces,
+    /// with end of input after them.
+    func frames(_ pieces: [ArraySlice<UInt8>], maxLength: Int) throws -> [FramedLine] {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(LineDecoder(maxLength: maxLength)))
+        var out: [FramedLine] = []
+        for p in pieces {
+            var b = channel.allocator.buffer(capacity: p.count)
+            b.writeBytes(p)
+            try channel.writeInbound(b)
+            while let f = try channel.readInbound(as: FramedLine.self) { out.append(f) }
+        }
+        _ = try channel.finish()
+        while let f = try channel.readInbound(as: FramedLine.self) { out.append(f) }
+        return out
+    }
+
+    static let input = Array("PING\r\nGET a\n\n12345678\n123456789\n\(String(repeating: "z", count: 50))\nlast\ntail".utf8)
+    static let expected: [FramedLine] = [
+        .line(ByteBuffer(string: "PING\r")), .line(ByteBuffer(string: "GET a")), .line(ByteBuffer(string: "")),
+        .line(ByteBuffer(string: "12345678")), .tooLong, .tooLong, .line(ByteBuffer(string: "last")),
+    ]
+
+    @Test("lines at the limit pass, longer ones become one tooLong each, an unfinished last line is dropped")
+    func whole() throws {
+        #expect(try frames([Self.input[...]], maxLength: 8) == Self.expected)
+    }
+
+    @Test("the same frames however the bytes are split into reads")
+    func everySplit() throws {
+        let input = Self.input
+        for cut in 0...input.count {
+            #expect(try frames([input[..<cut], input[cut...]], maxLength: 8) == Self.expected, "cut at \(cut)")
+        }
+        #expect(try frames(input.indices.map { input[$0...$0] }, maxLength: 8) == Self.expected)
+    }
+
+    @Test("an over-long line is reported when its end arrives, not before")
+    func tooLongAtEnd() throws {
+        let channel = EmbeddedChannel(handler: ByteToMessageHandler(LineDecoder(maxLength: 8)))
+        for _ in 0..<100 { try channel.writeInbound(ByteBuffer(string: "0123456789")) }
+        #expect(try channel.readInbound(as: FramedLine.self) == nil)
+        try channel.writeInbound(ByteBuffer(string: "\nok\n"))
+        #expect(try channel.readInbound(as: FramedLine.self) == .tooLong)
+        #expect(try channel.readInbound(as: FramedLine.self) == .line(ByteBuffer(string: "ok")))
+        _ = try channel.finish()
+    }
+}

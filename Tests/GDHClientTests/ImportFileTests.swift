@@ -1,0 +1,95 @@
+import Foundation
+import Testing
+import WireProtocol
+@testable import GDHClient
+
+@Suite("ImportFile")
+struct ImportFileTests {
+    @Test("key hex lines become ADDs with their file line; comments, empty lines and CR are skipped")
+    func wellFormed() {
+        let text = "# header\r\na-1 00000000000000ff\r\n\nb-2 FFFFffff00000000\n#x y\nc 0123456789abcdef"
+        let f = ImportFile(parsing: Array(text.utf8), bits: 64)
+        #expect(f.problems.isEmpty)
+        #expect(f.entries.map(\.line) == [2, 4, 6])
+        #expect(f.entries.map(\.command.requestLine) == [
+            "ADD a-1 CODE 00000000000000ff", "ADD b-2 CODE FFFFffff00000000", "ADD c CODE 0123456789abcdef",
+        ])
+    }
+
+    @Test("every malformed line is reported with its number, the good ones are still parsed")
+    func malformed() {
+        let long = String(repeating: "k", count: RequestParser.maxKeyBytes + 1)
+        let lines = [
+            "ok 00000000",         // 1: fine
+            "two  spaces",         // 2: three parts
+            "nohex",               // 3: one part
+            "\(long) 00000000",    // 4: key too long
+            "bad\u{7}key 00000000", // 5: control character
+            "short 0000000",       // 6: 7 digits
+            "nothex 0000000g",     // 7: not hex
+            "k\u{A0}ey 00000000",  // 8: Unicode white space
+        ]
+        var bytes = Array(lines.joined(separator: "\n").utf8)
+        bytes += [0x0A, 0xFF, 0x20, 0x30, 0x0A]  // 9: invalid UTF-8 key
+        let f = ImportFile(parsing: bytes, bits: 32)
+        #expect(f.entries.map(\.line) == [1])
+        #expect(f.problems.map { $0.split(separator: ":").first.map(String.init) ?? "" }
+            == ["line 2", "line 3", "line 4", "line 5", "line 6", "line 7", "line 8", "line 9"])
+        #expect(f.problems[0].contains("1 to \(RequestParser.maxKeyBytes) bytes"))
+        #expect(f.problems[4] == "line 6: the code must be 8 hex digits for this 32-bit database")
+    }
+
+    @Test("every request line parses back to the command it came from")
+    func roundTrip() throws {
+        let f = ImportFile(parsing: Array("é🐈 0000000000000000\nx ABCDEF0123456789\n".utf8), bits: 64)
+        for e in f.entries {
+            #expect(try RequestParser.parseLine(e.command.requestLine.utf8) == e.command)
+        }
+    }
+}
+
+@Suite("Image requests and query results")
+struct ImageRequestTests {
+    func scratch() throws -> String {
+        let dir = NSTemporaryDirectory() + "gdh-client-test-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: dir + "/sub dir", withIntermediateDirectories: true)
+        for f in ["b.png", "a.JPG", "sub dir/c.jpeg", "notes.txt"] {
+            try Data([1, 2, 3]).write(to: URL(fileURLWithPath: dir + "/" + f))
+        }
+        return dir
+    }
+
+    @Test("image files are found recursively, by extension in any case, sorted")
+    func files() throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(try ImageRequests.files(under: dir, extensions: ["png", "jpg", "jpeg"]) == ["a.JPG", "b.png", "sub dir/c.jpeg"])
+    }
+
+    @Test("an image is sent by path, or inline when asked or when its path holds a space")
+    func addCommand() throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(ImageRequests.add(key: "b.png", path: dir + "/b.png", inline: false) == .add(key: "b.png", from: .image(path: dir + "/b.png")))
+        let inline = Command.add(key: "b.png", from: .image64(Data([1, 2, 3]).base64EncodedString()))
+        #expect(ImageRequests.add(key: "b.png", path: dir + "/b.png", inline: true) == inline)
+        #expect(ImageRequests.add(key: "c", path: dir + "/sub dir/c.jpeg", inline: false)
+            == .add(key: "c", from: .image64(Data([1, 2, 3]).base64EncodedString())))
+        #expect(ImageRequests.add(key: "x", path: dir + "/missing.png", inline: true) == nil)
+    }
+
+    @Test("results name their files under the root when they exist; the page shows each")
+    func results() throws {
+        let dir = try scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let neighbors = try #require(Neighbor.list(.list(["b.png 3", "gone.png 7"])))
+        let results = QueryResult.resolve(neighbors, root: dir)
+        #expect(results == [QueryResult(key: "b.png", distance: 3, path: dir + "/b.png"), QueryResult(key: "gone.png", distance: 7, path: nil)])
+        let page = QueryResult.page(queryName: "q<1>.png", query: Data([9]), results: results)
+        #expect(page.contains("<title>gdh query: q&lt;1&gt;.png</title>"))
+        #expect(page.contains("src=\"data:image/png;base64,\(Data([9]).base64EncodedString())\" alt=\"query\""))
+        #expect(page.contains("alt=\"b.png\"><figcaption>b.png<br>distance 3</figcaption>"))
+        #expect(page.contains("border:1px dashed #ccc\"></div><figcaption>gone.png<br>distance 7</figcaption>"))
+        #expect(page.hasSuffix("</body></html>\n"))
+    }
+}
