@@ -109,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "gdh-db",
             dependencies: [
-                "HashStore", "MultiIndex", "HammingCode",
+                "HashStore", "MultiIndex", "HammingCode", "GDHClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: popcnt

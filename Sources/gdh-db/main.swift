@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GDHClient
 import HashStore
 #if canImport(Glibc)
 import Glibc
@@ -70,8 +71,8 @@ struct Dump: ParsableCommand {
         Lines come in id order (the order the keys were first added), from one snapshot. \
         Restore into a new database with `gdh import FILE`. With --tables, prints the \
         stored multi-index tables decoded and the pending ids instead (the format is in \
-        Docs/operations.md). Keys that begin with `#` are dumped, but `gdh import` reads \
-        such lines as comments: the dump then ends with exit status 1 and says so.
+        Docs/operations.md). The first line is `#gdh-dump 1`, which tells `gdh import` \
+        that no later line is a comment, so keys that begin with `#` come back too.
         """
     )
     @Argument(help: "The database directory (what gdhd --db was given).") var dir: String
@@ -112,6 +113,7 @@ struct Dump: ParsableCommand {
                     try store.dumpTables(output.write)
                     return nil
                 }
+                try Array((ImportFile.dumpMarker + "\n").utf8).withUnsafeBytes { try output.write($0) }
                 return try store.dumpItems(output.write)
             } catch let e as OutputError {
                 throw fail("dump", e.description)
@@ -124,10 +126,6 @@ struct Dump: ParsableCommand {
             partial = nil
             close(output.fd)
             if let summary { print("wrote \(summary.items) items to \(out)") }
-        }
-        if let summary, summary.hashKeys > 0 {
-            throw fail("dump", "\(summary.hashKeys) keys begin with '#' (the first: \(summary.firstHashKey ?? "")); "
-                + "gdh import reads such lines as comments and would not restore them")
         }
     }
 }

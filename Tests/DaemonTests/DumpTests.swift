@@ -42,7 +42,7 @@ struct DumpTests {
         let client = try LineClient(socketPath: a.socket)
         // Keys in several scripts; some deleted, some replaced, one deleted and added again
         // (a new id, so it comes later in the dump).
-        let scripts = ["кот", "猫", "γάτα", "🐱", "cat", "ü-straße", "k#1"]
+        let scripts = ["кот", "猫", "γάτα", "🐱", "cat", "ü-straße", "k#1", "#k"]
         var want: [String: String] = [:]
         var lines: [String] = []
         var nextID = 0
@@ -77,7 +77,8 @@ struct DumpTests {
         #expect(d.out == "wrote \(want.count) items to \(dump)\n")
         #expect(try client.request("PING") == .ok("PONG"))
         let text = try String(contentsOfFile: dump, encoding: .utf8)
-        #expect(text.split(separator: "\n").count == want.count)
+        #expect(text.hasPrefix("#gdh-dump 1\n"))
+        #expect(text.split(separator: "\n").count == want.count + 1)
         #expect(text.hasSuffix("кот-0 ffffffffffffffff\n"), "the re-added key has the newest id")
         let inspectA = try inspectJSON(a.dir)
         #expect(inspectA["items"] as? Int == want.count)
@@ -107,7 +108,7 @@ struct DumpTests {
         #expect(try differences(clientB, want) == [lost])
     }
 
-    @Test("gdh-db: usage errors exit 64, a directory without a database exits 1 and gets no file, `#` keys are reported")
+    @Test("gdh-db: usage errors exit 64, a directory without a database exits 1 and gets no file, `#` keys come back through gdh import")
     func errorsAndMessages() throws {
         let missing = try runProduct("gdh-db", ["inspect"])
         #expect(missing.status == 64)
@@ -130,9 +131,17 @@ struct DumpTests {
         #expect(try client.request("ADD #hash CODE 00000000000000ff") == .ok("0"))
         #expect(try client.request("ADD plain CODE 000000000000ff00") == .ok("1"))
         let r = try runProduct("gdh-db", ["dump", a.dir])
-        #expect(r.status == 1)
-        #expect(r.out == "#hash 00000000000000ff\nplain 000000000000ff00\n")
-        #expect(r.err.contains("gdh dump: 1 keys begin with '#'"))
+        #expect(r.status == 0, "\(r.err)")
+        #expect(r.out == "#gdh-dump 1\n#hash 00000000000000ff\nplain 000000000000ff00\n")
+        // The key that begins with `#` comes back through gdh import.
+        let file = NSTemporaryDirectory() + "gdh-dump-\(UUID().uuidString.prefix(8)).txt"
+        defer { unlink(file) }
+        try r.out.write(toFile: file, atomically: true, encoding: .utf8)
+        let b = try DaemonProcess(bits: 64)
+        #expect(try runClient(["import", "--socket", b.socket, file]).status == 0)
+        let clientB = try LineClient(socketPath: b.socket)
+        #expect(try clientB.request("GET #hash") == .ok("00000000000000ff"))
+        #expect(try clientB.request("GET plain") == .ok("000000000000ff00"))
         #expect(try runProduct("gdh-db", ["dump", a.dir, "--out", a.dir + "/dump.txt"]).status == 64)
         let tables = try runProduct("gdh-db", ["dump", "--tables", a.dir])
         #expect(tables.status == 0)

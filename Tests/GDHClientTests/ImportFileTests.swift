@@ -16,6 +16,19 @@ struct ImportFileTests {
         ])
     }
 
+    @Test("after gdh dump's first line no line is a comment: keys that begin with # are items")
+    func dumpMarker() {
+        let text = ImportFile.dumpMarker + "\r\n#a 00000000000000ff\n\n#note text\nb 000000000000ff00\n"
+        let f = ImportFile(parsing: Array(text.utf8), bits: 64)
+        #expect(f.entries.map(\.line) == [2, 5])
+        #expect(f.entries.map(\.command.requestLine) == ["ADD #a CODE 00000000000000ff", "ADD b CODE 000000000000ff00"])
+        // A would-be comment after the marker is a bad item line, reported, not skipped.
+        #expect(f.problems == ["line 4: the code must be 16 hex digits for this 64-bit database"])
+        // The marker counts only as the first line; elsewhere it is a comment as before.
+        let later = ImportFile(parsing: Array(("a 00000000000000ff\n" + ImportFile.dumpMarker + "\n#b 00000000000000ff\n").utf8), bits: 64)
+        #expect(later.entries.map(\.line) == [1] && later.problems.isEmpty)
+    }
+
     @Test("every malformed line is reported with its number, the good ones are still parsed")
     func malformed() {
         let long = String(repeating: "k", count: RequestParser.maxKeyBytes + 1)
