@@ -30,38 +30,91 @@ extension HashStore {
         let tmp = directory + "/data.mdb.compact"
         unlink(tmp)
         let log = ChangeLog()
-        writerLock.lock()
-        do { try growMapAhead() } catch { writerLock.unlock(); throw error }
-        env.log = log
-        let mapSize = env.mapSize
-        writerLock.unlock()
+        let mapSize = try startLogging(to: log)
         testPoint("started")
         var copy: Environment?
         var swapped = false
-        defer {
-            if !swapped {
-                writerLock.lock()
-                env.log = nil
-                writerLock.unlock()
-                copy?.close()
-                unlink(tmp)
-                unlink(tmp + "-lock")
-            }
-        }
-        do {
-            try envSwap.withReadLock { try env.copyCompacted(to: tmp) }
-            chmod(tmp, 0o600)
-            // The bulk of the copy reaches the disk now, not in the pause.
-            try HashStore.fsyncPath(tmp)
-            copy = try Environment(path: tmp, mapSize: mapSize, maxDatabases: 8, noSync: true)
-        } catch {
-            throw StoreError.io("compaction copy failed, the database is unchanged: \(error)")
-        }
+        defer { if !swapped { abandonCompaction(copy: copy, tmp: tmp) } }
+        copy = try writeCompactedCopy(to: tmp, mapSize: mapSize)
         let target = copy!
         let dbis = try copyDatabases(target)
         testPoint("copied")
-        // Catch up while writes go on, until little is left for the pause (a round takes
-        // about as long as the writes it replays took to arrive, so the rounds shrink).
+        let caughtUp = try catchUp(log, into: target, dbis: dbis)
+        testPoint("caught-up")
+        writerLock.lock()
+        defer { writerLock.unlock() }
+        var pause = PauseSteps()
+        env.log = nil
+        let last = try finishCopy(log, into: target, dbis: dbis, copy: &copy, tmp: tmp, &pause)
+        unlink(tmp + "-lock")
+        testPoint("replayed")
+        let swap = swapInCopy(tmp, &pause)
+        swapped = swap.renamed
+        pause.step("reopen")
+        lastCompactSteps = pause.steps
+        writerLock.unlock()
+        unlink(oldPath)
+        writerLock.lock()
+        commits += 1
+        lastCompactReplayed = (caughtUp, last)
+        if let reopenError = swap.reopenError {
+            throw StoreError.io("cannot reopen the database after compaction: \(reopenError)")
+        }
+        guard swap.renamed else {
+            throw StoreError.io("cannot replace the data file: \(String(cString: strerror(swap.renameError)))")
+        }
+        return (before, HashStore.fileSize(dataPath))
+    }
+
+    /// The steps of COMPACT's pause: (name, seconds since the pause began).
+    struct PauseSteps {
+        let start = DispatchTime.now().uptimeNanoseconds
+        var steps: [(String, Double)] = []
+        mutating func step(_ name: String) {
+            steps.append((name, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+        }
+    }
+
+    /// Step 1, under the writer lock for a moment: room ahead in the map, and the
+    /// environment starts logging committed changes to `log`. Returns the map size.
+    private func startLogging(to log: ChangeLog) throws -> Int {
+        writerLock.lock()
+        defer { writerLock.unlock() }
+        try growMapAhead()
+        env.log = log
+        return env.mapSize
+    }
+
+    /// A COMPACT that did not swap: logging stops (under the writer lock), the copy is
+    /// closed and its files removed; the database is unchanged.
+    private func abandonCompaction(copy: Environment?, tmp: String) {
+        writerLock.lock()
+        env.log = nil
+        writerLock.unlock()
+        copy?.close()
+        unlink(tmp)
+        unlink(tmp + "-lock")
+    }
+
+    /// Step 2, no lock: LMDB's compacted copy of one snapshot into `tmp`, synced (the bulk
+    /// of the copy reaches the disk now, not in the pause), then opened without syncing
+    /// commits (the catch-up syncs it as a whole).
+    private func writeCompactedCopy(to tmp: String, mapSize: Int) throws -> Environment {
+        do {
+            try envSwap.withReadLock { try env.copyCompacted(to: tmp) }
+            chmod(tmp, 0o600)
+            try HashStore.fsyncPath(tmp)
+            return try Environment(path: tmp, mapSize: mapSize, maxDatabases: 8, noSync: true)
+        } catch {
+            throw StoreError.io("compaction copy failed, the database is unchanged: \(error)")
+        }
+    }
+
+    /// Step 2, no lock: replays the logged changes on the copy while writes go on, until
+    /// little is left for the pause (a round takes about as long as the writes it replays
+    /// took to arrive, so the rounds shrink), then syncs the copy. Returns the changes
+    /// replayed.
+    private func catchUp(_ log: ChangeLog, into target: Environment, dbis: [MDB_dbi: MDB_dbi]) throws -> Int {
         var caughtUp = 0
         for _ in 0..<50 {
             if log.count < 256 && log.bytes < 256 << 10 { break }
@@ -70,38 +123,43 @@ extension HashStore {
         do { try target.sync() } catch {
             throw StoreError.io("compaction catch-up failed, the database is unchanged: \(error)")
         }
-        testPoint("caught-up")
-        writerLock.lock()
-        defer { writerLock.unlock() }
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        var steps: [(String, Double)] = []
-        func step(_ name: String) { steps.append((name, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)) }
-        env.log = nil
-        let last: Int
+        return caughtUp
+    }
+
+    /// Step 3, writer lock held and logging stopped: replays the last changes, syncs and
+    /// closes the copy (`copy` becomes nil once closed) and syncs its file. Returns the
+    /// changes replayed.
+    private func finishCopy(_ log: ChangeLog, into target: Environment, dbis: [MDB_dbi: MDB_dbi],
+                            copy: inout Environment?, tmp: String, _ pause: inout PauseSteps) throws -> Int {
         do {
-            last = try replay(log.take(), into: target, dbis: dbis)
-            step("replay")
+            let last = try replay(log.take(), into: target, dbis: dbis)
+            pause.step("replay")
             try target.sync()
-            step("sync")
+            pause.step("sync")
             target.close()
-            step("close-copy")
+            pause.step("close-copy")
             copy = nil
             try HashStore.fsyncPath(tmp)
-            step("fsync-copy")
+            pause.step("fsync-copy")
+            return last
         } catch let e as StoreError {
             throw e
         } catch {
             throw StoreError.io("compaction catch-up failed, the database is unchanged: \(error)")
         }
-        unlink(tmp + "-lock")
-        testPoint("replayed")
-        // The swap itself runs under the mirror's write lock too: no reader touches the
-        // environment while it is closed. Queries read the mirror, so they only wait for this step.
-        let (renamed, renameError, reopenError): (Bool, Int32, Error?) = envSwap.withWriteLock { rw.withWriteLock {
+    }
+
+    /// Step 3, writer lock held: closes the environment, renames the copy over the data
+    /// file, syncs the directory and reopens the environment on it. Runs under the
+    /// mirror's write lock too: no reader touches the environment while it is closed.
+    /// Queries read the mirror, so they only wait for this step.
+    private func swapInCopy(_ tmp: String, _ pause: inout PauseSteps)
+        -> (renamed: Bool, renameError: Int32, reopenError: Error?) {
+        envSwap.withWriteLock { rw.withWriteLock {
             let mapSize = env.mapSize
-            step("locks")
+            pause.step("locks")
             env.close()
-            step("close")
+            pause.step("close")
             // A second name for the old file, so that the rename does not free its blocks
             // (150 ms for 750 MB here) inside the pause; it is unlinked after the pause.
             unlink(oldPath)
@@ -109,7 +167,7 @@ extension HashStore {
             let renamed = rename(tmp, dataPath) == 0
             let renameError = errno
             if renamed { try? HashStore.fsyncPath(directory) }
-            step("rename")
+            pause.step("rename")
             // A fresh lock file: one left open by another process (an LMDB tool) would
             // still describe the old file.
             unlink(dataPath + "-lock")
@@ -123,21 +181,6 @@ extension HashStore {
                 return (renamed, renameError, error)
             }
         } }
-        swapped = renamed
-        step("reopen")
-        lastCompactSteps = steps
-        writerLock.unlock()
-        unlink(oldPath)
-        writerLock.lock()
-        commits += 1
-        lastCompactReplayed = (caughtUp, last)
-        if let reopenError {
-            throw StoreError.io("cannot reopen the database after compaction: \(reopenError)")
-        }
-        guard renamed else {
-            throw StoreError.io("cannot replace the data file: \(String(cString: strerror(renameError)))")
-        }
-        return (before, HashStore.fileSize(dataPath))
     }
 
     /// For the crash tests only: `GDH_TEST_COMPACT_PAUSE=<phase>` makes COMPACT sleep 0.5 s

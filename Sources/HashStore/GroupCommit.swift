@@ -44,26 +44,9 @@ extension HashStore {
         var attempt = 0
         while true {
             do {
-                let (outcomes, changes, newNext, model, images) = try writeBatch(batch, codesModel: codesModel)
+                let written = try writeBatch(batch, codesModel: codesModel)
                 commits += 1
-                rw.withWriteLock {
-                    recordedModel = model
-                    imageItemCount = images
-                    if verifyChanged != nil || foldChanged != nil { recordChanged(changes) }
-                    for change in changes {
-                        switch change {
-                        case .insert(let id, let key, let code):
-                            keys.insert(key.utf8, id: id)
-                            index.upsert(id, code)
-                        case .replace(let id, let code):
-                            index.upsert(id, code)
-                        case .remove(let id, let key):
-                            keys.remove(key.utf8)
-                            index.remove(id)
-                        }
-                    }
-                    nextID = newNext
-                }
+                applyToMirror(written)
                 // The batch is durable: a failed fold must not turn it into an error. The
                 // delta keeps answers exact; the fold is tried again after the next batch.
                 do {
@@ -72,7 +55,7 @@ extension HashStore {
                 } catch {
                     lastFoldError = "\(error)"
                 }
-                return outcomes
+                return written.outcomes
             } catch let e as LMDBError where e.isMapFull && attempt < 40 {
                 attempt += 1
                 try growMap()
@@ -84,90 +67,126 @@ extension HashStore {
         }
     }
 
-    func writeBatch(_ batch: [WriteOp], codesModel: String?) throws
-        -> ([WriteOutcome], [Change], UInt32, String?, Int) {
+    /// A batch being written in its transaction, and once committed what the mirror
+    /// needs of it (`applyToMirror`).
+    struct BatchWrite {
+        var outcomes: [WriteOutcome] = []
+        var changes: [Change] = []
+        /// The id the next new key gets.
+        var nextID: UInt32
+        /// Whether a write of the batch stored a source.
+        var storedSource = false
+        /// The model identity and the number of items with a source after the batch.
+        var model: String?
+        var imageItems = 0
+        /// One item record's bytes (storage reused from write to write).
+        var record: [UInt8] = []
+    }
+
+    /// Writes the batch in one write transaction and commits it (synced). Nothing touches
+    /// the mirror here; `keys` is only read, `batchKeys` tracks the batch's own keys.
+    func writeBatch(_ batch: [WriteOp], codesModel: String?) throws -> BatchWrite {
         try env.write { txn in
-            var storedSource = false
-            var next = nextID
+            var b = BatchWrite(nextID: nextID, model: recordedModel)
             // Keys touched earlier in this batch: id, or nil when deleted.
             batchKeys.reset(for: batch.count)
-            var outcomes = [WriteOutcome](), changes = [Change]()
-            outcomes.reserveCapacity(batch.count)
-            var record = [UInt8]()
-            let empty: [UInt8] = []
-            /// The item record (code, then key) and its `pending` mark.
-            func putItem(_ id: UInt32, _ key: String, _ code: HammingCode, flags: UInt32) throws {
-                record.removeAll(keepingCapacity: true)
-                ItemRecord.encode(code: code, key: key, into: &record)
-                try record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: flags) }
-                try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
-            }
+            b.outcomes.reserveCapacity(batch.count)
             for op in batch {
                 switch op {
                 case .add(let key, let code, let source):
-                    guard code.width == width else {
-                        throw StoreError.invalid("code has \(code.width.bits) bits, the database \(width.bits)")
-                    }
-                    let existing: UInt32? = batchKeys.state(of: key) ?? keys.lookup(key)
-                    let id: UInt32
-                    // A new id is above every stored one: appending keeps LMDB's pages full.
-                    var flags: UInt32 = 0
-                    if let existing {
-                        id = existing
-                        changes.append(.replace(id, code))
-                    } else {
-                        guard next < UInt32.max else { throw StoreError.full("the database has used all 2^32 - 1 ids") }
-                        id = next
-                        next += 1
-                        flags = UInt32(MDB_APPEND)
-                        changes.append(.insert(id, key, code))
-                    }
-                    try putItem(id, key, code, flags: flags)
-                    if let source {
-                        storedSource = true
-                        try source.encoded.withUnsafeBytes { try txn.put(dbSources, id: id, value: $0) }
-                    } else if existing != nil {
-                        try txn.delete(dbSources, id: id)
-                    }
-                    batchKeys.set(key, id)
-                    outcomes.append(.added(id: id))
+                    try writeAdd(txn, key: key, code: code, source: source, &b)
                 case .reencode(let key, let id, let code, let source):
-                    let existing: UInt32? = batchKeys.state(of: key) ?? keys.lookup(key)
-                    guard existing == id, code.width == width,
-                          let stored = try txn.get(dbSources, id: id), stored.elementsEqual(source.encoded) else {
-                        outcomes.append(.skipped)
-                        continue
-                    }
-                    try putItem(id, key, code, flags: 0)
-                    changes.append(.replace(id, code))
-                    outcomes.append(.added(id: id))
+                    try writeReencode(txn, key: key, id: id, code: code, source: source, &b)
                 case .delete(let key):
-                    let existing: UInt32? = batchKeys.state(of: key) ?? keys.lookup(key)
-                    if let id = existing {
-                        try txn.delete(dbItems, id: id)
-                        try txn.delete(dbPending, id: id)
-                        try txn.delete(dbSources, id: id)
-                        changes.append(.remove(id, key))
-                        batchKeys.set(key, nil)
-                        outcomes.append(.deleted(true))
-                    } else {
-                        outcomes.append(.deleted(false))
-                    }
+                    try writeDelete(txn, key: key, &b)
                 }
             }
-            if next != nextID { try txn.putString(dbMeta, "next_id", String(next)) }
-            // The model identity describes the items with a source: recorded with the
-            // first of them, dropped with the last.
-            let images = try txn.count(dbSources)
-            var model = recordedModel
-            if images == 0, model != nil {
-                try txn.deleteString(dbMeta, HashStore.modelIdentityKey)
-                model = nil
-            } else if images > 0, model == nil, storedSource, let codesModel {
-                try txn.putString(dbMeta, HashStore.modelIdentityKey, codesModel)
-                model = codesModel
-            }
-            return (outcomes, changes, next, model, images)
+            if b.nextID != nextID { try txn.putString(dbMeta, "next_id", String(b.nextID)) }
+            try writeModelIdentity(txn, codesModel: codesModel, &b)
+            return b
+        }
+    }
+
+    /// The id a key has at this point of the batch (nil: none, or deleted in the batch).
+    private func currentID(of key: String) -> UInt32? {
+        batchKeys.state(of: key) ?? keys.lookup(key)
+    }
+
+    /// The item record (code, then key) and its `pending` mark.
+    private func putItem(_ txn: Transaction, _ id: UInt32, _ key: String, _ code: HammingCode, flags: UInt32,
+                         _ b: inout BatchWrite) throws {
+        b.record.removeAll(keepingCapacity: true)
+        ItemRecord.encode(code: code, key: key, into: &b.record)
+        try b.record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: flags) }
+        let empty: [UInt8] = []
+        try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
+    }
+
+    private func writeAdd(_ txn: Transaction, key: String, code: HammingCode, source: ItemSource?,
+                          _ b: inout BatchWrite) throws {
+        guard code.width == width else {
+            throw StoreError.invalid("code has \(code.width.bits) bits, the database \(width.bits)")
+        }
+        let existing = currentID(of: key)
+        let id: UInt32
+        // A new id is above every stored one: appending keeps LMDB's pages full.
+        var flags: UInt32 = 0
+        if let existing {
+            id = existing
+            b.changes.append(.replace(id, code))
+        } else {
+            guard b.nextID < UInt32.max else { throw StoreError.full("the database has used all 2^32 - 1 ids") }
+            id = b.nextID
+            b.nextID += 1
+            flags = UInt32(MDB_APPEND)
+            b.changes.append(.insert(id, key, code))
+        }
+        try putItem(txn, id, key, code, flags: flags, &b)
+        if let source {
+            b.storedSource = true
+            try source.encoded.withUnsafeBytes { try txn.put(dbSources, id: id, value: $0) }
+        } else if existing != nil {
+            try txn.delete(dbSources, id: id)
+        }
+        batchKeys.set(key, id)
+        b.outcomes.append(.added(id: id))
+    }
+
+    private func writeReencode(_ txn: Transaction, key: String, id: UInt32, code: HammingCode, source: ItemSource,
+                               _ b: inout BatchWrite) throws {
+        guard currentID(of: key) == id, code.width == width,
+              let stored = try txn.get(dbSources, id: id), stored.elementsEqual(source.encoded) else {
+            b.outcomes.append(.skipped)
+            return
+        }
+        try putItem(txn, id, key, code, flags: 0, &b)
+        b.changes.append(.replace(id, code))
+        b.outcomes.append(.added(id: id))
+    }
+
+    private func writeDelete(_ txn: Transaction, key: String, _ b: inout BatchWrite) throws {
+        guard let id = currentID(of: key) else {
+            b.outcomes.append(.deleted(false))
+            return
+        }
+        try txn.delete(dbItems, id: id)
+        try txn.delete(dbPending, id: id)
+        try txn.delete(dbSources, id: id)
+        b.changes.append(.remove(id, key))
+        batchKeys.set(key, nil)
+        b.outcomes.append(.deleted(true))
+    }
+
+    /// The model identity describes the items with a source: recorded with the first of
+    /// them, dropped with the last.
+    private func writeModelIdentity(_ txn: Transaction, codesModel: String?, _ b: inout BatchWrite) throws {
+        b.imageItems = try txn.count(dbSources)
+        if b.imageItems == 0, b.model != nil {
+            try txn.deleteString(dbMeta, HashStore.modelIdentityKey)
+            b.model = nil
+        } else if b.imageItems > 0, b.model == nil, b.storedSource, let codesModel {
+            try txn.putString(dbMeta, HashStore.modelIdentityKey, codesModel)
+            b.model = codesModel
         }
     }
 }

@@ -124,77 +124,27 @@ public final class HashStore {
 
     // MARK: - Open and close
 
+    /// Opens the database in `directory`, creating the directory and the database on first
+    /// use: takes the directory's lock, opens the environment, reads (or writes) the
+    /// settings in `meta`, then loads the mirror.
     public init(directory: String, options: StoreOptions = StoreOptions()) throws {
         self.directory = directory
         self.foldThreshold = options.foldThreshold
         self.backgroundFolds = options.backgroundFolds
-        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
-            throw StoreError.io("cannot create database directory \(directory): \(String(cString: strerror(errno)))")
-        }
-        // One daemon per database: an exclusive lock held for the life of the store.
-        let fd = open(directory + "/gdhd.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            throw StoreError.io("cannot open \(directory)/gdhd.lock: \(String(cString: strerror(errno)))")
-        }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            Glibc.close(fd)
-            throw StoreError.locked("database \(directory) is in use by another process")
-        }
+        let fd = try HashStore.lockDirectory(directory)
         lockFD = fd
         var opened = false
         defer { if !opened { Glibc.close(fd) } }
-
-        // A compaction that died before its rename left only a temporary copy; one that
-        // died after it, a second name of the old file.
-        unlink(directory + "/data.mdb.compact")
-        unlink(directory + "/data.mdb.old")
-
-        let fileSize = HashStore.fileSize(directory + "/data.mdb")
-        var mapSize = max(options.initialMapSize, 1 << 20)
-        while mapSize < fileSize * 2 { mapSize *= 2 }
+        env = try HashStore.openEnvironment(directory, initialMapSize: options.initialMapSize)
+        let settings: StoredSettings
         do {
-            env = try Environment(path: directory + "/data.mdb", mapSize: mapSize, maxDatabases: 8)
-        } catch {
-            throw StoreError.io("cannot open database \(directory): \(error)")
-        }
-
-        // Read or create the settings.
-        var settings: StoredSettings
-        do {
-            var dbs = (MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0), MDB_dbi(0))
-            settings = try env.write { txn in
-                dbs = try HashStore.openDatabases(txn, create: true)
-                if var stored = try StoredSettings.read(txn, meta: dbs.0, sources: dbs.4, directory: directory) {
-                    if let want = options.bits, want != stored.bits {
-                        throw StoreError.mismatch("database \(directory) holds \(stored.bits)-bit codes, not \(want)")
-                    }
-                    if let want = options.substrings, want != stored.substrings {
-                        if let w = try? CodeWidth(bits: stored.bits) {
-                            do { _ = try SubstringLayout(width: w, count: want) } catch {
-                                throw StoreError.invalid("\(error)")
-                            }
-                        }
-                        try txn.putString(dbs.0, "substrings", String(want))
-                        stored.substrings = want
-                    }
-                    return stored
-                }
-                let bits = options.bits ?? 64
-                try txn.putString(dbs.0, "format", String(HashStore.formatVersion))
-                try txn.putString(dbs.0, "bits", String(bits))
-                try txn.putString(dbs.0, "substrings", options.substrings.map { String($0) } ?? "auto")
-                try txn.putString(dbs.0, "next_id", "0")
-                return StoredSettings(bits: bits, substrings: options.substrings, nextID: 0, tablesM: nil, model: nil, imageItems: 0)
-            }
+            let dbs: Databases
+            (dbs, settings) = try HashStore.openSchema(env, options: options, directory: directory)
             (dbMeta, dbItems, dbTables, dbPending, dbSources) = dbs
-        } catch let e as StoreError {
-            env.close()
-            throw e
         } catch {
             env.close()
-            throw StoreError.io("cannot read database \(directory): \(error)")
+            throw error
         }
-
         do {
             width = try CodeWidth(bits: settings.bits)
             if let m = settings.substrings { _ = try SubstringLayout(width: width, count: m) }
@@ -215,6 +165,60 @@ public final class HashStore {
             throw error
         }
         opened = true
+    }
+
+    /// Creates the directory if needed and takes its lock (`gdhd.lock`, one daemon per
+    /// database: an exclusive lock held for the life of the store). Returns the lock's
+    /// descriptor; `locked` when another process holds it.
+    private static func lockDirectory(_ directory: String) throws -> Int32 {
+        if mkdir(directory, 0o700) != 0 && errno != EEXIST {
+            throw StoreError.io("cannot create database directory \(directory): \(String(cString: strerror(errno)))")
+        }
+        let fd = open(directory + "/gdhd.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            throw StoreError.io("cannot open \(directory)/gdhd.lock: \(String(cString: strerror(errno)))")
+        }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            Glibc.close(fd)
+            throw StoreError.locked("database \(directory) is in use by another process")
+        }
+        return fd
+    }
+
+    /// Removes what a crashed COMPACT left and opens the environment on `data.mdb`, with a
+    /// map at least twice the file (the directory's lock held).
+    private static func openEnvironment(_ directory: String, initialMapSize: Int) throws -> Environment {
+        // A compaction that died before its rename left only a temporary copy; one that
+        // died after it, a second name of the old file.
+        unlink(directory + "/data.mdb.compact")
+        unlink(directory + "/data.mdb.old")
+
+        let fileSize = HashStore.fileSize(directory + "/data.mdb")
+        var mapSize = max(initialMapSize, 1 << 20)
+        while mapSize < fileSize * 2 { mapSize *= 2 }
+        do {
+            return try Environment(path: directory + "/data.mdb", mapSize: mapSize, maxDatabases: 8)
+        } catch {
+            throw StoreError.io("cannot open database \(directory): \(error)")
+        }
+    }
+
+    /// Opens (creating) the databases and reads or creates the settings, in one write
+    /// transaction. The caller closes `env` when this throws.
+    private static func openSchema(_ env: Environment, options: StoreOptions, directory: String) throws
+        -> (Databases, StoredSettings) {
+        do {
+            var dbs: Databases = (0, 0, 0, 0, 0)
+            let settings = try env.write { txn in
+                dbs = try HashStore.openDatabases(txn, create: true)
+                return try StoredSettings.readOrCreate(txn, meta: dbs.0, sources: dbs.4, options: options, directory: directory)
+            }
+            return (dbs, settings)
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError.io("cannot read database \(directory): \(error)")
+        }
     }
 
     /// Closes the environment and releases the database lock; later calls do nothing (a
@@ -252,10 +256,12 @@ public final class HashStore {
         }
     }
 
+    /// The handles of meta, items, tables, pending and sources, in that order.
+    typealias Databases = (MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi)
+
     /// Opens the five databases (meta, items, tables, pending, sources), the one list of
     /// their names and flags: at open (creating them), after COMPACT's swap, on its copy.
-    static func openDatabases(_ txn: Transaction, create: Bool)
-        throws -> (MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi) {
+    static func openDatabases(_ txn: Transaction, create: Bool) throws -> Databases {
         let c = create ? UInt32(MDB_CREATE) : 0
         let ints = c | UInt32(MDB_INTEGERKEY)
         return (try txn.openDatabase("meta", flags: c), try txn.openDatabase("items", flags: ints),

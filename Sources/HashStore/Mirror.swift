@@ -49,6 +49,7 @@ extension HashStore {
         try foldTables(m: nil)
     }
 
+    /// A committed change, as the mirror applies it.
     enum Change {
         case insert(UInt32, String, HammingCode)
         case replace(UInt32, HammingCode)
@@ -64,6 +65,29 @@ extension HashStore {
                 verifyChanged?.insert(id)
                 foldChanged?.insert(id)
             }
+        }
+    }
+
+    /// Applies a committed batch to the mirror (keys, codes, tables' delta) and the
+    /// settings mirrored from `meta`, under the write lock (writer lock held).
+    func applyToMirror(_ b: BatchWrite) {
+        rw.withWriteLock {
+            recordedModel = b.model
+            imageItemCount = b.imageItems
+            if verifyChanged != nil || foldChanged != nil { recordChanged(b.changes) }
+            for change in b.changes {
+                switch change {
+                case .insert(let id, let key, let code):
+                    keys.insert(key.utf8, id: id)
+                    index.upsert(id, code)
+                case .replace(let id, let code):
+                    index.upsert(id, code)
+                case .remove(let id, let key):
+                    keys.remove(key.utf8)
+                    index.remove(id)
+                }
+            }
+            nextID = b.nextID
         }
     }
 }

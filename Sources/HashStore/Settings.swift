@@ -66,3 +66,34 @@ extension HashStore {
         rw.withWriteLock { recordedModel = identity }
     }
 }
+
+extension StoredSettings {
+    /// The settings in `txn` (a write transaction), checked against `options`: `mismatch`
+    /// for another code width; a substring count given in `options` becomes the setting
+    /// (`invalid` when no layout has that many). A database without settings gets them:
+    /// `options`' width (64 when not given) and substring setting, next id 0.
+    static func readOrCreate(_ txn: Transaction, meta: MDB_dbi, sources: MDB_dbi, options: StoreOptions,
+                             directory: String) throws -> StoredSettings {
+        if var stored = try StoredSettings.read(txn, meta: meta, sources: sources, directory: directory) {
+            if let want = options.bits, want != stored.bits {
+                throw StoreError.mismatch("database \(directory) holds \(stored.bits)-bit codes, not \(want)")
+            }
+            if let want = options.substrings, want != stored.substrings {
+                if let w = try? CodeWidth(bits: stored.bits) {
+                    do { _ = try SubstringLayout(width: w, count: want) } catch {
+                        throw StoreError.invalid("\(error)")
+                    }
+                }
+                try txn.putString(meta, "substrings", String(want))
+                stored.substrings = want
+            }
+            return stored
+        }
+        let bits = options.bits ?? 64
+        try txn.putString(meta, "format", String(HashStore.formatVersion))
+        try txn.putString(meta, "bits", String(bits))
+        try txn.putString(meta, "substrings", options.substrings.map { String($0) } ?? "auto")
+        try txn.putString(meta, "next_id", "0")
+        return StoredSettings(bits: bits, substrings: options.substrings, nextID: 0, tablesM: nil, model: nil, imageItems: 0)
+    }
+}

@@ -21,14 +21,13 @@ extension HashStore {
     public func verify() throws -> (items: Int, stale: Int) {
         compactLock.lock()
         defer { compactLock.unlock() }
-        let bytes = width.bytes
         writerLock.lock()
         var holdsWriterLock = true
-        try growMapAhead()
         defer {
             if holdsWriterLock { writerLock.unlock() }
             rw.withWriteLock { verifyChanged = nil }
         }
+        try growMapAhead()
         do {
             return try envSwap.withReadLock { try env.read { txn in
                 let (count, keyCount) = rw.withWriteLock { () -> (Int, Int) in
@@ -46,75 +45,8 @@ extension HashStore {
                 }
                 var pending = Set<UInt32>()
                 try txn.forEach(dbPending) { k, _ in pending.insert(k.loadUnaligned(as: UInt32.self)) }
-                // Items, a chunk at a time under the read lock. Record pointers stay valid
-                // for the transaction.
-                var notPending = 0
-                var chunk: [(UInt32, UnsafeRawBufferPointer)] = []
-                chunk.reserveCapacity(4096)
-                func checkChunk() throws {
-                    try rw.withReadLock {
-                        for (id, v) in chunk where !verifyChanged!.contains(id) {
-                            guard index.codes.code(id) == (try? HammingCode(bytes: v[0..<bytes], width: width)) else {
-                                throw StoreError.corrupt("item \(id) differs between the store and the index")
-                            }
-                            guard keys.lookup(v[bytes...]) == id else {
-                                throw StoreError.corrupt("item \(id)'s key does not lead back to it")
-                            }
-                        }
-                    }
-                    chunk.removeAll(keepingCapacity: true)
-                }
-                try txn.forEach(dbItems) { k, v in
-                    let id = k.loadUnaligned(as: UInt32.self)
-                    guard (try? ItemRecord.decode(key: k, value: v, width: width)) != nil else {
-                        throw StoreError.corrupt("item \(id) has a malformed record")
-                    }
-                    if !pending.contains(id) { notPending += 1 }
-                    chunk.append((id, v))
-                    if chunk.count == 4096 { try checkChunk() }
-                }
-                try checkChunk()
-                // The stored tables: well formed, and every item not pending is in them.
-                guard let tmText = try txn.getString(dbMeta, "tables_m"), let tm = Int(tmText),
-                      let layout = try? SubstringLayout(width: width, count: tm) else {
-                    throw StoreError.corrupt("the stored tables are missing")
-                }
-                var stale = 0
-                for j in 0..<tm {
-                    guard let table = try StoredTable.read(txn, dbTables, table: j, bits: layout.sizes[j]) else {
-                        throw StoreError.corrupt("stored table \(j) is missing")
-                    }
-                    var seen = 0
-                    var v = 0
-                    var i = 0
-                    // Entries a chunk at a time under the read lock; an item's substring
-                    // comes from the mirror unless a write changed it since the snapshot.
-                    while i < table.ids.count {
-                        let end = min(table.ids.count, i + 65_536)
-                        try rw.withReadLock {
-                            for e in i..<end {
-                                while Int(table.offsets[v + 1]) <= e { v += 1 }
-                                let id = table.ids[e]
-                                if pending.contains(id) { continue }
-                                let sub: UInt32?
-                                if verifyChanged!.contains(id) {
-                                    sub = try txn.get(dbItems, id: id).flatMap { rec in
-                                        (try? HammingCode(bytes: rec[0..<bytes], width: width)).map { c in
-                                            c.words.withUnsafeBufferPointer { layout.substring(j, of: $0.baseAddress!) }
-                                        }
-                                    }
-                                } else {
-                                    sub = index.codes.isLive(id) ? layout.substring(j, of: index.codes.pointer(id)) : nil
-                                }
-                                if sub == UInt32(v) { seen += 1 } else { stale += 1 }
-                            }
-                        }
-                        i = end
-                    }
-                    guard seen == notPending else {
-                        throw StoreError.corrupt("stored table \(j) holds \(seen) of the \(notPending) items it should")
-                    }
-                }
+                let notPending = try verifyItems(txn, pending: pending)
+                let stale = try verifyStoredTables(txn, pending: pending, notPending: notPending)
                 // The mirror's own check, in pieces: writes go on between them.
                 var progress = MultiIndex.CheckProgress()
                 while try !rw.withReadLock({ try index.checkStep(&progress, budget: 1 << 16) }) {}
@@ -127,5 +59,97 @@ extension HashStore {
         } catch {
             throw StoreError.io("verify could not read the database: \(error)")
         }
+    }
+
+    /// Every stored item is well formed and, unless a write changed it since the snapshot,
+    /// has the mirror's code and a key that leads back to it. Compared a chunk at a time
+    /// under the read lock. Returns the items not in `pending`.
+    private func verifyItems(_ txn: Transaction, pending: Set<UInt32>) throws -> Int {
+        let bytes = width.bytes
+        var notPending = 0
+        // Record pointers stay valid for the transaction.
+        var chunk: [(UInt32, UnsafeRawBufferPointer)] = []
+        chunk.reserveCapacity(4096)
+        func checkChunk() throws {
+            try rw.withReadLock {
+                for (id, v) in chunk where !verifyChanged!.contains(id) {
+                    guard index.codes.code(id) == (try? HammingCode(bytes: v[0..<bytes], width: width)) else {
+                        throw StoreError.corrupt("item \(id) differs between the store and the index")
+                    }
+                    guard keys.lookup(v[bytes...]) == id else {
+                        throw StoreError.corrupt("item \(id)'s key does not lead back to it")
+                    }
+                }
+            }
+            chunk.removeAll(keepingCapacity: true)
+        }
+        try txn.forEach(dbItems) { k, v in
+            let id = k.loadUnaligned(as: UInt32.self)
+            guard (try? ItemRecord.decode(key: k, value: v, width: width)) != nil else {
+                throw StoreError.corrupt("item \(id) has a malformed record")
+            }
+            if !pending.contains(id) { notPending += 1 }
+            chunk.append((id, v))
+            if chunk.count == 4096 { try checkChunk() }
+        }
+        try checkChunk()
+        return notPending
+    }
+
+    /// The stored tables are well formed and every item not pending is in each of them.
+    /// Returns the stale entries (an item no longer in that bucket).
+    private func verifyStoredTables(_ txn: Transaction, pending: Set<UInt32>, notPending: Int) throws -> Int {
+        guard let tmText = try txn.getString(dbMeta, "tables_m"), let tm = Int(tmText),
+              let layout = try? SubstringLayout(width: width, count: tm) else {
+            throw StoreError.corrupt("the stored tables are missing")
+        }
+        var stale = 0
+        for j in 0..<tm {
+            guard let table = try StoredTable.read(txn, dbTables, table: j, bits: layout.sizes[j]) else {
+                throw StoreError.corrupt("stored table \(j) is missing")
+            }
+            let (seen, staleHere) = try verifyStoredTable(txn, j, layout: layout, offsets: table.offsets,
+                                                          ids: table.ids, pending: pending)
+            stale += staleHere
+            guard seen == notPending else {
+                throw StoreError.corrupt("stored table \(j) holds \(seen) of the \(notPending) items it should")
+            }
+        }
+        return stale
+    }
+
+    /// Stored table j's entries, a chunk at a time under the read lock: an entry is seen
+    /// when its item's substring j is the bucket's value, else stale. The substring comes
+    /// from the mirror unless a write changed the item since the snapshot (then from the
+    /// snapshot's record). Pending items are skipped.
+    private func verifyStoredTable(_ txn: Transaction, _ j: Int, layout: SubstringLayout, offsets: [UInt32],
+                                   ids: [UInt32], pending: Set<UInt32>) throws -> (seen: Int, stale: Int) {
+        let bytes = width.bytes
+        var seen = 0, stale = 0
+        var v = 0
+        var i = 0
+        while i < ids.count {
+            let end = min(ids.count, i + 65_536)
+            try rw.withReadLock {
+                for e in i..<end {
+                    while Int(offsets[v + 1]) <= e { v += 1 }
+                    let id = ids[e]
+                    if pending.contains(id) { continue }
+                    let sub: UInt32?
+                    if verifyChanged!.contains(id) {
+                        sub = try txn.get(dbItems, id: id).flatMap { rec in
+                            (try? HammingCode(bytes: rec[0..<bytes], width: width)).map { c in
+                                c.words.withUnsafeBufferPointer { layout.substring(j, of: $0.baseAddress!) }
+                            }
+                        }
+                    } else {
+                        sub = index.codes.isLive(id) ? layout.substring(j, of: index.codes.pointer(id)) : nil
+                    }
+                    if sub == UInt32(v) { seen += 1 } else { stale += 1 }
+                }
+            }
+            i = end
+        }
+        return (seen, stale)
     }
 }
