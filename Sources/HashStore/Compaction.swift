@@ -208,17 +208,11 @@ extension HashStore {
     /// copy's map when it fills. Returns the number of changes.
     func replay(_ batches: [ChangeBatch], into target: Environment, dbis: [MDB_dbi: MDB_dbi]) throws -> Int {
         guard !batches.isEmpty else { return 0 }
-        var attempt = 0
-        while true {
-            do {
-                try target.write { txn in
-                    for b in batches { try b.replay(into: txn, dbis: dbis) }
-                }
-                return batches.reduce(0) { $0 + $1.ops.count }
-            } catch let e as LMDBError where e.isMapFull && attempt < 40 {
-                attempt += 1
-                try target.setMapSize(target.mapSize * 2)
+        try retryingWhenMapFull(grow: { try target.setMapSize(target.mapSize * 2) }) {
+            try target.write { txn in
+                for b in batches { try b.replay(into: txn, dbis: dbis) }
             }
         }
+        return batches.reduce(0) { $0 + $1.ops.count }
     }
 }

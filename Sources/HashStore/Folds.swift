@@ -114,33 +114,28 @@ extension HashStore {
     /// Stores prepared tables, with `pending` holding exactly the given ids, in one
     /// transaction (writer lock held); counts the commit and the fold.
     func storeTables(_ prepared: MultiIndex.PreparedTables, pending: [UInt32]) throws {
-        var attempt = 0
-        while true {
-            do {
-                try env.write { txn in
-                    try txn.clear(dbTables)
-                    for j in 0..<prepared.layout.count {
-                        let (offsets, ids) = prepared.table(j)
-                        var key = UInt32(j)
-                        let w = prepared.layout.sizes[j]
-                        try withUnsafeBytes(of: &key) { kb in
-                            try txn.putReserved(dbTables, key: kb, size: StoredTable.encodedSize(bits: w, ids: ids.count)) { out in
-                                StoredTable.encode(offsets: offsets, ids: ids, bits: w, idAt: prepared.idAtPosition, into: out)
-                            }
+        do {
+            try retryingWhenMapFull(grow: growMap) { try env.write { txn in
+                try txn.clear(dbTables)
+                for j in 0..<prepared.layout.count {
+                    let (offsets, ids) = prepared.table(j)
+                    var key = UInt32(j)
+                    let w = prepared.layout.sizes[j]
+                    try withUnsafeBytes(of: &key) { kb in
+                        try txn.putReserved(dbTables, key: kb, size: StoredTable.encodedSize(bits: w, ids: ids.count)) { out in
+                            StoredTable.encode(offsets: offsets, ids: ids, bits: w, idAt: prepared.idAtPosition, into: out)
                         }
                     }
-                    try txn.clear(dbPending)
-                    let empty: [UInt8] = []
-                    for id in pending { try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: 0) } }
-                    try txn.putString(dbMeta, "tables_m", String(prepared.layout.count))
                 }
-                break
-            } catch let e as LMDBError where e.isMapFull && attempt < 40 {
-                attempt += 1
-                try growMap()
-            } catch {
-                throw StoreError.io("cannot store the tables: \(error)")
-            }
+                try txn.clear(dbPending)
+                let empty: [UInt8] = []
+                for id in pending { try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: 0) } }
+                try txn.putString(dbMeta, "tables_m", String(prepared.layout.count))
+            } }
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError.io("cannot store the tables: \(error)")
         }
         commits += 1
         folds += 1

@@ -41,30 +41,25 @@ extension HashStore {
         guard !batch.isEmpty else { return [] }
         writerLock.lock()
         defer { writerLock.unlock() }
-        var attempt = 0
-        while true {
-            do {
-                let written = try writeBatch(batch, codesModel: codesModel)
-                commits += 1
-                applyToMirror(written)
-                // The batch is durable: a failed fold must not turn it into an error. The
-                // delta keeps answers exact; the fold is tried again after the next batch.
-                do {
-                    try foldIfNeeded()
-                    lastFoldError = nil
-                } catch {
-                    lastFoldError = "\(error)"
-                }
-                return written.outcomes
-            } catch let e as LMDBError where e.isMapFull && attempt < 40 {
-                attempt += 1
-                try growMap()
-            } catch let e as StoreError {
-                throw e
-            } catch {
-                throw StoreError.io("write failed, nothing was applied: \(error)")
-            }
+        let written: BatchWrite
+        do {
+            written = try retryingWhenMapFull(grow: growMap) { try writeBatch(batch, codesModel: codesModel) }
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError.io("write failed, nothing was applied: \(error)")
         }
+        commits += 1
+        applyToMirror(written)
+        // The batch is durable: a failed fold must not turn it into an error. The
+        // delta keeps answers exact; the fold is tried again after the next batch.
+        do {
+            try foldIfNeeded()
+            lastFoldError = nil
+        } catch {
+            lastFoldError = "\(error)"
+        }
+        return written.outcomes
     }
 
     /// A batch being written in its transaction, and once committed what the mirror

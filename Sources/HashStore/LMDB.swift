@@ -14,6 +14,21 @@ public struct LMDBError: Error, CustomStringConvertible, Equatable {
     public var isMapFull: Bool { code == MDB_MAP_FULL }
 }
 
+/// Runs `body` (one write transaction) again after `grow` whenever LMDB reports the map
+/// full, up to 40 times (`grow` doubles the map); any other error, a failure of `grow` and
+/// a 41st full map are thrown as they are.
+func retryingWhenMapFull<T>(grow: () throws -> Void, _ body: () throws -> T) throws -> T {
+    var attempt = 0
+    while true {
+        do {
+            return try body()
+        } catch let e as LMDBError where e.isMapFull && attempt < 40 {
+            attempt += 1
+            try grow()
+        }
+    }
+}
+
 @inline(__always)
 func check(_ rc: Int32, _ operation: @autoclosure () -> String) throws {
     if rc != 0 { throw LMDBError(code: rc, operation: operation()) }

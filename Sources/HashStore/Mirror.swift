@@ -28,10 +28,10 @@ extension HashStore {
                 }
                 if let tm = tablesM, index.fixedM == nil || index.fixedM == tm,
                    let layout = try? SubstringLayout(width: width, count: tm) {
-                    for j in 0..<tm {
-                        guard let table = try? StoredTable.read(txn, dbTables, table: j, bits: layout.sizes[j]) else { return }
+                    // Tables that cannot be read are built again below.
+                    guard (try? StoredTable.forEach(txn, dbTables, layout: layout, { _, table in
                         stored.append((table.offsets, table.ids))
-                    }
+                    })) != nil else { return }
                     storedLayout = layout
                 }
             }

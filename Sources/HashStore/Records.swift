@@ -72,4 +72,18 @@ extension StoredTable {
             throw StoreError.corrupt("stored table \(j): \(error)")
         }
     }
+
+    /// Reads the stored tables of `layout` in order (table 0 first) and hands each to
+    /// `body`, decoded and checked (`decode`); `corrupt` when one is missing or malformed,
+    /// LMDB errors as they are. The one reader and validator of the stored tables: opening
+    /// the store, VERIFY, and `ReadOnlyStore`'s report and dump all use it.
+    static func forEach(_ txn: Transaction, _ dbi: MDB_dbi, layout: SubstringLayout,
+                        _ body: (Int, (offsets: [UInt32], ids: [UInt32], storedBytes: Int)) throws -> Void) throws {
+        for j in 0..<layout.count {
+            guard let t = try read(txn, dbi, table: j, bits: layout.sizes[j]) else {
+                throw StoreError.corrupt("stored table \(j) is missing")
+            }
+            try body(j, t)
+        }
+    }
 }

@@ -45,23 +45,18 @@ extension HashStore {
     public func setModelIdentity(_ identity: String?) throws {
         writerLock.lock()
         defer { writerLock.unlock() }
-        var attempt = 0
-        while true {
-            do {
-                try env.write { txn in
-                    if let identity {
-                        try txn.putString(dbMeta, HashStore.modelIdentityKey, identity)
-                    } else {
-                        try txn.deleteString(dbMeta, HashStore.modelIdentityKey)
-                    }
+        do {
+            try retryingWhenMapFull(grow: growMap) { try env.write { txn in
+                if let identity {
+                    try txn.putString(dbMeta, HashStore.modelIdentityKey, identity)
+                } else {
+                    try txn.deleteString(dbMeta, HashStore.modelIdentityKey)
                 }
-                break
-            } catch let e as LMDBError where e.isMapFull && attempt < 40 {
-                attempt += 1
-                try growMap()
-            } catch {
-                throw StoreError.io("cannot record the model identity: \(error)")
-            }
+            } }
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError.io("cannot record the model identity: \(error)")
         }
         rw.withWriteLock { recordedModel = identity }
     }

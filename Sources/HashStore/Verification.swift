@@ -104,10 +104,7 @@ extension HashStore {
             throw StoreError.corrupt("the stored tables are missing")
         }
         var stale = 0
-        for j in 0..<tm {
-            guard let table = try StoredTable.read(txn, dbTables, table: j, bits: layout.sizes[j]) else {
-                throw StoreError.corrupt("stored table \(j) is missing")
-            }
+        try StoredTable.forEach(txn, dbTables, layout: layout) { j, table in
             let (seen, staleHere) = try verifyStoredTable(txn, j, layout: layout, offsets: table.offsets,
                                                           ids: table.ids, pending: pending)
             stale += staleHere
