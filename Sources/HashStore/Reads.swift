@@ -50,7 +50,7 @@ extension HashStore {
         }
     }
 
-    /// The code stored under a key.
+    /// The code stored under a key (a value: it outlives the lock).
     public func get(_ key: String) -> HammingCode? {
         rw.withReadLock { keys.lookup(key).flatMap { index.codes.code($0) } }
     }

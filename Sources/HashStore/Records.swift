@@ -46,8 +46,9 @@ enum ItemRecord {
         out.append(contentsOf: key.utf8)
     }
 
-    /// The id, code and key bytes of a stored record (the key bytes point into `value`);
-    /// `corrupt` when the record is malformed.
+    /// The id, code and key bytes of a stored record; `corrupt` when the record is
+    /// malformed. The key bytes point into `value`, so they are valid exactly as long as
+    /// it is (for a value from LMDB: until the next update or the transaction's end).
     @inline(__always)
     static func decode(key: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, width: CodeWidth) throws
         -> (id: UInt32, code: HammingCode, key: Slice<UnsafeRawBufferPointer>) {
@@ -60,8 +61,9 @@ enum ItemRecord {
 }
 
 extension StoredTable {
-    /// Table j as stored in `tables`, decoded, with the size of its stored value; nil when
-    /// it is not stored, `corrupt` when it is malformed. LMDB errors are thrown as they are.
+    /// Table j as stored in `tables`, decoded (copied out of the memory map: the arrays
+    /// outlive the transaction), with the size of its stored value; nil when it is not
+    /// stored, `corrupt` when it is malformed. LMDB errors are thrown as they are.
     static func read(_ txn: Transaction, _ dbi: MDB_dbi, table j: Int, bits w: Int) throws
         -> (offsets: [UInt32], ids: [UInt32], storedBytes: Int)? {
         guard let blob = try txn.get(dbi, id: UInt32(j)) else { return nil }

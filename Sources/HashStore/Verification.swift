@@ -140,6 +140,7 @@ extension HashStore {
                             }
                         }
                     } else {
+                        // The code's pointer is valid while the read lock is held.
                         sub = index.codes.isLive(id) ? layout.substring(j, of: index.codes.pointer(id)) : nil
                     }
                     if sub == UInt32(v) { seen += 1 } else { stale += 1 }
