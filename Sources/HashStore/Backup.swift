@@ -41,7 +41,7 @@ extension HashStore {
             throw e
         } catch {
             unlink(tmp)
-            throw StoreError.io("backup to \(path) failed: \(error)")
+            throw StoreError.storage(error, "backup to \(path) failed", dataPath: tmp)
         }
         return HashStore.fileSize(path)
     }

@@ -58,7 +58,7 @@ extension HashStore {
         commits += 1
         lastCompactReplayed = (caughtUp, last)
         if let reopenError = swap.reopenError {
-            throw StoreError.io("cannot reopen the database after compaction: \(reopenError)")
+            throw StoreError.storage(reopenError, "cannot reopen the database after compaction", dataPath: dataPath)
         }
         guard swap.renamed else {
             throw StoreError.io("cannot replace the data file: \(String(cString: strerror(swap.renameError)))")
@@ -106,7 +106,7 @@ extension HashStore {
             try HashStore.fsyncPath(tmp)
             return try Environment(path: tmp, mapSize: mapSize, maxDatabases: 8, noSync: true)
         } catch {
-            throw StoreError.io("compaction copy failed, the database is unchanged: \(error)")
+            throw StoreError.storage(error, "compaction copy failed, the database is unchanged", dataPath: tmp)
         }
     }
 
@@ -121,7 +121,7 @@ extension HashStore {
             caughtUp += try replay(log.take(), into: target, dbis: dbis)
         }
         do { try target.sync() } catch {
-            throw StoreError.io("compaction catch-up failed, the database is unchanged: \(error)")
+            throw StoreError.storage(error, "compaction catch-up failed, the database is unchanged", dataPath: target.path)
         }
         return caughtUp
     }
@@ -145,7 +145,7 @@ extension HashStore {
         } catch let e as StoreError {
             throw e
         } catch {
-            throw StoreError.io("compaction catch-up failed, the database is unchanged: \(error)")
+            throw StoreError.storage(error, "compaction catch-up failed, the database is unchanged", dataPath: tmp)
         }
     }
 
@@ -200,7 +200,7 @@ extension HashStore {
             let c = try target.write { try HashStore.openDatabases($0, create: false) }
             return [dbMeta: c.0, dbItems: c.1, dbTables: c.2, dbPending: c.3, dbSources: c.4]
         } catch {
-            throw StoreError.io("compaction copy is unreadable, the database is unchanged: \(error)")
+            throw StoreError.storage(error, "compaction copy is unreadable, the database is unchanged", dataPath: target.path)
         }
     }
 

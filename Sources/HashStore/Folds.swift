@@ -135,7 +135,7 @@ extension HashStore {
         } catch let e as StoreError {
             throw e
         } catch {
-            throw StoreError.io("cannot store the tables: \(error)")
+            throw StoreError.storage(error, "cannot store the tables", dataPath: dataPath)
         }
         commits += 1
         folds += 1

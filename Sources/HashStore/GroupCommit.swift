@@ -47,7 +47,7 @@ extension HashStore {
         } catch let e as StoreError {
             throw e
         } catch {
-            throw StoreError.io("write failed, nothing was applied: \(error)")
+            throw StoreError.storage(error, "write failed, nothing was applied", dataPath: dataPath)
         }
         commits += 1
         applyToMirror(written)

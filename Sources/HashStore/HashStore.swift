@@ -199,7 +199,7 @@ public final class HashStore {
         do {
             return try Environment(path: directory + "/data.mdb", mapSize: mapSize, maxDatabases: 8)
         } catch {
-            throw StoreError.io("cannot open database \(directory): \(error)")
+            throw StoreError.storage(error, "cannot open database \(directory)", dataPath: directory + "/data.mdb")
         }
     }
 
@@ -217,7 +217,7 @@ public final class HashStore {
         } catch let e as StoreError {
             throw e
         } catch {
-            throw StoreError.io("cannot read database \(directory): \(error)")
+            throw StoreError.storage(error, "cannot read database \(directory)", dataPath: directory + "/data.mdb")
         }
     }
 
@@ -250,7 +250,7 @@ public final class HashStore {
         try envSwap.withWriteLock {
             let size = env.mapSize * 2
             do { try env.setMapSize(size) } catch {
-                throw StoreError.io("cannot grow the map to \(size) bytes: \(error)")
+                throw StoreError.storage(error, "cannot grow the map to \(size) bytes", dataPath: dataPath)
             }
             rw.withWriteLock { mapBytes = size }
         }
@@ -273,6 +273,9 @@ public final class HashStore {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw StoreError.io("cannot open \(path) to sync it") }
         defer { Glibc.close(fd) }
-        guard fsync(fd) == 0 else { throw StoreError.io("cannot sync \(path): \(String(cString: strerror(errno)))") }
+        guard fsync(fd) == 0 else {
+            let e = errno
+            throw StoreError.kind(lmdbCode: e)("cannot sync \(path): \(String(cString: strerror(e)))")
+        }
     }
 }

@@ -98,7 +98,7 @@ public final class ReadOnlyStore {
         } catch let e as StoreError {
             throw e
         } catch {
-            throw StoreError.io("cannot read \(directory): \(error)")
+            throw StoreError.storage(error, "cannot read \(directory)")
         }
     }
 

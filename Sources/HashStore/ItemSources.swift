@@ -50,7 +50,7 @@ extension HashStore {
                 found.map { id, s in (id, keys.withKeyBytes(ofAnyID: id) { String(decoding: $0, as: UTF8.self) }, s) }
             }
         } catch {
-            throw StoreError.io("cannot read the item sources: \(error)")
+            throw StoreError.storage(error, "cannot read the item sources")
         }
     }
 }

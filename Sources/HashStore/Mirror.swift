@@ -38,7 +38,7 @@ extension HashStore {
         } catch let e as StoreError {
             throw e
         } catch {
-            throw StoreError.io("cannot load database: \(error)")
+            throw StoreError.storage(error, "cannot load database", dataPath: dataPath)
         }
         if let layout = storedLayout, stored.count == layout.count,
            (try? index.load(layout: layout, tables: stored, pending: pending)) != nil,

@@ -35,7 +35,11 @@ extension HashStore {
         do { _ = try SubstringLayout(width: width, count: m) } catch {
             throw StoreError.invalid("\(error)")
         }
-        try env.write { txn in try txn.putString(dbMeta, "substrings", String(m)) }
+        do {
+            try env.write { txn in try txn.putString(dbMeta, "substrings", String(m)) }
+        } catch {
+            throw StoreError.storage(error, nil, dataPath: dataPath)
+        }
         rw.withWriteLock { index.fixedM = m }
     }
 
@@ -56,7 +60,7 @@ extension HashStore {
         } catch let e as StoreError {
             throw e
         } catch {
-            throw StoreError.io("cannot record the model identity: \(error)")
+            throw StoreError.storage(error, "cannot record the model identity", dataPath: dataPath)
         }
         rw.withWriteLock { recordedModel = identity }
     }

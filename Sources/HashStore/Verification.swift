@@ -57,7 +57,7 @@ extension HashStore {
         } catch let e as MultiIndex.Inconsistency {
             throw StoreError.corrupt(e.description)
         } catch {
-            throw StoreError.io("verify could not read the database: \(error)")
+            throw StoreError.storage(error, "verify could not read the database", dataPath: dataPath)
         }
     }
 
