@@ -104,7 +104,7 @@ extension HashStore {
             try envSwap.withReadLock { try env.copyCompacted(to: tmp) }
             chmod(tmp, 0o600)
             try HashStore.fsyncPath(tmp)
-            return try Environment(path: tmp, mapSize: mapSize, maxDatabases: 8, noSync: true)
+            return try Environment(path: tmp, mapSize: mapSize, maxDatabases: HashStore.maxDatabases, noSync: true)
         } catch {
             throw StoreError.storage(error, "compaction copy failed, the database is unchanged", dataPath: tmp)
         }
@@ -173,7 +173,7 @@ extension HashStore {
             unlink(dataPath + "-lock")
             testPoint("renamed")
             do {
-                env = try Environment(path: dataPath, mapSize: mapSize, maxDatabases: 8)
+                env = try Environment(path: dataPath, mapSize: mapSize, maxDatabases: HashStore.maxDatabases)
                 (dbMeta, dbItems, dbTables, dbPending, dbSources) = try env.write { try HashStore.openDatabases($0, create: false) }
                 mapBytes = env.mapSize
                 return (renamed, renameError, nil)

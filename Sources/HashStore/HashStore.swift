@@ -197,7 +197,7 @@ public final class HashStore {
         var mapSize = max(initialMapSize, 1 << 20)
         while mapSize < fileSize * 2 { mapSize *= 2 }
         do {
-            return try Environment(path: directory + "/data.mdb", mapSize: mapSize, maxDatabases: 8)
+            return try Environment(path: directory + "/data.mdb", mapSize: mapSize, maxDatabases: HashStore.maxDatabases)
         } catch {
             throw StoreError.storage(error, "cannot open database \(directory)", dataPath: directory + "/data.mdb")
         }
@@ -255,6 +255,10 @@ public final class HashStore {
             rw.withWriteLock { mapBytes = size }
         }
     }
+
+    /// LMDB's limit of named databases for every environment the store opens (the five
+    /// of `openDatabases`, and room to spare).
+    static let maxDatabases: UInt32 = 8
 
     /// The handles of meta, items, tables, pending and sources, in that order.
     typealias Databases = (MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi)

@@ -42,7 +42,7 @@ public final class ReadOnlyStore {
         }
         usesLockFile = access(data + "-lock", W_OK) == 0
         do {
-            env = try Environment(path: data, access: .readOnly(lockFile: usesLockFile), maxDatabases: 8)
+            env = try Environment(path: data, access: .readOnly(lockFile: usesLockFile), maxDatabases: HashStore.maxDatabases)
         } catch {
             throw StoreError.notADatabase("cannot open \(data): \(error)")
         }

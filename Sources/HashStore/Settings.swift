@@ -66,6 +66,42 @@ extension HashStore {
     }
 }
 
+/// The settings a database keeps in `meta`, as stored (read at every open, by the store
+/// and by `ReadOnlyStore`).
+struct StoredSettings {
+    /// Code width b.
+    var bits: Int
+    /// The fixed substring count m; nil: `auto`.
+    var substrings: Int?
+    /// The id the next new key gets.
+    var nextID: UInt32
+    /// m of the stored tables; nil when none are stored.
+    var tablesM: Int?
+    /// The identity of the model that made the image codes (`model_identity`).
+    var model: String?
+    /// Items with a stored source (records in `sources`).
+    var imageItems: Int
+
+    /// The settings in `txn`, or nil when `meta` holds none (a database not yet set up);
+    /// `mismatch` for another format version, `corrupt` when they cannot be read.
+    static func read(_ txn: Transaction, meta: MDB_dbi, sources: MDB_dbi, directory: String) throws -> StoredSettings? {
+        guard let format = try txn.getString(meta, "format") else { return nil }
+        guard format == String(HashStore.formatVersion) else {
+            throw StoreError.mismatch("database format \(format) is not supported (this build reads \(HashStore.formatVersion))")
+        }
+        guard let bitsText = try txn.getString(meta, "bits"), let bits = Int(bitsText),
+              let nextText = try txn.getString(meta, "next_id"), let next = UInt32(nextText) else {
+            throw StoreError.corrupt("database \(directory) has unreadable settings")
+        }
+        let mText = try txn.getString(meta, "substrings") ?? "auto"
+        return StoredSettings(
+            bits: bits, substrings: mText == "auto" ? nil : Int(mText), nextID: next,
+            tablesM: try txn.getString(meta, "tables_m").flatMap { Int($0) },
+            model: try txn.getString(meta, HashStore.modelIdentityKey),
+            imageItems: try txn.count(sources))
+    }
+}
+
 extension StoredSettings {
     /// The settings in `txn` (a write transaction), checked against `options`: `mismatch`
     /// for another code width; a substring count given in `options` becomes the setting
