@@ -254,6 +254,9 @@ final class Service: @unchecked Sendable {
             switch e {
             case .invalid(let m): return ResponseFormatter.error(.badRequest, m)
             case .corrupt(let m): return ResponseFormatter.error(.corrupt, m)
+            case .diskFull(let m):
+                logger.error("store failure: \(e)")
+                return ResponseFormatter.error(.diskFull, m)
             default:
                 logger.error("store failure: \(e)")
                 return ResponseFormatter.error(.internalError, e.description)

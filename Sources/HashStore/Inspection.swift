@@ -20,6 +20,7 @@ public final class ReadOnlyStore {
     public let width: CodeWidth
     /// Whether LMDB's lock file is used (false: MDB_NOLOCK).
     public let usesLockFile: Bool
+    /// Open until `close` (or deinit); transactions on it only inside `read`.
     private let env: Environment
     private var dbMeta: MDB_dbi = 0, dbItems: MDB_dbi = 0, dbTables: MDB_dbi = 0, dbPending: MDB_dbi = 0, dbSources: MDB_dbi = 0
     private var closed = false
@@ -41,7 +42,7 @@ public final class ReadOnlyStore {
         }
         usesLockFile = access(data + "-lock", W_OK) == 0
         do {
-            env = try Environment(path: data, access: .readOnly(lockFile: usesLockFile), maxDatabases: 8)
+            env = try Environment(path: data, access: .readOnly(lockFile: usesLockFile), maxDatabases: HashStore.maxDatabases)
         } catch {
             throw StoreError.notADatabase("cannot open \(data): \(error)")
         }
@@ -97,7 +98,7 @@ public final class ReadOnlyStore {
         } catch let e as StoreError {
             throw e
         } catch {
-            throw StoreError.io("cannot read \(directory): \(error)")
+            throw StoreError.storage(error, "cannot read \(directory)")
         }
     }
 
@@ -129,10 +130,7 @@ public final class ReadOnlyStore {
             if let tm = s.tablesM {
                 do {
                     let layout = try SubstringLayout(width: width, count: tm)
-                    for j in 0..<tm {
-                        guard let t = try StoredTable.read(txn, dbTables, table: j, bits: layout.sizes[j]) else {
-                            throw StoreError.corrupt("stored table \(j) is missing")
-                        }
+                    try StoredTable.forEach(txn, dbTables, layout: layout) { j, t in
                         var values = 0, largest = 0
                         for v in 0..<(t.offsets.count - 1) {
                             let c = Int(t.offsets[v + 1] - t.offsets[v])
@@ -178,7 +176,8 @@ public final class ReadOnlyStore {
     /// Writes every item as a `key hex` line, the format `gdh import` reads (the key's
     /// bytes, one space, the code as bits/4 lower-case hex digits, a line feed), in id
     /// order, from one snapshot; `write` gets the text in pieces of about 64 KiB.
-    /// `corrupt` for a key that could not be read back as one token of a line.
+    /// `corrupt` for a key that could not be read back as one token of a line. Each piece
+    /// handed to `write` is valid only during that call.
     public func dumpItems(_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> DumpSummary {
         var summary = DumpSummary()
         var out = DumpBuffer()
@@ -211,10 +210,7 @@ public final class ReadOnlyStore {
                 do { layout = try SubstringLayout(width: width, count: tm) } catch {
                     throw StoreError.corrupt("the stored tables have m = \(tm): \(error)")
                 }
-                for j in 0..<tm {
-                    guard let t = try StoredTable.read(txn, dbTables, table: j, bits: layout.sizes[j]) else {
-                        throw StoreError.corrupt("stored table \(j) is missing")
-                    }
+                try StoredTable.forEach(txn, dbTables, layout: layout) { j, t in
                     tables.append(StoredTables.Table(offset: layout.offsets[j], bits: layout.sizes[j], offsets: t.offsets, ids: t.ids))
                 }
             }
@@ -226,7 +222,8 @@ public final class ReadOnlyStore {
         }
     }
 
-    /// Writes the stored tables decoded, then the pending ids (`StoredTables.write`).
+    /// Writes the stored tables decoded, then the pending ids (`StoredTables.write`); each
+    /// piece handed to `write` is valid only during that call.
     public func dumpTables(_ write: (UnsafeRawBufferPointer) throws -> Void) throws {
         try storedTables().write(write)
     }
@@ -293,6 +290,7 @@ public struct StoredTables: Sendable, Equatable {
     ///     <id>                          one line per pending id, ascending
     ///
     /// A value is written as ceil(w/4) lower-case hex digits, its first bit most significant.
+    /// Each piece handed to `write` is valid only during that call.
     public func write(_ write: (UnsafeRawBufferPointer) throws -> Void) throws {
         var out = DumpBuffer()
         out.append("tables \(tables.count)\n")

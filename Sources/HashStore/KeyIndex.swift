@@ -34,7 +34,8 @@ final class KeyIndex {
 
     var count: Int { used }
 
-    /// The key of a live id, as bytes.
+    /// The key of a live id, as bytes: a value (copy-on-write), valid for as long as it
+    /// is kept, whatever the index does later.
     func keyBytes(_ id: UInt32) -> ArraySlice<UInt8>? {
         let i = Int(id)
         guard i < location.count, location[i] != 0, location[i] & KeyIndex.removedBit == 0 else { return nil }
@@ -51,6 +52,7 @@ final class KeyIndex {
         return arena.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[off..<(off + len)])) }
     }
 
+    /// The key of a live id, as a string (a copy).
     func key(_ id: UInt32) -> String? {
         keyBytes(id).map { String(decoding: $0, as: UTF8.self) }
     }
@@ -100,6 +102,7 @@ final class KeyIndex {
 
     /// The key's bytes as one buffer (a String's UTF-8 is contiguous already).
     @inline(__always)
+    /// `key`'s bytes as a contiguous buffer, valid only during `body`.
     private static func withBytes<T>(_ key: some Collection<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
         if let r = key.withContiguousStorageIfAvailable(body) { return r }
         return Array(key).withUnsafeBufferPointer(body)

@@ -14,6 +14,21 @@ public struct LMDBError: Error, CustomStringConvertible, Equatable {
     public var isMapFull: Bool { code == MDB_MAP_FULL }
 }
 
+/// Runs `body` (one write transaction) again after `grow` whenever LMDB reports the map
+/// full, up to 40 times (`grow` doubles the map); any other error, a failure of `grow` and
+/// a 41st full map are thrown as they are.
+func retryingWhenMapFull<T>(grow: () throws -> Void, _ body: () throws -> T) throws -> T {
+    var attempt = 0
+    while true {
+        do {
+            return try body()
+        } catch let e as LMDBError where e.isMapFull && attempt < 40 {
+            attempt += 1
+            try grow()
+        }
+    }
+}
+
 @inline(__always)
 func check(_ rc: Int32, _ operation: @autoclosure () -> String) throws {
     if rc != 0 { throw LMDBError(code: rc, operation: operation()) }
@@ -23,6 +38,9 @@ func check(_ rc: Int32, _ operation: @autoclosure () -> String) throws {
 /// MDB_NOTLS so transactions are not tied to threads. Every commit is synced
 /// (no MDB_NOSYNC): a write acknowledged after `commit` survives a crash.
 final class Environment {
+    /// LMDB's environment handle: valid until `close`. COMPACT closes the store's
+    /// environment and opens a new one, so hold it only under the store's `envSwap` (or
+    /// the writer lock).
     private(set) var env: OpaquePointer
     let path: String
     /// While set, every committed write transaction appends its changes here (COMPACT
@@ -99,7 +117,8 @@ final class Environment {
         try check(mdb_env_copy2(env, path, UInt32(MDB_CP_COMPACT)), "mdb_env_copy2")
     }
 
-    /// Runs `body` in a write transaction and commits it; aborts on a thrown error.
+    /// Runs `body` in a write transaction and commits it; aborts on a thrown error. The
+    /// transaction, and every buffer it hands out, is valid only inside `body`.
     func write<T>(_ body: (Transaction) throws -> T) throws -> T {
         let txn = try Transaction(env: env, readOnly: false)
         if log != nil { txn.changes = ChangeBatch() }
@@ -114,7 +133,8 @@ final class Environment {
         }
     }
 
-    /// Runs `body` in a read-only transaction. Values read are valid only inside `body`.
+    /// Runs `body` in a read-only transaction. The transaction, and every value read (a
+    /// pointer into the memory map), is valid only inside `body`.
     func read<T>(_ body: (Transaction) throws -> T) throws -> T {
         let txn = try Transaction(env: env, readOnly: true)
         defer { txn.abort() }
@@ -125,6 +145,8 @@ final class Environment {
 /// A transaction. Byte buffers handed out by `get` and cursors point into the memory
 /// map and are valid only until the next update in this transaction or its end.
 final class Transaction {
+    /// LMDB's transaction handle: valid until `commit` or `abort` (for a transaction of
+    /// `Environment.read`/`write`, until the closure returns).
     let txn: OpaquePointer
     private var finished = false
     /// The changes made, when the environment is recording them.
@@ -159,7 +181,8 @@ final class Transaction {
         changes?.put(dbi, key, value)
     }
 
-    /// Reserves `size` bytes for a value and lets `fill` write them in place.
+    /// Reserves `size` bytes for a value and lets `fill` write them in place. The buffer
+    /// points into the memory map and is valid only during `fill`.
     func putReserved(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer, size: Int, fill: (UnsafeMutableRawBufferPointer) -> Void) throws {
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val(mv_size: size, mv_data: nil)
@@ -168,6 +191,8 @@ final class Transaction {
         changes?.put(dbi, key, UnsafeRawBufferPointer(start: v.mv_data, count: size))
     }
 
+    /// The value stored under `key`, or nil. The buffer points into the memory map: valid
+    /// until the next update in this transaction or its end, whichever comes first.
     func get(_ dbi: MDB_dbi, key: UnsafeRawBufferPointer) throws -> UnsafeRawBufferPointer? {
         var k = MDB_val(mv_size: key.count, mv_data: UnsafeMutableRawPointer(mutating: key.baseAddress))
         var v = MDB_val()
@@ -216,7 +241,9 @@ final class Transaction {
         return pages
     }
 
-    /// Calls `body` with every key and value in key order.
+    /// Calls `body` with every key and value in key order. Both buffers point into the
+    /// memory map: valid until the next update in this transaction or its end (so `body`
+    /// may keep them while it only reads, as VERIFY does, but not past the transaction).
     func forEach(_ dbi: MDB_dbi, _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Void) throws {
         var c: OpaquePointer?
         try check(mdb_cursor_open(txn, dbi, &c), "mdb_cursor_open")
@@ -240,6 +267,7 @@ extension Transaction {
         try withUnsafeBytes(of: &key) { try put(dbi, key: $0, value: value, flags: flags) }
     }
 
+    /// `get` by a u32 key; the same lifetime: until the next update or the transaction's end.
     func get(_ dbi: MDB_dbi, id: UInt32) throws -> UnsafeRawBufferPointer? {
         var key = id
         return try withUnsafeBytes(of: &key) { try get(dbi, key: $0) }
@@ -264,6 +292,7 @@ extension Transaction {
         return try k.withUnsafeBytes { try delete(dbi, key: $0) }
     }
 
+    /// A value as a string (a copy: it outlives the transaction).
     func getString(_ dbi: MDB_dbi, _ key: String) throws -> String? {
         let k = Array(key.utf8)
         return try k.withUnsafeBytes { kb in
@@ -294,6 +323,8 @@ struct ChangeBatch {
         return start..<bytes.count
     }
 
+    /// Records a put; the key and value bytes are copied, so they need to be valid only
+    /// during the call.
     mutating func put(_ dbi: MDB_dbi, _ key: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) {
         let k = store(key), v = store(value)
         ops.append(Op(kind: .put, dbi: dbi, key: k, value: v))

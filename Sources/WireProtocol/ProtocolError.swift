@@ -12,6 +12,7 @@ public enum ErrorCode: String, Sendable, CaseIterable, Hashable {
     case badImage = "BADIMAGE"
     case forbidden = "FORBIDDEN"
     case corrupt = "CORRUPT"
+    case diskFull = "DISKFULL"
     case shutdown = "SHUTDOWN"
     case internalError = "INTERNAL"
 
@@ -28,6 +29,7 @@ public enum ErrorCode: String, Sendable, CaseIterable, Hashable {
         case .badImage: return "the image cannot be read"
         case .forbidden: return "that path is outside the allowed directories"
         case .corrupt: return "the database is inconsistent"
+        case .diskFull: return "no room on the disk for the database to grow; the write was not applied"
         case .shutdown: return "the daemon is shutting down"
         case .internalError: return "internal error"
         }

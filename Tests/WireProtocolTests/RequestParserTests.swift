@@ -491,7 +491,7 @@ struct ErrorMessages {
     @Test("error codes spell as in section 5")
     func codes() {
         #expect(ErrorCode.allCases.map(\.rawValue) == [
-            "BADREQUEST", "BADKEY", "BADCODE", "NOTFOUND", "TOOLONG", "NOMODEL", "MODELMISMATCH", "BADIMAGE", "FORBIDDEN", "CORRUPT", "SHUTDOWN", "INTERNAL",
+            "BADREQUEST", "BADKEY", "BADCODE", "NOTFOUND", "TOOLONG", "NOMODEL", "MODELMISMATCH", "BADIMAGE", "FORBIDDEN", "CORRUPT", "DISKFULL", "SHUTDOWN", "INTERNAL",
         ])
         for c in ErrorCode.allCases { #expect(!c.defaultMessage.isEmpty) }
     }

@@ -1,0 +1,218 @@
+import CLMDB
+import Foundation
+import HammingCode
+import MultiIndex
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension HashStore {
+    /// Writes a compacted copy of the database and swaps it in while writes go on.
+    ///
+    /// 1. Under the writer lock (a moment): the environment starts logging the changes of
+    ///    every committed write transaction.
+    /// 2. No lock: LMDB copies the database, compacted, from one read transaction into
+    ///    `data.mdb.compact`; writes continue. Then the logged changes are replayed on the
+    ///    copy in rounds (each a transaction on the copy) until few are left.
+    /// 3. Under the writer lock (the pause writes see): the last changes are replayed, the
+    ///    copy is synced, renamed over the data file and the directory synced; the
+    ///    environment is reopened on it.
+    ///
+    /// Replaying a change the copy already holds is harmless (every change is a blind
+    /// put, delete or empty), so logging may start before the copy's snapshot. A crash at
+    /// any point leaves the old file whole (the copy is only a temporary file until the
+    /// rename) or the new one complete. The tables are not folded (a fold happens by the
+    /// usual thresholds, or with REBUILD). Any thread. Returns the file size before and after.
+    public func compact() throws -> (before: Int, after: Int) {
+        compactLock.lock()
+        defer { compactLock.unlock() }
+        let before = HashStore.fileSize(dataPath)
+        let tmp = directory + "/data.mdb.compact"
+        unlink(tmp)
+        let log = ChangeLog()
+        let mapSize = try startLogging(to: log)
+        testPoint("started")
+        var copy: Environment?
+        var swapped = false
+        defer { if !swapped { abandonCompaction(copy: copy, tmp: tmp) } }
+        copy = try writeCompactedCopy(to: tmp, mapSize: mapSize)
+        let target = copy!
+        let dbis = try copyDatabases(target)
+        testPoint("copied")
+        let caughtUp = try catchUp(log, into: target, dbis: dbis)
+        testPoint("caught-up")
+        writerLock.lock()
+        defer { writerLock.unlock() }
+        var pause = PauseSteps()
+        env.log = nil
+        let last = try finishCopy(log, into: target, dbis: dbis, copy: &copy, tmp: tmp, &pause)
+        unlink(tmp + "-lock")
+        testPoint("replayed")
+        let swap = swapInCopy(tmp, &pause)
+        swapped = swap.renamed
+        pause.step("reopen")
+        lastCompactSteps = pause.steps
+        writerLock.unlock()
+        unlink(oldPath)
+        writerLock.lock()
+        commits += 1
+        lastCompactReplayed = (caughtUp, last)
+        if let reopenError = swap.reopenError {
+            throw StoreError.storage(reopenError, "cannot reopen the database after compaction", dataPath: dataPath)
+        }
+        guard swap.renamed else {
+            throw StoreError.io("cannot replace the data file: \(String(cString: strerror(swap.renameError)))")
+        }
+        return (before, HashStore.fileSize(dataPath))
+    }
+
+    /// The steps of COMPACT's pause: (name, seconds since the pause began).
+    struct PauseSteps {
+        let start = DispatchTime.now().uptimeNanoseconds
+        var steps: [(String, Double)] = []
+        mutating func step(_ name: String) {
+            steps.append((name, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9))
+        }
+    }
+
+    /// Step 1, under the writer lock for a moment: room ahead in the map, and the
+    /// environment starts logging committed changes to `log`. Returns the map size.
+    private func startLogging(to log: ChangeLog) throws -> Int {
+        writerLock.lock()
+        defer { writerLock.unlock() }
+        try growMapAhead()
+        env.log = log
+        return env.mapSize
+    }
+
+    /// A COMPACT that did not swap: logging stops (under the writer lock), the copy is
+    /// closed and its files removed; the database is unchanged.
+    private func abandonCompaction(copy: Environment?, tmp: String) {
+        writerLock.lock()
+        env.log = nil
+        writerLock.unlock()
+        copy?.close()
+        unlink(tmp)
+        unlink(tmp + "-lock")
+    }
+
+    /// Step 2, no lock: LMDB's compacted copy of one snapshot into `tmp`, synced (the bulk
+    /// of the copy reaches the disk now, not in the pause), then opened without syncing
+    /// commits (the catch-up syncs it as a whole).
+    private func writeCompactedCopy(to tmp: String, mapSize: Int) throws -> Environment {
+        do {
+            try envSwap.withReadLock { try env.copyCompacted(to: tmp) }
+            chmod(tmp, 0o600)
+            try HashStore.fsyncPath(tmp)
+            return try Environment(path: tmp, mapSize: mapSize, maxDatabases: HashStore.maxDatabases, noSync: true)
+        } catch {
+            throw StoreError.storage(error, "compaction copy failed, the database is unchanged", dataPath: tmp)
+        }
+    }
+
+    /// Step 2, no lock: replays the logged changes on the copy while writes go on, until
+    /// little is left for the pause (a round takes about as long as the writes it replays
+    /// took to arrive, so the rounds shrink), then syncs the copy. Returns the changes
+    /// replayed.
+    private func catchUp(_ log: ChangeLog, into target: Environment, dbis: [MDB_dbi: MDB_dbi]) throws -> Int {
+        var caughtUp = 0
+        for _ in 0..<50 {
+            if log.count < 256 && log.bytes < 256 << 10 { break }
+            caughtUp += try replay(log.take(), into: target, dbis: dbis)
+        }
+        do { try target.sync() } catch {
+            throw StoreError.storage(error, "compaction catch-up failed, the database is unchanged", dataPath: target.path)
+        }
+        return caughtUp
+    }
+
+    /// Step 3, writer lock held and logging stopped: replays the last changes, syncs and
+    /// closes the copy (`copy` becomes nil once closed) and syncs its file. Returns the
+    /// changes replayed.
+    private func finishCopy(_ log: ChangeLog, into target: Environment, dbis: [MDB_dbi: MDB_dbi],
+                            copy: inout Environment?, tmp: String, _ pause: inout PauseSteps) throws -> Int {
+        do {
+            let last = try replay(log.take(), into: target, dbis: dbis)
+            pause.step("replay")
+            try target.sync()
+            pause.step("sync")
+            target.close()
+            pause.step("close-copy")
+            copy = nil
+            try HashStore.fsyncPath(tmp)
+            pause.step("fsync-copy")
+            return last
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError.storage(error, "compaction catch-up failed, the database is unchanged", dataPath: tmp)
+        }
+    }
+
+    /// Step 3, writer lock held: closes the environment, renames the copy over the data
+    /// file, syncs the directory and reopens the environment on it. Runs under the
+    /// mirror's write lock too: no reader touches the environment while it is closed.
+    /// Queries read the mirror, so they only wait for this step.
+    private func swapInCopy(_ tmp: String, _ pause: inout PauseSteps)
+        -> (renamed: Bool, renameError: Int32, reopenError: Error?) {
+        envSwap.withWriteLock { rw.withWriteLock {
+            let mapSize = env.mapSize
+            pause.step("locks")
+            env.close()
+            pause.step("close")
+            // A second name for the old file, so that the rename does not free its blocks
+            // (150 ms for 750 MB here) inside the pause; it is unlinked after the pause.
+            unlink(oldPath)
+            _ = link(dataPath, oldPath)
+            let renamed = rename(tmp, dataPath) == 0
+            let renameError = errno
+            if renamed { try? HashStore.fsyncPath(directory) }
+            pause.step("rename")
+            // A fresh lock file: one left open by another process (an LMDB tool) would
+            // still describe the old file.
+            unlink(dataPath + "-lock")
+            testPoint("renamed")
+            do {
+                env = try Environment(path: dataPath, mapSize: mapSize, maxDatabases: HashStore.maxDatabases)
+                (dbMeta, dbItems, dbTables, dbPending, dbSources) = try env.write { try HashStore.openDatabases($0, create: false) }
+                mapBytes = env.mapSize
+                return (renamed, renameError, nil)
+            } catch {
+                return (renamed, renameError, error)
+            }
+        } }
+    }
+
+    /// For the crash tests only: `GDH_TEST_COMPACT_PAUSE=<phase>` makes COMPACT sleep 0.5 s
+    /// at that point (started, copied, caught-up, replayed, renamed), so that a test can
+    /// kill the process there.
+    private static let testPause = ProcessInfo.processInfo.environment["GDH_TEST_COMPACT_PAUSE"]
+    func testPoint(_ phase: String) {
+        if HashStore.testPause == phase { usleep(500_000) }
+    }
+
+    /// The old data file's second name during a COMPACT swap.
+    private var oldPath: String { directory + "/data.mdb.old" }
+
+    /// The copy's handles for this environment's databases.
+    func copyDatabases(_ target: Environment) throws -> [MDB_dbi: MDB_dbi] {
+        do {
+            let c = try target.write { try HashStore.openDatabases($0, create: false) }
+            return [dbMeta: c.0, dbItems: c.1, dbTables: c.2, dbPending: c.3, dbSources: c.4]
+        } catch {
+            throw StoreError.storage(error, "compaction copy is unreadable, the database is unchanged", dataPath: target.path)
+        }
+    }
+
+    /// Replays logged changes on the compaction copy in one transaction, growing the
+    /// copy's map when it fills. Returns the number of changes.
+    func replay(_ batches: [ChangeBatch], into target: Environment, dbis: [MDB_dbi: MDB_dbi]) throws -> Int {
+        guard !batches.isEmpty else { return 0 }
+        try retryingWhenMapFull(grow: { try target.setMapSize(target.mapSize * 2) }) {
+            try target.write { txn in
+                for b in batches { try b.replay(into: txn, dbis: dbis) }
+            }
+        }
+        return batches.reduce(0) { $0 + $1.ops.count }
+    }
+}

@@ -1,0 +1,187 @@
+import CLMDB
+import Foundation
+import HammingCode
+import MultiIndex
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A write, as the writer applies it.
+public enum WriteOp: Sendable {
+    /// Stores a code under a key; `source` is the image it was encoded from (nil: a code
+    /// given directly, which drops any source the key had).
+    case add(key: String, code: HammingCode, source: ItemSource? = nil)
+    case delete(key: String)
+    /// REENCODE's write: the new code of item `id`, applied only while `key` is still that
+    /// item and its stored source is still `source`. A client write made since the
+    /// re-encoding read the item (a new code, a delete) wins; the outcome is then `skipped`.
+    case reencode(key: String, id: UInt32, code: HammingCode, source: ItemSource)
+}
+
+/// The outcome of one write.
+public enum WriteOutcome: Sendable, Equatable {
+    /// The item's id (new, or kept when the key existed).
+    case added(id: UInt32)
+    /// Whether the key existed.
+    case deleted(Bool)
+    /// A `reencode` write not applied: the item had changed or gone.
+    case skipped
+}
+
+extension HashStore {
+    // MARK: - Writes (the writer thread)
+
+    /// Applies a batch of writes in one transaction (group commit) and, once it is
+    /// durable, to the mirror. Either every write of the batch is applied or none is:
+    /// on failure the error is thrown and nothing changed.
+    ///
+    /// `codesModel` is the identity of the model that encoded the batch's items with a
+    /// source; it is recorded when the store has no model identity yet.
+    public func apply(_ batch: [WriteOp], codesModel: String? = nil) throws -> [WriteOutcome] {
+        guard !batch.isEmpty else { return [] }
+        writerLock.lock()
+        defer { writerLock.unlock() }
+        let written: BatchWrite
+        do {
+            written = try retryingWhenMapFull(grow: growMap) { try writeBatch(batch, codesModel: codesModel) }
+        } catch let e as StoreError {
+            throw e
+        } catch {
+            throw StoreError.storage(error, "write failed, nothing was applied", dataPath: dataPath)
+        }
+        commits += 1
+        applyToMirror(written)
+        // The batch is durable: a failed fold must not turn it into an error. The
+        // delta keeps answers exact; the fold is tried again after the next batch.
+        do {
+            try foldIfNeeded()
+            lastFoldError = nil
+        } catch {
+            lastFoldError = "\(error)"
+        }
+        return written.outcomes
+    }
+
+    /// A batch being written in its transaction, and once committed what the mirror
+    /// needs of it (`applyToMirror`).
+    struct BatchWrite {
+        var outcomes: [WriteOutcome] = []
+        var changes: [Change] = []
+        /// The id the next new key gets.
+        var nextID: UInt32
+        /// Whether a write of the batch stored a source.
+        var storedSource = false
+        /// The model identity and the number of items with a source after the batch.
+        var model: String?
+        var imageItems = 0
+        /// One item record's bytes (storage reused from write to write).
+        var record: [UInt8] = []
+    }
+
+    /// Writes the batch in one write transaction and commits it (synced). Nothing touches
+    /// the mirror here; `keys` is only read, `batchKeys` tracks the batch's own keys.
+    func writeBatch(_ batch: [WriteOp], codesModel: String?) throws -> BatchWrite {
+        try env.write { txn in
+            var b = BatchWrite(nextID: nextID, model: recordedModel)
+            // Keys touched earlier in this batch: id, or nil when deleted.
+            batchKeys.reset(for: batch.count)
+            b.outcomes.reserveCapacity(batch.count)
+            for op in batch {
+                switch op {
+                case .add(let key, let code, let source):
+                    try writeAdd(txn, key: key, code: code, source: source, &b)
+                case .reencode(let key, let id, let code, let source):
+                    try writeReencode(txn, key: key, id: id, code: code, source: source, &b)
+                case .delete(let key):
+                    try writeDelete(txn, key: key, &b)
+                }
+            }
+            if b.nextID != nextID { try txn.putString(dbMeta, "next_id", String(b.nextID)) }
+            try writeModelIdentity(txn, codesModel: codesModel, &b)
+            return b
+        }
+    }
+
+    /// The id a key has at this point of the batch (nil: none, or deleted in the batch).
+    private func currentID(of key: String) -> UInt32? {
+        batchKeys.state(of: key) ?? keys.lookup(key)
+    }
+
+    /// The item record (code, then key) and its `pending` mark.
+    private func putItem(_ txn: Transaction, _ id: UInt32, _ key: String, _ code: HammingCode, flags: UInt32,
+                         _ b: inout BatchWrite) throws {
+        b.record.removeAll(keepingCapacity: true)
+        ItemRecord.encode(code: code, key: key, into: &b.record)
+        try b.record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: flags) }
+        let empty: [UInt8] = []
+        try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
+    }
+
+    private func writeAdd(_ txn: Transaction, key: String, code: HammingCode, source: ItemSource?,
+                          _ b: inout BatchWrite) throws {
+        guard code.width == width else {
+            throw StoreError.invalid("code has \(code.width.bits) bits, the database \(width.bits)")
+        }
+        let existing = currentID(of: key)
+        let id: UInt32
+        // A new id is above every stored one: appending keeps LMDB's pages full.
+        var flags: UInt32 = 0
+        if let existing {
+            id = existing
+            b.changes.append(.replace(id, code))
+        } else {
+            guard b.nextID < UInt32.max else { throw StoreError.full("the database has used all 2^32 - 1 ids") }
+            id = b.nextID
+            b.nextID += 1
+            flags = UInt32(MDB_APPEND)
+            b.changes.append(.insert(id, key, code))
+        }
+        try putItem(txn, id, key, code, flags: flags, &b)
+        if let source {
+            b.storedSource = true
+            try source.encoded.withUnsafeBytes { try txn.put(dbSources, id: id, value: $0) }
+        } else if existing != nil {
+            try txn.delete(dbSources, id: id)
+        }
+        batchKeys.set(key, id)
+        b.outcomes.append(.added(id: id))
+    }
+
+    private func writeReencode(_ txn: Transaction, key: String, id: UInt32, code: HammingCode, source: ItemSource,
+                               _ b: inout BatchWrite) throws {
+        guard currentID(of: key) == id, code.width == width,
+              let stored = try txn.get(dbSources, id: id), stored.elementsEqual(source.encoded) else {
+            b.outcomes.append(.skipped)
+            return
+        }
+        try putItem(txn, id, key, code, flags: 0, &b)
+        b.changes.append(.replace(id, code))
+        b.outcomes.append(.added(id: id))
+    }
+
+    private func writeDelete(_ txn: Transaction, key: String, _ b: inout BatchWrite) throws {
+        guard let id = currentID(of: key) else {
+            b.outcomes.append(.deleted(false))
+            return
+        }
+        try txn.delete(dbItems, id: id)
+        try txn.delete(dbPending, id: id)
+        try txn.delete(dbSources, id: id)
+        b.changes.append(.remove(id, key))
+        batchKeys.set(key, nil)
+        b.outcomes.append(.deleted(true))
+    }
+
+    /// The model identity describes the items with a source: recorded with the first of
+    /// them, dropped with the last.
+    private func writeModelIdentity(_ txn: Transaction, codesModel: String?, _ b: inout BatchWrite) throws {
+        b.imageItems = try txn.count(dbSources)
+        if b.imageItems == 0, b.model != nil {
+            try txn.deleteString(dbMeta, HashStore.modelIdentityKey)
+            b.model = nil
+        } else if b.imageItems > 0, b.model == nil, b.storedSource, let codesModel {
+            try txn.putString(dbMeta, HashStore.modelIdentityKey, codesModel)
+            b.model = codesModel
+        }
+    }
+}
