@@ -185,10 +185,6 @@ public final class ReadOnlyStore {
             guard !key.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else {
                 throw StoreError.corrupt("item \(id) has a key with white space or a control character")
             }
-            if key.first == UInt8(ascii: "#") {
-                summary.hashKeys += 1
-                if summary.firstHashKey == nil { summary.firstHashKey = String(decoding: key, as: UTF8.self) }
-            }
             out.bytes.append(contentsOf: key)
             out.bytes.append(0x20)
             code.appendHex(to: &out.bytes)
@@ -232,9 +228,6 @@ public final class ReadOnlyStore {
 /// What `dumpItems` wrote.
 public struct DumpSummary: Sendable, Equatable {
     public var items = 0
-    /// Keys that begin with `#`: `gdh import` skips lines that begin with `#` as comments.
-    public var hashKeys = 0
-    public var firstHashKey: String?
 }
 
 /// Text handed to `write` in pieces of about 64 KiB.
