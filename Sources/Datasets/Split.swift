@@ -372,3 +372,28 @@ extension Split {
         }
     }
 }
+
+// MARK: - The split an evaluation uses
+
+extension Split {
+    /// The split `gdh eval` uses, and where it came from: `option` (`random`, `zeroshot`,
+    /// `all`, made with `seed`, or the path of a split file) when given; otherwise the
+    /// training split beside `model` (`MODEL.split.json`) when that file exists
+    /// (`fromModel` is then true); otherwise `random` with `seed`.
+    public static func chosen(option: String?, model: String?, dataset: Dataset, seed: UInt64)
+        throws -> (split: Split, origin: String, fromModel: Bool)
+    {
+        if option == nil, let model, FileManager.default.fileExists(atPath: model + ".split.json") {
+            let path = model + ".split.json"
+            return (try read(contentsOf: path), "file \(path)", true)
+        }
+        let name = option ?? SplitKind.random.rawValue
+        if let kind = SplitKind(rawValue: name) {
+            return (try make(dataset, kind: kind, seed: seed), "\(kind.rawValue), seed \(seed)", false)
+        }
+        guard FileManager.default.fileExists(atPath: name) else {
+            throw DatasetError("--split must be random, zeroshot, all or a split file; \(name) does not exist")
+        }
+        return (try read(contentsOf: name), "file \(name)", false)
+    }
+}

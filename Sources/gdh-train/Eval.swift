@@ -80,24 +80,12 @@ struct Eval: ParsableCommand {
         output(report, split: chosen, origin: origin)
     }
 
-    /// The split and where it came from.
+    /// The split and where it came from (Split.chosen; a note when it is the model's).
     func chooseSplit(_ dataset: Dataset) throws -> (Split, String) {
-        var choice = split
-        if choice == nil, let model, FileManager.default.fileExists(atPath: model + ".split.json") {
-            choice = model + ".split.json"
-            note("using the training split \(model).split.json")
-        }
-        let name = choice ?? "random"
         do {
-            if let kind = SplitKind(rawValue: name) {
-                return (try Split.make(dataset, kind: kind, seed: seed), "\(kind.rawValue), seed \(seed)")
-            }
-            guard FileManager.default.fileExists(atPath: name) else {
-                throw Failure("--split must be random, zeroshot, all or a split file; \(name) does not exist")
-            }
-            return (try Split.read(contentsOf: name), "file \(name)")
-        } catch let f as Failure {
-            throw f
+            let c = try Split.chosen(option: split, model: model, dataset: dataset, seed: seed)
+            if c.fromModel { note("using the training split \(model ?? "").split.json") }
+            return (c.split, c.origin)
         } catch {
             throw Failure("\(error)")
         }

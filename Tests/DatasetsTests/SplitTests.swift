@@ -128,3 +128,26 @@ func paths(_ entries: [SplitEntry]) -> Set<String> { Set(entries.map(\.path)) }
     #expect(x != seededShuffle(Array(0..<50), seed: 4))
     #expect(x.sorted() == Array(0..<50) && x != Array(0..<50))
 }
+
+@Test func chosenSplitPrefersTheOptionThenTheModelsSplitThenRandom() throws {
+    let d = syntheticDataset(classes: 4, photos: 10, sketches: 20)
+    let dir = NSTemporaryDirectory() + "gdh-split-\(UUID().uuidString.prefix(8))"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let model = dir + "/m.safetensors"
+    // No option, no split beside the model: random with the seed.
+    let none = try Split.chosen(option: nil, model: model, dataset: d, seed: 3)
+    #expect(none.split == (try Split.make(d, kind: .random, seed: 3)) && none.origin == "random, seed 3" && !none.fromModel)
+    // The model's training split when it exists.
+    let trained = try Split.make(d, kind: .zeroshot, seed: 9)
+    try trained.write(to: model + ".split.json")
+    let beside = try Split.chosen(option: nil, model: model, dataset: d, seed: 3)
+    #expect(beside.split == trained && beside.fromModel && beside.origin == "file \(model).split.json")
+    // An option wins over the model's split: a kind, or a file.
+    let all = try Split.chosen(option: "all", model: model, dataset: d, seed: 3)
+    #expect(all.split == (try Split.make(d, kind: .all, seed: 3)) && !all.fromModel)
+    let file = try Split.chosen(option: model + ".split.json", model: nil, dataset: d, seed: 0)
+    #expect(file.split == trained && !file.fromModel)
+    // Neither a kind nor an existing file.
+    #expect(throws: DatasetError.self) { try Split.chosen(option: dir + "/nope", model: nil, dataset: d, seed: 0) }
+}
