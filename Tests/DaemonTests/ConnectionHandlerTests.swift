@@ -158,6 +158,37 @@ struct ConnectionHandlerTests {
         let whole = ResponseFormatter.neighbors(c.store.knn(try HammingCode(hex: zero64, width: width), k: 3000, stats: &stats))
         #expect(out.joined() == whole + "OK PONG\n")
     }
+
+    @Test("reading pauses at the in-flight limit also while a streamed answer waits for the socket")
+    func backPressureBehindAStream() throws {
+        let c = try EmbeddedConnection(maxInFlight: 4)
+        let width = try CodeWidth(bits: 64)
+        var rng = SplitMix64(seed: 5)
+        let pad = String(repeating: "k", count: 200)
+        _ = try c.store.apply((0..<3000).map { .add(key: "\(pad)-\($0)", code: SyntheticCodes.random(width, using: &rng)) })
+        // The client reads nothing: the socket stops being writable while the answer streams.
+        c.channel.isWritable = false
+        try c.send("KNN 3000 CODE \(zero64)\n")
+        c.channel.embeddedEventLoop.run()
+        #expect(c.autoRead == nil)
+        // Writes pipelined behind the stream: they wait for it, unanswered; the fourth
+        // reaches the limit and reading stops although the stream holds the actions back.
+        try c.send("ADD a CODE \(zero64)\nADD b CODE \(zero64)\nADD c CODE \(zero64)\n")
+        #expect(c.autoRead == nil)
+        try c.send("ADD d CODE \(zero64)\n")
+        #expect(c.autoRead == false)
+        // The socket drains: the rest of the answer goes out, then the writes run.
+        c.channel.isWritable = true
+        c.channel.pipeline.fireChannelWritabilityChanged()
+        c.channel.embeddedEventLoop.run()
+        var stats = SearchStats()
+        let whole = ResponseFormatter.neighbors(c.store.knn(try HammingCode(hex: zero64, width: width), k: 3000, stats: &stats))
+        #expect(try c.written().joined() == whole)
+        #expect(c.autoRead == false)
+        c.commit()
+        #expect(try c.written().joined() == "OK 3000\nOK 3001\nOK 3002\nOK 3003\n")
+        #expect(c.autoRead == true)
+    }
 }
 
 @Suite("LineDecoder in an EmbeddedChannel")
