@@ -177,9 +177,10 @@ public final class ReadOnlyStore {
     /// bytes, one space, the code as bits/4 lower-case hex digits, a line feed), in id
     /// order, from one snapshot; `write` gets the text in pieces of about 64 KiB.
     /// `corrupt` for a key that could not be read back as one token of a line. Each piece
-    /// handed to `write` is valid only during that call.
-    public func dumpItems(_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> DumpSummary {
-        var summary = DumpSummary()
+    /// handed to `write` is valid only during that call. Returns how many items it wrote.
+    @discardableResult
+    public func dumpItems(_ write: (UnsafeRawBufferPointer) throws -> Void) throws -> Int {
+        var items = 0
         var out = DumpBuffer()
         try forEachItem { id, key, code in
             guard !key.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else {
@@ -189,11 +190,11 @@ public final class ReadOnlyStore {
             out.bytes.append(0x20)
             code.appendHex(to: &out.bytes)
             out.bytes.append(0x0A)
-            summary.items += 1
+            items += 1
             try out.flushIfFull(write)
         }
         try out.flush(write)
-        return summary
+        return items
     }
 
     /// The stored tables, decoded, and the pending ids, from one snapshot.
@@ -223,11 +224,6 @@ public final class ReadOnlyStore {
     public func dumpTables(_ write: (UnsafeRawBufferPointer) throws -> Void) throws {
         try storedTables().write(write)
     }
-}
-
-/// What `dumpItems` wrote.
-public struct DumpSummary: Sendable, Equatable {
-    public var items = 0
 }
 
 /// Text handed to `write` in pieces of about 64 KiB.

@@ -107,7 +107,7 @@ struct Dump: ParsableCommand {
                 unlink(partial)
             }
         }
-        let summary = try reading(dir, "dump") { store -> DumpSummary? in
+        let items = try reading(dir, "dump") { store -> Int? in
             do {
                 if tables {
                     try store.dumpTables(output.write)
@@ -125,7 +125,7 @@ struct Dump: ParsableCommand {
             }
             partial = nil
             close(output.fd)
-            if let summary { print("wrote \(summary.items) items to \(out)") }
+            if let items { print("wrote \(items) items to \(out)") }
         }
     }
 }
