@@ -36,7 +36,7 @@ let package = Package(
         ),
         .target(name: "HammingCode", dependencies: ["CHammingKernels"], swiftSettings: popcnt),
         .target(name: "MultiIndex", dependencies: ["HammingCode", "CHammingKernels"], swiftSettings: popcnt),
-        .target(name: "HashStore", dependencies: ["CLMDB", "HammingCode", "MultiIndex"], swiftSettings: popcnt),
+        .target(name: "HashStore", dependencies: ["CLMDB", "CHammingKernels", "HammingCode", "MultiIndex"], swiftSettings: popcnt),
         .target(name: "WireProtocol", dependencies: ["HammingCode"], swiftSettings: popcnt),
         .target(
             name: "CImageCodecs",

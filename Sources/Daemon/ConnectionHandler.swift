@@ -39,6 +39,12 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
     private var observed = MetricsBatch()
     /// Completed once every request read so far is answered.
     private var drainWaiters: [EventLoopPromise<Void>] = []
+    /// Pipelined writes started and not yet handed to the writer: they go together at the
+    /// end of the read burst or of the delivery that started them (`submitCollected`).
+    private var collected: [Writer.Job] = []
+    /// When the current read burst began: the arrival time of each of its requests (one
+    /// clock read per burst, not per line). Nil between bursts.
+    private var burstStart: UInt64?
 
     let eventLoop: EventLoop
 
@@ -69,12 +75,14 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
             streaming = nil
             perform(context: nil)
         }
+        submitCollected(context: nil)
         context.fireChannelInactive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
-        let now = DispatchTime.now().uptimeNanoseconds
+        let now = burstStart ?? DispatchTime.now().uptimeNanoseconds
+        burstStart = now
         switch unwrapInboundIn(data) {
         case .tooLong:
             observed.received(bytes: maxLineBytes + 1)
@@ -101,19 +109,39 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
+        burstStart = nil
+        submitCollected(context: context)
         flushOutput(context: context)
         context.fireChannelReadComplete()
     }
 
     /// The writer's outcomes for a batch of this connection's writes (on the event loop).
     func writesDone(_ outcomes: [(UInt64, Result<WriteOutcome, Error>)]) {
-        for (seq, result) in outcomes { state.answer(seq, .text(service.answer(result))) }
+        for (seq, result) in outcomes { state.answer(seq, service.reply(result)) }
         performAndFlush()
+    }
+
+    func collect(_ job: Writer.Job) {
+        collected.append(job)
+    }
+
+    /// Hands the collected writes to the writer in one go. If it is stopping, each is
+    /// answered `ERR SHUTDOWN` in its turn (and what that lets run is collected again).
+    private func submitCollected(context: ChannelHandlerContext?) {
+        while !collected.isEmpty {
+            let jobs = collected
+            collected.removeAll(keepingCapacity: true)
+            if service.submitCollected(jobs) { return }
+            let refused = ResponseFormatter.error(ProtocolError.shutdown)
+            for case .write(_, .sink(_, let seq)) in jobs { state.answer(seq, .text(refused)) }
+            perform(context: context)
+        }
     }
 
     /// After answers that arrived from outside a read burst: act on them and write them out.
     private func performAndFlush() {
         perform(context: context)
+        submitCollected(context: context)
         if let context { flushOutput(context: context) }
     }
 
@@ -121,6 +149,13 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
     /// channel is gone) requests still run, in order, and their answers are dropped:
     /// every request that was read is executed.
     private func perform(context: ChannelHandlerContext?) {
+        // One clock read for the answers written by this call.
+        var answeredAt: UInt64?
+        func elapsed(since start: UInt64) -> Double {
+            let now = answeredAt ?? DispatchTime.now().uptimeNanoseconds
+            answeredAt = now
+            return Double(now &- start) / 1e9
+        }
         while streaming == nil, let action = state.nextAction() {
             switch action {
             case .run(let seq, let cmd):
@@ -142,12 +177,19 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
                 }
             case .write(.text(let text)):
                 if let t = timing.popFirst() {
-                    let seconds = Double(DispatchTime.now().uptimeNanoseconds &- t.start) / 1e9
-                    observed.answered(command: t.command, seconds: seconds, text: text)
+                    observed.answered(command: t.command, seconds: elapsed(since: t.start), text: text)
                 }
                 guard let context else { break }
                 if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
                 output!.writeString(text)
+            case .write(.ok(let n)):
+                guard let context else {
+                    if let t = timing.popFirst() { observed.answered(command: t.command, seconds: elapsed(since: t.start), bytes: 0) }
+                    break
+                }
+                if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
+                let bytes = Reply.writeOK(n, into: &output!)
+                if let t = timing.popFirst() { observed.answered(command: t.command, seconds: elapsed(since: t.start), bytes: bytes) }
             case .write(.stream(let stream)):
                 let t = timing.popFirst()
                 guard let context else { break }

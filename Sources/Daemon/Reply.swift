@@ -1,11 +1,34 @@
 import HashStore
+import NIOCore
 import WireProtocol
 
 /// One answer as the connection writes it: text built whole, or a KNN/RANGE answer
 /// written out piece by piece (`NeighborStream`).
 enum Reply {
     case text(String)
+    /// `OK <n>`: a write's answer, formatted into the output without a string.
+    case ok(UInt64)
     case stream(NeighborStream)
+
+    /// Writes `OK <n>\n` at the end of `buffer`; returns its length.
+    static func writeOK(_ n: UInt64, into buffer: inout ByteBuffer) -> Int {
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // 24 bytes: "OK " + up to 20 digits + "\n"
+        return withUnsafeMutableBytes(of: &digits) { raw in
+            var end = raw.count - 1
+            raw[end] = UInt8(ascii: "\n")
+            var v = n
+            repeat {
+                end -= 1
+                raw[end] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+            } while v > 0
+            end -= 3
+            raw[end] = UInt8(ascii: "O"); raw[end + 1] = UInt8(ascii: "K"); raw[end + 2] = UInt8(ascii: " ")
+            let line = UnsafeRawBufferPointer(rebasing: raw[end...])
+            buffer.writeBytes(line)
+            return line.count
+        }
+    }
 }
 
 /// A KNN or RANGE answer too large to build whole, written to the socket in pieces as

@@ -207,10 +207,28 @@ final class Service: @unchecked Sendable {
     }
 
     /// Queues a write whose outcome goes to `sink` as request `seq`.
+    /// A pipelined write goes to its connection, which hands the writes of a read burst
+    /// to the writer together (`submitCollected`).
     private func submitWrite(_ op: WriteOp, sink: WriteSink, seq: UInt64) -> Answer {
-        counters.withLockedValue { $0.writes += 1 }
-        if writer.submit(.write(op, .sink(sink, seq))) { return .queued }
-        return .text(ResponseFormatter.error(ProtocolError.shutdown))
+        sink.collect(.write(op, .sink(sink, seq)))
+        return .queued
+    }
+
+    /// Hands a connection's collected writes to the writer; false when it is stopping
+    /// (none was taken: the caller answers each with `SHUTDOWN`).
+    func submitCollected(_ jobs: [Writer.Job]) -> Bool {
+        counters.withLockedValue { $0.writes += jobs.count }
+        return writer.submit(contentsOf: jobs)
+    }
+
+    /// The answer of a write's outcome, a number formatted straight into the output when it succeeded.
+    func reply(_ result: Result<WriteOutcome, Error>) -> Reply {
+        switch result {
+        case .success(.added(let id)): return .ok(UInt64(id))
+        case .success(.deleted(let existed)): return .ok(existed ? 1 : 0)
+        case .success(.skipped): return .ok(0)
+        case .failure(let e): return .text(render(e))
+        }
     }
 
     /// The answer line of a write's outcome.

@@ -11,6 +11,9 @@ protocol WriteSink: AnyObject {
     /// Outcomes of writes, by the request sequence numbers they were submitted with, in
     /// submission order.
     func writesDone(_ outcomes: [(UInt64, Result<WriteOutcome, Error>)])
+    /// Takes a pipelined write to hand to the writer with the others of its read burst
+    /// (`Writer.submit(contentsOf:)`): one lock and one wake-up per burst, not per write.
+    func collect(_ job: Writer.Job)
 }
 
 /// The single writer: a thread that takes queued writes in arrival order and applies
@@ -85,6 +88,16 @@ final class Writer: @unchecked Sendable {
         return true
     }
 
+    /// Queues several jobs at once, in order; false once the writer is stopping (none is run).
+    func submit(contentsOf jobs: [Job]) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        if stopping { return false }
+        for job in jobs { queue.push(job) }
+        condition.signal()
+        return true
+    }
+
     /// Stops taking jobs, finishes every queued one, and returns when the thread is done.
     func drainAndStop() {
         condition.lock()
@@ -107,6 +120,15 @@ final class Writer: @unchecked Sendable {
         condition.lock()
         finished = true
         condition.broadcast()
+        condition.unlock()
+    }
+
+    /// For tests of a connection without the writer thread: refuses every job from now
+    /// on, as a writer that is stopping does (without waiting for a thread).
+    func refuseJobs() {
+        precondition(thread == nil, "the writer thread is running")
+        condition.lock()
+        stopping = true
         condition.unlock()
     }
 

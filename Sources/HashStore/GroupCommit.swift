@@ -18,6 +18,15 @@ public enum WriteOp: Sendable {
     case reencode(key: String, id: UInt32, code: HammingCode, source: ItemSource)
 }
 
+extension WriteOp {
+    /// The key the write is about.
+    var key: String {
+        switch self {
+        case .add(let key, _, _), .delete(let key), .reencode(let key, _, _, _): return key
+        }
+    }
+}
+
 /// The outcome of one write.
 public enum WriteOutcome: Sendable, Equatable {
     /// The item's id (new, or kept when the key existed).
@@ -86,7 +95,11 @@ extension HashStore {
             // Keys touched earlier in this batch: id, or nil when deleted.
             batchKeys.reset(for: batch.count)
             b.outcomes.reserveCapacity(batch.count)
-            for op in batch {
+            // The key index slot of the write a few places ahead is fetched while this
+            // one is applied.
+            let ahead = 8
+            for (i, op) in batch.enumerated() {
+                if i + ahead < batch.count { keys.prefetch(batch[i + ahead].key) }
                 switch op {
                 case .add(let key, let code, let source):
                     try writeAdd(txn, key: key, code: code, source: source, &b)

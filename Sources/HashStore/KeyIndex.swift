@@ -1,3 +1,4 @@
+import CHammingKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -106,6 +107,17 @@ final class KeyIndex {
     private static func withBytes<T>(_ key: some Collection<UInt8>, _ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
         if let r = key.withContiguousStorageIfAvailable(body) { return r }
         return Array(key).withUnsafeBufferPointer(body)
+    }
+
+    /// A hint before a look-up or insert of `key` a little later: starts loading its home
+    /// slot's cache line, so that a batch's look-ups overlap their misses.
+    @inline(__always)
+    func prefetch(_ key: String) {
+        var key = key
+        key.withUTF8 { b in
+            let i = Int(truncatingIfNeeded: KeyIndex.hash(bytes: b) >> 32) & (slots.count - 1)
+            slots.withUnsafeBufferPointer { gdh_prefetch_write($0.baseAddress! + i) }
+        }
     }
 
     func lookup(_ key: some Collection<UInt8>) -> UInt32? {

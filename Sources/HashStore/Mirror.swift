@@ -75,7 +75,11 @@ extension HashStore {
             recordedModel = b.model
             imageItemCount = b.imageItems
             if verifyChanged != nil || foldChanged != nil { recordChanged(b.changes) }
-            for change in b.changes {
+            // The key slot and delta entries of the change a few places ahead are fetched
+            // while this one is applied.
+            let ahead = 8
+            for (i, change) in b.changes.enumerated() {
+                if i + ahead < b.changes.count { prefetch(b.changes[i + ahead]) }
                 switch change {
                 case .insert(let id, let key, let code):
                     keys.insert(key.utf8, id: id)
@@ -88,6 +92,17 @@ extension HashStore {
                 }
             }
             nextID = b.nextID
+        }
+    }
+
+    @inline(__always)
+    private func prefetch(_ change: Change) {
+        switch change {
+        case .insert(_, let key, let code):
+            keys.prefetch(key)
+            index.prefetchDelta(for: code)
+        case .replace(_, let code): index.prefetchDelta(for: code)
+        case .remove(_, let key): keys.prefetch(key)
         }
     }
 }

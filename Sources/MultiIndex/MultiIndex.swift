@@ -72,6 +72,14 @@ public final class MultiIndex {
         indexInDelta(position: codes.position(of: id)!)
     }
 
+    /// A hint before `upsert` of this code a little later: starts loading the delta's
+    /// cache lines its entries will touch (a bulk load's appends then overlap their misses).
+    public func prefetchDelta(for code: HammingCode) {
+        code.words.withUnsafeBufferPointer { p in
+            for j in 0..<layout.count { delta[j].prefetch(layout.substring(j, of: p.baseAddress!)) }
+        }
+    }
+
     /// Deletes an id; returns whether it was live. Its position becomes a hole and its
     /// table entries stale, until the next rebuild.
     @discardableResult

@@ -1,3 +1,4 @@
+import CHammingKernels
 import HammingCode
 
 /// One direct-addressed multi-index table: for each substring value v, the code positions
@@ -246,6 +247,18 @@ struct DeltaTable {
         var found = false
         forEach(v) { if $0 == id { found = true } }
         return found
+    }
+
+    /// Starts loading the cache lines `append(v, _)` will touch first (the bitmap word and
+    /// the value's home slot), so that a batch's appends overlap their cache misses.
+    @inline(__always)
+    func prefetch(_ v: UInt32) {
+        present.withUnsafeBufferPointer { p in
+            if let base = p.baseAddress { gdh_prefetch_write(base + Int(v >> 6)) }
+        }
+        guard slotBits > 0 else { return }
+        let s = Int(truncatingIfNeeded: (UInt64(v) &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - slotBits))
+        slots.withUnsafeBufferPointer { p in gdh_prefetch_write(p.baseAddress! + s) }
     }
 
     mutating func append(_ v: UInt32, _ id: UInt32) {

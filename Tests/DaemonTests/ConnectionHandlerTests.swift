@@ -95,6 +95,42 @@ struct ConnectionHandlerTests {
         #expect(c.store.count == 2)
     }
 
+    @Test("a burst's pipelined writes reach the writer together: one transaction, answers in order")
+    func burstIsOneBatch() throws {
+        let c = try EmbeddedConnection()
+        let commitsBefore = c.store.commits
+        try c.send("ADD a CODE 00000000000000ff\nDEL zz\nADD a CODE 000000000000ffff\nADD b CODE \(zero64)\nDEL a\n")
+        c.commit()
+        #expect(try c.written() == ["OK 0\nOK 0\nOK 0\nOK 1\nOK 1\n"])
+        #expect(c.store.commits == commitsBefore + 1)
+        #expect(c.store.count == 1)
+    }
+
+    @Test("writes refused by a stopping writer are each answered SHUTDOWN in their turn; the rest still runs")
+    func refusedWrites() throws {
+        let c = try EmbeddedConnection()
+        c.writer.refuseJobs()
+        try c.send("PING\nADD a CODE 00000000000000ff\nDEL b\nPING\n")
+        c.commit()
+        let lines = try c.written().joined().split(separator: "\n").map(String.init)
+        #expect(lines.count == 4)
+        #expect(lines[0] == "OK PONG")
+        #expect(lines[1].hasPrefix("ERR SHUTDOWN"))
+        #expect(lines[2].hasPrefix("ERR SHUTDOWN"))
+        #expect(lines[3] == "OK PONG")
+        #expect(c.store.count == 0)
+    }
+
+    @Test("OK <n> is formatted into the buffer as the string form would be")
+    func okLines() {
+        for n: UInt64 in [0, 1, 9, 10, 99, 100, 4_294_967_295, 10_000_000_000, UInt64.max] {
+            var buffer = ByteBuffer(string: "x")
+            let length = Reply.writeOK(n, into: &buffer)
+            #expect(String(buffer: buffer) == "xOK \(n)\n")
+            #expect(length == "OK \(n)\n".utf8.count)
+        }
+    }
+
     @Test("reading pauses at the in-flight limit and resumes once at most half are unanswered")
     func backPressure() throws {
         let c = try EmbeddedConnection(maxInFlight: 4)

@@ -20,4 +20,7 @@ size_t gdh_scan_leq_reference(const uint64_t *codes, size_t words, size_t n,
 /// Setting GDH_SCALAR_KERNELS=1 in the environment forces the scalar path.
 int gdh_kernels_vectorised(void);
 
+/* Asks the CPU to bring the cache line at p in for writing (a hint: never faults). */
+static inline void gdh_prefetch_write(const void *p) { __builtin_prefetch(p, 1, 3); }
+
 #endif
