@@ -111,21 +111,39 @@ final class BaseTable {
         let n = base.idCount + added.count
         let offsets = UnsafeMutablePointer<UInt32>.allocate(capacity: buckets + 1)
         let ids = UnsafeMutablePointer<UInt32>.allocate(capacity: max(1, n))
-        var out = 0, k = 0
+        // Every new position is above the base's, so a bucket is the base's run followed by
+        // the new one, both ascending. Between the buckets that gain entries the base's ids
+        // move as one block and its offsets shift by the count added so far: one copy and
+        // one add loop per stretch, not a branch per bucket (most buckets gain nothing).
+        var k = 0, from = 0
         added.withUnsafeBufferPointer { add in
-            for v in 0..<buckets {
-                offsets[v] = UInt32(out)
-                // Every new position is above the base's, so the bucket is the base's run
-                // followed by the new one, both ascending.
-                for i in Int(base.offsets[v])..<Int(base.offsets[v + 1]) { ids[out] = base.ids[i]; out += 1 }
+            while k < add.count {
+                let v = Int(add[k] >> 32)
+                copyShifted(base, buckets: from...v, shift: k, offsets: offsets, ids: ids)
+                var at = Int(base.offsets[v + 1]) + k
                 while k < add.count && Int(add[k] >> 32) == v {
-                    ids[out] = UInt32(truncatingIfNeeded: add[k]); out += 1; k += 1
+                    ids[at] = UInt32(truncatingIfNeeded: add[k]); at += 1; k += 1
                 }
+                from = v + 1
             }
         }
-        offsets[buckets] = UInt32(out)
-        precondition(out == n, "merge lost entries")
+        copyShifted(base, buckets: from...buckets, shift: k, offsets: offsets, ids: ids)
+        precondition(Int(offsets[buckets]) == n, "merge lost entries")
         return BaseTable(bits: bits, offsets: offsets, ids: ids, idCount: n)
+    }
+
+    /// For `merged`: buckets `range` of `base` (the last one may be the end mark,
+    /// `2^bits`) with `shift` new entries before them: their offsets moved up by `shift`,
+    /// their ids copied as one block (a bucket's own new entries are added after it).
+    @inline(__always)
+    private static func copyShifted(_ base: BaseTable, buckets range: ClosedRange<Int>, shift: Int,
+                                    offsets: UnsafeMutablePointer<UInt32>, ids: UnsafeMutablePointer<UInt32>) {
+        let s = UInt32(shift)
+        for v in range { offsets[v] = base.offsets[v] &+ s }
+        let last = min(range.upperBound, base.offsetCount - 2)
+        let start = Int(base.offsets[range.lowerBound])
+        let end = range.lowerBound <= last ? Int(base.offsets[last + 1]) : start
+        if end > start { (ids + start + shift).initialize(from: base.ids + start, count: end - start) }
     }
 
     /// Sorts `value << 32 | position` words that come in ascending position order by value,

@@ -242,6 +242,32 @@ struct MultiIndexSnapshotTests {
         }
     }
 
+    @Test("merging adds into the first and last buckets, into an empty base, and with none added, gives the scratch tables")
+    func mergeEdges() throws {
+        let w = try CodeWidth(bits: 64)
+        let zero = HammingCode(zeroOf: w), ones = HammingCode(width: w, words: [~UInt64(0)])
+        var rng = SplitMix(seed: 9)
+        // Rounds of adds, each then folded by a merge: empty base first, then the extreme
+        // buckets on both sides of the base's entries, then a fold with nothing new.
+        let rounds: [[HammingCode]] = [[ones, zero], [zero, ones, randomCode(w, &rng), ones],
+                                       [], [randomCode(w, &rng), zero, zero], [ones]]
+        let index = try MultiIndex(width: w, m: 4)
+        var next: UInt32 = 0
+        for (r, codes) in rounds.enumerated() {
+            for c in codes { index.upsert(next, c); next += 1 }
+            let snapshot = try index.snapshotForTables(m: 4)
+            #expect(snapshot.merges, "round \(r)")
+            let prepared = snapshot.build()
+            let scratch = try index.prepareTables(m: 4)
+            for j in 0..<4 {
+                #expect(Array(prepared.table(j).offsets) == Array(scratch.table(j).offsets), "round \(r) table \(j)")
+                #expect(Array(prepared.table(j).ids) == Array(scratch.table(j).ids), "round \(r) table \(j)")
+            }
+            index.install(prepared, changedSince: [UInt32]())
+            #expect(try index.check() == 0)
+        }
+    }
+
     @Test("a fold after adds only merges into the old tables: the same tables as a build from scratch; a replace or delete builds afresh")
     func mergedFolds() throws {
         for (seed, m) in [(UInt64(4), nil), (5, 3), (6, 4)] as [(UInt64, Int?)] {
