@@ -97,15 +97,23 @@ extension HashStore {
             b.outcomes.reserveCapacity(batch.count)
             // The key index slot of the write a few places ahead is fetched while this
             // one is applied.
+            // Each key is hashed once, a few writes ahead (`hashes` is a ring).
             let ahead = 8
+            var hashes = (0..<min(ahead, batch.count)).map { KeyIndex.hash(batch[$0].key.utf8) }
+            for h in hashes { keys.prefetch(hash: h) }
             for (i, op) in batch.enumerated() {
-                if i + ahead < batch.count { keys.prefetch(batch[i + ahead].key) }
+                let hash = hashes[i % ahead]
+                if i + ahead < batch.count {
+                    hashes[i % ahead] = KeyIndex.hash(batch[i + ahead].key.utf8)
+                    keys.prefetch(hash: hashes[i % ahead])
+                }
+                let key = HashedKey(key: op.key, hash: hash)
                 switch op {
-                case .add(let key, let code, let source):
+                case .add(_, let code, let source):
                     try writeAdd(txn, key: key, code: code, source: source, &b)
-                case .reencode(let key, let id, let code, let source):
+                case .reencode(_, let id, let code, let source):
                     try writeReencode(txn, key: key, id: id, code: code, source: source, &b)
-                case .delete(let key):
+                case .delete:
                     try writeDelete(txn, key: key, &b)
                 }
             }
@@ -115,9 +123,15 @@ extension HashStore {
         }
     }
 
+    /// A write's key with its `KeyIndex.hash`.
+    struct HashedKey {
+        let key: String
+        let hash: UInt64
+    }
+
     /// The id a key has at this point of the batch (nil: none, or deleted in the batch).
-    private func currentID(of key: String) -> UInt32? {
-        batchKeys.state(of: key) ?? keys.lookup(key)
+    private func currentID(of k: HashedKey) -> UInt32? {
+        batchKeys.state(of: k.key, hash: k.hash) ?? keys.lookup(k.key, hash: k.hash)
     }
 
     /// The item record (code, then key) and its `pending` mark.
@@ -130,12 +144,13 @@ extension HashStore {
         try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
     }
 
-    private func writeAdd(_ txn: Transaction, key: String, code: HammingCode, source: ItemSource?,
+    private func writeAdd(_ txn: Transaction, key k: HashedKey, code: HammingCode, source: ItemSource?,
                           _ b: inout BatchWrite) throws {
+        let key = k.key
         guard code.width == width else {
             throw StoreError.invalid("code has \(code.width.bits) bits, the database \(width.bits)")
         }
-        let existing = currentID(of: key)
+        let existing = currentID(of: k)
         let id: UInt32
         // A new id is above every stored one: appending keeps LMDB's pages full.
         var flags: UInt32 = 0
@@ -156,13 +171,14 @@ extension HashStore {
         } else if existing != nil {
             try txn.delete(dbSources, id: id)
         }
-        batchKeys.set(key, id)
+        batchKeys.set(key, hash: k.hash, id)
         b.outcomes.append(.added(id: id))
     }
 
-    private func writeReencode(_ txn: Transaction, key: String, id: UInt32, code: HammingCode, source: ItemSource,
+    private func writeReencode(_ txn: Transaction, key k: HashedKey, id: UInt32, code: HammingCode, source: ItemSource,
                                _ b: inout BatchWrite) throws {
-        guard currentID(of: key) == id, code.width == width,
+        let key = k.key
+        guard currentID(of: k) == id, code.width == width,
               let stored = try txn.get(dbSources, id: id), stored.elementsEqual(source.encoded) else {
             b.outcomes.append(.skipped)
             return
@@ -172,8 +188,9 @@ extension HashStore {
         b.outcomes.append(.added(id: id))
     }
 
-    private func writeDelete(_ txn: Transaction, key: String, _ b: inout BatchWrite) throws {
-        guard let id = currentID(of: key) else {
+    private func writeDelete(_ txn: Transaction, key k: HashedKey, _ b: inout BatchWrite) throws {
+        let key = k.key
+        guard let id = currentID(of: k) else {
             b.outcomes.append(.deleted(false))
             return
         }
@@ -181,7 +198,7 @@ extension HashStore {
         try txn.delete(dbPending, id: id)
         try txn.delete(dbSources, id: id)
         b.changes.append(.remove(id, key))
-        batchKeys.set(key, nil)
+        batchKeys.set(key, hash: k.hash, nil)
         b.outcomes.append(.deleted(true))
     }
 

@@ -76,9 +76,9 @@ final class KeyIndex {
 
     /// The slot holding `key` (`found`), or the first empty one of its probe run.
     @inline(__always)
-    private func find(_ key: UnsafeBufferPointer<UInt8>) -> (slot: Int, found: Bool) {
+    private func find(_ key: UnsafeBufferPointer<UInt8>, hash: UInt64? = nil) -> (slot: Int, found: Bool) {
         let mask = slots.count - 1
-        let tag = KeyIndex.hash(bytes: key) >> 32
+        let tag = (hash ?? KeyIndex.hash(bytes: key)) >> 32
         var i = Int(truncatingIfNeeded: tag) & mask
         return slots.withUnsafeBufferPointer { sp in
             arena.withUnsafeBufferPointer { ap in
@@ -113,11 +113,13 @@ final class KeyIndex {
     /// slot's cache line, so that a batch's look-ups overlap their misses.
     @inline(__always)
     func prefetch(_ key: String) {
-        var key = key
-        key.withUTF8 { b in
-            let i = Int(truncatingIfNeeded: KeyIndex.hash(bytes: b) >> 32) & (slots.count - 1)
-            slots.withUnsafeBufferPointer { gdh_prefetch_write($0.baseAddress! + i) }
-        }
+        prefetch(hash: KeyIndex.hash(key.utf8))
+    }
+
+    @inline(__always)
+    func prefetch(hash: UInt64) {
+        let i = Int(truncatingIfNeeded: hash >> 32) & (slots.count - 1)
+        slots.withUnsafeBufferPointer { gdh_prefetch_write($0.baseAddress! + i) }
     }
 
     func lookup(_ key: some Collection<UInt8>) -> UInt32? {
@@ -128,6 +130,15 @@ final class KeyIndex {
     }
 
     func lookup(_ key: String) -> UInt32? { lookup(key.utf8) }
+
+    /// A look-up with the key's `KeyIndex.hash` already computed.
+    func lookup(_ key: String, hash: UInt64) -> UInt32? {
+        var key = key
+        return key.withUTF8 { b in
+            let (i, found) = find(b, hash: hash)
+            return found ? UInt32(truncatingIfNeeded: slots[i]) - 1 : nil
+        }
+    }
 
     /// Records a new key for a new id (the key must not be present).
     func insert(_ key: some Collection<UInt8>, id: UInt32) {
@@ -181,57 +192,58 @@ final class KeyIndex {
 
 /// The keys a batch of writes has touched so far, with the id each now has (nil: deleted),
 /// so that a later write of the batch sees an earlier one before either is in `KeyIndex`.
-/// An open-addressing table of the String keys themselves, hashed with `KeyIndex.hash`;
-/// storage is kept between batches.
+/// An open-addressing table of `hash tag << 32 | entry + 1` words (hashes from
+/// `KeyIndex.hash`; a key's string is compared only when its 32 tag bits match) over a list
+/// of the batch's distinct keys; storage is kept between batches.
 struct BatchKeys {
-    private var slotKey: [String] = []
-    private var slotID: [UInt32] = []
-    private var slotUsed: [Bool] = []
+    private var slots: [UInt64] = []
+    private var entryKey: [String] = []
+    private var entryID: [UInt32] = []
     /// The slots in use, to empty them without a pass over the whole table.
     private var touched: [Int] = []
-    private var used: Int { touched.count }
     private static let deleted = UInt32.max
 
     /// Empties the table, sized for a batch of `count` writes (grows, never shrinks).
     mutating func reset(for count: Int) {
-        for i in touched {
-            slotUsed[i] = false
-            slotKey[i] = ""
-        }
+        for i in touched { slots[i] = 0 }
         touched.removeAll(keepingCapacity: true)
+        entryKey.removeAll(keepingCapacity: true)
+        entryID.removeAll(keepingCapacity: true)
         var c = 16
         while c < count * 2 { c <<= 1 }
-        if slotUsed.count < c {
-            slotKey = [String](repeating: "", count: c)
-            slotID = [UInt32](repeating: 0, count: c)
-            slotUsed = [Bool](repeating: false, count: c)
-        }
+        if slots.count < c { slots = [UInt64](repeating: 0, count: c) }
     }
 
-    private func slot(_ key: String) -> Int {
-        let mask = slotUsed.count - 1
-        var i = Int(truncatingIfNeeded: KeyIndex.hash(key.utf8)) & mask
-        while slotUsed[i] && slotKey[i] != key { i = (i + 1) & mask }
+    /// The slot holding `key` (whose `KeyIndex.hash` is `hash`), or the empty one where it would go.
+    private func slot(_ key: String, hash: UInt64) -> Int {
+        let mask = slots.count - 1, tag = hash >> 32
+        var i = Int(truncatingIfNeeded: hash) & mask
+        while slots[i] != 0 {
+            if slots[i] >> 32 == tag && entryKey[Int(UInt32(truncatingIfNeeded: slots[i]) - 1)] == key { return i }
+            i = (i + 1) & mask
+        }
         return i
     }
 
     /// nil: not touched by the batch; .some(nil): deleted by it; .some(id): its id now.
-    func state(of key: String) -> UInt32?? {
-        guard used > 0 else { return nil }
-        let i = slot(key)
-        guard slotUsed[i] else { return nil }
-        return slotID[i] == BatchKeys.deleted ? .some(nil) : .some(slotID[i])
+    func state(of key: String, hash: UInt64) -> UInt32?? {
+        guard !touched.isEmpty else { return nil }
+        let s = slots[slot(key, hash: hash)]
+        guard s != 0 else { return nil }
+        let id = entryID[Int(UInt32(truncatingIfNeeded: s) - 1)]
+        return id == BatchKeys.deleted ? .some(nil) : .some(id)
     }
 
-    mutating func set(_ key: String, _ id: UInt32?) {
-        precondition(2 * (used + 1) <= slotUsed.count, "BatchKeys sized for fewer writes")
-        let i = slot(key)
-        if !slotUsed[i] {
-            slotUsed[i] = true
-            slotKey[i] = key
+    mutating func set(_ key: String, hash: UInt64, _ id: UInt32?) {
+        precondition(2 * (touched.count + 1) <= slots.count, "BatchKeys sized for fewer writes")
+        let i = slot(key, hash: hash)
+        if slots[i] == 0 {
+            entryKey.append(key)
+            entryID.append(0)
+            slots[i] = (hash >> 32) << 32 | UInt64(entryKey.count)
             touched.append(i)
         }
-        slotID[i] = id ?? BatchKeys.deleted
+        entryID[Int(UInt32(truncatingIfNeeded: slots[i]) - 1)] = id ?? BatchKeys.deleted
     }
 }
 

@@ -67,3 +67,44 @@ struct KeyIndexTests {
         #expect(keys.lookup("a") == 1)
     }
 }
+
+@Suite("BatchKeys against a dictionary")
+struct BatchKeysTests {
+    @Test("random sets and look-ups over batches agree with a dictionary, also when tags collide", arguments: [1, 2])
+    func againstDictionary(seed: UInt64) {
+        var batch = BatchKeys()
+        var rng = seed &* 0x9E37_79B9_7F4A_7C15
+        func next(_ n: UInt64) -> UInt64 {
+            rng = rng &+ 0x9E37_79B9_7F4A_7C15
+            var z = rng
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return (z ^ (z >> 31)) % n
+        }
+        for round in 0..<20 {
+            let writes = Int(next(300)) + 1
+            batch.reset(for: writes)
+            var oracle: [String: UInt32?] = [:]
+            for _ in 0..<writes {
+                let key = "key-\(next(UInt64(writes)))"
+                // Half the rounds give every key one of two hashes: the tags collide and
+                // the strings must tell the keys apart.
+                let h = round % 2 == 0 ? KeyIndex.hash(key.utf8) : stableHash(key)
+                #expect(batch.state(of: key, hash: h) == oracle[key])
+                let id: UInt32? = next(4) == 0 ? nil : UInt32(next(1000))
+                batch.set(key, hash: h, id)
+                oracle[key] = .some(id)
+            }
+            for (key, id) in oracle {
+                let h = round % 2 == 0 ? KeyIndex.hash(key.utf8) : stableHash(key)
+                #expect(batch.state(of: key, hash: h) == .some(id))
+            }
+            #expect(batch.state(of: "absent", hash: KeyIndex.hash("absent".utf8)) == nil)
+        }
+    }
+
+    /// A hash with only two values per key set: the same key always gets the same one.
+    private func stableHash(_ key: String) -> UInt64 {
+        KeyIndex.hash(key.utf8) & 1 == 0 ? 0x1234_5678_0000_0001 : 0x1234_5678_0000_0002
+    }
+}
