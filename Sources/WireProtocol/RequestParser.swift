@@ -81,11 +81,20 @@ public enum RequestParser {
         if let bad = firstInvalidUTF8(p) {
             throw ProtocolError(.badRequest, "request is not valid UTF-8 (bad byte at offset \(bad))")
         }
-        var tokens: [Range<Int>] = []
-        tokens.reserveCapacity(maxTokens)
+        var tokens = Tokens()
         let args = try tokenize(p, into: &tokens) - 1
         let cmd = tokens[0]
+        // The frequent commands first: a case is a string comparison.
         switch foldedWord(p, cmd) {
+        case "ADD": return try add(p, tokens, args)
+        case "DEL":
+            try arity(args, 1, "DEL <key>")
+            return .del(key: try key(p, tokens[1]))
+        case "KNN": return try knn(p, tokens, args)
+        case "GET":
+            try arity(args, 1, "GET <key>")
+            return .get(key: try key(p, tokens[1]))
+        case "RANGE": return try range(p, tokens, args)
         case "PING": try arity(args, 0, "PING"); return .ping
         case "QUIT": try arity(args, 0, "QUIT"); return .quit
         case "STATS": try arity(args, 0, "STATS"); return .stats
@@ -95,24 +104,32 @@ public enum RequestParser {
         case "REENCODE": try arity(args, 0, "REENCODE"); return .reencode
         case "REBUILD": return try rebuild(p, tokens, args)
         case "BACKUP": return try backup(p, tokens, args)
-        case "DEL":
-            try arity(args, 1, "DEL <key>")
-            return .del(key: try key(p, tokens[1]))
-        case "GET":
-            try arity(args, 1, "GET <key>")
-            return .get(key: try key(p, tokens[1]))
-        case "ADD": return try add(p, tokens, args)
-        case "KNN": return try knn(p, tokens, args)
-        case "RANGE": return try range(p, tokens, args)
         default:
             throw ProtocolError(.badRequest, "unknown command \(quote(p, cmd)) (commands: PING ADD DEL GET KNN RANGE STATS METRICS COMPACT REBUILD VERIFY REENCODE BACKUP QUIT)")
+        }
+    }
+
+    /// The first `maxTokens` tokens of a line, held inline (no allocation per request).
+    struct Tokens {
+        private var ranges: (Range<Int>, Range<Int>, Range<Int>, Range<Int>, Range<Int>) = (0..<0, 0..<0, 0..<0, 0..<0, 0..<0)
+        private(set) var count = 0
+
+        mutating func append(_ r: Range<Int>) {
+            precondition(count < RequestParser.maxTokens, "more tokens than maxTokens")
+            withUnsafeMutableBytes(of: &ranges) { $0.storeBytes(of: r, toByteOffset: count * MemoryLayout<Range<Int>>.stride, as: Range<Int>.self) }
+            count += 1
+        }
+
+        subscript(i: Int) -> Range<Int> {
+            precondition(i >= 0 && i < count, "token index out of range")
+            return withUnsafeBytes(of: ranges) { $0.load(fromByteOffset: i * MemoryLayout<Range<Int>>.stride, as: Range<Int>.self) }
         }
     }
 
     /// Splits the line at its spaces: exactly one between tokens, none at either end.
     /// Locates the first `maxTokens` tokens into `tokens`; returns how many there are.
     @inline(__always)
-    static func tokenize(_ p: UnsafeBufferPointer<UInt8>, into tokens: inout [Range<Int>]) throws(ProtocolError) -> Int {
+    static func tokenize(_ p: UnsafeBufferPointer<UInt8>, into tokens: inout Tokens) throws(ProtocolError) -> Int {
         if p[0] == 0x20 {
             throw ProtocolError(.badRequest, "malformed request: leading space (tokens are separated by exactly one space)")
         }
@@ -139,7 +156,7 @@ public enum RequestParser {
     }
 
     @inline(__always)
-    static func rebuild(_ p: UnsafeBufferPointer<UInt8>, _ tokens: [Range<Int>], _ args: Int) throws(ProtocolError) -> Command {
+    static func rebuild(_ p: UnsafeBufferPointer<UInt8>, _ tokens: Tokens, _ args: Int) throws(ProtocolError) -> Command {
         guard args <= 1 else {
             throw ProtocolError(.badRequest, "wrong number of arguments: usage is 'REBUILD' or 'REBUILD <m>', got \(args) arguments")
         }
@@ -151,7 +168,7 @@ public enum RequestParser {
     }
 
     @inline(__always)
-    static func backup(_ p: UnsafeBufferPointer<UInt8>, _ tokens: [Range<Int>], _ args: Int) throws(ProtocolError) -> Command {
+    static func backup(_ p: UnsafeBufferPointer<UInt8>, _ tokens: Tokens, _ args: Int) throws(ProtocolError) -> Command {
         try arity(args, 1, "BACKUP <path>")
         for i in tokens[1] where p[i] < 0x20 || p[i] == 0x7F {
             throw ProtocolError(.badRequest, "BACKUP path contains the control character 0x\(LineSafety.hex2(UInt32(p[i]))): \(quote(p, tokens[1]))")
@@ -164,7 +181,7 @@ public enum RequestParser {
     }
 
     @inline(__always)
-    static func add(_ p: UnsafeBufferPointer<UInt8>, _ tokens: [Range<Int>], _ args: Int) throws(ProtocolError) -> Command {
+    static func add(_ p: UnsafeBufferPointer<UInt8>, _ tokens: Tokens, _ args: Int) throws(ProtocolError) -> Command {
         try arity(args, 3, "ADD <key> CODE|IMAGE|IMAGE64 <value>")
         let k = try key(p, tokens[1])
         let s = try source(p, tokens[2], tokens[3])
@@ -177,7 +194,7 @@ public enum RequestParser {
     }
 
     @inline(__always)
-    static func knn(_ p: UnsafeBufferPointer<UInt8>, _ tokens: [Range<Int>], _ args: Int) throws(ProtocolError) -> Command {
+    static func knn(_ p: UnsafeBufferPointer<UInt8>, _ tokens: Tokens, _ args: Int) throws(ProtocolError) -> Command {
         try arity(args, 3, "KNN <k> CODE|IMAGE|IMAGE64|SKETCH|SKETCH64 <value>")
         guard let k = decimal(p, tokens[1], maxDigits: 7), k >= 1, k <= maxK else {
             throw ProtocolError(.badRequest, "k must be a decimal integer from 1 to \(maxK), got \(quote(p, tokens[1]))")
@@ -186,7 +203,7 @@ public enum RequestParser {
     }
 
     @inline(__always)
-    static func range(_ p: UnsafeBufferPointer<UInt8>, _ tokens: [Range<Int>], _ args: Int) throws(ProtocolError) -> Command {
+    static func range(_ p: UnsafeBufferPointer<UInt8>, _ tokens: Tokens, _ args: Int) throws(ProtocolError) -> Command {
         try arity(args, 3, "RANGE <r> CODE|IMAGE|IMAGE64|SKETCH|SKETCH64 <value>")
         guard let r = decimal(p, tokens[1], maxDigits: nil), r <= maxRadius else {
             throw ProtocolError(.badRequest, "radius must be a decimal integer from 0 to \(maxRadius), got \(quote(p, tokens[1]))")
