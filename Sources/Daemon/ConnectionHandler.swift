@@ -95,7 +95,7 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
                 timing.append((now, MetricsRegistry.invalidIndex))
                 state.receive(.ping, order: .answered(.text(ResponseFormatter.error(error))))
             case .success(let cmd):
-                timing.append((now, MetricsRegistry.index(of: cmd.name)))
+                timing.append((now, MetricsRegistry.index(of: cmd)))
                 if cmd == .quit { closing = true }
                 state.receive(cmd, order: isPipelinedWrite(cmd) ? .pipelinedWrite : .afterEarlier, closes: cmd == .quit)
             }

@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import WireProtocol
 
 /// What one connection (or the writer) observed since it last merged into the daemon's
 /// `MetricsRegistry`: plain counters, no lock, merged once per read burst or delivery.
@@ -101,6 +102,26 @@ final class MetricsRegistry: @unchecked Sendable {
     static let batchBounds: [Double] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
 
     static func index(of commandName: String) -> Int { commandIndex[commandName] ?? invalidIndex }
+
+    /// `index(of: command.name)` without a string or a dictionary look-up (once per request).
+    static func index(of command: Command) -> Int {
+        switch command {
+        case .ping: return 0
+        case .quit: return 1
+        case .stats: return 2
+        case .metrics: return 3
+        case .compact: return 4
+        case .verify: return 5
+        case .reencode: return 6
+        case .rebuild: return 7
+        case .backup: return 8
+        case .add: return 9
+        case .del: return 10
+        case .get: return 11
+        case .knn: return 12
+        case .range: return 13
+        }
+    }
 
     @inline(__always)
     static func bucket(_ v: Double, _ bounds: [Double]) -> Int {

@@ -6,6 +6,19 @@ import WireProtocol
 
 @Suite("METRICS: Prometheus text exposition")
 struct MetricsTests {
+    @Test("a command's index is that of its name, for every command")
+    func commandIndex() {
+        let code = CodeSource.code(hexDigits: Array("00".utf8))
+        let all: [Command] = [.ping, .quit, .stats, .metrics, .compact, .verify, .reencode, .rebuild(m: 2),
+                              .backup(path: "/x"), .add(key: "k", from: code), .del(key: "k"), .get(key: "k"),
+                              .knn(k: 1, query: code), .range(radius: 1, query: code)]
+        #expect(Set(all.map { MetricsRegistry.index(of: $0) }).count == all.count)
+        for c in all {
+            #expect(MetricsRegistry.index(of: c) == MetricsRegistry.index(of: c.name), "\(c.name)")
+            #expect(MetricsRegistry.commands[MetricsRegistry.index(of: c)] == c.name)
+        }
+    }
+
     @Test("counters, cumulative histograms and gauges render exactly")
     func rendering() {
         let registry = MetricsRegistry()
