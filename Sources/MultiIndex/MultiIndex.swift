@@ -75,8 +75,13 @@ public final class MultiIndex {
     /// A hint before `upsert` of this code a little later: starts loading the delta's
     /// cache lines its entries will touch (a bulk load's appends then overlap their misses).
     public func prefetchDelta(for code: HammingCode) {
+        // One read of the layout and of the delta array, and tables borrowed through a
+        // buffer: no copies (retains) per table of the per-table structs.
+        let layout = self.layout
         code.words.withUnsafeBufferPointer { p in
-            for j in 0..<layout.count { delta[j].prefetch(layout.substring(j, of: p.baseAddress!)) }
+            delta.withUnsafeBufferPointer { d in
+                for j in 0..<layout.count { d[j].prefetch(layout.substring(j, of: p.baseAddress!)) }
+            }
         }
     }
 
