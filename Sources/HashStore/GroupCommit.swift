@@ -64,7 +64,19 @@ extension HashStore {
         }
         phases.mark(\.fold)
         lastApplyPhases = phases
+        if let limit = HashStore.traceSlowWrites, phases.total * 1e3 >= limit { traceSlowWrite(phases, ops: batch.count) }
         return written.outcomes
+    }
+
+    /// For diagnosis: `GDH_TRACE_SLOW_WRITES=<ms>` prints to standard error every write batch
+    /// that took at least that long in `apply`, with its phases.
+    static let traceSlowWrites = ProcessInfo.processInfo.environment["GDH_TRACE_SLOW_WRITES"].flatMap(Double.init)
+
+    private func traceSlowWrite(_ phases: ApplyPhases, ops: Int) {
+        let parts = phases.named.map { String(format: "%@ %.1f", $0.0, $0.1 * 1e3) }.joined(separator: ", ")
+        let line = String(format: "slow write batch: %d ops, %.1f ms (%@ ms); items %d, delta %d, folds %d\n",
+                          ops, phases.total * 1e3, parts, index.count, index.deltaEntries, folds)
+        FileHandle.standardError.write(Data(line.utf8))
     }
 
     /// Where the last `apply` spent its time (seconds): waiting for the writer lock, the

@@ -211,16 +211,19 @@ final class KeyIndex {
 
     // MARK: Reclaiming
 
-    /// Bytes that `reclaim` could give back: removed keys' bytes and the array's entries
-    /// of ids not held.
-    var garbageBytes: Int { deadBytes + 8 * max(0, location.count - (used + removed.count - older.count)) }
+    /// Bytes that `reclaim` could give back: removed keys' bytes with their location and
+    /// `removed` entries, and the array's entries of ids not held.
+    var garbageBytes: Int {
+        deadBytes + 24 * removed.count + 8 * max(0, location.count - (used + removed.count - older.count))
+    }
 
     /// Whether a reclaim keeping the removes after `safe` is worth its pass: garbage has
-    /// grown past what the held keys cost (and 1 MiB), and past twice what the last reclaim
-    /// had to keep, or removes the last one had to keep may go now.
+    /// grown past half what the held keys cost (bytes, location, about a slot; and 1 MiB),
+    /// and past twice what the last reclaim had to keep, or removes the last one had to
+    /// keep may go now.
     func shouldReclaim(safe: UInt64) -> Bool {
         let garbage = garbageBytes
-        guard garbage > max(1 << 20, liveBytes + 8 * used) else { return false }
+        guard garbage > max(1 << 20, (liveBytes + 16 * used) / 2) else { return false }
         return garbage > 2 * garbageKept || (removed.first.map { $0.generation <= safe } ?? false)
     }
 
