@@ -54,6 +54,8 @@ extension HashStore {
         phases.mark(\.commit)
         commits += 1
         applyToMirror(written, &phases)
+        reclaimKeysIfNeeded()
+        phases.mark(\.reclaim)
         // The batch is durable: a failed fold must not turn it into an error. The
         // delta keeps answers exact; the fold is tried again after the next batch.
         do {
@@ -81,9 +83,10 @@ extension HashStore {
 
     /// Where the last `apply` spent its time (seconds): waiting for the writer lock, the
     /// transaction's puts, its commit (with the sync), waiting for the mirror's write lock,
-    /// the mirror update, the fold check (a fold inline, or the start of one beside).
+    /// the mirror update, the key index's reclaim (`reclaimKeysIfNeeded`, seldom), the fold
+    /// check (a fold inline, or the start of one beside).
     public struct ApplyPhases: Sendable {
-        public var writerLock = 0.0, puts = 0.0, commit = 0.0, mirrorLock = 0.0, mirror = 0.0, fold = 0.0
+        public var writerLock = 0.0, puts = 0.0, commit = 0.0, mirrorLock = 0.0, mirror = 0.0, reclaim = 0.0, fold = 0.0
         private var last = DispatchTime.now().uptimeNanoseconds
 
         /// Charges the time since the previous mark to `phase`.
@@ -93,12 +96,12 @@ extension HashStore {
             last = now
         }
 
-        public var total: Double { writerLock + puts + commit + mirrorLock + mirror + fold }
+        public var total: Double { writerLock + puts + commit + mirrorLock + mirror + reclaim + fold }
 
         /// Named phases, in order.
         public var named: [(String, Double)] {
             [("writer_lock", writerLock), ("puts", puts), ("commit", commit), ("mirror_lock", mirrorLock),
-             ("mirror", mirror), ("fold", fold)]
+             ("mirror", mirror), ("key_reclaim", reclaim), ("fold", fold)]
         }
     }
 

@@ -196,12 +196,23 @@ final class KeyIndex {
     }
 
     private func rehash(to size: Int) {
+        slots = KeyIndex.rehashed(slots, size: size)
+        filled = used
+    }
+
+    /// The live entries of `old` in a new table of at least `size` slots (a power of two,
+    /// at least 1,024), without tombstones.
+    private static func rehashed(_ old: [UInt64], size: Int) -> [UInt64] {
         var c = 1024
         while c < size { c <<= 1 }
-        let old = slots
-        slots = [UInt64](repeating: 0, count: c)
-        for s in old where s != 0 && s != KeyIndex.tombstone { place(s) }
-        filled = used
+        var slots = [UInt64](repeating: 0, count: c)
+        let mask = c - 1
+        for s in old where s != 0 && s != KeyIndex.tombstone {
+            var i = Int(truncatingIfNeeded: s >> 32) & mask
+            while slots[i] != 0 { i = (i + 1) & mask }
+            slots[i] = s
+        }
+        return slots
     }
 
     /// Bytes held in memory, for STATS.
@@ -228,47 +239,76 @@ final class KeyIndex {
     }
 
     /// Drops removed keys tagged with a generation ≤ `safe` (no reader can still ask for
-    /// them), packs the arena with the keys held (ascending id), and rebases the id →
-    /// location map, and sizes the key → id table for the keys left. Ids do not change.
-    /// O(ids held + array span + table slots).
+    /// them), packs the arena with the keys held (ascending id), rebases the id → location
+    /// map, and sizes the key → id table for the keys left. Ids do not change.
     func reclaim(keepingRemovedAfter safe: UInt64) {
-        var kept: [(id: UInt32, generation: UInt64)] = []
-        for r in removed {
-            if r.generation <= safe { setLoc(r.id, 0) } else { kept.append(r) }
-        }
-        removed = kept
-        let held = heldLocations()
-        let newBase = KeyIndex.cheapestBase(held: held.lazy.map(\.id), end: base + location.count)
-        var newArena = [UInt8]()
-        newArena.reserveCapacity(liveBytes + kept.count * 32)
-        var newLocation = [UInt64](repeating: 0, count: max(0, base + location.count - newBase))
-        var newOlder = OlderLocations()
-        var dead = 0
-        arena.withUnsafeBufferPointer { ap in
-            for (id, l) in held {
-                let off = Int((l & ~KeyIndex.removedBit) >> 9), len = Int(l & 0x1FF)
-                let moved = UInt64(newArena.count) << 9 | (l & (KeyIndex.removedBit | 0x1FF))
-                newArena.append(contentsOf: UnsafeBufferPointer(rebasing: ap[off..<(off + len)]))
-                if l & KeyIndex.removedBit != 0 { dead += len }
-                if Int(id) >= newBase { newLocation[Int(id) - newBase] = moved } else { newOlder.set(id, moved) }
-            }
-        }
-        arena = newArena
-        location = newLocation
-        base = newBase
-        older = newOlder
-        deadBytes = dead
-        garbageKept = garbageBytes
-        // The key → id table too: sized for the keys left, without tombstones.
-        rehash(to: used * 4)
+        adopt(prepareReclaim(keepingRemovedAfter: safe))
     }
 
-    /// Every id held (live, or removed and kept) with its location word, ascending by id.
-    private func heldLocations() -> [(id: UInt32, loc: UInt64)] {
-        var held = older.entries().sorted { $0.id < $1.id }
-        held.reserveCapacity(held.count + used + removed.count)
-        for (i, l) in location.enumerated() where l != 0 { held.append((UInt32(i + base), l)) }
-        return held
+    /// What `prepareReclaim` builds and `adopt` puts in use.
+    struct Reclaimed {
+        fileprivate var arena: [UInt8], location: [UInt64], base: Int, older: OlderLocations, slots: [UInt64]
+        fileprivate var removed: [(id: UInt32, generation: UInt64)], deadBytes: Int
+        /// The index's `used` and removes when it was prepared: nothing may change before `adopt`.
+        fileprivate let used: Int, removedBefore: Int
+    }
+
+    /// Builds the reclaimed index without changing this one, so that readers may go on
+    /// meanwhile (the one mutating thread must not change it before `adopt`).
+    /// O(ids held + array span + table slots).
+    func prepareReclaim(keepingRemovedAfter safe: UInt64) -> Reclaimed {
+        let dropped = removed.lazy.filter { $0.generation <= safe }.map(\.id).sorted()
+        let kept = removed.filter { $0.generation > safe }
+        var held = older.entries().map(\.id).filter { !KeyIndex.sortedContains(dropped, $0) }.sorted()
+        held.reserveCapacity(held.count + used + kept.count)
+        var d = 0
+        for (i, l) in location.enumerated() where l != 0 {
+            let id = UInt32(i + base)
+            while d < dropped.count && dropped[d] < id { d += 1 }
+            if d < dropped.count && dropped[d] == id { continue }
+            held.append(id)
+        }
+        let end = base + location.count
+        let newBase = KeyIndex.cheapestBase(held: held, end: end)
+        var r = Reclaimed(arena: [], location: [UInt64](repeating: 0, count: max(0, end - newBase)), base: newBase,
+                          older: OlderLocations(), slots: KeyIndex.rehashed(slots, size: used * 4),
+                          removed: kept, deadBytes: 0, used: used, removedBefore: removed.count)
+        r.arena.reserveCapacity(liveBytes + kept.count * 32)
+        arena.withUnsafeBufferPointer { ap in
+            for id in held {
+                let l = loc(id)
+                let off = Int((l & ~KeyIndex.removedBit) >> 9), len = Int(l & 0x1FF)
+                let moved = UInt64(r.arena.count) << 9 | (l & (KeyIndex.removedBit | 0x1FF))
+                r.arena.append(contentsOf: UnsafeBufferPointer(rebasing: ap[off..<(off + len)]))
+                if l & KeyIndex.removedBit != 0 { r.deadBytes += len }
+                if Int(id) >= newBase { r.location[Int(id) - newBase] = moved } else { r.older.set(id, moved) }
+            }
+        }
+        return r
+    }
+
+    /// Whether ascending `xs` holds `x` (binary search).
+    private static func sortedContains(_ xs: [UInt32], _ x: UInt32) -> Bool {
+        var lo = 0, hi = xs.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if xs[mid] < x { lo = mid + 1 } else { hi = mid }
+        }
+        return lo < xs.count && xs[lo] == x
+    }
+
+    /// Puts a reclaim prepared from the current state in use.
+    func adopt(_ r: Reclaimed) {
+        precondition(r.used == used && r.removedBefore == removed.count, "key index changed during its reclaim")
+        arena = r.arena
+        location = r.location
+        base = r.base
+        older = r.older
+        slots = r.slots
+        filled = used
+        removed = r.removed
+        deadBytes = r.deadBytes
+        garbageKept = garbageBytes
     }
 
     /// The base id for which the array from it up to `end` (8 bytes an id) and the hash of

@@ -95,19 +95,23 @@ extension HashStore {
                 }
             }
             nextID = b.nextID
-            reclaimKeysIfNeeded()
         }
     }
 
     /// Gives back the key index's garbage (removed keys' bytes, the id → location entries
     /// of ids no longer held) once it outweighs the keys held, keeping every removed key a
-    /// reader may still resolve: those removed after the oldest pinned generation (under
-    /// the write lock).
+    /// reader may still resolve: those removed after the oldest pinned generation. The new
+    /// index is built under the read lock (queries go on; the writer lock, held by the
+    /// caller, keeps it from changing) and swapped in under the write lock.
     func reclaimKeysIfNeeded() {
-        guard keys.garbageBytes > 1 << 20 else { return }
-        let safe = keyPins.oldest ?? keyGeneration
-        guard keys.shouldReclaim(safe: safe) else { return }
-        keys.reclaim(keepingRemovedAfter: safe)
+        let prepared = rw.withReadLock { () -> KeyIndex.Reclaimed? in
+            guard keys.garbageBytes > 1 << 20 else { return nil }
+            let safe = keyPins.oldest ?? keyGeneration
+            guard keys.shouldReclaim(safe: safe) else { return nil }
+            return keys.prepareReclaim(keepingRemovedAfter: safe)
+        }
+        guard let prepared else { return }
+        rw.withWriteLock { keys.adopt(prepared) }
         keyReclaims += 1
     }
 
