@@ -257,18 +257,17 @@ final class KeyIndex {
     /// meanwhile (the one mutating thread must not change it before `adopt`).
     /// O(ids held + array span + table slots).
     func prepareReclaim(keepingRemovedAfter safe: UInt64) -> Reclaimed {
-        let dropped = removed.lazy.filter { $0.generation <= safe }.map(\.id).sorted()
-        let kept = removed.filter { $0.generation > safe }
-        var held = older.entries().map(\.id).filter { !KeyIndex.sortedContains(dropped, $0) }.sorted()
-        held.reserveCapacity(held.count + used + kept.count)
-        var d = 0
-        for (i, l) in location.enumerated() where l != 0 {
-            let id = UInt32(i + base)
-            while d < dropped.count && dropped[d] < id { d += 1 }
-            if d < dropped.count && dropped[d] == id { continue }
-            held.append(id)
-        }
         let end = base + location.count
+        // A bit per id below `end`: the removes that may go.
+        var dropped = [UInt64](repeating: 0, count: end / 64 + 1)
+        var kept: [(id: UInt32, generation: UInt64)] = []
+        for r in removed {
+            if r.generation <= safe { dropped[Int(r.id) >> 6] |= 1 << UInt64(r.id & 63) } else { kept.append(r) }
+        }
+        let isDropped = { (id: UInt32) in dropped[Int(id) >> 6] >> UInt64(id & 63) & 1 == 1 }
+        var held = older.entries().map(\.id).filter { !isDropped($0) }.sorted()
+        held.reserveCapacity(held.count + used + kept.count)
+        for (i, l) in location.enumerated() where l != 0 && !isDropped(UInt32(i + base)) { held.append(UInt32(i + base)) }
         let newBase = KeyIndex.cheapestBase(held: held, end: end)
         var r = Reclaimed(arena: [], location: [UInt64](repeating: 0, count: max(0, end - newBase)), base: newBase,
                           older: OlderLocations(), slots: KeyIndex.rehashed(slots, size: used * 4),
@@ -285,16 +284,6 @@ final class KeyIndex {
             }
         }
         return r
-    }
-
-    /// Whether ascending `xs` holds `x` (binary search).
-    private static func sortedContains(_ xs: [UInt32], _ x: UInt32) -> Bool {
-        var lo = 0, hi = xs.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if xs[mid] < x { lo = mid + 1 } else { hi = mid }
-        }
-        return lo < xs.count && xs[lo] == x
     }
 
     /// Puts a reclaim prepared from the current state in use.
