@@ -142,3 +142,38 @@ struct KeyReclaimTests {
         #expect(store!.id(of: "\(pad)-500") == nil)
     }
 }
+
+/// COMPACT frees the old data file in steps only when nobody else can still read it.
+@Suite("Old data file release")
+struct OldFileReleaseTests {
+    private func makeFile(_ path: String, bytes: Int) {
+        FileManager.default.createFile(atPath: path, contents: Data(repeating: 7, count: bytes))
+    }
+
+    @Test("a file no one holds is removed; one held open keeps every byte for its holder; the live file is never truncated")
+    func release() throws {
+        let dir = tempDir()
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let old = dir + "/old", live = dir + "/live"
+        makeFile(live, bytes: 10)
+        // Alone: shrunk and unlinked.
+        makeFile(old, bytes: 70 << 20)
+        HashStore.releaseOldFile(old, unlessSameAs: live)
+        #expect(!FileManager.default.fileExists(atPath: old))
+        // Held open by a reader: unlinked only, the reader still sees the whole file.
+        makeFile(old, bytes: 40 << 20)
+        let reader = open(old, O_RDONLY)
+        #expect(reader >= 0)
+        HashStore.releaseOldFile(old, unlessSameAs: live)
+        #expect(!FileManager.default.fileExists(atPath: old))
+        var st = stat()
+        #expect(fstat(reader, &st) == 0 && st.st_size == 40 << 20)
+        close(reader)
+        // A second name of the live file: only that name goes.
+        #expect(link(live, old) == 0)
+        HashStore.releaseOldFile(old, unlessSameAs: live)
+        #expect(!FileManager.default.fileExists(atPath: old))
+        #expect(HashStore.fileSize(live) == 10)
+    }
+}
