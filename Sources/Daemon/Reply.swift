@@ -50,9 +50,14 @@ final class NeighborStream {
     /// Results written so far; -1 before the count line.
     private var next = -1
 
-    init(store: HashStore, results: [UInt64]) {
+    /// Keeps the keys of the results' ids resolvable (deleted or not) while the answer
+    /// lives (`HashStore.pinKeys`, taken before the search).
+    private let pin: KeyPin
+
+    init(store: HashStore, results: [UInt64], pin: KeyPin) {
         self.store = store
         self.results = results
+        self.pin = pin
     }
 
     var count: Int { results.count }

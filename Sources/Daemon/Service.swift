@@ -193,16 +193,18 @@ final class Service: @unchecked Sendable {
     /// small, else a `NeighborStream` the connection writes out piece by piece.
     private func runSearch(on loop: EventLoop, heavy: Bool, _ body: @escaping @Sendable () throws -> [UInt64]) -> Answer {
         counters.withLockedValue { $0.queries += 1 }
+        // Taken before the search: every id it finds keeps its key until the answer is out.
+        let pin = store.pinKeys()
         if inlineReads && !heavy {
-            do { return .now(reply(for: try body())) } catch { return .text(render(error)) }
+            do { return .now(reply(for: try body(), pin: pin)) } catch { return .text(render(error)) }
         }
         return .later(pool.runIfActive(eventLoop: loop, body)
-            .map { self.reply(for: $0) }
+            .map { self.reply(for: $0, pin: pin) }
             .recover { .text(self.render($0)) })
     }
 
-    private func reply(for results: [UInt64]) -> Reply {
-        let stream = NeighborStream(store: store, results: results)
+    private func reply(for results: [UInt64], pin: KeyPin) -> Reply {
+        let stream = NeighborStream(store: store, results: results, pin: pin)
         return results.count <= NeighborStream.threshold ? .text(stream.text()) : .stream(stream)
     }
 

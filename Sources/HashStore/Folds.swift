@@ -26,6 +26,7 @@ extension HashStore {
                 defer { foldThreads.leave() }
                 var failure: String?
                 do { try foldBeside(m: nil, setting: false) } catch { failure = "\(error)" }
+                HashStore.releaseFreeMemory()
                 writerLock.lock()
                 foldScheduled = false
                 lastFoldError = failure

@@ -48,18 +48,23 @@ extension HashStore {
     /// source; it is recorded when the store has no model identity yet.
     public func apply(_ batch: [WriteOp], codesModel: String? = nil) throws -> [WriteOutcome] {
         guard !batch.isEmpty else { return [] }
+        var phases = ApplyPhases()
         writerLock.lock()
         defer { writerLock.unlock() }
+        phases.mark(\.writerLock)
         let written: BatchWrite
         do {
-            written = try retryingWhenMapFull(grow: growMap) { try writeBatch(batch, codesModel: codesModel) }
+            written = try retryingWhenMapFull(grow: growMap) { try writeBatch(batch, codesModel: codesModel, &phases) }
         } catch let e as StoreError {
             throw e
         } catch {
             throw StoreError.storage(error, "write failed, nothing was applied", dataPath: dataPath)
         }
+        phases.mark(\.commit)
         commits += 1
-        applyToMirror(written)
+        applyToMirror(written, &phases)
+        reclaimKeysIfNeeded()
+        phases.mark(\.reclaim)
         // The batch is durable: a failed fold must not turn it into an error. The
         // delta keeps answers exact; the fold is tried again after the next batch.
         do {
@@ -68,7 +73,45 @@ extension HashStore {
         } catch {
             lastFoldError = "\(error)"
         }
+        phases.mark(\.fold)
+        lastApplyPhases = phases
+        if let limit = HashStore.traceSlowWrites, phases.total * 1e3 >= limit { traceSlowWrite(phases, ops: batch.count) }
         return written.outcomes
+    }
+
+    /// For diagnosis: `GDH_TRACE_SLOW_WRITES=<ms>` prints to standard error every write batch
+    /// that took at least that long in `apply`, with its phases.
+    static let traceSlowWrites = ProcessInfo.processInfo.environment["GDH_TRACE_SLOW_WRITES"].flatMap(Double.init)
+
+    private func traceSlowWrite(_ phases: ApplyPhases, ops: Int) {
+        let parts = phases.named.map { String(format: "%@ %.1f", $0.0, $0.1 * 1e3) }.joined(separator: ", ")
+        let line = String(format: "slow write batch: %d ops, %.1f ms (%@ ms); items %d, delta %d, folds %d\n",
+                          ops, phases.total * 1e3, parts, index.count, index.deltaEntries, folds)
+        FileHandle.standardError.write(Data(line.utf8))
+    }
+
+    /// Where the last `apply` spent its time (seconds): waiting for the writer lock, the
+    /// transaction's puts, its commit (with the sync), waiting for the mirror's write lock,
+    /// the mirror update, the key index's reclaim (`reclaimKeysIfNeeded`, seldom), the fold
+    /// check (a fold inline, or the start of one beside).
+    public struct ApplyPhases: Sendable {
+        public var writerLock = 0.0, puts = 0.0, commit = 0.0, mirrorLock = 0.0, mirror = 0.0, reclaim = 0.0, fold = 0.0
+        private var last = DispatchTime.now().uptimeNanoseconds
+
+        /// Charges the time since the previous mark to `phase`.
+        mutating func mark(_ phase: WritableKeyPath<ApplyPhases, Double>) {
+            let now = DispatchTime.now().uptimeNanoseconds
+            self[keyPath: phase] += Double(now - last) / 1e9
+            last = now
+        }
+
+        public var total: Double { writerLock + puts + commit + mirrorLock + mirror + reclaim + fold }
+
+        /// Named phases, in order.
+        public var named: [(String, Double)] {
+            [("writer_lock", writerLock), ("puts", puts), ("commit", commit), ("mirror_lock", mirrorLock),
+             ("mirror", mirror), ("key_reclaim", reclaim), ("fold", fold)]
+        }
     }
 
     /// A batch being written in its transaction, and once committed what the mirror
@@ -89,8 +132,9 @@ extension HashStore {
 
     /// Writes the batch in one write transaction and commits it (synced). Nothing touches
     /// the mirror here; `keys` is only read, `batchKeys` tracks the batch's own keys.
-    func writeBatch(_ batch: [WriteOp], codesModel: String?) throws -> BatchWrite {
+    func writeBatch(_ batch: [WriteOp], codesModel: String?, _ phases: inout ApplyPhases) throws -> BatchWrite {
         try env.write { txn in
+            defer { phases.mark(\.puts) }
             var b = BatchWrite(nextID: nextID, model: recordedModel)
             // Keys touched earlier in this batch: id, or nil when deleted.
             batchKeys.reset(for: batch.count)

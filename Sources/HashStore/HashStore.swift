@@ -99,6 +99,17 @@ public final class HashStore {
     /// The last failure of an automatic fold (the writes themselves had committed).
     public internal(set) var lastFoldError: String?
 
+    /// Bumped by each committed batch that removes keys (under `rw`): the key index tags
+    /// the removes with it, and `pinKeys` records it (`reclaimKeysIfNeeded`).
+    var keyGeneration: UInt64 = 0
+    /// Generations pinned by readers that will still resolve ids to keys.
+    let keyPins = KeyPins()
+    /// Times the key index's garbage was given back.
+    public internal(set) var keyReclaims = 0
+
+    /// The phases of the last write batch (`apply`), for benchmarks.
+    public internal(set) var lastApplyPhases = ApplyPhases()
+
     /// Counters for STATS.
     public internal(set) var commits = 0
     public internal(set) var folds = 0
@@ -119,6 +130,8 @@ public final class HashStore {
     public internal(set) var lastCompactReplayed = (catchUp: 0, final: 0)
     /// The steps of the last COMPACT's pause: (name, seconds since the pause began).
     public internal(set) var lastCompactSteps: [(String, Double)] = []
+    /// The last COMPACT's steps from its start: (name, seconds since the start).
+    public internal(set) var lastCompactTimeline: [(String, Double)] = []
     /// How long writes waited for the last COMPACT's final step (seconds).
     public var lastCompactPause: Double { lastCompactSteps.last?.1 ?? 0 }
 
@@ -254,6 +267,16 @@ public final class HashStore {
             }
             rw.withWriteLock { mapBytes = size }
         }
+    }
+
+    /// Hands the allocator's free pages back to the system (`malloc_trim`): the old code
+    /// block, tables and key arena a fold, a COMPACT or a key reclaim leaves free in the
+    /// middle of the heap would otherwise stay resident. Call with no store lock held (it
+    /// takes the allocator's locks, one arena at a time).
+    static func releaseFreeMemory() {
+        #if canImport(Glibc)
+        _ = malloc_trim(0)
+        #endif
     }
 
     /// LMDB's limit of named databases for every environment the store opens (the five

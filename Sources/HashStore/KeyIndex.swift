@@ -3,20 +3,33 @@ import CHammingKernels
 import Glibc
 #endif
 
-/// External keys in memory: id → key bytes (an append-only arena), and key → id
-/// (an open-addressing hash table of ids). Rebuilt from the `items` database at open;
-/// LMDB stays the durable truth, so no second key B-tree costs disk space.
+/// External keys in memory: id → key bytes (an arena), and key → id (an open-addressing
+/// hash table of ids). Rebuilt from the `items` database at open; LMDB stays the durable
+/// truth, so no second key B-tree costs disk space.
+///
+/// Memory follows the keys held, not the ids ever assigned (ids are never reused, so they
+/// keep growing): `reclaim` drops the bytes of removed keys from the arena, and the id →
+/// location map is an array from a base id up (ids are assigned in ascending order) plus a
+/// small hash (`OlderLocations`) for the few ids below the base still held, the base chosen
+/// at each `reclaim` so that the pair costs least.
+///
+/// A removed key stays resolvable by id (`withKeyBytes(ofAnyID:)`) until a `reclaim` whose
+/// `keepingRemovedAfter` generation is at least the one the remove was tagged with: the
+/// store passes the oldest generation a reader still holds results of.
 ///
 /// Not synchronised: the store serialises mutation against reads.
 final class KeyIndex {
-    /// Key bytes of all ids, back to back; replaced or deleted keys leave garbage
-    /// that is dropped at the next open.
+    /// Key bytes of the ids held, back to back; removed keys leave garbage until `reclaim`.
     private var arena: [UInt8] = []
-    /// Per id: arena offset << 9 | length (lengths are ≤ 256), or 0 for an id never
-    /// assigned; `removedBit` set once the key was deleted. An id names one key for its
+    /// Per id from `base` up: arena offset << 9 | length (lengths are ≤ 256), or 0 for an
+    /// id not held; `removedBit` set once the key was removed. An id names one key for its
     /// whole life (a key added again gets a new id), so a removed id's entry still names
     /// the key it had: answers streamed after a delete resolve ids of their snapshot.
     private var location: [UInt64] = []
+    /// The id `location[0]` describes.
+    private var base = 0
+    /// Locations of ids below `base` (as in `location`).
+    private var older = OlderLocations()
     private static let removedBit: UInt64 = 1 << 63
     /// Hash slots: the high 32 bits of the key's hash << 32 | id + 1; 0 is empty,
     /// `tombstone` a deleted entry. The home slot is the stored hash bits mod the size, so
@@ -26,6 +39,14 @@ final class KeyIndex {
     private var used = 0     // live entries
     private var filled = 0   // live entries + tombstones
     private static let tombstone = UInt64.max
+    /// Removed ids whose bytes are still held, with the generation of their remove
+    /// (ascending).
+    private var removed: [(id: UInt32, generation: UInt64)] = []
+    /// Arena bytes of live keys and of removed ones still held.
+    private var liveBytes = 0
+    private var deadBytes = 0
+    /// The garbage the last `reclaim` had to keep (removed keys still pinned, sparse ids).
+    private var garbageKept = 0
 
     init(capacity: Int = 1024) {
         var c = 1024
@@ -35,21 +56,28 @@ final class KeyIndex {
 
     var count: Int { used }
 
+    /// The location word of an id (0: not held).
+    @inline(__always)
+    private func loc(_ id: UInt32) -> UInt64 {
+        let i = Int(id) &- base
+        if i >= 0 { return i < location.count ? location[i] : 0 }
+        return older.get(id)
+    }
+
     /// The key of a live id, as bytes: a value (copy-on-write), valid for as long as it
     /// is kept, whatever the index does later.
     func keyBytes(_ id: UInt32) -> ArraySlice<UInt8>? {
-        let i = Int(id)
-        guard i < location.count, location[i] != 0, location[i] & KeyIndex.removedBit == 0 else { return nil }
-        let off = Int(location[i] >> 9), len = Int(location[i] & 0x1FF)
+        let l = loc(id)
+        guard l != 0, l & KeyIndex.removedBit == 0 else { return nil }
+        let off = Int(l >> 9), len = Int(l & 0x1FF)
         return arena[off..<(off + len)]
     }
 
-    /// The key an id has or had (also after its delete), handed to `body` as a pointer
-    /// valid only during the call; an id never assigned gives an empty buffer.
+    /// The key an id has or had (also after its remove, until reclaimed), handed to `body`
+    /// as a pointer valid only during the call; an id not held gives an empty buffer.
     func withKeyBytes<T>(ofAnyID id: UInt32, _ body: (UnsafeBufferPointer<UInt8>) -> T) -> T {
-        let i = Int(id)
-        let loc = i < location.count ? location[i] & ~KeyIndex.removedBit : 0
-        let off = Int(loc >> 9), len = Int(loc & 0x1FF)
+        let l = loc(id) & ~KeyIndex.removedBit
+        let off = Int(l >> 9), len = Int(l & 0x1FF)
         return arena.withUnsafeBufferPointer { body(UnsafeBufferPointer(rebasing: $0[off..<(off + len)])) }
     }
 
@@ -57,7 +85,6 @@ final class KeyIndex {
     func key(_ id: UInt32) -> String? {
         keyBytes(id).map { String(decoding: $0, as: UTF8.self) }
     }
-
     @inline(__always)
     static func hash(_ key: some Collection<UInt8>) -> UInt64 {
         withBytes(key) { hash(bytes: $0) }
@@ -87,7 +114,9 @@ final class KeyIndex {
                         let s = sp[i]
                         if s == 0 { return (i, false) }
                         if s != KeyIndex.tombstone, s >> 32 == tag {
-                            let loc = lp[Int(UInt32(truncatingIfNeeded: s) - 1)]
+                            let id = UInt32(truncatingIfNeeded: s) - 1
+                            let j = Int(id) &- base
+                            let loc = j >= 0 ? lp[j] : older.get(id)
                             let len = Int(loc & 0x1FF)
                             if len == key.count
                                 && (len == 0 || memcmp(ap.baseAddress! + Int(loc >> 9), key.baseAddress!, len) == 0) {
@@ -140,18 +169,26 @@ final class KeyIndex {
         }
     }
 
-    /// Records a new key for a new id (the key must not be present).
+    /// Records a new key for a new id (the key must not be present, the id not held).
     func insert(_ key: some Collection<UInt8>, id: UInt32) {
         if (filled + 1) * 2 > slots.count { rehash(to: max(slots.count, used * 4)) }
-        let i = Int(id)
-        if i >= location.count { location.append(contentsOf: repeatElement(0, count: max(i + 1, location.count * 2) - location.count)) }
         KeyIndex.withBytes(key) { b in
-            location[i] = UInt64(arena.count) << 9 | UInt64(b.count)
+            setLoc(id, UInt64(arena.count) << 9 | UInt64(b.count))
             arena.append(contentsOf: b)
+            liveBytes += b.count
             place((KeyIndex.hash(bytes: b) >> 32) << 32 | UInt64(id + 1))
         }
         used += 1
         filled += 1
+    }
+
+    /// Sets an id's location word (in the array from `base` up, else in `older`).
+    @inline(__always)
+    private func setLoc(_ id: UInt32, _ value: UInt64) {
+        let i = Int(id) - base
+        guard i >= 0 else { older.set(id, value); return }
+        if i >= location.count { location.append(contentsOf: repeatElement(0, count: i + 1 - location.count)) }
+        location[i] = value
     }
 
     /// Puts a slot value (tag << 32 | id + 1) in the first empty slot of its run.
@@ -163,31 +200,198 @@ final class KeyIndex {
         slots[i] = entry
     }
 
-    /// Forgets a key; returns its id if it was present.
+    /// Forgets a key; returns its id if it was present. Its bytes stay resolvable by id
+    /// until a `reclaim` keeping only removes after `generation`.
     @discardableResult
-    func remove(_ key: some Collection<UInt8>) -> UInt32? {
+    func remove(_ key: some Collection<UInt8>, generation: UInt64 = 0) -> UInt32? {
         KeyIndex.withBytes(key) { b in
             let (i, found) = find(b)
             guard found else { return nil }
             let id = UInt32(truncatingIfNeeded: slots[i]) - 1
             slots[i] = KeyIndex.tombstone
-            location[Int(id)] |= KeyIndex.removedBit
+            setLoc(id, loc(id) | KeyIndex.removedBit)
+            removed.append((id, generation))
+            liveBytes -= b.count
+            deadBytes += b.count
             used -= 1
             return id
         }
     }
 
     private func rehash(to size: Int) {
-        var c = 1024
-        while c < size { c <<= 1 }
-        let old = slots
-        slots = [UInt64](repeating: 0, count: c)
-        for s in old where s != 0 && s != KeyIndex.tombstone { place(s) }
+        slots = KeyIndex.rehashed(slots, size: size)
         filled = used
     }
 
+    /// The live entries of `old` in a new table of at least `size` slots (a power of two,
+    /// at least 1,024), without tombstones.
+    private static func rehashed(_ old: [UInt64], size: Int) -> [UInt64] {
+        var c = 1024
+        while c < size { c <<= 1 }
+        var slots = [UInt64](repeating: 0, count: c)
+        let mask = c - 1
+        for s in old where s != 0 && s != KeyIndex.tombstone {
+            var i = Int(truncatingIfNeeded: s >> 32) & mask
+            while slots[i] != 0 { i = (i + 1) & mask }
+            slots[i] = s
+        }
+        return slots
+    }
+
     /// Bytes held in memory, for STATS.
-    var memoryBytes: Int { arena.capacity + location.capacity * 8 + slots.count * 8 }
+    var memoryBytes: Int {
+        arena.capacity + location.capacity * 8 + slots.count * 8 + older.memoryBytes + removed.capacity * 16
+    }
+
+    // MARK: Reclaiming
+
+    /// Bytes that `reclaim` could give back: removed keys' bytes with their location and
+    /// `removed` entries, and the array's entries of ids not held.
+    var garbageBytes: Int {
+        deadBytes + 24 * removed.count + 8 * max(0, location.count - (used + removed.count - older.count))
+    }
+
+    /// Whether a reclaim keeping the removes after `safe` is worth its pass: garbage has
+    /// grown past half what the held keys cost (bytes, location, about a slot; and 1 MiB),
+    /// and past twice what the last reclaim had to keep, or removes the last one had to
+    /// keep may go now.
+    func shouldReclaim(safe: UInt64) -> Bool {
+        let garbage = garbageBytes
+        guard garbage > max(1 << 20, (liveBytes + 16 * used) / 2) else { return false }
+        return garbage > 2 * garbageKept || (removed.first.map { $0.generation <= safe } ?? false)
+    }
+
+    /// Drops removed keys tagged with a generation ≤ `safe` (no reader can still ask for
+    /// them), packs the arena with the keys held (ascending id), rebases the id → location
+    /// map, and sizes the key → id table for the keys left. Ids do not change.
+    func reclaim(keepingRemovedAfter safe: UInt64) {
+        adopt(prepareReclaim(keepingRemovedAfter: safe))
+    }
+
+    /// What `prepareReclaim` builds and `adopt` puts in use.
+    struct Reclaimed {
+        fileprivate var arena: [UInt8], location: [UInt64], base: Int, older: OlderLocations, slots: [UInt64]
+        fileprivate var removed: [(id: UInt32, generation: UInt64)], deadBytes: Int
+        /// The index's `used` and removes when it was prepared: nothing may change before `adopt`.
+        fileprivate let used: Int, removedBefore: Int
+    }
+
+    /// Builds the reclaimed index without changing this one, so that readers may go on
+    /// meanwhile (the one mutating thread must not change it before `adopt`).
+    /// O(ids held + array span + table slots).
+    func prepareReclaim(keepingRemovedAfter safe: UInt64) -> Reclaimed {
+        let end = base + location.count
+        // A bit per id below `end`: the removes that may go.
+        var dropped = [UInt64](repeating: 0, count: end / 64 + 1)
+        var kept: [(id: UInt32, generation: UInt64)] = []
+        for r in removed {
+            if r.generation <= safe { dropped[Int(r.id) >> 6] |= 1 << UInt64(r.id & 63) } else { kept.append(r) }
+        }
+        let isDropped = { (id: UInt32) in dropped[Int(id) >> 6] >> UInt64(id & 63) & 1 == 1 }
+        var held = older.entries().map(\.id).filter { !isDropped($0) }.sorted()
+        held.reserveCapacity(held.count + used + kept.count)
+        for (i, l) in location.enumerated() where l != 0 && !isDropped(UInt32(i + base)) { held.append(UInt32(i + base)) }
+        let newBase = KeyIndex.cheapestBase(held: held, end: end)
+        var r = Reclaimed(arena: [], location: [UInt64](repeating: 0, count: max(0, end - newBase)), base: newBase,
+                          older: OlderLocations(), slots: KeyIndex.rehashed(slots, size: used * 4),
+                          removed: kept, deadBytes: 0, used: used, removedBefore: removed.count)
+        r.arena.reserveCapacity(liveBytes + kept.count * 32)
+        arena.withUnsafeBufferPointer { ap in
+            for id in held {
+                let l = loc(id)
+                let off = Int((l & ~KeyIndex.removedBit) >> 9), len = Int(l & 0x1FF)
+                let moved = UInt64(r.arena.count) << 9 | (l & (KeyIndex.removedBit | 0x1FF))
+                r.arena.append(contentsOf: UnsafeBufferPointer(rebasing: ap[off..<(off + len)]))
+                if l & KeyIndex.removedBit != 0 { r.deadBytes += len }
+                if Int(id) >= newBase { r.location[Int(id) - newBase] = moved } else { r.older.set(id, moved) }
+            }
+        }
+        return r
+    }
+
+    /// Puts a reclaim prepared from the current state in use.
+    func adopt(_ r: Reclaimed) {
+        precondition(r.used == used && r.removedBefore == removed.count, "key index changed during its reclaim")
+        arena = r.arena
+        location = r.location
+        base = r.base
+        older = r.older
+        slots = r.slots
+        filled = used
+        removed = r.removed
+        deadBytes = r.deadBytes
+        garbageKept = garbageBytes
+    }
+
+    /// The base id for which the array from it up to `end` (8 bytes an id) and the hash of
+    /// the held ids below it (`OlderLocations.bytesPerEntry` each) cost least; `held` ascends.
+    static func cheapestBase(held: some Sequence<UInt32>, end: Int) -> Int {
+        var best = end, bestCost = Int.max, below = 0
+        for id in held {
+            let cost = 8 * (end - Int(id)) + OlderLocations.bytesPerEntry * below
+            if cost < bestCost { bestCost = cost; best = Int(id) }
+            below += 1
+        }
+        // Every held id in the hash, no array at all.
+        return OlderLocations.bytesPerEntry * below < bestCost ? end : best
+    }
+}
+
+/// Location words of ids below `KeyIndex`'s base: an open-addressing hash with linear
+/// probing (id + 1 in one array, the word in another, at most half full). Few entries:
+/// the ids that outlived most of their neighbours.
+struct OlderLocations {
+    private var ids: [UInt32] = []
+    private var words: [UInt64] = []
+    private(set) var count = 0
+    /// Bytes an entry costs on average (12 a slot, 1.5 to 3 slots an entry).
+    static let bytesPerEntry = 24
+
+    @inline(__always)
+    private func home(_ id: UInt32, mask: Int) -> Int {
+        Int(truncatingIfNeeded: (UInt64(id) &* 0x9E37_79B9_7F4A_7C15) >> 32) & mask
+    }
+
+    /// The word of an id, or 0.
+    @inline(__always)
+    func get(_ id: UInt32) -> UInt64 {
+        guard count > 0 else { return 0 }
+        let mask = ids.count - 1
+        var i = home(id, mask: mask)
+        while ids[i] != 0 {
+            if ids[i] == id &+ 1 { return words[i] }
+            i = (i + 1) & mask
+        }
+        return 0
+    }
+
+    /// Sets an id's word (0 keeps the slot, as a word meaning "not held").
+    mutating func set(_ id: UInt32, _ word: UInt64) {
+        if (count + 1) * 2 > ids.count { grow() }
+        let mask = ids.count - 1
+        var i = home(id, mask: mask)
+        while ids[i] != 0 && ids[i] != id &+ 1 { i = (i + 1) & mask }
+        if ids[i] == 0 { ids[i] = id &+ 1; count += 1 }
+        words[i] = word
+    }
+
+    private mutating func grow() {
+        let old = entries()
+        let size = max(16, ids.count * 2)
+        ids = [UInt32](repeating: 0, count: size)
+        words = [UInt64](repeating: 0, count: size)
+        count = 0
+        for (id, w) in old { set(id, w) }
+    }
+
+    /// The entries with a nonzero word, in no order.
+    func entries() -> [(id: UInt32, loc: UInt64)] {
+        var out: [(id: UInt32, loc: UInt64)] = []
+        for i in ids.indices where ids[i] != 0 && words[i] != 0 { out.append((ids[i] - 1, words[i])) }
+        return out
+    }
+
+    var memoryBytes: Int { ids.capacity * 4 + words.capacity * 8 }
 }
 
 /// The keys a batch of writes has touched so far, with the id each now has (nil: deleted),

@@ -23,6 +23,8 @@ extension HashStore {
                     index.codes.set(id, code)
                     keys.insert(key, id: id)
                 }
+                // Ids deleted before this start leave gaps in the id → key array.
+                if keys.shouldReclaim(safe: 0) { keys.reclaim(keepingRemovedAfter: 0) }
                 try txn.forEach(dbPending) { k, _ in
                     if k.count == 4 { pending.append(k.loadUnaligned(as: UInt32.self)) }
                 }
@@ -70,11 +72,16 @@ extension HashStore {
 
     /// Applies a committed batch to the mirror (keys, codes, tables' delta) and the
     /// settings mirrored from `meta`, under the write lock (writer lock held).
-    func applyToMirror(_ b: BatchWrite) {
+    func applyToMirror(_ b: BatchWrite, _ phases: inout ApplyPhases) {
         rw.withWriteLock {
+            phases.mark(\.mirrorLock)
+            defer { phases.mark(\.mirror) }
             recordedModel = b.model
             imageItemCount = b.imageItems
             if verifyChanged != nil || foldChanged != nil { recordChanged(b.changes) }
+            if b.changes.contains(where: { if case .remove = $0 { return true } else { return false } }) {
+                keyGeneration += 1
+            }
             // The key slot and delta entries of the change a few places ahead are fetched
             // while this one is applied.
             let ahead = 8
@@ -87,7 +94,7 @@ extension HashStore {
                 case .replace(let id, let code):
                     index.upsert(id, code)
                 case .remove(let id, let key):
-                    keys.remove(key.utf8)
+                    keys.remove(key.utf8, generation: keyGeneration)
                     index.remove(id)
                 }
             }
@@ -105,4 +112,67 @@ extension HashStore {
         case .remove(_, let key): keys.prefetch(key)
         }
     }
+
+    /// Gives back the key index's garbage (removed keys' bytes, the id → location entries
+    /// of ids no longer held) once it outweighs the keys held, keeping every removed key a
+    /// reader may still resolve: those removed after the oldest pinned generation. The new
+    /// index is built under the read lock (queries go on; the writer lock, held by the
+    /// caller, keeps it from changing) and swapped in under the write lock.
+    func reclaimKeysIfNeeded() {
+        let prepared = rw.withReadLock { () -> KeyIndex.Reclaimed? in
+            guard keys.garbageBytes > 1 << 20 else { return nil }
+            let safe = keyPins.oldest ?? keyGeneration
+            guard keys.shouldReclaim(safe: safe) else { return nil }
+            return keys.prepareReclaim(keepingRemovedAfter: safe)
+        }
+        guard let prepared else { return }
+        rw.withWriteLock { keys.adopt(prepared) }
+        keyReclaims += 1
+    }
+
+    /// Pins the keys of the ids live now: until the pin is released (dropped), every one of
+    /// them still resolves by id (`forEachKey`), even if it is deleted meanwhile. Take it
+    /// before a search whose results are resolved later (any thread).
+    public func pinKeys() -> KeyPin {
+        rw.withReadLock { KeyPin(keyPins, generation: keyGeneration) }
+    }
+}
+
+/// The generations of removes that pinned readers may still ask about (see
+/// `HashStore.pinKeys`): a multiset under a lock of its own.
+final class KeyPins: @unchecked Sendable {
+    private let lock = NSLock()
+    private var counts: [UInt64: Int] = [:]
+
+    func add(_ g: UInt64) {
+        lock.lock(); counts[g, default: 0] += 1; lock.unlock()
+    }
+
+    func remove(_ g: UInt64) {
+        lock.lock()
+        if let c = counts[g] { counts[g] = c > 1 ? c - 1 : nil }
+        lock.unlock()
+    }
+
+    /// The oldest generation pinned, or nil when none is.
+    var oldest: UInt64? {
+        lock.lock(); defer { lock.unlock() }
+        return counts.keys.min()
+    }
+}
+
+/// A reader's hold on the keys of the ids live when it was taken (`HashStore.pinKeys`);
+/// released when dropped.
+public final class KeyPin: @unchecked Sendable {
+    private let pins: KeyPins
+    /// Removes tagged with a later generation keep their keys while this pin lives.
+    let generation: UInt64
+
+    init(_ pins: KeyPins, generation: UInt64) {
+        self.pins = pins
+        self.generation = generation
+        pins.add(generation)
+    }
+
+    deinit { pins.remove(generation) }
 }

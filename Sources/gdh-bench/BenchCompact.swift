@@ -15,9 +15,10 @@ struct BenchCompact: ParsableCommand {
         abstract: "Write latency while COMPACT (or VERIFY, REBUILD) runs beside a writer, on a store of --n items."
     )
 
-    enum Operation: String, ExpressibleByArgument { case compact, verify, rebuild }
+    enum Operation: String, ExpressibleByArgument { case compact, verify, rebuild, none }
 
-    @Option(help: "The operation run during the writes: compact, verify or rebuild.") var operation: Operation = .compact
+    @Option(help: "The operation run during the writes: compact, verify, rebuild, or none (a 1 s sleep: the control).")
+    var operation: Operation = .compact
 
     @Option(help: "Items stored before the compaction.") var n: Int = 10_000_000
     @Option(help: "Fraction of the items deleted before it (so that there is something to compact).") var delete: Double = 0.2
@@ -35,6 +36,9 @@ struct BenchCompact: ParsableCommand {
         var start: UInt64 = 0, end: UInt64 = 0
         var result: Result<(before: Int, after: Int), Error>?
         var verified: (items: Int, stale: Int)?
+        /// The slowest write batches: latency, whether during the operation, start relative
+        /// to the operation's start (s), and where `apply` spent the time.
+        var slowest: [(ms: Double, during: Bool, at: Double, phases: [(String, Double)])] = []
     }
 
     func run() throws {
@@ -92,6 +96,9 @@ struct BenchCompact: ParsableCommand {
         case .rebuild:
             _ = try store.rebuild()
             return (0, 0)
+        case .none:
+            Thread.sleep(forTimeInterval: 1)
+            return (0, 0)
         }
     }
 
@@ -119,6 +126,13 @@ struct BenchCompact: ParsableCommand {
             let overlaps = shared.compacting || (shared.start != 0 && t1 >= shared.start && (shared.end == 0 || t0 <= shared.end))
             shared.lock.unlock()
             if overlaps { during.append(t1 - t0) } else { outside.append(t1 - t0) }
+            let ms = Double(t1 - t0) / 1e6
+            if shared.slowest.count < 5 || ms > shared.slowest.last!.ms {
+                let at = shared.start == 0 ? -1 : (Double(t0) - Double(shared.start)) / 1e9
+                shared.slowest.append((ms, overlaps, at, store.lastApplyPhases.named))
+                shared.slowest.sort { $0.ms > $1.ms }
+                if shared.slowest.count > 5 { shared.slowest.removeLast() }
+            }
         }
         return (during, outside)
     }
@@ -139,6 +153,11 @@ struct BenchCompact: ParsableCommand {
             "folds_during_measurement": folds,
             "pause_steps_ms": Dictionary(store.lastCompactSteps.map { ($0.0, $0.1 * 1e3) }, uniquingKeysWith: { a, _ in a }),
             "fold_steps_ms": Dictionary(store.lastFoldSteps.map { ($0.0, $0.1 * 1e3) }, uniquingKeysWith: { a, _ in a }),
+            "compact_timeline_s": store.lastCompactTimeline.map { [$0.0: $0.1] },
+            "slowest_batches": shared.slowest.map { b -> [String: Any] in
+                ["ms": b.ms, "during": b.during, "at_s": b.at,
+                 "phases_ms": Dictionary(b.phases.map { ($0.0, $0.1 * 1e3) }, uniquingKeysWith: { a, _ in a })]
+            },
         ]
         if json {
             printJSON(out)

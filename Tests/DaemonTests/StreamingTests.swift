@@ -96,6 +96,46 @@ struct StreamingTests {
         #expect(!after.contains("item-\(far[0]) "))
     }
 
+    @Test("deleting nearly every item while an answer is unread (garbage enough to reclaim keys) does not change it; the keys are reclaimed once it is out")
+    func snapshotAcrossReclaim() throws {
+        let d = try TestDaemon(bits: 64)
+        let n = 150_000
+        var codes: [UInt64?] = try fill(d, n, seed: 13)
+        let q: UInt64 = 0
+        let want = expected(codes, query: q)
+        let slow = try RawSocket(path: d.socket)
+        slow.send("RANGE 64 CODE \(hex64(q))\n")
+        var first = [UInt8]()
+        var byte: UInt8 = 0
+        while first.last != 0x0A, read(slow.fd, &byte, 1) == 1 { first.append(byte) }
+        #expect(String(decoding: first, as: UTF8.self) == "OK \(n)\n")
+        // 140,000 deletes: their keys' bytes and id entries outweigh the keys left, so the
+        // key index reclaims after the batches, but must keep what the pinned answer needs.
+        let writer = try RawSocket(path: d.socket)
+        var script = ""
+        for i in 10_000..<n { script += "DEL item-\(i)\n" }
+        writer.send(script)
+        #expect(writer.readLines(n - 10_000).allSatisfy { $0 == "OK 1" })
+        let keyMemory = { () throws -> Int in
+            let lines = listLines(try d.client().request("STATS")) ?? []
+            return lines.first { $0.hasPrefix("key_memory_bytes ") }.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
+        }
+        let pinned = try keyMemory()
+        slow.send("PING\n")
+        slow.shutdownWrite()
+        #expect("OK \(n)\n" + slow.readToEnd() == want + "OK PONG\n")
+        // The answer is out (its pin dropped): the next delete lets the reclaim drop them.
+        writer.send("DEL item-0\n")
+        #expect(writer.readLines(1) == ["OK 1"])
+        #expect(try keyMemory() < pinned / 2)
+        for i in 10_000..<n { codes[i] = nil }
+        codes[0] = nil
+        let now = try RawSocket(path: d.socket)
+        now.send("RANGE 64 CODE \(hex64(q))\n")
+        now.shutdownWrite()
+        #expect(now.readToEnd() == expected(codes, query: q))
+    }
+
     @Test("a client that leaves in the middle of a streamed answer, and one that never reads, do not stop the daemon")
     func abandoned() throws {
         let d = try TestDaemon(bits: 64)

@@ -1,0 +1,179 @@
+import Foundation
+import Testing
+import HammingCode
+import MultiIndex
+@testable import HashStore
+
+/// Giving back the key index's garbage: removed keys' bytes and the id → location entries of
+/// ids no longer held (ids are never reused, so without this both grow with every id).
+@Suite("Key index reclamation")
+struct KeyReclaimTests {
+    @Test("random inserts and removes with reclaims in between agree with a dictionary", arguments: [1, 2, 3])
+    func againstDictionary(seed: UInt64) {
+        var rng = SplitMix64(seed: seed)
+        let keys = KeyIndex()
+        var oracle: [String: UInt32] = [:]
+        var keyOfID: [UInt32: String] = [:]
+        var removedAt: [UInt32: UInt64] = [:]
+        var next: UInt32 = 0
+        var generation: UInt64 = 0
+        var safe: UInt64 = 0
+        for step in 0..<60_000 {
+            let key = "key-\(rng.next() % 4000)-" + String(repeating: "x", count: Int(rng.next() % 40))
+            switch rng.next() % 8 {
+            case 0, 1, 2:
+                if oracle[key] == nil {
+                    keys.insert(key.utf8, id: next)
+                    oracle[key] = next
+                    keyOfID[next] = key
+                    next += 1
+                }
+            case 3, 4:
+                generation += 1
+                let id = keys.remove(key.utf8, generation: generation)
+                #expect(id == oracle.removeValue(forKey: key), "remove \(key) at step \(step)")
+                if let id { removedAt[id] = generation }
+            case 5 where step % 97 == 0:
+                // A reader pinned a generation a little while ago.
+                safe = generation > 20 ? generation - 20 : 0
+                keys.reclaim(keepingRemovedAfter: safe)
+            default:
+                #expect(keys.lookup(key) == oracle[key], "lookup \(key) at step \(step)")
+            }
+        }
+        #expect(keys.count == oracle.count)
+        for (key, id) in oracle {
+            #expect(keys.lookup(key) == id)
+            #expect(keys.key(id) == key)
+        }
+        // Removed ids still resolve while a reclaim may not drop them (removed after `safe`).
+        for (id, g) in removedAt where g > safe {
+            #expect(keys.withKeyBytes(ofAnyID: id) { String(decoding: $0, as: UTF8.self) } == keyOfID[id])
+            #expect(keys.key(id) == nil)
+        }
+    }
+
+    @Test("a reclaim drops removed keys up to the safe generation only, and memory follows the keys held")
+    func dropsOnlyWhatIsSafe() {
+        let keys = KeyIndex()
+        let long = String(repeating: "k", count: 100)
+        for i in 0..<50_000 { keys.insert("\(long)-\(i)".utf8, id: UInt32(i)) }
+        let full = keys.memoryBytes
+        // Remove all but every 100th key, half of them in generation 1, half in 2.
+        for i in 0..<50_000 where i % 100 != 0 {
+            keys.remove("\(long)-\(i)".utf8, generation: i < 25_000 ? 1 : 2)
+        }
+        #expect(keys.shouldReclaim(safe: 1))
+        keys.reclaim(keepingRemovedAfter: 1)
+        #expect(keys.withKeyBytes(ofAnyID: 1) { $0.count } == 0)          // generation 1: dropped
+        #expect(keys.withKeyBytes(ofAnyID: 30_001) { String(decoding: $0, as: UTF8.self) } == "\(long)-30001")
+        keys.reclaim(keepingRemovedAfter: 2)
+        #expect(keys.withKeyBytes(ofAnyID: 30_001) { $0.count } == 0)
+        #expect(keys.memoryBytes < full / 4)
+        for i in stride(from: 0, to: 50_000, by: 100) {
+            #expect(keys.lookup("\(long)-\(i)") == UInt32(i))
+            #expect(keys.key(UInt32(i)) == "\(long)-\(i)")
+        }
+        // New ids go on after the reclaim.
+        keys.insert("new".utf8, id: 50_000)
+        #expect(keys.lookup("new") == 50_000)
+        #expect(keys.key(50_000) == "new")
+        #expect(keys.count == 501)
+    }
+
+    @Test("the base id minimises the array plus the hash of the ids below it")
+    func cheapestBase() {
+        // Dense ids: the array from the first.
+        #expect(KeyIndex.cheapestBase(held: Array(UInt32(10)..<1000), end: 1000) == 10)
+        // A few old survivors, then dense recent ids: the base skips the survivors.
+        let held: [UInt32] = [3, 500, 9000] + Array(UInt32(100_000)..<110_000)
+        #expect(KeyIndex.cheapestBase(held: held, end: 110_000) == 100_000)
+        // Nothing held: no array.
+        #expect(KeyIndex.cheapestBase(held: [UInt32](), end: 5000) == 5000)
+    }
+
+    @Test("a pinned reader's deleted keys survive reclaims until the pin is dropped; ids stay unique across a reopen")
+    func pinnedStore() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SplitMix64(seed: 5)
+        let w = try CodeWidth(bits: 64)
+        let pad = String(repeating: "p", count: 120)
+        var store: HashStore? = try HashStore(directory: dir, options: StoreOptions(bits: 64))
+        let n = 20_000
+        for start in stride(from: 0, to: n, by: 5000) {
+            _ = try store!.apply((start..<start + 5000).map { .add(key: "\(pad)-\($0)", code: code(w, &rng)) })
+        }
+        // A reader pins, finds every item, then all but 500 are deleted (enough garbage to reclaim).
+        var stats = SearchStats()
+        var pin: KeyPin? = store!.pinKeys()
+        let results = store!.rangePacked(HammingCode(width: w, words: [0]), radius: 64, stats: &stats)
+        #expect(results.count == n)
+        try withExtendedLifetime(pin) {
+            for start in stride(from: 500, to: n, by: 5000) {
+                _ = try store!.apply((start..<min(n, start + 5000)).map { .delete(key: "\(pad)-\($0)") })
+            }
+            _ = try store!.apply([.add(key: "after", code: code(w, &rng))])
+            var resolved = 0
+            _ = store!.forEachKey(of: results[...]) { key, _ in
+                if String(decoding: key, as: UTF8.self).hasPrefix(pad) { resolved += 1 }
+                return true
+            }
+            #expect(resolved == n)
+        }
+        let reclaimsPinned = store!.keyReclaims
+        // Released: the next batch reclaims the deleted keys.
+        pin = nil
+        _ = try store!.apply([.delete(key: "after")])
+        #expect(store!.keyReclaims > reclaimsPinned)
+        var empty = 0
+        _ = store!.forEachKey(of: results[...]) { key, _ in
+            if key.isEmpty { empty += 1 }
+            return true
+        }
+        #expect(empty == n - 500)
+        for i in 0..<500 { #expect(store!.id(of: "\(pad)-\(i)") == UInt32(i)) }
+        // Ids are never reused, also after reclaims and a reopen.
+        store!.close()
+        store = try HashStore(directory: dir, options: StoreOptions(bits: 64))
+        defer { store!.close() }
+        #expect(try store!.apply([.add(key: "fresh", code: code(w, &rng))]) == [.added(id: UInt32(n + 1))])
+        #expect(store!.id(of: "\(pad)-499") == 499)
+        #expect(store!.id(of: "\(pad)-500") == nil)
+    }
+}
+
+/// COMPACT frees the old data file in steps only when nobody else can still read it.
+@Suite("Old data file release")
+struct OldFileReleaseTests {
+    private func makeFile(_ path: String, bytes: Int) {
+        FileManager.default.createFile(atPath: path, contents: Data(repeating: 7, count: bytes))
+    }
+
+    @Test("a file no one holds is removed; one held open keeps every byte for its holder; the live file is never truncated")
+    func release() throws {
+        let dir = tempDir()
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let old = dir + "/old", live = dir + "/live"
+        makeFile(live, bytes: 10)
+        // Alone: shrunk and unlinked.
+        makeFile(old, bytes: 70 << 20)
+        HashStore.releaseOldFile(old, unlessSameAs: live)
+        #expect(!FileManager.default.fileExists(atPath: old))
+        // Held open by a reader: unlinked only, the reader still sees the whole file.
+        makeFile(old, bytes: 40 << 20)
+        let reader = open(old, O_RDONLY)
+        #expect(reader >= 0)
+        HashStore.releaseOldFile(old, unlessSameAs: live)
+        #expect(!FileManager.default.fileExists(atPath: old))
+        var st = stat()
+        #expect(fstat(reader, &st) == 0 && st.st_size == 40 << 20)
+        close(reader)
+        // A second name of the live file: only that name goes.
+        #expect(link(live, old) == 0)
+        HashStore.releaseOldFile(old, unlessSameAs: live)
+        #expect(!FileManager.default.fileExists(atPath: old))
+        #expect(HashStore.fileSize(live) == 10)
+    }
+}
