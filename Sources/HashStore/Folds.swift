@@ -36,66 +36,182 @@ extension HashStore {
         }
     }
 
-    /// A fold that lets writes go on while the tables are built (any thread but the
-    /// writer's, which must not hold `writerLock`):
+    /// A fold that lets writes go on while the tables are built and stored (any thread but
+    /// the writer's, which must not hold `writerLock`). The writer waits only for short
+    /// steps, each under `writerLock`:
     ///
-    /// 1. Under the writer lock: copy the live codes (`MultiIndex.snapshotForTables`) and
-    ///    start recording the ids written from then on (`foldChanged`).
+    /// 1. Copy the live codes in pieces (`copyCodesBeside`), recording the ids written from
+    ///    the first piece on (`foldChanged`).
     /// 2. No lock: build the tables from the copy.
-    /// 3. Under the writer lock: store the tables with `pending` = the recorded ids still
-    ///    live, in one transaction (as an inline fold does, so a crash at any instant leaves
-    ///    the old tables and pending or the new ones), then install them, carrying the
-    ///    recorded ids' current codes over to the new positions and the delta.
+    /// 3. Store them as a new generation of chunks (`TableChunks`), one small transaction per
+    ///    chunk (`writeGenerationBeside`): until the switch the old tables and `pending`
+    ///    stay the truth, and a crash leaves the new chunks as strays that open removes.
+    /// 4. One short transaction switches `tables_generation` and `tables_m` and replaces
+    ///    `pending` with the recorded ids still live; then the tables are installed, carrying
+    ///    the recorded ids' current codes over to the new positions and the delta.
+    /// 5. The old generation's chunks are deleted a few per transaction.
     ///
     /// With `setting`, m (when given) becomes the database's substring setting first.
     func foldBeside(m: Int?, setting: Bool) throws {
         foldLock.lock()
         defer { foldLock.unlock() }
-        let snapshot: MultiIndex.TableSnapshot
-        var steps: [(String, Double)] = []
-        var t = DispatchTime.now().uptimeNanoseconds
-        func step(_ name: String) {
+        var steps = FoldSteps()
+        let snapshot = try copyCodesBeside(m: m, setting: setting, steps: &steps)
+        testPause("copied")
+        let prepared = snapshot.build()
+        testPause("built")
+        steps.step("build")
+        let written: (old: Int, new: Int)
+        do {
+            written = try writeGenerationBeside(prepared, steps: &steps)
+        } catch {
+            writerLock.withLock { rw.withWriteLock { foldChanged = nil } }
+            throw error
+        }
+        testPause("written")
+        let retired = try switchGeneration(prepared, to: written.new, steps: &steps)
+        // The old codes and tables are freed here, with no lock held.
+        withExtendedLifetime(retired) {}
+        testPause("switched")
+        try deleteGenerationsBeside(keep: written.new)
+        steps.step("delete")
+        writerLock.withLock { lastFoldSteps = steps.list }
+    }
+
+    /// The seconds of a fold's steps (`lastFoldSteps`): each step's duration, and for the
+    /// steps in pieces the longest hold of the writer lock (`…_max_hold`).
+    struct FoldSteps {
+        var list: [(String, Double)] = []
+        private var t = DispatchTime.now().uptimeNanoseconds
+
+        /// Ends the step `name`, begun at the end of the previous one.
+        mutating func step(_ name: String) {
             let now = DispatchTime.now().uptimeNanoseconds
-            steps.append((name, Double(now - t) / 1e9))
+            list.append((name, Double(now - t) / 1e9))
             t = now
         }
-        writerLock.lock()
-        t = DispatchTime.now().uptimeNanoseconds
-        do {
-            if setting, let m { try storeSubstringSetting(m) }
-            do { snapshot = try index.snapshotForTables(m: m) } catch { throw StoreError.invalid("\(error)") }
-            rw.withWriteLock { foldChanged = [] }
-        } catch {
-            writerLock.unlock()
-            throw error
+
+        /// Records a figure beside the steps.
+        mutating func note(_ name: String, _ seconds: Double) { list.append((name, seconds)) }
+
+        /// Runs `body` under `lock`, returning its result and the seconds the lock was held.
+        static func held<T>(_ lock: NSLock, _ body: () throws -> T) rethrows -> (T, Double) {
+            lock.lock()
+            defer { lock.unlock() }
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            let r = try body()
+            return (r, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         }
-        step("copy")
-        writerLock.unlock()
-        if HashStore.foldTestPause == "copied" { usleep(500_000) }
-        let prepared = snapshot.build()
-        if HashStore.foldTestPause == "built" { usleep(500_000) }
-        step("build")
+    }
+
+    /// Step 1 of `foldBeside`: the snapshot of the live codes, copied a piece at a time
+    /// under the writer lock; the first piece starts recording `foldChanged` (and with
+    /// `setting` stores m as the substring setting).
+    private func copyCodesBeside(m: Int?, setting: Bool, steps: inout FoldSteps) throws -> MultiIndex.TableSnapshot {
+        var longest = 0.0
+        let (copy, first) = try FoldSteps.held(writerLock) { () throws -> MultiIndex.SnapshotCopy in
+            if setting, let m { try storeSubstringSetting(m) }
+            let c: MultiIndex.SnapshotCopy
+            do { c = try index.startSnapshot(m: m) } catch { throw StoreError.invalid("\(error)") }
+            rw.withWriteLock { foldChanged = [] }
+            return c
+        }
+        longest = first
+        var done = false
+        while !done {
+            let (d, held) = FoldSteps.held(writerLock) { index.continueSnapshot(copy, ids: copyPieceIDs) }
+            done = d
+            longest = max(longest, held)
+        }
+        let (snapshot, held) = FoldSteps.held(writerLock) {
+            index.finishSnapshot(copy, changed: rw.withReadLock { foldChanged ?? [] })
+        }
+        steps.step("copy")
+        steps.note("copy_max_hold", max(longest, held))
+        return snapshot
+    }
+
+    /// Step 3 of `foldBeside`: writes the prepared tables as the generation after the one
+    /// in use, each table encoded with no lock held and put one chunk per transaction
+    /// under the writer lock (first removing what a fold that died left of that
+    /// generation). Returns the generation in use and the one written.
+    private func writeGenerationBeside(_ prepared: MultiIndex.PreparedTables, steps: inout FoldSteps) throws -> (old: Int, new: Int) {
+        var longest = 0.0
+        let (gens, first) = try FoldSteps.held(writerLock) { () throws -> (Int, Int) in
+            try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
+                let old = try TableChunks.generation(txn, meta: dbMeta)
+                let new = TableChunks.next(after: old)
+                for k in try TableChunks.keys(txn, dbTables, in: TableChunks.keys(of: new)) { try txn.delete(dbTables, id: k) }
+                return (old, new)
+            } } }
+        }
+        longest = first
+        for j in 0..<prepared.layout.count {
+            let bytes = HashStore.encodedTable(prepared, j)
+            let per = TableChunks.chunkBytes(size: bytes.count, preferred: tableChunkBytes)
+            for c in 0..<((bytes.count + per - 1) / per) {
+                let (_, held) = try FoldSteps.held(writerLock) {
+                    try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
+                        try bytes.withUnsafeBytes { try HashStore.putChunks(txn, dbTables, $0, generation: gens.1, table: j, chunkBytes: per, chunks: c..<(c + 1)) }
+                    } } }
+                    commits += 1
+                }
+                longest = max(longest, held)
+                if j == 0 && c == 0 { testPause("writing") }
+            }
+        }
+        steps.step("write")
+        steps.note("write_max_hold", longest)
+        return gens
+    }
+
+    /// Step 4 of `foldBeside`, under the writer lock: one transaction makes generation `new`
+    /// the stored tables, with `pending` = the ids written since the snapshot and still
+    /// live; then the tables are installed. Returns what the install replaced.
+    private func switchGeneration(_ prepared: MultiIndex.PreparedTables, to new: Int,
+                                  steps: inout FoldSteps) throws -> MultiIndex.Retired {
         writerLock.lock()
-        t = DispatchTime.now().uptimeNanoseconds
+        defer { writerLock.unlock() }
         let changed = rw.withReadLock { foldChanged ?? [] }
         do {
-            try storeTables(prepared, pending: changed.filter { index.codes.isLive($0) }.sorted())
+            let pending = changed.filter { index.codes.isLive($0) }.sorted()
+            try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
+                try txn.putString(dbMeta, "tables_generation", String(new))
+                try txn.putString(dbMeta, "tables_m", String(prepared.layout.count))
+                try HashStore.replacePending(txn, dbPending, with: pending)
+            } } }
         } catch {
             rw.withWriteLock { foldChanged = nil }
-            writerLock.unlock()
             throw error
         }
-        step("store")
-        if HashStore.foldTestPause == "stored" { usleep(500_000) }
+        commits += 1
+        folds += 1
+        steps.step("switch")
         let retired = rw.withWriteLock { () -> MultiIndex.Retired in
             defer { foldChanged = nil }
             return index.install(prepared, changedSince: changed)
         }
-        step("install")
-        lastFoldSteps = steps
-        writerLock.unlock()
-        // The old codes and tables are freed here, with no lock held.
-        withExtendedLifetime(retired) {}
+        steps.step("install")
+        return retired
+    }
+
+    /// Step 5 of `foldBeside`: deletes every key of `tables` outside generation `keep`, a
+    /// few per transaction under the writer lock (a crash before the end leaves the rest
+    /// to the next open).
+    private func deleteGenerationsBeside(keep: Int) throws {
+        var left = true
+        while left {
+            left = try writerLock.withLock {
+                try storing { try env.write { txn in
+                    var doomed: [UInt32] = []
+                    for range in TableChunks.keys(outside: keep) where doomed.isEmpty {
+                        doomed = try TableChunks.keys(txn, dbTables, in: range, limit: 8)
+                    }
+                    for k in doomed { try txn.delete(dbTables, id: k) }
+                    return !doomed.isEmpty
+                } }
+            }
+        }
     }
 
     /// Builds tables from the current codes (m: the given one, else the setting),
@@ -107,38 +223,73 @@ extension HashStore {
         } catch {
             throw StoreError.invalid("\(error)")
         }
-        try storeTables(prepared, pending: [])
+        try storeTables(prepared)
         rw.withWriteLock { index.install(prepared) }
     }
 
-    /// Stores prepared tables, with `pending` holding exactly the given ids, in one
-    /// transaction (writer lock held); counts the commit and the fold.
-    func storeTables(_ prepared: MultiIndex.PreparedTables, pending: [UInt32]) throws {
+    /// Stores prepared tables as the next generation, with `pending` emptied, and deletes
+    /// every other generation, in one transaction (writer lock held); counts the commit
+    /// and the fold.
+    func storeTables(_ prepared: MultiIndex.PreparedTables) throws {
+        let encoded = (0..<prepared.layout.count).map { HashStore.encodedTable(prepared, $0) }
+        try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
+            let new = TableChunks.next(after: try TableChunks.generation(txn, meta: dbMeta))
+            for k in try TableChunks.keys(txn, dbTables, in: TableChunks.keys(of: new)) { try txn.delete(dbTables, id: k) }
+            for (j, bytes) in encoded.enumerated() {
+                let per = TableChunks.chunkBytes(size: bytes.count, preferred: tableChunkBytes)
+                try bytes.withUnsafeBytes { try HashStore.putChunks(txn, dbTables, $0, generation: new, table: j, chunkBytes: per, chunks: 0..<((bytes.count + per - 1) / per)) }
+            }
+            try HashStore.replacePending(txn, dbPending, with: [])
+            try txn.putString(dbMeta, "tables_m", String(prepared.layout.count))
+            try txn.putString(dbMeta, "tables_generation", String(new))
+            try TableChunks.removeOthers(txn, dbTables, keep: new)
+        } } }
+        commits += 1
+        folds += 1
+    }
+
+    /// Runs a write of the stored tables, reporting a failure as `cannot store the tables`.
+    private func storing<T>(_ body: () throws -> T) throws -> T {
         do {
-            try retryingWhenMapFull(grow: growMap) { try env.write { txn in
-                try txn.clear(dbTables)
-                for j in 0..<prepared.layout.count {
-                    let (offsets, ids) = prepared.table(j)
-                    var key = UInt32(j)
-                    let w = prepared.layout.sizes[j]
-                    try withUnsafeBytes(of: &key) { kb in
-                        try txn.putReserved(dbTables, key: kb, size: StoredTable.encodedSize(bits: w, ids: ids.count)) { out in
-                            StoredTable.encode(offsets: offsets, ids: ids, bits: w, idAt: prepared.idAtPosition, into: out)
-                        }
-                    }
-                }
-                try txn.clear(dbPending)
-                let empty: [UInt8] = []
-                for id in pending { try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: 0) } }
-                try txn.putString(dbMeta, "tables_m", String(prepared.layout.count))
-            } }
+            return try body()
         } catch let e as StoreError {
             throw e
         } catch {
             throw StoreError.storage(error, "cannot store the tables", dataPath: dataPath)
         }
-        commits += 1
-        folds += 1
+    }
+
+    /// Table j of prepared tables in the stored form (`StoredTable`), ids in place of positions.
+    static func encodedTable(_ prepared: MultiIndex.PreparedTables, _ j: Int) -> [UInt8] {
+        let (offsets, ids) = prepared.table(j)
+        let w = prepared.layout.sizes[j]
+        let size = StoredTable.encodedSize(bits: w, ids: ids.count)
+        return [UInt8](unsafeUninitializedCapacity: size) { out, count in
+            StoredTable.encode(offsets: offsets, ids: ids, bits: w, idAt: prepared.idAtPosition, into: UnsafeMutableRawBufferPointer(out))
+            count = size
+        }
+    }
+
+    /// Puts chunks `chunks` (of `chunkBytes` each, the last one shorter) of a table's
+    /// stored bytes under generation g.
+    static func putChunks(_ txn: Transaction, _ dbi: MDB_dbi, _ bytes: UnsafeRawBufferPointer, generation g: Int,
+                          table j: Int, chunkBytes: Int, chunks: Range<Int>) throws {
+        for c in chunks {
+            let lo = c * chunkBytes, hi = min(bytes.count, lo + chunkBytes)
+            var key = TableChunks.key(generation: g, chunk: c, table: j)
+            try withUnsafeBytes(of: &key) { kb in
+                try txn.putReserved(dbi, key: kb, size: hi - lo) { out in
+                    out.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[lo..<hi]))
+                }
+            }
+        }
+    }
+
+    /// Empties `pending` and puts the given ids in it.
+    static func replacePending(_ txn: Transaction, _ dbi: MDB_dbi, with ids: [UInt32]) throws {
+        try txn.clear(dbi)
+        let empty: [UInt8] = []
+        for id in ids { try empty.withUnsafeBytes { try txn.put(dbi, id: id, value: $0, flags: 0) } }
     }
 
     /// Recomputes the tables from the stored codes, with m substrings if given (kept
@@ -156,6 +307,17 @@ extension HashStore {
     }
 
     /// For the crash tests only: `GDH_TEST_FOLD_PAUSE=<phase>` makes a fold beside the writes
-    /// sleep 0.5 s at that point (`copied`, `built` or `stored`).
+    /// sleep 0.5 s, holding no lock, at that point: `copied`, `built`, `writing` (one chunk
+    /// of the new generation written), `written` (all of them, before the switch) or
+    /// `switched` (the new generation in use, the old one not yet deleted).
     private static let foldTestPause = ProcessInfo.processInfo.environment["GDH_TEST_FOLD_PAUSE"]
+
+    private func testPause(_ phase: String) {
+        if HashStore.foldTestPause == phase { usleep(500_000) }
+    }
+
+    /// The default of `StoreOptions.tableChunkBytes`: 2 MiB, or for the crash tests
+    /// `GDH_TEST_TABLE_CHUNK_BYTES` (a daemon's tables in many chunks).
+    static let defaultTableChunkBytes =
+        ProcessInfo.processInfo.environment["GDH_TEST_TABLE_CHUNK_BYTES"].flatMap { Int($0) } ?? 2 << 20
 }

@@ -101,6 +101,61 @@ extension MultiIndex {
         return TableSnapshot(layout: newLayout, storage: codes.denseCopy(), mergeBase: merge ? tables : nil)
     }
 
+    /// A snapshot for `TableSnapshot.build()` taken in pieces, so that the mutator pauses
+    /// only for one piece at a time: `startSnapshot`, then `continueSnapshot` until it
+    /// returns true, then `finishSnapshot`; each on the mutator's side, with mutations in
+    /// between. The caller records every id changed from `startSnapshot` on and hands
+    /// them to `finishSnapshot` and `install(_:changedSince:)`, which carries their
+    /// current state over (an id copied before or after its change alike).
+    public final class SnapshotCopy: @unchecked Sendable {
+        fileprivate let layout: SubstringLayout
+        fileprivate let storage: CodeStorage
+        fileprivate let mergeBase: [BaseTable]?
+        /// Ids below this are copied (new ids above it are all among the changed ones).
+        fileprivate let idEnd: Int
+        /// The next id to copy.
+        fileprivate var nextID = 0
+        fileprivate init(layout: SubstringLayout, storage: CodeStorage, mergeBase: [BaseTable]?, idEnd: Int) {
+            self.layout = layout
+            self.storage = storage
+            self.mergeBase = mergeBase
+            self.idEnd = idEnd
+        }
+    }
+
+    /// Starts a snapshot in pieces (m as for `snapshotForTables`); copies nothing yet.
+    public func startSnapshot(m newM: Int? = nil) throws -> SnapshotCopy {
+        let newLayout = try foldLayout(m: newM)
+        let base = tables.first?.count ?? 0
+        let merge = appendOnly && codes.ordered && codes.holes == 0 && newLayout.sizes == layout.sizes
+            && base <= codes.positionCount && tables.allSatisfy { $0.count == base }
+        let live = codes.liveCount
+        let s = CodeStorage(words: codes.storage.words, capacity: live + live / 8 + 1024, idCapacity: codes.storage.idCapacity)
+        return SnapshotCopy(layout: newLayout, storage: s, mergeBase: merge ? tables : nil, idEnd: codes.storage.idCapacity)
+    }
+
+    /// Copies the live codes of the next `count` ids of a snapshot in pieces, at the next
+    /// dense positions (so in ascending id order); true once every id is copied.
+    public func continueSnapshot(_ copy: SnapshotCopy, ids count: Int) -> Bool {
+        let st = codes.storage
+        let end = min(copy.idEnd, copy.nextID + count)
+        for id in copy.nextID..<end {
+            if let p = st.position(of: UInt32(id)) { copy.storage.append(UInt32(id), st.codes + p * st.words) }
+        }
+        copy.nextID = end
+        return end >= copy.idEnd
+    }
+
+    /// The snapshot a copy in pieces made, given the ids changed since `startSnapshot`.
+    /// The old tables are merged into only when they still cover the copy's first
+    /// positions: no id of the copy's range was removed meanwhile (a removal before its
+    /// piece would shift the later positions).
+    public func finishSnapshot(_ copy: SnapshotCopy, changed: some Sequence<UInt32>) -> TableSnapshot {
+        precondition(copy.nextID >= copy.idEnd, "snapshot not fully copied")
+        let removed = changed.contains { Int($0) < copy.idEnd && codes.position(of: $0) == nil }
+        return TableSnapshot(layout: copy.layout, storage: copy.storage, mergeBase: removed ? nil : copy.mergeBase)
+    }
+
     /// What `install(_:changedSince:)` replaced: drop it outside the owner's locks, since
     /// freeing the old codes and tables takes a while at millions of items.
     public final class Retired {
