@@ -38,18 +38,23 @@ extension HashStore {
 
     /// A fold that lets writes go on while the tables are built and stored (any thread but
     /// the writer's, which must not hold `writerLock`). The writer waits only for short
-    /// steps, each under `writerLock`:
+    /// steps, each under `writerLock` (`lastFoldSteps` has the longest of each kind):
     ///
     /// 1. Copy the live codes in pieces (`copyCodesBeside`), recording the ids written from
     ///    the first piece on (`foldChanged`).
-    /// 2. No lock: build the tables from the copy.
-    /// 3. Store them as a new generation of chunks (`TableChunks`), one small transaction per
-    ///    chunk (`writeGenerationBeside`): until the switch the old tables and `pending`
-    ///    stay the truth, and a crash leaves the new chunks as strays that open removes.
-    /// 4. One short transaction switches `tables_generation` and `tables_m` and replaces
-    ///    `pending` with the recorded ids still live; then the tables are installed, carrying
-    ///    the recorded ids' current codes over to the new positions and the delta.
-    /// 5. The old generation's chunks are deleted a few per transaction.
+    /// 2. No lock: build the tables from the copy; carry the ids written so far over to it
+    ///    and to the new tables' delta (`catchUp`: only their capture holds the lock).
+    /// 3. Store the tables as a new generation of chunks (`TableChunks`), one small
+    ///    transaction per chunk (`writeGenerationBeside`): until the switch the old tables
+    ///    and `pending` stay the truth, and a crash leaves the new chunks as strays that
+    ///    open removes. Then catch up again, until few ids are left.
+    /// 4. Under the lock (`switchGeneration`): one transaction switches `tables_generation`
+    ///    and `tables_m`; the install carries over the last few ids and swaps the tables in.
+    ///    `pending` already holds every id written since the snapshot (each write puts it),
+    ///    and more: the new tables are the truth with it from the commit on.
+    /// 5. `pending` is trimmed to the ids written since the snapshot (`trimPendingBeside`),
+    ///    and the old generation's chunks deleted (`deleteGenerationsBeside`), a piece per
+    ///    transaction; a crash before leaves a larger `pending` and strays open removes.
     ///
     /// With `setting`, m (when given) becomes the database's substring setting first.
     func foldBeside(m: Int?, setting: Bool) throws {
@@ -57,29 +62,29 @@ extension HashStore {
         defer { foldLock.unlock() }
         var steps = FoldSteps()
         let snapshot = try copyCodesBeside(m: m, setting: setting, steps: &steps)
+        // From here on, whatever happens, recording stops when the fold ends.
+        defer { writerLock.withLock { rw.withWriteLock { foldChanged = nil } } }
         testPause("copied")
         let prepared = snapshot.build()
         testPause("built")
         steps.step("build")
-        let written: (old: Int, new: Int)
-        do {
-            written = try writeGenerationBeside(prepared, steps: &steps)
-        } catch {
-            writerLock.withLock { rw.withWriteLock { foldChanged = nil } }
-            throw error
-        }
+        let staged = MultiIndex.stage(prepared)
+        var carried = Set<UInt32>()
+        catchUp(staged, &carried, rounds: 1, steps: &steps, name: "catch_up_built")
+        let gens = try writeGenerationBeside(prepared, steps: &steps)
         testPause("written")
-        let retired = try switchGeneration(prepared, to: written.new, steps: &steps)
+        catchUp(staged, &carried, rounds: 4, steps: &steps, name: "catch_up")
+        let retired = try switchGeneration(staged, to: gens.new, carried: &carried, steps: &steps)
         // The old codes and tables are freed here, with no lock held.
         withExtendedLifetime(retired) {}
         testPause("switched")
-        try deleteGenerationsBeside(keep: written.new)
-        steps.step("delete")
+        try trimPendingBeside(keep: carried, steps: &steps)
+        try deleteGenerationsBeside(keep: gens.new, steps: &steps)
         writerLock.withLock { lastFoldSteps = steps.list }
     }
 
     /// The seconds of a fold's steps (`lastFoldSteps`): each step's duration, and for the
-    /// steps in pieces the longest hold of the writer lock (`…_max_hold`).
+    /// steps that hold the writer lock the longest hold (`…_max_hold`).
     struct FoldSteps {
         var list: [(String, Double)] = []
         private var t = DispatchTime.now().uptimeNanoseconds
@@ -97,28 +102,33 @@ extension HashStore {
         /// Runs `body` under `lock`, returning its result and the seconds the lock was held.
         static func held<T>(_ lock: NSLock, _ body: () throws -> T) rethrows -> (T, Double) {
             lock.lock()
-            defer { lock.unlock() }
             let t0 = DispatchTime.now().uptimeNanoseconds
+            defer { lock.unlock() }
             let r = try body()
             return (r, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
         }
     }
 
+    /// Lets a writer waiting for `writerLock` take it between two pieces of a fold (the
+    /// lock is not fair: without a pause the fold's thread would take it again at once).
+    private func yieldToWriter() { usleep(1_000) }
+
     /// Step 1 of `foldBeside`: the snapshot of the live codes, copied a piece at a time
-    /// under the writer lock; the first piece starts recording `foldChanged` (and with
-    /// `setting` stores m as the substring setting).
+    /// under the writer lock into room allocated with no lock held; the first piece starts
+    /// recording `foldChanged` (and with `setting` stores m as the substring setting).
     private func copyCodesBeside(m: Int?, setting: Bool, steps: inout FoldSteps) throws -> MultiIndex.TableSnapshot {
-        var longest = 0.0
+        let room = MultiIndex.SnapshotRoom(writerLock.withLock { index.snapshotSizing })
         let (copy, first) = try FoldSteps.held(writerLock) { () throws -> MultiIndex.SnapshotCopy in
             if setting, let m { try storeSubstringSetting(m) }
             let c: MultiIndex.SnapshotCopy
-            do { c = try index.startSnapshot(m: m) } catch { throw StoreError.invalid("\(error)") }
+            do { c = try index.startSnapshot(m: m, room: room) } catch { throw StoreError.invalid("\(error)") }
             rw.withWriteLock { foldChanged = [] }
             return c
         }
-        longest = first
+        var longest = first
         var done = false
         while !done {
+            yieldToWriter()
             let (d, held) = FoldSteps.held(writerLock) { index.continueSnapshot(copy, ids: copyPieceIDs) }
             done = d
             longest = max(longest, held)
@@ -131,13 +141,36 @@ extension HashStore {
         return snapshot
     }
 
+    /// Carries the ids written since the last capture over to staged tables: their codes
+    /// are captured under the writer lock (recording then starts afresh) and carried with
+    /// no lock held. At most `rounds` rounds, fewer once one finds at most 1,000 ids.
+    /// `carried` collects the ids.
+    private func catchUp(_ staged: MultiIndex.StagedTables, _ carried: inout Set<UInt32>, rounds: Int,
+                         steps: inout FoldSteps, name: String) {
+        var longest = 0.0
+        for _ in 0..<rounds {
+            let ((ids, captured), held) = FoldSteps.held(writerLock) { () -> (Set<UInt32>, MultiIndex.CapturedChanges) in
+                let ids = rw.withWriteLock { () -> Set<UInt32> in
+                    defer { foldChanged = [] }
+                    return foldChanged ?? []
+                }
+                return (ids, index.capture(ids))
+            }
+            longest = max(longest, held)
+            carried.formUnion(ids)
+            MultiIndex.carry(captured, into: staged)
+            if captured.count <= 1_000 { break }
+        }
+        steps.step(name)
+        steps.note(name + "_max_hold", longest)
+    }
+
     /// Step 3 of `foldBeside`: writes the prepared tables as the generation after the one
     /// in use, each table encoded with no lock held and put one chunk per transaction
     /// under the writer lock (first removing what a fold that died left of that
     /// generation). Returns the generation in use and the one written.
     private func writeGenerationBeside(_ prepared: MultiIndex.PreparedTables, steps: inout FoldSteps) throws -> (old: Int, new: Int) {
-        var longest = 0.0
-        let (gens, first) = try FoldSteps.held(writerLock) { () throws -> (Int, Int) in
+        let (gens, first) = try FoldSteps.held(writerLock) { () throws -> (old: Int, new: Int) in
             try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
                 let old = try TableChunks.generation(txn, meta: dbMeta)
                 let new = TableChunks.next(after: old)
@@ -145,14 +178,15 @@ extension HashStore {
                 return (old, new)
             } } }
         }
-        longest = first
+        var longest = first
         for j in 0..<prepared.layout.count {
             let bytes = HashStore.encodedTable(prepared, j)
             let per = TableChunks.chunkBytes(size: bytes.count, preferred: tableChunkBytes)
             for c in 0..<((bytes.count + per - 1) / per) {
+                yieldToWriter()
                 let (_, held) = try FoldSteps.held(writerLock) {
                     try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
-                        try bytes.withUnsafeBytes { try HashStore.putChunks(txn, dbTables, $0, generation: gens.1, table: j, chunkBytes: per, chunks: c..<(c + 1)) }
+                        try bytes.withUnsafeBytes { try HashStore.putChunks(txn, dbTables, $0, generation: gens.new, table: j, chunkBytes: per, chunks: c..<(c + 1)) }
                     } } }
                     commits += 1
                 }
@@ -166,42 +200,73 @@ extension HashStore {
     }
 
     /// Step 4 of `foldBeside`, under the writer lock: one transaction makes generation `new`
-    /// the stored tables, with `pending` = the ids written since the snapshot and still
-    /// live; then the tables are installed. Returns what the install replaced.
-    private func switchGeneration(_ prepared: MultiIndex.PreparedTables, to new: Int,
+    /// the stored tables; then the staged tables are installed, the ids written since the
+    /// last catch-up carried over (and added to `carried`). Recording goes on, for the
+    /// trim of `pending`. Returns what the install replaced.
+    private func switchGeneration(_ staged: MultiIndex.StagedTables, to new: Int, carried: inout Set<UInt32>,
                                   steps: inout FoldSteps) throws -> MultiIndex.Retired {
-        writerLock.lock()
-        defer { writerLock.unlock() }
-        let changed = rw.withReadLock { foldChanged ?? [] }
-        do {
-            let pending = changed.filter { index.codes.isLive($0) }.sorted()
+        let m = staged.layout.count
+        let ((retired, final, switched), held) = try FoldSteps.held(writerLock) {
+            () throws -> (MultiIndex.Retired, Set<UInt32>, Double) in
+            let t0 = DispatchTime.now().uptimeNanoseconds
             try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
                 try txn.putString(dbMeta, "tables_generation", String(new))
-                try txn.putString(dbMeta, "tables_m", String(prepared.layout.count))
-                try HashStore.replacePending(txn, dbPending, with: pending)
+                try txn.putString(dbMeta, "tables_m", String(m))
             } } }
-        } catch {
-            rw.withWriteLock { foldChanged = nil }
-            throw error
+            commits += 1
+            folds += 1
+            let switched = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            return rw.withWriteLock { () -> (MultiIndex.Retired, Set<UInt32>, Double) in
+                let final = foldChanged ?? []
+                foldChanged = []
+                return (index.install(staged, changedSince: final), final, switched)
+            }
         }
-        commits += 1
-        folds += 1
-        steps.step("switch")
-        let retired = rw.withWriteLock { () -> MultiIndex.Retired in
-            defer { foldChanged = nil }
-            return index.install(prepared, changedSince: changed)
-        }
-        steps.step("install")
+        carried.formUnion(final)
+        steps.step("switch_install")
+        steps.note("switch", switched)
+        steps.note("install", held - switched)
         return retired
     }
 
-    /// Step 5 of `foldBeside`: deletes every key of `tables` outside generation `keep`, a
-    /// few per transaction under the writer lock (a crash before the end leaves the rest
-    /// to the next open).
-    private func deleteGenerationsBeside(keep: Int) throws {
+    /// Step 5 of `foldBeside`: deletes from `pending` the ids written before the snapshot,
+    /// 4,096 records per transaction under the writer lock, keeping those written since
+    /// (`keep`, and those recorded in `foldChanged` since the switch).
+    private func trimPendingBeside(keep: Set<UInt32>, steps: inout FoldSteps) throws {
+        var from: UInt32 = 0
+        var more = true
+        var longest = 0.0
+        while more {
+            yieldToWriter()
+            let (m, held) = try FoldSteps.held(writerLock) { () throws -> Bool in
+                let since = rw.withReadLock { foldChanged ?? [] }
+                return try storing { try env.write { txn in
+                    var ids: [UInt32] = []
+                    try txn.forEachKey(dbPending, from: from) { k in
+                        ids.append(k)
+                        return ids.count < 4_096
+                    }
+                    for id in ids where !keep.contains(id) && !since.contains(id) { try txn.delete(dbPending, id: id) }
+                    guard ids.count == 4_096, let last = ids.last, last < UInt32.max else { return false }
+                    from = last + 1
+                    return true
+                } }
+            }
+            more = m
+            longest = max(longest, held)
+        }
+        steps.step("trim")
+        steps.note("trim_max_hold", longest)
+    }
+
+    /// Deletes every key of `tables` outside generation `keep`, eight per transaction under
+    /// the writer lock (a crash before the end leaves the rest to the next open).
+    private func deleteGenerationsBeside(keep: Int, steps: inout FoldSteps) throws {
         var left = true
+        var longest = 0.0
         while left {
-            left = try writerLock.withLock {
+            yieldToWriter()
+            let (l, held) = try FoldSteps.held(writerLock) {
                 try storing { try env.write { txn in
                     var doomed: [UInt32] = []
                     for range in TableChunks.keys(outside: keep) where doomed.isEmpty {
@@ -211,7 +276,11 @@ extension HashStore {
                     return !doomed.isEmpty
                 } }
             }
+            left = l
+            longest = max(longest, held)
         }
+        steps.step("delete")
+        steps.note("delete_max_hold", longest)
     }
 
     /// Builds tables from the current codes (m: the given one, else the setting),
@@ -309,11 +378,16 @@ extension HashStore {
     /// For the crash tests only: `GDH_TEST_FOLD_PAUSE=<phase>` makes a fold beside the writes
     /// sleep 0.5 s, holding no lock, at that point: `copied`, `built`, `writing` (one chunk
     /// of the new generation written), `written` (all of them, before the switch) or
-    /// `switched` (the new generation in use, the old one not yet deleted).
+    /// `switched` (the new generation in use, the old one not yet deleted). On entering the
+    /// pause it creates `fold-paused` in the database directory, so that a test can wait for
+    /// it to kill the process in the pause however long the way there took.
     private static let foldTestPause = ProcessInfo.processInfo.environment["GDH_TEST_FOLD_PAUSE"]
 
     private func testPause(_ phase: String) {
-        if HashStore.foldTestPause == phase { usleep(500_000) }
+        guard HashStore.foldTestPause == phase else { return }
+        let fd = open(directory + "/fold-paused", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        if fd >= 0 { Glibc.close(fd) }
+        usleep(500_000)
     }
 
     /// The default of `StoreOptions.tableChunkBytes`: 2 MiB, or for the crash tests

@@ -13,9 +13,9 @@ extension MultiIndex {
     /// positions they refer to (when the current ones had holes or were out of id order).
     public struct PreparedTables {
         public let layout: SubstringLayout
-        fileprivate let tables: [BaseTable]
-        fileprivate let compacted: CodeStorage?
-        fileprivate let view: CodeStorage
+        let tables: [BaseTable]
+        let compacted: CodeStorage?
+        let view: CodeStorage
         /// The base table j: offsets (2^size + 1) and the positions of its entries, which
         /// `idAtPosition` turns into ids. The memory is the table's own and never changes:
         /// valid while this value lives, installed or not.
@@ -123,14 +123,34 @@ extension MultiIndex {
         }
     }
 
-    /// Starts a snapshot in pieces (m as for `snapshotForTables`); copies nothing yet.
-    public func startSnapshot(m newM: Int? = nil) throws -> SnapshotCopy {
+    /// How much room a snapshot of the current codes takes (the mutator's side).
+    public struct SnapshotSizing: Sendable {
+        fileprivate let words: Int, live: Int, ids: Int
+    }
+
+    public var snapshotSizing: SnapshotSizing {
+        SnapshotSizing(words: codes.storage.words, live: codes.liveCount, ids: codes.storage.idCapacity)
+    }
+
+    /// Room for a snapshot's copy, allocated and zeroed on any thread (at millions of items
+    /// that takes tens of milliseconds the mutator need not wait for). It grows if the codes
+    /// have grown since the sizing.
+    public final class SnapshotRoom: @unchecked Sendable {
+        fileprivate let storage: CodeStorage
+        public init(_ z: SnapshotSizing) {
+            storage = CodeStorage(words: z.words, capacity: z.live + z.live / 8 + 1024, idCapacity: z.ids)
+        }
+    }
+
+    /// Starts a snapshot in pieces (m as for `snapshotForTables`) in `room` (allocated here
+    /// when nil); copies nothing yet.
+    public func startSnapshot(m newM: Int? = nil, room: SnapshotRoom? = nil) throws -> SnapshotCopy {
         let newLayout = try foldLayout(m: newM)
         let base = tables.first?.count ?? 0
         let merge = appendOnly && codes.ordered && codes.holes == 0 && newLayout.sizes == layout.sizes
             && base <= codes.positionCount && tables.allSatisfy { $0.count == base }
-        let live = codes.liveCount
-        let s = CodeStorage(words: codes.storage.words, capacity: live + live / 8 + 1024, idCapacity: codes.storage.idCapacity)
+        let s = (room ?? SnapshotRoom(snapshotSizing)).storage
+        precondition(s.count == 0 && s.words == codes.storage.words, "snapshot room in use or of another width")
         return SnapshotCopy(layout: newLayout, storage: s, mergeBase: merge ? tables : nil, idEnd: codes.storage.idCapacity)
     }
 
@@ -159,9 +179,9 @@ extension MultiIndex {
     /// What `install(_:changedSince:)` replaced: drop it outside the owner's locks, since
     /// freeing the old codes and tables takes a while at millions of items.
     public final class Retired {
-        fileprivate let parts: [AnyObject]
-        fileprivate let arrays: ([BaseTable], [DeltaTable], [UInt64])
-        fileprivate init(parts: [AnyObject], arrays: ([BaseTable], [DeltaTable], [UInt64])) {
+        let parts: [AnyObject]
+        let arrays: ([BaseTable], [DeltaTable], [UInt64])
+        init(parts: [AnyObject], arrays: ([BaseTable], [DeltaTable], [UInt64])) {
             self.parts = parts
             self.arrays = arrays
         }
@@ -171,52 +191,11 @@ extension MultiIndex {
     /// or removed since the snapshot (each at least once): their current state is carried
     /// over to the snapshot's positions (a new id takes the next position, a removed one
     /// leaves a hole) and indexed in the delta; the tables' entries of their old codes are
-    /// stale, as after any change.
+    /// stale, as after any change. (`stage` and `install(_:changedSince:)` of staged tables
+    /// in one step.)
     @discardableResult
     public func install(_ prepared: PreparedTables, changedSince changed: some Sequence<UInt32>) -> Retired {
-        let retired = Retired(parts: [codes.storage], arrays: (tables, delta, mayHaveEntries))
-        let s = prepared.view
-        precondition(prepared.compacted === s, "tables not built from a snapshot")
-        // Positions that have entries in the new tables: the snapshot's, all live.
-        let snapshotCount = s.count
-        var marks = [UInt64](repeating: ~0, count: snapshotCount / 64 + 1)
-        marks[snapshotCount / 64] = snapshotCount % 64 == 0 ? 0 : (UInt64(1) << UInt64(snapshotCount % 64)) - 1
-        let carried = carryOver(changed, to: s)
-        codes.adopt(changed: s, live: carried.live)
-        replaceTables(prepared.layout, prepared.tables, appendOnly: carried.appendOnly, marks: marks)
-        for p in carried.touched { indexInDelta(position: p) }
-        return retired
-    }
-
-    /// Gives snapshot storage `s` the current state of each changed id: a replaced id's
-    /// code is copied to its position there, a new id appended, a removed one cleared.
-    /// Returns the positions to index in the delta, the live positions of `s`, and whether
-    /// every change was the add of a new id.
-    private func carryOver(_ changed: some Sequence<UInt32>, to s: CodeStorage) -> (touched: [Int], live: Int, appendOnly: Bool) {
-        var touched: [Int] = []
-        var live = s.count
-        var stillAppendOnly = true
-        // In ascending id order, so that new ids (above every id of the snapshot) take
-        // positions in id order and the positions stay ordered.
-        for id in changed.sorted() {
-            if let p = codes.position(of: id) {
-                let src = codes.pointer(position: p)
-                if let q = s.position(of: id) {
-                    (s.codes + q * s.words).update(from: src, count: s.words)
-                    touched.append(q)
-                    stillAppendOnly = false
-                } else {
-                    s.append(id, src)
-                    live += 1
-                    touched.append(s.count - 1)
-                }
-            } else if let q = s.position(of: id), s.isLive(position: q) {
-                s.clear(position: q)
-                live -= 1
-                stillAppendOnly = false
-            }
-        }
-        return (touched, live, stillAppendOnly)
+        install(MultiIndex.stage(prepared), changedSince: changed)
     }
 
     // MARK: Loading

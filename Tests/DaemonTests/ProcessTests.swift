@@ -178,7 +178,7 @@ struct ProcessTests {
                          phases: ["copied", "built", "writing", "written", "switched"],
                          writesGoOn: ["copied", "built", "writing", "written", "switched"],
                          environment: ["GDH_TEST_TABLE_CHUNK_BYTES": "16384"],
-                         twoGenerations: ["writing", "written", "switched"])
+                         twoGenerations: ["writing", "written", "switched"], marker: "fold-paused")
     }
 
     /// Starts `command` on a daemon whose environment variable `pause` makes it wait 0.5 s at
@@ -188,8 +188,11 @@ struct ProcessTests {
     /// `environment` is added to the paused daemon's. In the `twoGenerations` phases the
     /// kill must find chunks of two generations of stored tables, one of which the restart
     /// removes (so the kill landed between the first chunk written and the last deleted).
+    /// With `marker` (a file the daemon creates in the database directory when it enters
+    /// the pause) the kill lands 0.25 s after it appears instead of 0.25 s after the command.
     private func killInPhases(of command: String, pause: String, phases: [String], writesGoOn: Set<String>,
-                              environment: [String: String] = [:], twoGenerations: Set<String> = []) throws {
+                              environment: [String: String] = [:], twoGenerations: Set<String> = [],
+                              marker: String? = nil) throws {
         let d = try DaemonProcess(bits: 64)
         let n = 30_000
         let loader = try LineClient(socketPath: d.socket)
@@ -201,6 +204,7 @@ struct ProcessTests {
         var next = 0
         for phase in phases {
             _ = d.signal(SIGKILL)
+            if let marker { unlink(d.dir + "/" + marker) }
             try d.start(environment: environment.merging([pause: phase]) { $1 })
             let admin = try LineClient(socketPath: d.socket)
             admin.send(command)
@@ -209,7 +213,17 @@ struct ProcessTests {
             // lands in it. Writes (new keys, replacements, deletes) go on until then; each
             // acknowledged one must survive.
             let pid = d.process!.processIdentifier
-            DispatchQueue.global().asyncAfter(deadline: .now() + 0.25) { kill(pid, SIGKILL) }
+            if let marker {
+                let path = d.dir + "/" + marker
+                DispatchQueue.global().async {
+                    for _ in 0..<3000 where !FileManager.default.fileExists(atPath: path) { usleep(10_000) }
+                    // Halfway through the pause, as without a marker.
+                    usleep(250_000)
+                    kill(pid, SIGKILL)
+                }
+            } else {
+                DispatchQueue.global().asyncAfter(deadline: .now() + 0.25) { kill(pid, SIGKILL) }
+            }
             let w = try LineClient(socketPath: d.socket)
             var sent: [(String, String?)] = []
             var acked = 0
