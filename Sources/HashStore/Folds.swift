@@ -230,7 +230,7 @@ extension HashStore {
     }
 
     /// Step 5 of `foldBeside`: deletes from `pending` the ids written before the snapshot,
-    /// 4,096 records per transaction under the writer lock, keeping those written since
+    /// 2,048 records per transaction under the writer lock, keeping those written since
     /// (`keep`, and those recorded in `foldChanged` since the switch).
     private func trimPendingBeside(keep: Set<UInt32>, steps: inout FoldSteps) throws {
         var from: UInt32 = 0
@@ -244,10 +244,10 @@ extension HashStore {
                     var ids: [UInt32] = []
                     try txn.forEachKey(dbPending, from: from) { k in
                         ids.append(k)
-                        return ids.count < 4_096
+                        return ids.count < 2_048
                     }
                     for id in ids where !keep.contains(id) && !since.contains(id) { try txn.delete(dbPending, id: id) }
-                    guard ids.count == 4_096, let last = ids.last, last < UInt32.max else { return false }
+                    guard ids.count == 2_048, let last = ids.last, last < UInt32.max else { return false }
                     from = last + 1
                     return true
                 } }
@@ -259,7 +259,7 @@ extension HashStore {
         steps.note("trim_max_hold", longest)
     }
 
-    /// Deletes every key of `tables` outside generation `keep`, eight per transaction under
+    /// Deletes every key of `tables` outside generation `keep`, four per transaction under
     /// the writer lock (a crash before the end leaves the rest to the next open).
     private func deleteGenerationsBeside(keep: Int, steps: inout FoldSteps) throws {
         var left = true
@@ -270,7 +270,7 @@ extension HashStore {
                 try storing { try env.write { txn in
                     var doomed: [UInt32] = []
                     for range in TableChunks.keys(outside: keep) where doomed.isEmpty {
-                        doomed = try TableChunks.keys(txn, dbTables, in: range, limit: 8)
+                        doomed = try TableChunks.keys(txn, dbTables, in: range, limit: 4)
                     }
                     for k in doomed { try txn.delete(dbTables, id: k) }
                     return !doomed.isEmpty
@@ -390,8 +390,8 @@ extension HashStore {
         usleep(500_000)
     }
 
-    /// The default of `StoreOptions.tableChunkBytes`: 2 MiB, or for the crash tests
+    /// The default of `StoreOptions.tableChunkBytes`: 1 MiB, or for the crash tests
     /// `GDH_TEST_TABLE_CHUNK_BYTES` (a daemon's tables in many chunks).
     static let defaultTableChunkBytes =
-        ProcessInfo.processInfo.environment["GDH_TEST_TABLE_CHUNK_BYTES"].flatMap { Int($0) } ?? 2 << 20
+        ProcessInfo.processInfo.environment["GDH_TEST_TABLE_CHUNK_BYTES"].flatMap { Int($0) } ?? 1 << 20
 }

@@ -56,7 +56,8 @@ public struct StoreOptions: Sendable {
 /// `meta`; `Mirror.swift` loading the mirror and applying committed changes to it;
 /// `Reads.swift` the queries (any thread); `GroupCommit.swift` `apply` (a batch in one
 /// transaction); `Folds.swift` folds (inline and beside the writes) and REBUILD;
-/// `Compaction.swift` COMPACT (its change log and replay); `Backup.swift` BACKUP;
+/// `TableChunks.swift` where the stored tables' chunks live; `Compaction.swift` COMPACT (its
+/// change log and replay); `Backup.swift` BACKUP;
 /// `ItemSources.swift` the stored sources REENCODE reads; `Verification.swift` VERIFY.
 public final class HashStore {
     public static let formatVersion = 1
