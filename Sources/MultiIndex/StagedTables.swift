@@ -105,7 +105,7 @@ extension MultiIndex {
         }
     }
 
-    /// Puts staged tables in use (the mutator's side). `changed` holds every id added,
+    /// Puts staged tables in use (the mutator's side; once). `changed` holds every id added,
     /// replaced or removed since the last capture carried into them (since the snapshot
     /// when none was); their current state is carried over first. The tables' entries of
     /// old codes are stale, as after any change.
@@ -117,8 +117,13 @@ extension MultiIndex {
             codes.position(of: ids[k]).map { UnsafePointer(codes.pointer(position: $0)) }
         }
         codes.adopt(changed: staged.prepared.view, live: staged.live)
-        replaceTables(staged.prepared.layout, staged.prepared.tables, appendOnly: staged.appendOnly, marks: staged.marks,
-                      delta: staged.delta, deltaEntries: staged.deltaEntries)
+        // Handed over, not shared: a copy kept in `staged` would make the next write copy
+        // the delta and marks (copy on write) under the mutator's lock.
+        let delta = staged.delta, marks = staged.marks
+        staged.delta = []
+        staged.marks = []
+        replaceTables(staged.prepared.layout, staged.prepared.tables, appendOnly: staged.appendOnly, marks: marks,
+                      delta: delta, deltaEntries: staged.deltaEntries)
         return retired
     }
 }
