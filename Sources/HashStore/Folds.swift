@@ -109,9 +109,18 @@ extension HashStore {
         }
     }
 
-    /// Lets a writer waiting for `writerLock` take it between two pieces of a fold (the
-    /// lock is not fair: without a pause the fold's thread would take it again at once).
-    private func yieldToWriter() { usleep(1_000) }
+    /// Lets a batch waiting for `writerLock` take it between two pieces of a fold: the
+    /// lock is not fair, so without a pause the fold's thread would take it again at once,
+    /// and on a busy machine the woken writer may take a while to run. Waits 1 ms, then
+    /// while a batch still waits for the lock (at most 50 ms more).
+    private func yieldToWriter() {
+        usleep(1_000)
+        var waits = 0
+        while waits < 100, writesWaiting.withLock({ $0 }) > 0 {
+            usleep(500)
+            waits += 1
+        }
+    }
 
     /// Step 1 of `foldBeside`: the snapshot of the live codes, copied a piece at a time
     /// under the writer lock into room allocated with no lock held; the first piece starts
@@ -141,25 +150,32 @@ extension HashStore {
         return snapshot
     }
 
-    /// Carries the ids written since the last capture over to staged tables: their codes
-    /// are captured under the writer lock (recording then starts afresh) and carried with
-    /// no lock held. At most `rounds` rounds, fewer once one finds at most 1,000 ids.
-    /// `carried` collects the ids.
+    /// Carries the ids written since the last capture over to staged tables: the recorded
+    /// ids are taken under the writer lock (recording then starts afresh), their codes
+    /// captured 16,384 ids per hold of the lock (an id changed after the take is recorded
+    /// again, so capturing it late is as good), and carried with no lock held. At most
+    /// `rounds` rounds, fewer once one finds at most 1,000 ids. `carried` collects the ids.
     private func catchUp(_ staged: MultiIndex.StagedTables, _ carried: inout Set<UInt32>, rounds: Int,
                          steps: inout FoldSteps, name: String) {
         var longest = 0.0
         for _ in 0..<rounds {
-            let ((ids, captured), held) = FoldSteps.held(writerLock) { () -> (Set<UInt32>, MultiIndex.CapturedChanges) in
-                let ids = rw.withWriteLock { () -> Set<UInt32> in
+            let (ids, took) = FoldSteps.held(writerLock) {
+                rw.withWriteLock { () -> Set<UInt32> in
                     defer { foldChanged = [] }
                     return foldChanged ?? []
                 }
-                return (ids, index.capture(ids))
             }
-            longest = max(longest, held)
+            longest = max(longest, took)
+            // Ascending across the pieces too: new ids must take positions in id order.
+            let list = ids.sorted()
+            for start in stride(from: 0, to: list.count, by: 16_384) {
+                yieldToWriter()
+                let (captured, held) = FoldSteps.held(writerLock) { index.capture(list[start..<min(list.count, start + 16_384)]) }
+                longest = max(longest, held)
+                MultiIndex.carry(captured, into: staged)
+            }
             carried.formUnion(ids)
-            MultiIndex.carry(captured, into: staged)
-            if captured.count <= 1_000 { break }
+            if ids.count <= 1_000 { break }
         }
         steps.step(name)
         steps.note(name + "_max_hold", longest)
@@ -394,4 +410,18 @@ extension HashStore {
     /// `GDH_TEST_TABLE_CHUNK_BYTES` (a daemon's tables in many chunks).
     static let defaultTableChunkBytes =
         ProcessInfo.processInfo.environment["GDH_TEST_TABLE_CHUNK_BYTES"].flatMap { Int($0) } ?? 1 << 20
+}
+
+/// A value behind a mutex, for small counters shared between threads.
+final class Guarded<Value> {
+    private let lock = NSLock()
+    private var value: Value
+
+    init(_ value: Value) { self.value = value }
+
+    func withLock<T>(_ body: (inout Value) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
+    }
 }

@@ -39,7 +39,9 @@ extension HashStore {
     /// source; it is recorded when the store has no model identity yet.
     public func apply(_ batch: [WriteOp], codesModel: String? = nil) throws -> [WriteOutcome] {
         guard !batch.isEmpty else { return [] }
+        writesWaiting.withLock { $0 += 1 }
         writerLock.lock()
+        writesWaiting.withLock { $0 -= 1 }
         defer { writerLock.unlock() }
         let written: BatchWrite
         do {

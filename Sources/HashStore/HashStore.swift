@@ -121,6 +121,9 @@ public final class HashStore {
     /// identity, `verify`) and by COMPACT's start and its final catch-up and swap, which
     /// run on another thread than the writer's.
     let writerLock = NSLock()
+    /// Batches of `apply` waiting for `writerLock`: a fold beside the writes lets them in
+    /// between its pieces (`yieldToWriter`).
+    let writesWaiting = Guarded(0)
     /// One COMPACT at a time; VERIFY holds it too (its snapshot must outlive no swap).
     let compactLock = NSLock()
     /// While a VERIFY runs: the ids written since its snapshot (under `rw`).
