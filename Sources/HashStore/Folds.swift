@@ -122,10 +122,15 @@ extension HashStore {
         }
     }
 
-    /// Step 1 of `foldBeside`: the snapshot of the live codes, copied a piece at a time
-    /// under the writer lock into room allocated with no lock held; the first piece starts
+    /// Step 1 of `foldBeside`: the map grown ahead (`growMapAhead`), then the snapshot of
+    /// the live codes, copied a piece at a time under the writer lock into room allocated
+    /// with no lock held; the first piece starts
     /// recording `foldChanged` (and with `setting` stores m as the substring setting).
     private func copyCodesBeside(m: Int?, setting: Bool, steps: inout FoldSteps) throws -> MultiIndex.TableSnapshot {
+        // Room ahead in the map for the new generation's chunks, so that no write batch
+        // meanwhile has to grow it (which remaps, and waits for readers of the environment).
+        let (_, grown) = try FoldSteps.held(writerLock) { try growMapAhead() }
+        steps.note("grow_map", grown)
         let room = MultiIndex.SnapshotRoom(writerLock.withLock { index.snapshotSizing })
         let (copy, first) = try FoldSteps.held(writerLock) { () throws -> MultiIndex.SnapshotCopy in
             if setting, let m { try storeSubstringSetting(m) }
