@@ -37,66 +37,272 @@ extension HashStore {
         }
     }
 
-    /// A fold that lets writes go on while the tables are built (any thread but the
-    /// writer's, which must not hold `writerLock`):
+    /// A fold that lets writes go on while the tables are built and stored (any thread but
+    /// the writer's, which must not hold `writerLock`). The writer waits only for short
+    /// steps, each under `writerLock` (`lastFoldSteps` has the longest of each kind):
     ///
-    /// 1. Under the writer lock: copy the live codes (`MultiIndex.snapshotForTables`) and
-    ///    start recording the ids written from then on (`foldChanged`).
-    /// 2. No lock: build the tables from the copy.
-    /// 3. Under the writer lock: store the tables with `pending` = the recorded ids still
-    ///    live, in one transaction (as an inline fold does, so a crash at any instant leaves
-    ///    the old tables and pending or the new ones), then install them, carrying the
-    ///    recorded ids' current codes over to the new positions and the delta.
+    /// 1. Copy the live codes in pieces (`copyCodesBeside`), recording the ids written from
+    ///    the first piece on (`foldChanged`).
+    /// 2. No lock: build the tables from the copy; carry the ids written so far over to it
+    ///    and to the new tables' delta (`catchUp`: only their capture holds the lock).
+    /// 3. Store the tables as a new generation of chunks (`TableChunks`), one small
+    ///    transaction per chunk (`writeGenerationBeside`): until the switch the old tables
+    ///    and `pending` stay the truth, and a crash leaves the new chunks as strays that
+    ///    open removes. Then catch up again, until few ids are left.
+    /// 4. Under the lock (`switchGeneration`): one transaction switches `tables_generation`
+    ///    and `tables_m`; the install carries over the last few ids and swaps the tables in.
+    ///    `pending` already holds every id written since the snapshot (each write puts it),
+    ///    and more: the new tables are the truth with it from the commit on.
+    /// 5. `pending` is trimmed to the ids written since the snapshot (`trimPendingBeside`),
+    ///    and the old generation's chunks deleted (`deleteGenerationsBeside`), a piece per
+    ///    transaction; a crash before leaves a larger `pending` and strays open removes.
     ///
     /// With `setting`, m (when given) becomes the database's substring setting first.
     func foldBeside(m: Int?, setting: Bool) throws {
         foldLock.lock()
         defer { foldLock.unlock() }
-        let snapshot: MultiIndex.TableSnapshot
-        var steps: [(String, Double)] = []
-        var t = DispatchTime.now().uptimeNanoseconds
-        func step(_ name: String) {
-            let now = DispatchTime.now().uptimeNanoseconds
-            steps.append((name, Double(now - t) / 1e9))
-            t = now
-        }
-        writerLock.lock()
-        t = DispatchTime.now().uptimeNanoseconds
-        do {
-            if setting, let m { try storeSubstringSetting(m) }
-            do { snapshot = try index.snapshotForTables(m: m) } catch { throw StoreError.invalid("\(error)") }
-            rw.withWriteLock { foldChanged = [] }
-        } catch {
-            writerLock.unlock()
-            throw error
-        }
-        step("copy")
-        writerLock.unlock()
-        if HashStore.foldTestPause == "copied" { usleep(500_000) }
+        var steps = FoldSteps()
+        let snapshot = try copyCodesBeside(m: m, setting: setting, steps: &steps)
+        // From here on, whatever happens, recording stops when the fold ends.
+        defer { writerLock.withLock { rw.withWriteLock { foldChanged = nil } } }
+        testPause("copied")
         let prepared = snapshot.build()
-        if HashStore.foldTestPause == "built" { usleep(500_000) }
-        step("build")
-        writerLock.lock()
-        t = DispatchTime.now().uptimeNanoseconds
-        let changed = rw.withReadLock { foldChanged ?? [] }
-        do {
-            try storeTables(prepared, pending: changed.filter { index.codes.isLive($0) }.sorted())
-        } catch {
-            rw.withWriteLock { foldChanged = nil }
-            writerLock.unlock()
-            throw error
-        }
-        step("store")
-        if HashStore.foldTestPause == "stored" { usleep(500_000) }
-        let retired = rw.withWriteLock { () -> MultiIndex.Retired in
-            defer { foldChanged = nil }
-            return index.install(prepared, changedSince: changed)
-        }
-        step("install")
-        lastFoldSteps = steps
-        writerLock.unlock()
+        testPause("built")
+        steps.step("build")
+        let staged = MultiIndex.stage(prepared)
+        var carried = Set<UInt32>()
+        catchUp(staged, &carried, rounds: 1, steps: &steps, name: "catch_up_built")
+        let gens = try writeGenerationBeside(prepared, steps: &steps)
+        testPause("written")
+        catchUp(staged, &carried, rounds: 4, steps: &steps, name: "catch_up")
+        let retired = try switchGeneration(staged, to: gens.new, carried: &carried, steps: &steps)
         // The old codes and tables are freed here, with no lock held.
         withExtendedLifetime(retired) {}
+        testPause("switched")
+        try trimPendingBeside(keep: carried, steps: &steps)
+        try deleteGenerationsBeside(keep: gens.new, steps: &steps)
+        writerLock.withLock { lastFoldSteps = steps.list }
+    }
+
+    /// The seconds of a fold's steps (`lastFoldSteps`): each step's duration, and for the
+    /// steps that hold the writer lock the longest hold (`…_max_hold`).
+    struct FoldSteps {
+        var list: [(String, Double)] = []
+        private var t = DispatchTime.now().uptimeNanoseconds
+
+        /// Ends the step `name`, begun at the end of the previous one.
+        mutating func step(_ name: String) {
+            let now = DispatchTime.now().uptimeNanoseconds
+            list.append((name, Double(now - t) / 1e9))
+            t = now
+        }
+
+        /// Records a figure beside the steps.
+        mutating func note(_ name: String, _ seconds: Double) { list.append((name, seconds)) }
+
+        /// Runs `body` under `lock`, returning its result and the seconds the lock was held.
+        static func held<T>(_ lock: NSLock, _ body: () throws -> T) rethrows -> (T, Double) {
+            lock.lock()
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            defer { lock.unlock() }
+            let r = try body()
+            return (r, Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+        }
+    }
+
+    /// Lets a batch waiting for `writerLock` take it between two pieces of a fold: the
+    /// lock is not fair, so without a pause the fold's thread would take it again at once,
+    /// and on a busy machine the woken writer may take a while to run. Waits 1 ms, then
+    /// while a batch still waits for the lock (at most 50 ms more).
+    private func yieldToWriter() {
+        usleep(1_000)
+        var waits = 0
+        while waits < 100, writesWaiting.withLock({ $0 }) > 0 {
+            usleep(500)
+            waits += 1
+        }
+    }
+
+    /// Step 1 of `foldBeside`: the map grown ahead (`growMapAhead`), then the snapshot of
+    /// the live codes, copied a piece at a time under the writer lock into room allocated
+    /// with no lock held; the first piece starts
+    /// recording `foldChanged` (and with `setting` stores m as the substring setting).
+    private func copyCodesBeside(m: Int?, setting: Bool, steps: inout FoldSteps) throws -> MultiIndex.TableSnapshot {
+        // Room ahead in the map for the new generation's chunks, so that no write batch
+        // meanwhile has to grow it (which remaps, and waits for readers of the environment).
+        let (_, grown) = try FoldSteps.held(writerLock) { try growMapAhead() }
+        steps.note("grow_map", grown)
+        let room = MultiIndex.SnapshotRoom(writerLock.withLock { index.snapshotSizing })
+        let (copy, first) = try FoldSteps.held(writerLock) { () throws -> MultiIndex.SnapshotCopy in
+            if setting, let m { try storeSubstringSetting(m) }
+            let c: MultiIndex.SnapshotCopy
+            do { c = try index.startSnapshot(m: m, room: room) } catch { throw StoreError.invalid("\(error)") }
+            rw.withWriteLock { foldChanged = [] }
+            return c
+        }
+        var longest = first
+        var done = false
+        while !done {
+            yieldToWriter()
+            let (d, held) = FoldSteps.held(writerLock) { index.continueSnapshot(copy, ids: copyPieceIDs) }
+            done = d
+            longest = max(longest, held)
+        }
+        let (snapshot, held) = FoldSteps.held(writerLock) {
+            index.finishSnapshot(copy, changed: rw.withReadLock { foldChanged ?? [] })
+        }
+        steps.step("copy")
+        steps.note("copy_max_hold", max(longest, held))
+        return snapshot
+    }
+
+    /// Carries the ids written since the last capture over to staged tables: the recorded
+    /// ids are taken under the writer lock (recording then starts afresh), their codes
+    /// captured 16,384 ids per hold of the lock (an id changed after the take is recorded
+    /// again, so capturing it late is as good), and carried with no lock held. At most
+    /// `rounds` rounds, fewer once one finds at most 1,000 ids. `carried` collects the ids.
+    private func catchUp(_ staged: MultiIndex.StagedTables, _ carried: inout Set<UInt32>, rounds: Int,
+                         steps: inout FoldSteps, name: String) {
+        var longest = 0.0
+        for _ in 0..<rounds {
+            let (ids, took) = FoldSteps.held(writerLock) {
+                rw.withWriteLock { () -> Set<UInt32> in
+                    defer { foldChanged = [] }
+                    return foldChanged ?? []
+                }
+            }
+            longest = max(longest, took)
+            // Ascending across the pieces too: new ids must take positions in id order.
+            let list = ids.sorted()
+            for start in stride(from: 0, to: list.count, by: 16_384) {
+                yieldToWriter()
+                let (captured, held) = FoldSteps.held(writerLock) { index.capture(list[start..<min(list.count, start + 16_384)]) }
+                longest = max(longest, held)
+                MultiIndex.carry(captured, into: staged)
+            }
+            carried.formUnion(ids)
+            if ids.count <= 1_000 { break }
+        }
+        steps.step(name)
+        steps.note(name + "_max_hold", longest)
+    }
+
+    /// Step 3 of `foldBeside`: writes the prepared tables as the generation after the one
+    /// in use, each table encoded with no lock held and put one chunk per transaction
+    /// under the writer lock (first removing what a fold that died left of that
+    /// generation). Returns the generation in use and the one written.
+    private func writeGenerationBeside(_ prepared: MultiIndex.PreparedTables, steps: inout FoldSteps) throws -> (old: Int, new: Int) {
+        let (gens, first) = try FoldSteps.held(writerLock) { () throws -> (old: Int, new: Int) in
+            try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
+                let old = try TableChunks.generation(txn, meta: dbMeta)
+                let new = TableChunks.next(after: old)
+                for k in try TableChunks.keys(txn, dbTables, in: TableChunks.keys(of: new)) { try txn.delete(dbTables, id: k) }
+                return (old, new)
+            } } }
+        }
+        var longest = first
+        for j in 0..<prepared.layout.count {
+            let bytes = HashStore.encodedTable(prepared, j)
+            let per = TableChunks.chunkBytes(size: bytes.count, preferred: tableChunkBytes)
+            for c in 0..<((bytes.count + per - 1) / per) {
+                yieldToWriter()
+                let (_, held) = try FoldSteps.held(writerLock) {
+                    try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
+                        try bytes.withUnsafeBytes { try HashStore.putChunks(txn, dbTables, $0, generation: gens.new, table: j, chunkBytes: per, chunks: c..<(c + 1)) }
+                    } } }
+                    commits += 1
+                }
+                longest = max(longest, held)
+                if j == 0 && c == 0 { testPause("writing") }
+            }
+        }
+        steps.step("write")
+        steps.note("write_max_hold", longest)
+        return gens
+    }
+
+    /// Step 4 of `foldBeside`, under the writer lock: one transaction makes generation `new`
+    /// the stored tables; then the staged tables are installed, the ids written since the
+    /// last catch-up carried over (and added to `carried`). Recording goes on, for the
+    /// trim of `pending`. Returns what the install replaced.
+    private func switchGeneration(_ staged: MultiIndex.StagedTables, to new: Int, carried: inout Set<UInt32>,
+                                  steps: inout FoldSteps) throws -> MultiIndex.Retired {
+        let m = staged.layout.count
+        let ((retired, final, switched), held) = try FoldSteps.held(writerLock) {
+            () throws -> (MultiIndex.Retired, Set<UInt32>, Double) in
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
+                try txn.putString(dbMeta, "tables_generation", String(new))
+                try txn.putString(dbMeta, "tables_m", String(m))
+            } } }
+            commits += 1
+            folds += 1
+            let switched = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            return rw.withWriteLock { () -> (MultiIndex.Retired, Set<UInt32>, Double) in
+                let final = foldChanged ?? []
+                foldChanged = []
+                return (index.install(staged, changedSince: final), final, switched)
+            }
+        }
+        carried.formUnion(final)
+        steps.step("switch_install")
+        steps.note("switch", switched)
+        steps.note("install", held - switched)
+        return retired
+    }
+
+    /// Step 5 of `foldBeside`: deletes from `pending` the ids written before the snapshot,
+    /// 2,048 records per transaction under the writer lock, keeping those written since
+    /// (`keep`, and those recorded in `foldChanged` since the switch).
+    private func trimPendingBeside(keep: Set<UInt32>, steps: inout FoldSteps) throws {
+        var from: UInt32 = 0
+        var more = true
+        var longest = 0.0
+        while more {
+            yieldToWriter()
+            let (m, held) = try FoldSteps.held(writerLock) { () throws -> Bool in
+                let since = rw.withReadLock { foldChanged ?? [] }
+                return try storing { try env.write { txn in
+                    var ids: [UInt32] = []
+                    try txn.forEachKey(dbPending, from: from) { k in
+                        ids.append(k)
+                        return ids.count < 2_048
+                    }
+                    for id in ids where !keep.contains(id) && !since.contains(id) { try txn.delete(dbPending, id: id) }
+                    guard ids.count == 2_048, let last = ids.last, last < UInt32.max else { return false }
+                    from = last + 1
+                    return true
+                } }
+            }
+            more = m
+            longest = max(longest, held)
+        }
+        steps.step("trim")
+        steps.note("trim_max_hold", longest)
+    }
+
+    /// Deletes every key of `tables` outside generation `keep`, four per transaction under
+    /// the writer lock (a crash before the end leaves the rest to the next open).
+    private func deleteGenerationsBeside(keep: Int, steps: inout FoldSteps) throws {
+        var left = true
+        var longest = 0.0
+        while left {
+            yieldToWriter()
+            let (l, held) = try FoldSteps.held(writerLock) {
+                try storing { try env.write { txn in
+                    var doomed: [UInt32] = []
+                    for range in TableChunks.keys(outside: keep) where doomed.isEmpty {
+                        doomed = try TableChunks.keys(txn, dbTables, in: range, limit: 4)
+                    }
+                    for k in doomed { try txn.delete(dbTables, id: k) }
+                    return !doomed.isEmpty
+                } }
+            }
+            left = l
+            longest = max(longest, held)
+        }
+        steps.step("delete")
+        steps.note("delete_max_hold", longest)
     }
 
     /// Builds tables from the current codes (m: the given one, else the setting),
@@ -108,38 +314,73 @@ extension HashStore {
         } catch {
             throw StoreError.invalid("\(error)")
         }
-        try storeTables(prepared, pending: [])
+        try storeTables(prepared)
         rw.withWriteLock { index.install(prepared) }
     }
 
-    /// Stores prepared tables, with `pending` holding exactly the given ids, in one
-    /// transaction (writer lock held); counts the commit and the fold.
-    func storeTables(_ prepared: MultiIndex.PreparedTables, pending: [UInt32]) throws {
+    /// Stores prepared tables as the next generation, with `pending` emptied, and deletes
+    /// every other generation, in one transaction (writer lock held); counts the commit
+    /// and the fold.
+    func storeTables(_ prepared: MultiIndex.PreparedTables) throws {
+        let encoded = (0..<prepared.layout.count).map { HashStore.encodedTable(prepared, $0) }
+        try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
+            let new = TableChunks.next(after: try TableChunks.generation(txn, meta: dbMeta))
+            for k in try TableChunks.keys(txn, dbTables, in: TableChunks.keys(of: new)) { try txn.delete(dbTables, id: k) }
+            for (j, bytes) in encoded.enumerated() {
+                let per = TableChunks.chunkBytes(size: bytes.count, preferred: tableChunkBytes)
+                try bytes.withUnsafeBytes { try HashStore.putChunks(txn, dbTables, $0, generation: new, table: j, chunkBytes: per, chunks: 0..<((bytes.count + per - 1) / per)) }
+            }
+            try HashStore.replacePending(txn, dbPending, with: [])
+            try txn.putString(dbMeta, "tables_m", String(prepared.layout.count))
+            try txn.putString(dbMeta, "tables_generation", String(new))
+            try TableChunks.removeOthers(txn, dbTables, keep: new)
+        } } }
+        commits += 1
+        folds += 1
+    }
+
+    /// Runs a write of the stored tables, reporting a failure as `cannot store the tables`.
+    private func storing<T>(_ body: () throws -> T) throws -> T {
         do {
-            try retryingWhenMapFull(grow: growMap) { try env.write { txn in
-                try txn.clear(dbTables)
-                for j in 0..<prepared.layout.count {
-                    let (offsets, ids) = prepared.table(j)
-                    var key = UInt32(j)
-                    let w = prepared.layout.sizes[j]
-                    try withUnsafeBytes(of: &key) { kb in
-                        try txn.putReserved(dbTables, key: kb, size: StoredTable.encodedSize(bits: w, ids: ids.count)) { out in
-                            StoredTable.encode(offsets: offsets, ids: ids, bits: w, idAt: prepared.idAtPosition, into: out)
-                        }
-                    }
-                }
-                try txn.clear(dbPending)
-                let empty: [UInt8] = []
-                for id in pending { try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: 0) } }
-                try txn.putString(dbMeta, "tables_m", String(prepared.layout.count))
-            } }
+            return try body()
         } catch let e as StoreError {
             throw e
         } catch {
             throw StoreError.storage(error, "cannot store the tables", dataPath: dataPath)
         }
-        commits += 1
-        folds += 1
+    }
+
+    /// Table j of prepared tables in the stored form (`StoredTable`), ids in place of positions.
+    static func encodedTable(_ prepared: MultiIndex.PreparedTables, _ j: Int) -> [UInt8] {
+        let (offsets, ids) = prepared.table(j)
+        let w = prepared.layout.sizes[j]
+        let size = StoredTable.encodedSize(bits: w, ids: ids.count)
+        return [UInt8](unsafeUninitializedCapacity: size) { out, count in
+            StoredTable.encode(offsets: offsets, ids: ids, bits: w, idAt: prepared.idAtPosition, into: UnsafeMutableRawBufferPointer(out))
+            count = size
+        }
+    }
+
+    /// Puts chunks `chunks` (of `chunkBytes` each, the last one shorter) of a table's
+    /// stored bytes under generation g.
+    static func putChunks(_ txn: Transaction, _ dbi: MDB_dbi, _ bytes: UnsafeRawBufferPointer, generation g: Int,
+                          table j: Int, chunkBytes: Int, chunks: Range<Int>) throws {
+        for c in chunks {
+            let lo = c * chunkBytes, hi = min(bytes.count, lo + chunkBytes)
+            var key = TableChunks.key(generation: g, chunk: c, table: j)
+            try withUnsafeBytes(of: &key) { kb in
+                try txn.putReserved(dbi, key: kb, size: hi - lo) { out in
+                    out.copyMemory(from: UnsafeRawBufferPointer(rebasing: bytes[lo..<hi]))
+                }
+            }
+        }
+    }
+
+    /// Empties `pending` and puts the given ids in it.
+    static func replacePending(_ txn: Transaction, _ dbi: MDB_dbi, with ids: [UInt32]) throws {
+        try txn.clear(dbi)
+        let empty: [UInt8] = []
+        for id in ids { try empty.withUnsafeBytes { try txn.put(dbi, id: id, value: $0, flags: 0) } }
     }
 
     /// Recomputes the tables from the stored codes, with m substrings if given (kept
@@ -157,6 +398,36 @@ extension HashStore {
     }
 
     /// For the crash tests only: `GDH_TEST_FOLD_PAUSE=<phase>` makes a fold beside the writes
-    /// sleep 0.5 s at that point (`copied`, `built` or `stored`).
+    /// sleep 0.5 s, holding no lock, at that point: `copied`, `built`, `writing` (one chunk
+    /// of the new generation written), `written` (all of them, before the switch) or
+    /// `switched` (the new generation in use, the old one not yet deleted). On entering the
+    /// pause it creates `fold-paused` in the database directory, so that a test can wait for
+    /// it to kill the process in the pause however long the way there took.
     private static let foldTestPause = ProcessInfo.processInfo.environment["GDH_TEST_FOLD_PAUSE"]
+
+    private func testPause(_ phase: String) {
+        guard HashStore.foldTestPause == phase else { return }
+        let fd = open(directory + "/fold-paused", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
+        if fd >= 0 { Glibc.close(fd) }
+        usleep(500_000)
+    }
+
+    /// The default of `StoreOptions.tableChunkBytes`: 1 MiB, or for the crash tests
+    /// `GDH_TEST_TABLE_CHUNK_BYTES` (a daemon's tables in many chunks).
+    static let defaultTableChunkBytes =
+        ProcessInfo.processInfo.environment["GDH_TEST_TABLE_CHUNK_BYTES"].flatMap { Int($0) } ?? 1 << 20
+}
+
+/// A value behind a mutex, for small counters shared between threads.
+final class Guarded<Value> {
+    private let lock = NSLock()
+    private var value: Value
+
+    init(_ value: Value) { self.value = value }
+
+    func withLock<T>(_ body: (inout Value) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
+    }
 }

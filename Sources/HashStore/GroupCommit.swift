@@ -49,7 +49,9 @@ extension HashStore {
     public func apply(_ batch: [WriteOp], codesModel: String? = nil) throws -> [WriteOutcome] {
         guard !batch.isEmpty else { return [] }
         var phases = ApplyPhases()
+        writesWaiting.withLock { $0 += 1 }
         writerLock.lock()
+        writesWaiting.withLock { $0 -= 1 }
         defer { writerLock.unlock() }
         phases.mark(\.writerLock)
         let written: BatchWrite

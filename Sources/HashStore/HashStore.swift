@@ -21,6 +21,11 @@ public struct StoreOptions: Sendable {
     /// their own, and the writer pauses only for the copy and for storing and installing
     /// them (`HashStore.foldBeside`). Off: the batch that passes the threshold folds inline.
     public var backgroundFolds = false
+    /// Bytes per chunk of a stored table (`TableChunks`), small enough that writing one
+    /// chunk keeps writes waiting well under 50 ms; tests make it smaller.
+    var tableChunkBytes = HashStore.defaultTableChunkBytes
+    /// Ids copied per piece of a fold's snapshot (each piece under the writer lock).
+    var copyPieceIDs = 262_144
 
     public init(bits: Int? = nil, substrings: Int? = nil) {
         self.bits = bits
@@ -34,8 +39,9 @@ public struct StoreOptions: Sendable {
 ///   and the identity of the model that made the image codes (`model_identity`, absent when
 ///   unknown or when no item was encoded from an image);
 /// - `items`: id (u32) → code bytes (b/8) followed by the external key's UTF-8 bytes;
-/// - `tables`: table j (u32) → the table as one value (`StoredTable`): ids grouped by
-///   substring value, ascending per bucket, and the bucket sizes in unary;
+/// - `tables`: (generation, chunk, table) as a u32 (`TableChunks`) → a chunk of a table's
+///   stored form (`StoredTable`): ids grouped by substring value, ascending per bucket,
+///   and the bucket sizes in unary; meta `tables_generation` names the generation in use;
 /// - `pending`: ids added or changed since the tables were written.
 ///
 /// and an exact in-memory mirror (codes by id, multi-index tables, keys) that all
@@ -50,7 +56,8 @@ public struct StoreOptions: Sendable {
 /// `meta`; `Mirror.swift` loading the mirror and applying committed changes to it;
 /// `Reads.swift` the queries (any thread); `GroupCommit.swift` `apply` (a batch in one
 /// transaction); `Folds.swift` folds (inline and beside the writes) and REBUILD;
-/// `Compaction.swift` COMPACT (its change log and replay); `Backup.swift` BACKUP;
+/// `TableChunks.swift` where the stored tables' chunks live; `Compaction.swift` COMPACT (its
+/// change log and replay); `Backup.swift` BACKUP;
 /// `ItemSources.swift` the stored sources REENCODE reads; `Verification.swift` VERIFY.
 public final class HashStore {
     public static let formatVersion = 1
@@ -73,6 +80,9 @@ public final class HashStore {
     var nextID: UInt32
     let foldThreshold: Int?
     let backgroundFolds: Bool
+    /// `StoreOptions.tableChunkBytes` and `copyPieceIDs`.
+    let tableChunkBytes: Int
+    let copyPieceIDs: Int
     /// While a fold builds tables beside the writes: the ids written since its snapshot
     /// (under `rw`).
     var foldChanged: Set<UInt32>?
@@ -122,6 +132,9 @@ public final class HashStore {
     /// identity, `verify`) and by COMPACT's start and its final catch-up and swap, which
     /// run on another thread than the writer's.
     let writerLock = NSLock()
+    /// Batches of `apply` waiting for `writerLock`: a fold beside the writes lets them in
+    /// between its pieces (`yieldToWriter`).
+    let writesWaiting = Guarded(0)
     /// One COMPACT at a time; VERIFY holds it too (its snapshot must outlive no swap).
     let compactLock = NSLock()
     /// While a VERIFY runs: the ids written since its snapshot (under `rw`).
@@ -144,6 +157,8 @@ public final class HashStore {
         self.directory = directory
         self.foldThreshold = options.foldThreshold
         self.backgroundFolds = options.backgroundFolds
+        self.tableChunkBytes = options.tableChunkBytes
+        self.copyPieceIDs = max(1, options.copyPieceIDs)
         let fd = try HashStore.lockDirectory(directory)
         lockFD = fd
         var opened = false
@@ -172,7 +187,7 @@ public final class HashStore {
         imageItemCount = settings.imageItems
         mapBytes = env.mapSize
         do {
-            try loadMirror(tablesM: settings.tablesM)
+            try loadMirror(tablesM: settings.tablesM, generation: settings.tablesGeneration)
         } catch {
             env.close()
             throw error
@@ -216,15 +231,19 @@ public final class HashStore {
         }
     }
 
-    /// Opens (creating) the databases and reads or creates the settings, in one write
-    /// transaction. The caller closes `env` when this throws.
+    /// Opens (creating) the databases, reads or creates the settings and removes stray
+    /// stored-table chunks (`TableChunks`), in one write transaction. The caller closes
+    /// `env` when this throws.
     private static func openSchema(_ env: Environment, options: StoreOptions, directory: String) throws
         -> (Databases, StoredSettings) {
         do {
             var dbs: Databases = (0, 0, 0, 0, 0)
             let settings = try env.write { txn in
                 dbs = try HashStore.openDatabases(txn, create: true)
-                return try StoredSettings.readOrCreate(txn, meta: dbs.0, sources: dbs.4, options: options, directory: directory)
+                let settings = try StoredSettings.readOrCreate(txn, meta: dbs.0, sources: dbs.4, options: options, directory: directory)
+                // What a fold that died left of another generation of tables.
+                try TableChunks.removeOthers(txn, dbs.2, keep: settings.tablesGeneration)
+                return settings
             }
             return (dbs, settings)
         } catch let e as StoreError {

@@ -130,7 +130,7 @@ public final class ReadOnlyStore {
             if let tm = s.tablesM {
                 do {
                     let layout = try SubstringLayout(width: width, count: tm)
-                    try StoredTable.forEach(txn, dbTables, layout: layout) { j, t in
+                    try StoredTable.forEach(txn, dbTables, generation: s.tablesGeneration, layout: layout) { j, t in
                         var values = 0, largest = 0
                         for v in 0..<(t.offsets.count - 1) {
                             let c = Int(t.offsets[v + 1] - t.offsets[v])
@@ -207,7 +207,7 @@ public final class ReadOnlyStore {
                 do { layout = try SubstringLayout(width: width, count: tm) } catch {
                     throw StoreError.corrupt("the stored tables have m = \(tm): \(error)")
                 }
-                try StoredTable.forEach(txn, dbTables, layout: layout) { j, t in
+                try StoredTable.forEach(txn, dbTables, generation: s.tablesGeneration, layout: layout) { j, t in
                     tables.append(StoredTables.Table(offset: layout.offsets[j], bits: layout.sizes[j], offsets: t.offsets, ids: t.ids))
                 }
             }

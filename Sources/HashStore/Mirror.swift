@@ -9,7 +9,7 @@ import Glibc
 extension HashStore {
     /// Fills the mirror from LMDB: codes and keys from `items`, tables from `tables`
     /// plus `pending` (or rebuilt, when the stored tables do not fit the setting).
-    func loadMirror(tablesM: Int?) throws {
+    func loadMirror(tablesM: Int?, generation: Int) throws {
         var pending = [UInt32]()
         var stored: [(offsets: [UInt32], ids: [UInt32])] = []
         var storedLayout: SubstringLayout?
@@ -31,7 +31,7 @@ extension HashStore {
                 if let tm = tablesM, index.fixedM == nil || index.fixedM == tm,
                    let layout = try? SubstringLayout(width: width, count: tm) {
                     // Tables that cannot be read are built again below.
-                    guard (try? StoredTable.forEach(txn, dbTables, layout: layout, { _, table in
+                    guard (try? StoredTable.forEach(txn, dbTables, generation: generation, layout: layout, { _, table in
                         stored.append((table.offsets, table.ids))
                     })) != nil else { return }
                     storedLayout = layout

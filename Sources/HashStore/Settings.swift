@@ -77,6 +77,9 @@ struct StoredSettings {
     var nextID: UInt32
     /// m of the stored tables; nil when none are stored.
     var tablesM: Int?
+    /// The generation of the stored tables in `tables` (`TableChunks`; 0: the layout of one
+    /// value per table written before chunks).
+    var tablesGeneration = 0
     /// The identity of the model that made the image codes (`model_identity`).
     var model: String?
     /// Items with a stored source (records in `sources`).
@@ -97,6 +100,7 @@ struct StoredSettings {
         return StoredSettings(
             bits: bits, substrings: mText == "auto" ? nil : Int(mText), nextID: next,
             tablesM: try txn.getString(meta, "tables_m").flatMap { Int($0) },
+            tablesGeneration: try TableChunks.generation(txn, meta: meta),
             model: try txn.getString(meta, HashStore.modelIdentityKey),
             imageItems: try txn.count(sources))
     }

@@ -104,7 +104,7 @@ extension HashStore {
             throw StoreError.corrupt("the stored tables are missing")
         }
         var stale = 0
-        try StoredTable.forEach(txn, dbTables, layout: layout) { j, table in
+        try StoredTable.forEach(txn, dbTables, generation: try TableChunks.generation(txn, meta: dbMeta), layout: layout) { j, table in
             let (seen, staleHere) = try verifyStoredTable(txn, j, layout: layout, offsets: table.offsets,
                                                           ids: table.ids, pending: pending)
             stale += staleHere

@@ -97,32 +97,44 @@ public final class MultiIndex {
     /// Makes sure every table can find live position `i` under its current code: adds a
     /// delta entry for each table whose bucket does not already hold it.
     func indexInDelta(position i: Int) {
-        guard codes.isLive(position: i) else { return }
-        let p = codes.pointer(position: i)
+        deltaEntries += MultiIndex.indexInDelta(position: i, storage: codes.storage, layout: layout, tables: tables,
+                                                delta: &delta, marks: &mayHaveEntries)
+    }
+
+    /// `indexInDelta(position:)` over given parts (the index's own, or tables staged for
+    /// an install); returns the delta entries it added.
+    static func indexInDelta(position i: Int, storage s: CodeStorage, layout: SubstringLayout, tables: [BaseTable],
+                             delta: inout [DeltaTable], marks: inout [UInt64]) -> Int {
+        guard s.isLive(position: i) else { return 0 }
+        let p = UnsafePointer(s.codes + i * s.words)
         let id = UInt32(i)
-        if i >> 6 >= mayHaveEntries.count {
-            mayHaveEntries.append(contentsOf: repeatElement(0, count: max(i >> 6 + 1, mayHaveEntries.count * 2) - mayHaveEntries.count))
+        if i >> 6 >= marks.count {
+            marks.append(contentsOf: repeatElement(0, count: max(i >> 6 + 1, marks.count * 2) - marks.count))
         }
-        let known = (mayHaveEntries[i >> 6] >> UInt64(i & 63)) & 1 == 1
+        let known = (marks[i >> 6] >> UInt64(i & 63)) & 1 == 1
+        var added = 0
         for j in 0..<layout.count {
             let v = layout.substring(j, of: p)
             // Each (bucket, id) pair is held once: the first-encounter rule depends on it.
             if known && (tables[j].contains(v, id) || delta[j].contains(v, id)) { continue }
             delta[j].append(v, id)
-            deltaEntries += 1
+            added += 1
         }
-        mayHaveEntries[i >> 6] |= UInt64(1) << UInt64(i & 63)
+        marks[i >> 6] |= UInt64(1) << UInt64(i & 63)
+        return added
     }
 
     /// Puts new tables in use with an empty delta, the one place a fold or a load changes
     /// the tables: a check in pieces then starts its table pass again. `marks` are the new
     /// `mayHaveEntries` (`entryMarks(allPositions:)`, or ones the caller worked out).
-    func replaceTables(_ newLayout: SubstringLayout, _ newTables: [BaseTable], appendOnly newAppendOnly: Bool, marks: [UInt64]) {
+    /// A staged delta (`delta`, with `deltaEntries`) replaces the delta when given.
+    func replaceTables(_ newLayout: SubstringLayout, _ newTables: [BaseTable], appendOnly newAppendOnly: Bool, marks: [UInt64],
+                       delta staged: [DeltaTable]? = nil, deltaEntries stagedEntries: Int = 0) {
         layout = newLayout
         tables = newTables
         generation += 1
-        delta = newLayout.sizes.map { DeltaTable(bits: $0) }
-        deltaEntries = 0
+        delta = staged ?? newLayout.sizes.map { DeltaTable(bits: $0) }
+        deltaEntries = staged == nil ? 0 : stagedEntries
         mayHaveEntries = marks
         appendOnly = newAppendOnly
     }

@@ -13,9 +13,9 @@ extension MultiIndex {
     /// positions they refer to (when the current ones had holes or were out of id order).
     public struct PreparedTables {
         public let layout: SubstringLayout
-        fileprivate let tables: [BaseTable]
-        fileprivate let compacted: CodeStorage?
-        fileprivate let view: CodeStorage
+        let tables: [BaseTable]
+        let compacted: CodeStorage?
+        let view: CodeStorage
         /// The base table j: offsets (2^size + 1) and the positions of its entries, which
         /// `idAtPosition` turns into ids. The memory is the table's own and never changes:
         /// valid while this value lives, installed or not.
@@ -101,12 +101,87 @@ extension MultiIndex {
         return TableSnapshot(layout: newLayout, storage: codes.denseCopy(), mergeBase: merge ? tables : nil)
     }
 
+    /// A snapshot for `TableSnapshot.build()` taken in pieces, so that the mutator pauses
+    /// only for one piece at a time: `startSnapshot`, then `continueSnapshot` until it
+    /// returns true, then `finishSnapshot`; each on the mutator's side, with mutations in
+    /// between. The caller records every id changed from `startSnapshot` on and hands
+    /// them to `finishSnapshot` and `install(_:changedSince:)`, which carries their
+    /// current state over (an id copied before or after its change alike).
+    public final class SnapshotCopy: @unchecked Sendable {
+        fileprivate let layout: SubstringLayout
+        fileprivate let storage: CodeStorage
+        fileprivate let mergeBase: [BaseTable]?
+        /// Ids below this are copied (new ids above it are all among the changed ones).
+        fileprivate let idEnd: Int
+        /// The next id to copy.
+        fileprivate var nextID = 0
+        fileprivate init(layout: SubstringLayout, storage: CodeStorage, mergeBase: [BaseTable]?, idEnd: Int) {
+            self.layout = layout
+            self.storage = storage
+            self.mergeBase = mergeBase
+            self.idEnd = idEnd
+        }
+    }
+
+    /// How much room a snapshot of the current codes takes (the mutator's side).
+    public struct SnapshotSizing: Sendable {
+        fileprivate let words: Int, live: Int, ids: Int
+    }
+
+    public var snapshotSizing: SnapshotSizing {
+        SnapshotSizing(words: codes.storage.words, live: codes.liveCount, ids: codes.storage.idCapacity)
+    }
+
+    /// Room for a snapshot's copy, allocated and zeroed on any thread (at millions of items
+    /// that takes tens of milliseconds the mutator need not wait for). It grows if the codes
+    /// have grown since the sizing.
+    public final class SnapshotRoom: @unchecked Sendable {
+        fileprivate let storage: CodeStorage
+        public init(_ z: SnapshotSizing) {
+            storage = CodeStorage(words: z.words, capacity: z.live + z.live / 8 + 1024, idCapacity: z.ids)
+        }
+    }
+
+    /// Starts a snapshot in pieces (m as for `snapshotForTables`) in `room` (allocated here
+    /// when nil); copies nothing yet.
+    public func startSnapshot(m newM: Int? = nil, room: SnapshotRoom? = nil) throws -> SnapshotCopy {
+        let newLayout = try foldLayout(m: newM)
+        let base = tables.first?.count ?? 0
+        let merge = appendOnly && codes.ordered && codes.holes == 0 && newLayout.sizes == layout.sizes
+            && base <= codes.positionCount && tables.allSatisfy { $0.count == base }
+        let s = (room ?? SnapshotRoom(snapshotSizing)).storage
+        precondition(s.count == 0 && s.words == codes.storage.words, "snapshot room in use or of another width")
+        return SnapshotCopy(layout: newLayout, storage: s, mergeBase: merge ? tables : nil, idEnd: codes.storage.idCapacity)
+    }
+
+    /// Copies the live codes of the next `count` ids of a snapshot in pieces, at the next
+    /// dense positions (so in ascending id order); true once every id is copied.
+    public func continueSnapshot(_ copy: SnapshotCopy, ids count: Int) -> Bool {
+        let st = codes.storage
+        let end = min(copy.idEnd, copy.nextID + count)
+        for id in copy.nextID..<end {
+            if let p = st.position(of: UInt32(id)) { copy.storage.append(UInt32(id), st.codes + p * st.words) }
+        }
+        copy.nextID = end
+        return end >= copy.idEnd
+    }
+
+    /// The snapshot a copy in pieces made, given the ids changed since `startSnapshot`.
+    /// The old tables are merged into only when they still cover the copy's first
+    /// positions: no id of the copy's range was removed meanwhile (a removal before its
+    /// piece would shift the later positions).
+    public func finishSnapshot(_ copy: SnapshotCopy, changed: some Sequence<UInt32>) -> TableSnapshot {
+        precondition(copy.nextID >= copy.idEnd, "snapshot not fully copied")
+        let removed = changed.contains { Int($0) < copy.idEnd && codes.position(of: $0) == nil }
+        return TableSnapshot(layout: copy.layout, storage: copy.storage, mergeBase: removed ? nil : copy.mergeBase)
+    }
+
     /// What `install(_:changedSince:)` replaced: drop it outside the owner's locks, since
     /// freeing the old codes and tables takes a while at millions of items.
     public final class Retired {
-        fileprivate let parts: [AnyObject]
-        fileprivate let arrays: ([BaseTable], [DeltaTable], [UInt64])
-        fileprivate init(parts: [AnyObject], arrays: ([BaseTable], [DeltaTable], [UInt64])) {
+        let parts: [AnyObject]
+        let arrays: ([BaseTable], [DeltaTable], [UInt64])
+        init(parts: [AnyObject], arrays: ([BaseTable], [DeltaTable], [UInt64])) {
             self.parts = parts
             self.arrays = arrays
         }
@@ -116,52 +191,11 @@ extension MultiIndex {
     /// or removed since the snapshot (each at least once): their current state is carried
     /// over to the snapshot's positions (a new id takes the next position, a removed one
     /// leaves a hole) and indexed in the delta; the tables' entries of their old codes are
-    /// stale, as after any change.
+    /// stale, as after any change. (`stage` and `install(_:changedSince:)` of staged tables
+    /// in one step.)
     @discardableResult
     public func install(_ prepared: PreparedTables, changedSince changed: some Sequence<UInt32>) -> Retired {
-        let retired = Retired(parts: [codes.storage], arrays: (tables, delta, mayHaveEntries))
-        let s = prepared.view
-        precondition(prepared.compacted === s, "tables not built from a snapshot")
-        // Positions that have entries in the new tables: the snapshot's, all live.
-        let snapshotCount = s.count
-        var marks = [UInt64](repeating: ~0, count: snapshotCount / 64 + 1)
-        marks[snapshotCount / 64] = snapshotCount % 64 == 0 ? 0 : (UInt64(1) << UInt64(snapshotCount % 64)) - 1
-        let carried = carryOver(changed, to: s)
-        codes.adopt(changed: s, live: carried.live)
-        replaceTables(prepared.layout, prepared.tables, appendOnly: carried.appendOnly, marks: marks)
-        for p in carried.touched { indexInDelta(position: p) }
-        return retired
-    }
-
-    /// Gives snapshot storage `s` the current state of each changed id: a replaced id's
-    /// code is copied to its position there, a new id appended, a removed one cleared.
-    /// Returns the positions to index in the delta, the live positions of `s`, and whether
-    /// every change was the add of a new id.
-    private func carryOver(_ changed: some Sequence<UInt32>, to s: CodeStorage) -> (touched: [Int], live: Int, appendOnly: Bool) {
-        var touched: [Int] = []
-        var live = s.count
-        var stillAppendOnly = true
-        // In ascending id order, so that new ids (above every id of the snapshot) take
-        // positions in id order and the positions stay ordered.
-        for id in changed.sorted() {
-            if let p = codes.position(of: id) {
-                let src = codes.pointer(position: p)
-                if let q = s.position(of: id) {
-                    (s.codes + q * s.words).update(from: src, count: s.words)
-                    touched.append(q)
-                    stillAppendOnly = false
-                } else {
-                    s.append(id, src)
-                    live += 1
-                    touched.append(s.count - 1)
-                }
-            } else if let q = s.position(of: id), s.isLive(position: q) {
-                s.clear(position: q)
-                live -= 1
-                stillAppendOnly = false
-            }
-        }
-        return (touched, live, stillAppendOnly)
+        install(MultiIndex.stage(prepared), changedSince: changed)
     }
 
     // MARK: Loading

@@ -171,17 +171,28 @@ struct ProcessTests {
                          writesGoOn: ["started", "copied", "caught-up"])
     }
 
-    @Test("SIGKILL in each phase of REBUILD (a fold beside the writes) while writes go on: no acknowledged write lost, the database verifies")
+    @Test("SIGKILL in each phase of REBUILD (a fold beside the writes, its tables stored in chunks) while writes go on: no acknowledged write lost, the database verifies")
     func killDuringRebuild() throws {
-        try killInPhases(of: "REBUILD", pause: "GDH_TEST_FOLD_PAUSE", phases: ["copied", "built", "stored"],
-                         writesGoOn: ["copied", "built"])
+        // Chunks of 16 KiB: each table of the 30,000 items is stored in several transactions.
+        try killInPhases(of: "REBUILD", pause: "GDH_TEST_FOLD_PAUSE",
+                         phases: ["copied", "built", "writing", "written", "switched"],
+                         writesGoOn: ["copied", "built", "writing", "written", "switched"],
+                         environment: ["GDH_TEST_TABLE_CHUNK_BYTES": "16384"],
+                         twoGenerations: ["writing", "written", "switched"], marker: "fold-paused")
     }
 
     /// Starts `command` on a daemon whose environment variable `pause` makes it wait 0.5 s at
     /// a phase, writes (new keys, replacements, deletes) until a SIGKILL lands in that
     /// pause, restarts, and checks every acknowledged write and VERIFY; for each of
     /// `phases`. In the `writesGoOn` phases more than 1,000 writes must be acknowledged.
-    private func killInPhases(of command: String, pause: String, phases: [String], writesGoOn: Set<String>) throws {
+    /// `environment` is added to the paused daemon's. In the `twoGenerations` phases the
+    /// kill must find chunks of two generations of stored tables, one of which the restart
+    /// removes (so the kill landed between the first chunk written and the last deleted).
+    /// With `marker` (a file the daemon creates in the database directory when it enters
+    /// the pause) the kill lands 0.25 s after it appears instead of 0.25 s after the command.
+    private func killInPhases(of command: String, pause: String, phases: [String], writesGoOn: Set<String>,
+                              environment: [String: String] = [:], twoGenerations: Set<String> = [],
+                              marker: String? = nil) throws {
         let d = try DaemonProcess(bits: 64)
         let n = 30_000
         let loader = try LineClient(socketPath: d.socket)
@@ -193,7 +204,8 @@ struct ProcessTests {
         var next = 0
         for phase in phases {
             _ = d.signal(SIGKILL)
-            try d.start(environment: [pause: phase])
+            if let marker { unlink(d.dir + "/" + marker) }
+            try d.start(environment: environment.merging([pause: phase]) { $1 })
             let admin = try LineClient(socketPath: d.socket)
             admin.send(command)
             try admin.flush()
@@ -201,7 +213,17 @@ struct ProcessTests {
             // lands in it. Writes (new keys, replacements, deletes) go on until then; each
             // acknowledged one must survive.
             let pid = d.process!.processIdentifier
-            DispatchQueue.global().asyncAfter(deadline: .now() + 0.25) { kill(pid, SIGKILL) }
+            if let marker {
+                let path = d.dir + "/" + marker
+                DispatchQueue.global().async {
+                    for _ in 0..<3000 where !FileManager.default.fileExists(atPath: path) { usleep(10_000) }
+                    // Halfway through the pause, as without a marker.
+                    usleep(250_000)
+                    kill(pid, SIGKILL)
+                }
+            } else {
+                DispatchQueue.global().asyncAfter(deadline: .now() + 0.25) { kill(pid, SIGKILL) }
+            }
             let w = try LineClient(socketPath: d.socket)
             var sent: [(String, String?)] = []
             var acked = 0
@@ -233,7 +255,12 @@ struct ProcessTests {
             // A write not acknowledged may or may not have been applied.
             var maybe: [String: [String?]] = [:]
             for (key, code) in sent.suffix(w.awaiting) { maybe[key, default: []].append(code) }
+            let chunksAtKill = try tableChunks(d.dir)
             try d.start()
+            if twoGenerations.contains(phase) {
+                let after = try tableChunks(d.dir)
+                #expect(chunksAtKill > after, "\(command) phase \(phase): \(chunksAtKill) chunks at the kill, \(after) after the restart")
+            }
             #expect(!FileManager.default.fileExists(atPath: d.dir + "/data.mdb.compact"), "phase \(phase)")
             let c = try LineClient(socketPath: d.socket)
             guard case .ok(let v) = try c.request("VERIFY") else { Issue.record("VERIFY failed after a kill in \(command) \(phase)"); return }
@@ -260,6 +287,13 @@ struct ProcessTests {
         let c = try LineClient(socketPath: d.socket)
         #expect(okText(try c.request(command)) != nil)
         #expect(okText(try c.request("VERIFY")) != nil)
+    }
+
+    /// The records in `tables` (chunks of stored tables), read beside the daemon if one runs.
+    private func tableChunks(_ dir: String) throws -> Int {
+        let store = try ReadOnlyStore(directory: dir)
+        defer { store.close() }
+        return try store.report().databases.first { $0.name == "tables" }?.entries ?? 0
     }
 
     @Test("SIGTERM answers what was read, commits, removes the socket and exits 0")

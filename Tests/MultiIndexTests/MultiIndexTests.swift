@@ -268,6 +268,106 @@ struct MultiIndexSnapshotTests {
         }
     }
 
+    @Test("a snapshot copied in pieces with adds, replacements and deletes between the pieces: answers exact after the install; merges only when no copied range lost an id")
+    func copiedInPieces() throws {
+        for (seed, m, ordered) in [(UInt64(21), nil, true), (22, 3, true), (23, 4, false)] as [(UInt64, Int?, Bool)] {
+            var rng = SplitMix(seed: seed)
+            let w = try CodeWidth(bits: 64)
+            let index = try MultiIndex(width: w, m: m)
+            var items: [UInt32: HammingCode] = [:]
+            let centre = randomCode(w, &rng)
+            func make() -> HammingCode { noisy(centre, p: 0.1, &rng) }
+            // Out of id order when not `ordered` (ids added high first), or with holes.
+            let ids = ordered ? Array(0..<5000) : Array((0..<5000).reversed())
+            for i in ids { let c = make(); index.upsert(UInt32(i), c); items[UInt32(i)] = c }
+            if ordered { try index.rebuild() }
+            for mutate in [false, true] {
+                var changed = Set<UInt32>()
+                var next = UInt32(9000 + (mutate ? 1000 : 0))
+                let copy = try index.startSnapshot(m: index.m)
+                var pieces = 0
+                while !index.continueSnapshot(copy, ids: 333) {
+                    pieces += 1
+                    // Adds only, or also replacements and deletes on both sides of the copy's progress.
+                    let c = make(); index.upsert(next, c); items[next] = c; changed.insert(next); next += 1
+                    if mutate {
+                        let victim = UInt32.random(in: 0..<5000, using: &rng)
+                        changed.insert(victim)
+                        if pieces % 2 == 0 { index.remove(victim); items[victim] = nil } else { let c = make(); index.upsert(victim, c); items[victim] = c }
+                    }
+                }
+                let snapshot = index.finishSnapshot(copy, changed: changed)
+                if ordered && !mutate { #expect(snapshot.merges, "seed \(seed)") }
+                if mutate { #expect(!snapshot.merges, "seed \(seed)") }
+                let prepared = snapshot.build()
+                for _ in 0..<50 { let c = make(); index.upsert(next, c); items[next] = c; changed.insert(next); next += 1 }
+                index.install(prepared, changedSince: changed)
+                #expect(index.count == items.count)
+                #expect(try index.check() >= 0)
+                for t in 0..<8 {
+                    let q = t % 2 == 0 ? make() : randomCode(w, &rng)
+                    let truth = bruteForce(items, q)
+                    #expect(index.knn(q, k: 25) == Array(truth.prefix(25)), "seed \(seed) mutate \(mutate)")
+                    #expect(index.range(q, radius: 12) == truth.filter { $0.distance <= 12 }, "seed \(seed) mutate \(mutate)")
+                }
+                for id in items.keys.prefix(200) { #expect(index.codes.code(id) == items[id]) }
+            }
+        }
+    }
+
+    @Test("staged tables: changes captured in rounds and pieces and carried beside, the rest at the install; answers exact, positions in id order")
+    func stagedInRounds() throws {
+        for (seed, m) in [(UInt64(31), nil), (32, 3)] as [(UInt64, Int?)] {
+            var rng = SplitMix(seed: seed)
+            let w = try CodeWidth(bits: 64)
+            let index = try MultiIndex(width: w, m: m)
+            var items: [UInt32: HammingCode] = [:]
+            let centre = randomCode(w, &rng)
+            func make() -> HammingCode { noisy(centre, p: 0.1, &rng) }
+            for i in 0..<4000 { let c = make(); index.upsert(UInt32(i), c); items[UInt32(i)] = c }
+            var next: UInt32 = 4000
+            // Adds, replacements (also of ids added since the snapshot) and deletes.
+            func churn(_ n: Int, into changed: inout Set<UInt32>) {
+                for k in 0..<n {
+                    let c = make()
+                    switch k % 4 {
+                    case 0, 1: index.upsert(next, c); items[next] = c; changed.insert(next); next += 1
+                    // As in the store, a removed id never comes back: replace and remove live ones.
+                    case 2: let id = items.keys.randomElement(using: &rng)!; index.upsert(id, c); items[id] = c; changed.insert(id)
+                    default: let id = items.keys.randomElement(using: &rng)!; index.remove(id); items[id] = nil; changed.insert(id)
+                    }
+                }
+            }
+            let staged = MultiIndex.stage(try index.snapshotForTables(m: index.m).build())
+            // What a fold records: the ids changed since the last take.
+            var recorded = Set<UInt32>()
+            for _ in 0..<3 {
+                churn(300, into: &recorded)
+                let list = recorded.sorted()
+                recorded = []
+                for start in stride(from: 0, to: list.count, by: 64) {
+                    MultiIndex.carry(index.capture(list[start..<min(list.count, start + 64)]), into: staged)
+                    // Changes between the pieces are recorded for the next round.
+                    churn(5, into: &recorded)
+                }
+            }
+            churn(40, into: &recorded)
+            index.install(staged, changedSince: recorded)
+            #expect(index.count == items.count)
+            #expect(index.codes.ordered)
+            var seen: [UInt32] = []
+            index.codes.forEachLive { seen.append($0) }
+            #expect(seen == items.keys.sorted(), "seed \(seed)")
+            #expect(try index.check() >= 0)
+            for t in 0..<8 {
+                let q = t % 2 == 0 ? make() : randomCode(w, &rng)
+                let truth = bruteForce(items, q)
+                #expect(index.knn(q, k: 25) == Array(truth.prefix(25)), "seed \(seed)")
+                #expect(index.range(q, radius: 12) == truth.filter { $0.distance <= 12 }, "seed \(seed)")
+            }
+        }
+    }
+
     @Test("a fold after adds only merges into the old tables: the same tables as a build from scratch; a replace or delete builds afresh")
     func mergedFolds() throws {
         for (seed, m) in [(UInt64(4), nil), (5, 3), (6, 4)] as [(UInt64, Int?)] {
