@@ -53,6 +53,19 @@ struct StreamingTests {
         #expect(all == want)
     }
 
+    /// A client that asked for every item (`RANGE 64` around `q`) and read only the count
+    /// line, one byte at a time so that nothing after it is consumed: the rest of the
+    /// answer waits in the daemon.
+    private func unreadAnswer(_ d: TestDaemon, query q: UInt64, count n: Int) throws -> RawSocket {
+        let slow = try RawSocket(path: d.socket)
+        slow.send("RANGE 64 CODE \(hex64(q))\n")
+        var first = [UInt8]()
+        var byte: UInt8 = 0
+        while first.last != 0x0A, read(slow.fd, &byte, 1) == 1 { first.append(byte) }
+        #expect(String(decoding: first, as: UTF8.self) == "OK \(n)\n")
+        return slow
+    }
+
     @Test("deletes and adds while a client has not read its streamed answer do not change that answer")
     func snapshot() throws {
         let d = try TestDaemon(bits: 64)
@@ -62,13 +75,7 @@ struct StreamingTests {
         var codes: [UInt64?] = try fill(d, n, seed: 11)
         let q: UInt64 = 0
         let want = expected(codes, query: q)
-        let slow = try RawSocket(path: d.socket)
-        slow.send("RANGE 64 CODE \(hex64(q))\n")
-        // One byte at a time, so that nothing after the count line is consumed here.
-        var first = [UInt8]()
-        var byte: UInt8 = 0
-        while first.last != 0x0A, read(slow.fd, &byte, 1) == 1 { first.append(byte) }
-        #expect(String(decoding: first, as: UTF8.self) == "OK \(n)\n")
+        let slow = try unreadAnswer(d, query: q, count: n)
         // Delete the items the answer lists last (the farthest), and add nearer ones.
         let far = codes.indices.filter { (codes[$0]! ^ q).nonzeroBitCount >= 38 }
         #expect(far.count > 1000)
@@ -103,12 +110,7 @@ struct StreamingTests {
         var codes: [UInt64?] = try fill(d, n, seed: 13)
         let q: UInt64 = 0
         let want = expected(codes, query: q)
-        let slow = try RawSocket(path: d.socket)
-        slow.send("RANGE 64 CODE \(hex64(q))\n")
-        var first = [UInt8]()
-        var byte: UInt8 = 0
-        while first.last != 0x0A, read(slow.fd, &byte, 1) == 1 { first.append(byte) }
-        #expect(String(decoding: first, as: UTF8.self) == "OK \(n)\n")
+        let slow = try unreadAnswer(d, query: q, count: n)
         // 140,000 deletes: their keys' bytes and id entries outweigh the keys left, so the
         // key index reclaims after the batches, but must keep what the pinned answer needs.
         let writer = try RawSocket(path: d.socket)
