@@ -159,22 +159,7 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
         while streaming == nil, let action = state.nextAction() {
             switch action {
             case .run(let seq, let cmd):
-                // METRICS counts every request answered before it on this connection.
-                if cmd == .metrics { service.metrics.merge(&observed) }
-                switch service.execute(cmd, on: eventLoop, sink: self, seq: seq) {
-                case .now(let text):
-                    state.answer(seq, text)
-                case .later(let future):
-                    future.whenComplete { result in
-                        switch result {
-                        case .success(let reply): self.state.answer(seq, reply)
-                        case .failure(let error): self.state.answer(seq, .text(self.service.render(error)))
-                        }
-                        self.performAndFlush()
-                    }
-                case .queued:
-                    break
-                }
+                run(seq, cmd)
             case .write(.text(let text)):
                 if let t = timing.popFirst() {
                     observed.answered(command: t.command, seconds: elapsed(since: t.start), text: text)
@@ -208,6 +193,27 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
             let waiters = drainWaiters
             drainWaiters.removeAll()
             for p in waiters { p.succeed(()) }
+        }
+    }
+
+    /// Starts request `seq`: its answer now, later (a future), or from the writer (a
+    /// pipelined write, collected for the writer until the end of the burst).
+    private func run(_ seq: UInt64, _ cmd: Command) {
+        // METRICS counts every request answered before it on this connection.
+        if cmd == .metrics { service.metrics.merge(&observed) }
+        switch service.execute(cmd, on: eventLoop, sink: self, seq: seq) {
+        case .now(let text):
+            state.answer(seq, text)
+        case .later(let future):
+            future.whenComplete { result in
+                switch result {
+                case .success(let reply): self.state.answer(seq, reply)
+                case .failure(let error): self.state.answer(seq, .text(self.service.render(error)))
+                }
+                self.performAndFlush()
+            }
+        case .queued:
+            break
         }
     }
 
