@@ -45,12 +45,6 @@ def log(msg: str) -> None:
     print(f"bench_reencode: {msg}", file=sys.stderr, flush=True)
 
 
-def count(text: str) -> int:
-    t = text.upper().replace("_", "")
-    scale = {"K": 1_000, "M": 1_000_000}.get(t[-1:], 1)
-    return int(float(t[:-1] if scale > 1 else t) * scale)
-
-
 def run(cmd: list[str], **kw) -> str:
     log("running " + " ".join(cmd))
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw).stdout
@@ -58,7 +52,7 @@ def run(cmd: list[str], **kw) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n", default="10M", help="codes in the database before the photos (e.g. 1M, 10M)")
+    ap.add_argument("--n", type=bench_search.parse_count, default=10_000_000, help="codes in the database before the photos (e.g. 1M, 10M)")
     ap.add_argument("--images", type=int, default=2000, help="photos added through the image branch")
     ap.add_argument("--clients", type=int, default=8, help="soak clients writing during REENCODE")
     ap.add_argument("--seconds", type=float, default=0, help="soak length (default: long enough to cover REENCODE)")
@@ -69,7 +63,7 @@ def main() -> None:
     ap.add_argument("--out", help="append the Markdown report to this file")
     args = ap.parse_args()
 
-    n = count(args.n)
+    n = args.n
     binary = Path(args.bin)
     data = Path(args.data_dir)
     data.mkdir(parents=True, exist_ok=True)

@@ -226,9 +226,7 @@ final class Service: @unchecked Sendable {
     /// The answer of a write's outcome, a number formatted straight into the output when it succeeded.
     func reply(_ result: Result<WriteOutcome, Error>) -> Reply {
         switch result {
-        case .success(.added(let id)): return .ok(UInt64(id))
-        case .success(.deleted(let existed)): return .ok(existed ? 1 : 0)
-        case .success(.skipped): return .ok(0)
+        case .success(let outcome): return .ok(Service.number(outcome))
         case .failure(let e): return .text(render(e))
         }
     }
@@ -236,10 +234,18 @@ final class Service: @unchecked Sendable {
     /// The answer line of a write's outcome.
     func answer(_ result: Result<WriteOutcome, Error>) -> String {
         switch result {
-        case .success(.added(let id)): return ResponseFormatter.ok(String(id))
-        case .success(.deleted(let existed)): return ResponseFormatter.ok(existed ? "1" : "0")
-        case .success(.skipped): return ResponseFormatter.ok("0")
+        case .success(let outcome): return ResponseFormatter.ok(String(Service.number(outcome)))
         case .failure(let e): return render(e)
+        }
+    }
+
+    /// The number a successful write answers: the item's id for an ADD, whether the key
+    /// existed (1 or 0) for a DEL, 0 for a REENCODE write that was skipped.
+    private static func number(_ outcome: WriteOutcome) -> UInt64 {
+        switch outcome {
+        case .added(let id): return UInt64(id)
+        case .deleted(let existed): return existed ? 1 : 0
+        case .skipped: return 0
         }
     }
 

@@ -208,7 +208,7 @@ extension HashStore {
             id = b.nextID
             b.nextID += 1
             flags = UInt32(MDB_APPEND)
-            b.changes.append(.insert(id, key, code))
+            b.changes.append(.insert(id, k, code))
         }
         try putItem(txn, id, key, code, flags: flags, &b)
         if let source {
@@ -243,7 +243,7 @@ extension HashStore {
         try txn.delete(dbItems, id: id)
         try txn.delete(dbPending, id: id)
         try txn.delete(dbSources, id: id)
-        b.changes.append(.remove(id, key))
+        b.changes.append(.remove(id, k))
         batchKeys.set(key, hash: k.hash, nil)
         b.outcomes.append(.deleted(true))
     }

@@ -141,11 +141,6 @@ final class KeyIndex {
     /// A hint before a look-up or insert of `key` a little later: starts loading its home
     /// slot's cache line, so that a batch's look-ups overlap their misses.
     @inline(__always)
-    func prefetch(_ key: String) {
-        prefetch(hash: KeyIndex.hash(key.utf8))
-    }
-
-    @inline(__always)
     func prefetch(hash: UInt64) {
         let i = Int(truncatingIfNeeded: hash >> 32) & (slots.count - 1)
         slots.withUnsafeBufferPointer { gdh_prefetch_write($0.baseAddress! + i) }
@@ -169,14 +164,15 @@ final class KeyIndex {
         }
     }
 
-    /// Records a new key for a new id (the key must not be present, the id not held).
-    func insert(_ key: some Collection<UInt8>, id: UInt32) {
+    /// Records a new key for a new id (the key must not be present, the id not held);
+    /// `hash`, when given, is the key's `KeyIndex.hash`.
+    func insert(_ key: some Collection<UInt8>, id: UInt32, hash: UInt64? = nil) {
         if (filled + 1) * 2 > slots.count { rehash(to: max(slots.count, used * 4)) }
         KeyIndex.withBytes(key) { b in
             setLoc(id, UInt64(arena.count) << 9 | UInt64(b.count))
             arena.append(contentsOf: b)
             liveBytes += b.count
-            place((KeyIndex.hash(bytes: b) >> 32) << 32 | UInt64(id + 1))
+            place(((hash ?? KeyIndex.hash(bytes: b)) >> 32) << 32 | UInt64(id + 1))
         }
         used += 1
         filled += 1
@@ -203,9 +199,9 @@ final class KeyIndex {
     /// Forgets a key; returns its id if it was present. Its bytes stay resolvable by id
     /// until a `reclaim` keeping only removes after `generation`.
     @discardableResult
-    func remove(_ key: some Collection<UInt8>, generation: UInt64 = 0) -> UInt32? {
+    func remove(_ key: some Collection<UInt8>, generation: UInt64 = 0, hash: UInt64? = nil) -> UInt32? {
         KeyIndex.withBytes(key) { b in
-            let (i, found) = find(b)
+            let (i, found) = find(b, hash: hash)
             guard found else { return nil }
             let id = UInt32(truncatingIfNeeded: slots[i]) - 1
             slots[i] = KeyIndex.tombstone

@@ -53,9 +53,10 @@ extension HashStore {
 
     /// A committed change, as the mirror applies it.
     enum Change {
-        case insert(UInt32, String, HammingCode)
+        /// Keys come with their `KeyIndex.hash`, computed once in the transaction.
+        case insert(UInt32, HashedKey, HammingCode)
         case replace(UInt32, HammingCode)
-        case remove(UInt32, String)
+        case remove(UInt32, HashedKey)
     }
 
     /// Adds the ids of committed changes to whichever of `verifyChanged` and `foldChanged`
@@ -88,13 +89,13 @@ extension HashStore {
             for (i, change) in b.changes.enumerated() {
                 if i + ahead < b.changes.count { prefetch(b.changes[i + ahead]) }
                 switch change {
-                case .insert(let id, let key, let code):
-                    keys.insert(key.utf8, id: id)
+                case .insert(let id, let k, let code):
+                    keys.insert(k.key.utf8, id: id, hash: k.hash)
                     index.upsert(id, code)
                 case .replace(let id, let code):
                     index.upsert(id, code)
-                case .remove(let id, let key):
-                    keys.remove(key.utf8, generation: keyGeneration)
+                case .remove(let id, let k):
+                    keys.remove(k.key.utf8, generation: keyGeneration, hash: k.hash)
                     index.remove(id)
                 }
             }
@@ -105,11 +106,11 @@ extension HashStore {
     @inline(__always)
     private func prefetch(_ change: Change) {
         switch change {
-        case .insert(_, let key, let code):
-            keys.prefetch(key)
+        case .insert(_, let k, let code):
+            keys.prefetch(hash: k.hash)
             index.prefetchDelta(for: code)
         case .replace(_, let code): index.prefetchDelta(for: code)
-        case .remove(_, let key): keys.prefetch(key)
+        case .remove(_, let k): keys.prefetch(hash: k.hash)
         }
     }
 
