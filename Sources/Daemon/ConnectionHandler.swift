@@ -168,12 +168,11 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
                 if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
                 output!.writeString(text)
             case .write(.ok(let n)):
-                guard let context else {
-                    if let t = timing.popFirst() { observed.answered(command: t.command, seconds: elapsed(since: t.start), bytes: 0) }
-                    break
+                var bytes = 0
+                if let context {
+                    if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
+                    bytes = Reply.writeOK(n, into: &output!)
                 }
-                if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
-                let bytes = Reply.writeOK(n, into: &output!)
                 if let t = timing.popFirst() { observed.answered(command: t.command, seconds: elapsed(since: t.start), bytes: bytes) }
             case .write(.stream(let stream)):
                 let t = timing.popFirst()
