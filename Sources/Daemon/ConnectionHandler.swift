@@ -1,4 +1,5 @@
 import Dispatch
+import HammingCode
 import HashStore
 import NIOCore
 import WireProtocol
@@ -17,11 +18,15 @@ import WireProtocol
 /// Writes of codes and deletes reach the writer with this handler as their `WriteSink`:
 /// the writer hands back the outcomes of a whole batch in one task on this event loop.
 final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Sendable {
-    typealias InboundIn = FramedLine
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let service: Service
     private let maxLineBytes: Int
+    /// The lines of the byte stream.
+    private var splitter: LineSplitter
+    /// The database's code width (for `ADD <key> CODE <hex>` parsed on the fast path).
+    private let codeWidth: CodeWidth
     private var state: ConnectionState<Command, Reply>
     /// The answer being written piece by piece, with its request's timing and the bytes
     /// written so far.
@@ -52,6 +57,8 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
         self.service = service
         self.maxLineBytes = maxLineBytes
         self.eventLoop = eventLoop
+        splitter = LineSplitter(maxLength: maxLineBytes)
+        codeWidth = service.codeWidth
         state = ConnectionState(maxInFlight: maxInFlight)
     }
 
@@ -83,14 +90,37 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
         guard !closing else { return }
         let now = burstStart ?? DispatchTime.now().uptimeNanoseconds
         burstStart = now
-        switch unwrapInboundIn(data) {
+        let buffer = unwrapInboundIn(data)
+        buffer.withUnsafeReadableBytes { bytes in
+            splitter.split(bytes) { frame in
+                receive(frame, at: now, context: context)
+                return !closing
+            }
+        }
+    }
+
+    /// One request line (or an over-long one) read at `now`.
+    private func receive(_ frame: FramedLine, at now: UInt64, context: ChannelHandlerContext) {
+        switch frame {
         case .tooLong:
             observed.received(bytes: maxLineBytes + 1)
             timing.append((now, MetricsRegistry.invalidIndex))
             state.receive(.ping, order: .answered(.text(ResponseFormatter.error(ProtocolError.tooLong(limit: maxLineBytes)))))
-        case .line(let buffer):
-            observed.received(bytes: buffer.readableBytes + 1)
-            switch RequestParser.parse(buffer.readableBytesView) {
+        case .line(let bytes):
+            observed.received(bytes: bytes.count + 1)
+            // The bulk of an ingest: an ADD of a code that may go to the writer at once
+            // (nothing before it waits or is held back by a streamed answer) goes straight
+            // into the burst's writes, without a `Command` or an action. Any other line,
+            // and any ADD the fast parser does not take (it takes only well-formed ones),
+            // goes the general way, which gives the same outcome and the errors.
+            if streaming == nil, state.writeWouldRun, let add = RequestParser.addCode(bytes, width: codeWidth) {
+                let seq = state.receiveRunningWrite()
+                timing.append((now, MetricsRegistry.addIndex))
+                collected.append(.write(.add(key: add.key, code: add.code), .sink(self, seq)))
+                if state.hasActions { perform(context: context) }
+                return
+            }
+            switch RequestParser.parse(bytes: bytes) {
             case .failure(let error):
                 timing.append((now, MetricsRegistry.invalidIndex))
                 state.receive(.ping, order: .answered(.text(ResponseFormatter.error(error))))

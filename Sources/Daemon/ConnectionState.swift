@@ -93,6 +93,30 @@ struct ConnectionState<Request, Reply> {
         return seq
     }
 
+    /// Whether a pipelined write received now would run at once: nothing waits before it,
+    /// and every earlier request is answered or the one just before it is a pipelined write
+    /// that ran. The handler then takes it with `receiveRunningWrite` and starts it itself.
+    var writeWouldRun: Bool { waiting.isEmpty && mayRun(received, .pipelinedWrite) }
+
+    /// Actions wait to be taken.
+    var hasActions: Bool { !actions.isEmpty }
+
+    /// `receive(_:order: .pipelinedWrite)` of a write that `writeWouldRun`, without the
+    /// request and its `run` action: the caller starts it. Returns its sequence number.
+    mutating func receiveRunningWrite() -> UInt64 {
+        precondition(writeWouldRun, "receiveRunningWrite of a write that may not run yet")
+        let seq = received
+        received += 1
+        answers.append(nil)
+        lastRun = seq
+        lastRunWasWrite = true
+        if !readingPaused && inFlight >= maxInFlight {
+            readingPaused = true
+            actions.append(.pauseReading)
+        }
+        return seq
+    }
+
     /// Request `seq` finished with this answer.
     mutating func answer(_ seq: UInt64, _ reply: Reply) {
         precondition(seq >= written && seq < received, "answer for a request that is not in flight")

@@ -130,7 +130,6 @@ public final class Daemon: @unchecked Sendable {
                     self?.handlers.withLockedValue { _ = $0.removeValue(forKey: id) }
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder(maxLength: maxLine)))
                     try channel.pipeline.syncOperations.addHandler(handler)
                 }
             }

@@ -103,6 +103,9 @@ final class MetricsRegistry: @unchecked Sendable {
 
     static func index(of commandName: String) -> Int { commandIndex[commandName] ?? invalidIndex }
 
+    /// The index of ADD (`index(of: .add(...))`), for requests taken without a `Command`.
+    static let addIndex = 9
+
     /// `index(of: command.name)` without a string or a dictionary look-up (once per request).
     static func index(of command: Command) -> Int {
         switch command {

@@ -1,3 +1,5 @@
+import HammingCode
+
 /// Parses one request line (PROTOCOL.md sections 1, 3 and 4).
 public enum RequestParser {
     /// Longest key, in UTF-8 bytes.
@@ -14,6 +16,38 @@ public enum RequestParser {
     public static func parse(_ line: some Collection<UInt8>) -> Result<Command, ProtocolError> {
         if let r = line.withContiguousStorageIfAvailable({ parse(buffer: $0) }) { return r }
         return Array(line).withUnsafeBufferPointer { parse(buffer: $0) }
+    }
+
+    /// Parses one line's bytes (without its `\n`), as `parse(_:)` does, without a generic
+    /// collection in between (the daemon's path).
+    public static func parse(bytes: UnsafeRawBufferPointer) -> Result<Command, ProtocolError> {
+        parse(buffer: bytes.assumingMemoryBound(to: UInt8.self))
+    }
+
+    /// The key and code of a well-formed `ADD <key> CODE <hex>` line (without its `\n`)
+    /// whose code has `width`: what `parse` and the daemon's check of the code against the
+    /// database's width would make of it, without a `Command` or a copy of the digits.
+    /// Nil for every other line, including every malformed ADD: `parse` then answers it, or
+    /// rejects it with its error.
+    public static func addCode(_ bytes: UnsafeRawBufferPointer, width: CodeWidth) -> (key: String, code: HammingCode)? {
+        let whole = bytes.assumingMemoryBound(to: UInt8.self)
+        var n = whole.count
+        if n > 0 && whole[n - 1] == 0x0D { n -= 1 }
+        // "ADD " in any case of letters.
+        guard n > 4, whole[0] & 0xDF == 0x41, whole[1] & 0xDF == 0x44, whole[2] & 0xDF == 0x44, whole[3] == 0x20 else {
+            return nil
+        }
+        let p = UnsafeBufferPointer(rebasing: whole[0..<n])
+        guard firstInvalidUTF8(p) == nil else { return nil }
+        var tokens = Tokens()
+        guard let count = try? tokenize(p, into: &tokens), count == 4 else { return nil }
+        let w = tokens[2]
+        guard w.count == 4, p[w.lowerBound] & 0xDF == 0x43, p[w.lowerBound + 1] & 0xDF == 0x4F,
+              p[w.lowerBound + 2] & 0xDF == 0x44, p[w.lowerBound + 3] & 0xDF == 0x45,
+              let k = try? key(p, tokens[1]),
+              let code = try? HammingCode(hexBytes: UnsafeBufferPointer(rebasing: p[tokens[3]]), width: width)
+        else { return nil }
+        return (k, code)
     }
 
     /// Parses a line given as a string (without its `\n`).

@@ -10,7 +10,7 @@ import Testing
 import WireProtocol
 @testable import Daemon
 
-/// A connection (LineDecoder, then ConnectionHandler) in an `EmbeddedChannel`, as SwiftNIO
+/// A connection (its ConnectionHandler, which splits the lines itself) in an `EmbeddedChannel`, as SwiftNIO
 /// tests its own handlers: no socket, and every step taken by the test. The service runs
 /// on a real store; the writer's thread is not started: `commit()` performs the queued
 /// writes on the test's thread, which is the embedded loop's.
@@ -30,7 +30,6 @@ final class EmbeddedConnection {
         let service = Service(store: store, writer: writer, pool: pool, encoder: nil, logger: logger)
         let handler = ConnectionHandler(service: service, maxLineBytes: maxLineBytes, maxInFlight: maxInFlight,
                                         eventLoop: channel.eventLoop)
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineDecoder(maxLength: maxLineBytes)))
         try channel.pipeline.syncOperations.addHandler(handler)
         try channel.connect(to: SocketAddress(unixDomainSocketPath: "/tmp/gdh-embedded.sock")).wait()
     }
@@ -104,6 +103,27 @@ struct ConnectionHandlerTests {
         #expect(try c.written() == ["OK 0\nOK 0\nOK 0\nOK 1\nOK 1\n"])
         #expect(c.store.commits == commitsBefore + 1)
         #expect(c.store.count == 1)
+    }
+
+    @Test("ADDs taken on the fast path and lines taken the general way keep their order and answers")
+    func fastAndGeneralAddsInterleaved() throws {
+        let c = try EmbeddedConnection()
+        // Fast ADDs, then a malformed one and one of another width (answered ERR in their
+        // turn), a lower-case ADD, a DEL, a GET that must see every write before it, and
+        // ADDs after the GET, which wait for it.
+        try c.send("ADD a CODE 00000000000000ff\nADD b CODE 000000000000ffff\nADD c CODE 00000000000000fg\n"
+            + "ADD d CODE 00000000000000ff00\nadd e code 00000000000000AA\nDEL a\nGET b\nADD f CODE \(zero64)\nADD b CODE \(zero64)\n")
+        c.commit()
+        c.commit()
+        let lines = try c.written().joined().split(separator: "\n").map(String.init)
+        #expect(lines.count == 9)
+        #expect(Array(lines[0..<2]) == ["OK 0", "OK 1"])
+        #expect(lines[2].hasPrefix("ERR BADCODE"))
+        #expect(lines[3].hasPrefix("ERR BADCODE"))
+        #expect(Array(lines[4...]) == ["OK 2", "OK 1", "OK 000000000000ffff", "OK 3", "OK 1"])
+        #expect(c.store.count == 3)
+        #expect(c.store.get("b")?.hex == zero64)
+        #expect(c.store.get("e")?.hex == "00000000000000aa")
     }
 
     @Test("writes refused by a stopping writer are each answered SHUTDOWN in their turn; the rest still runs")
@@ -227,52 +247,81 @@ struct ConnectionHandlerTests {
     }
 }
 
-@Suite("LineDecoder in an EmbeddedChannel")
-struct LineDecoderTests {
-    /// The frames a decoder of `maxLength` gives for `input` fed in the given pieces,
-    /// with end of input after them.
-    func frames(_ pieces: [ArraySlice<UInt8>], maxLength: Int) throws -> [FramedLine] {
-        let channel = EmbeddedChannel(handler: ByteToMessageHandler(LineDecoder(maxLength: maxLength)))
-        var out: [FramedLine] = []
+@Suite("LineSplitter")
+struct LineSplitterTests {
+    /// The frames a splitter of `maxLength` gives for `input` fed in the given pieces
+    /// (nil: a line too long).
+    func frames(_ pieces: [ArraySlice<UInt8>], maxLength: Int) -> [String?] {
+        var splitter = LineSplitter(maxLength: maxLength)
+        var out: [String?] = []
         for p in pieces {
-            var b = channel.allocator.buffer(capacity: p.count)
-            b.writeBytes(p)
-            try channel.writeInbound(b)
-            while let f = try channel.readInbound(as: FramedLine.self) { out.append(f) }
+            Array(p).withUnsafeBytes { bytes in
+                splitter.split(bytes) { frame in
+                    switch frame {
+                    case .line(let b): out.append(String(decoding: b, as: UTF8.self))
+                    case .tooLong: out.append(nil)
+                    }
+                    return true
+                }
+            }
+            #expect(splitter.heldBytes <= maxLength)
         }
-        _ = try channel.finish()
-        while let f = try channel.readInbound(as: FramedLine.self) { out.append(f) }
         return out
     }
 
     static let input = Array("PING\r\nGET a\n\n12345678\n123456789\n\(String(repeating: "z", count: 50))\nlast\ntail".utf8)
-    static let expected: [FramedLine] = [
-        .line(ByteBuffer(string: "PING\r")), .line(ByteBuffer(string: "GET a")), .line(ByteBuffer(string: "")),
-        .line(ByteBuffer(string: "12345678")), .tooLong, .tooLong, .line(ByteBuffer(string: "last")),
-    ]
+    static let expected: [String?] = ["PING\r", "GET a", "", "12345678", nil, nil, "last"]
 
-    @Test("lines at the limit pass, longer ones become one tooLong each, an unfinished last line is dropped")
-    func whole() throws {
-        #expect(try frames([Self.input[...]], maxLength: 8) == Self.expected)
+    @Test("lines at the limit pass, longer ones become one tooLong each, an unfinished last line is never given")
+    func whole() {
+        #expect(frames([Self.input[...]], maxLength: 8) == Self.expected)
     }
 
     @Test("the same frames however the bytes are split into reads")
-    func everySplit() throws {
+    func everySplit() {
         let input = Self.input
         for cut in 0...input.count {
-            #expect(try frames([input[..<cut], input[cut...]], maxLength: 8) == Self.expected, "cut at \(cut)")
+            #expect(frames([input[..<cut], input[cut...]], maxLength: 8) == Self.expected, "cut at \(cut)")
         }
-        #expect(try frames(input.indices.map { input[$0...$0] }, maxLength: 8) == Self.expected)
+        for a in stride(from: 0, through: input.count, by: 3) {
+            for b in a...input.count {
+                #expect(frames([input[..<a], input[a..<b], input[b...]], maxLength: 8) == Self.expected, "cuts at \(a), \(b)")
+            }
+        }
+        #expect(frames(input.indices.map { input[$0...$0] }, maxLength: 8) == Self.expected)
     }
 
-    @Test("an over-long line is reported when its end arrives, not before")
-    func tooLongAtEnd() throws {
-        let channel = EmbeddedChannel(handler: ByteToMessageHandler(LineDecoder(maxLength: 8)))
-        for _ in 0..<100 { try channel.writeInbound(ByteBuffer(string: "0123456789")) }
-        #expect(try channel.readInbound(as: FramedLine.self) == nil)
-        try channel.writeInbound(ByteBuffer(string: "\nok\n"))
-        #expect(try channel.readInbound(as: FramedLine.self) == .tooLong)
-        #expect(try channel.readInbound(as: FramedLine.self) == .line(ByteBuffer(string: "ok")))
-        _ = try channel.finish()
+    @Test("an over-long line is reported when its end arrives, not before, and is not held")
+    func tooLongAtEnd() {
+        var splitter = LineSplitter(maxLength: 8)
+        var out: [String?] = []
+        let take = { (frame: FramedLine) -> Bool in
+            switch frame {
+            case .line(let b): out.append(String(decoding: b, as: UTF8.self))
+            case .tooLong: out.append(nil)
+            }
+            return true
+        }
+        for _ in 0..<100 {
+            Array("0123456789".utf8).withUnsafeBytes { splitter.split($0, take) }
+            #expect(splitter.heldBytes == 0)
+        }
+        #expect(out.isEmpty)
+        Array("\nok\n".utf8).withUnsafeBytes { splitter.split($0, take) }
+        #expect(out == [nil, "ok"])
+    }
+
+    @Test("when the taker says stop, no further line is given and the rest of the read is dropped")
+    func stop() {
+        var splitter = LineSplitter(maxLength: 64)
+        var out: [String] = []
+        Array("PING\nQUIT\nGET a\nGET b\nunfinished".utf8).withUnsafeBytes { bytes in
+            splitter.split(bytes) { frame in
+                if case .line(let b) = frame { out.append(String(decoding: b, as: UTF8.self)) }
+                return out.last != "QUIT"
+            }
+        }
+        #expect(out == ["PING", "QUIT"])
+        #expect(splitter.heldBytes == 0)
     }
 }

@@ -165,4 +165,46 @@ struct ConnectionStateTests {
             #expect(d.pauses == d.resumes || d.state.readingPaused == false)
         }
     }
+
+    @Test("a write taken with receiveRunningWrite when writeWouldRun leaves the state as receive would")
+    func runningWriteMatchesReceive() {
+        var rng = SplitMix64(seed: 11)
+        for _ in 0..<200 {
+            let limit = 2 + Int(rng.next() % 16)
+            var general = Driver(maxInFlight: limit)
+            var fast = Driver(maxInFlight: limit)
+            let n = 1 + Int(rng.next() % 60)
+            var sent = 0
+            var taken = 0
+            while sent < n || !general.running.isEmpty {
+                if sent < n && (general.running.isEmpty || rng.next() % 2 == 0) {
+                    let k = rng.next() % 10
+                    let order: RequestOrder<String> = k < 7 ? .pipelinedWrite : k < 9 ? .afterEarlier : .answered("E\(sent)")
+                    general.receive("r\(sent)", order)
+                    if order == .pipelinedWrite && fast.state.writeWouldRun && !fast.state.hasActions {
+                        // The handler starts the write itself: record it as run.
+                        let seq = fast.state.receiveRunningWrite()
+                        fast.ran.append(seq)
+                        fast.running.append(seq)
+                        fast.drain()
+                        taken += 1
+                    } else {
+                        fast.receive("r\(sent)", order)
+                    }
+                    sent += 1
+                } else {
+                    let seq = general.running[Int(rng.next() % UInt64(general.running.count))]
+                    general.answer(seq)
+                    fast.answer(seq)
+                }
+                #expect(fast.ran == general.ran)
+                #expect(fast.running == general.running)
+                #expect(fast.writes == general.writes)
+                #expect(fast.pauses == general.pauses && fast.resumes == general.resumes)
+                #expect(fast.state.readingPaused == general.state.readingPaused)
+            }
+            #expect(fast.writes.count == n)
+            if n > 5 { #expect(taken > 0 || !general.ran.isEmpty) }
+        }
+    }
 }

@@ -540,3 +540,70 @@ struct UnicodeKeyTests {
         #expect(RequestParser.parse("GET ключ/日本/🐈") == .success(.get(key: "ключ/日本/🐈")))
     }
 }
+
+@Suite("RequestParser.addCode: the daemon's fast path for ADD <key> CODE <hex>")
+struct AddCodeFastPathTests {
+    /// What `parse` and the daemon's width check make of `line`: the key and code of a
+    /// storable ADD of a code, or nil.
+    func general(_ line: [UInt8], width: CodeWidth) -> (String, HammingCode)? {
+        guard case .success(.add(let key, let source)) = RequestParser.parse(line), source.isCode,
+              let code = try? source.code(width: width) else { return nil }
+        return (key, code)
+    }
+
+    func fast(_ line: [UInt8], width: CodeWidth) -> (String, HammingCode)? {
+        line.withUnsafeBytes { RequestParser.addCode($0, width: width) }.map { ($0.key, $0.code) }
+    }
+
+    func agree(_ line: [UInt8], width: CodeWidth, sourceLocation: SourceLocation = #_sourceLocation) {
+        let g = general(line, width: width), f = fast(line, width: width)
+        #expect(g?.0 == f?.0 && g?.1 == f?.1, "\(String(decoding: line, as: UTF8.self).debugDescription)", sourceLocation: sourceLocation)
+    }
+
+    @Test("takes what parse takes, and nothing else, on hand-picked lines")
+    func handPicked() throws {
+        let w64 = try CodeWidth(bits: 64), w128 = try CodeWidth(bits: 128)
+        let lines = [
+            "ADD a CODE 00000000000000ff", "add a code 00000000000000FF", "Add k1 Code 0123456789abcdef\r",
+            "ADD a CODE 00000000000000ff\r\r", "ADD a CODE 00000000000000f", "ADD a CODE 00000000000000fg",
+            "ADD a CODE 00000000000000ff00000000000000ff", "ADD  a CODE 00000000000000ff", "ADD a CODE 00000000000000ff ",
+            " ADD a CODE 00000000000000ff", "ADD a CODE", "ADD a CODES 00000000000000ff", "ADD a IMAGE /x.png",
+            "ADD a SKETCH 00000000000000ff", "ADDX a CODE 00000000000000ff", "ADD\ta CODE 00000000000000ff",
+            "ADD ключ CODE 00000000000000ff", "ADD a\u{00A0}b CODE 00000000000000ff", "ADD a\u{7F} CODE 00000000000000ff",
+            "ADD \(String(repeating: "k", count: 256)) CODE 00000000000000ff",
+            "ADD \(String(repeating: "k", count: 257)) CODE 00000000000000ff",
+            "ADD a CODE 00000000000000ff extra", "ADD", "ADD ", "", "\r", "aDd a cOdE ffffffffffffffff",
+            "ADD a CODE ０００００００００００００ff", "ADD a CODe 00000000000000ff", "ADD a CODE\u{0}00000000000000ff",
+        ]
+        for line in lines {
+            agree(Array(line.utf8), width: w64)
+            agree(Array(line.utf8), width: w128)
+        }
+        #expect(fast(Array("ADD a CODE 00000000000000ff".utf8), width: w64)?.0 == "a")
+        #expect(fast(Array("add a code 00000000000000FF".utf8), width: w64) != nil)
+        #expect(fast(Array("ADD a CODE 00000000000000ff".utf8), width: w128) == nil)
+        // Invalid UTF-8 anywhere is left to parse.
+        agree(Array("ADD a CODE 00000000000000ff".utf8) + [0xFF], width: w64)
+        agree([0x41, 0x44, 0x44, 0x20, 0xC3, 0x28, 0x20] + Array("CODE 00000000000000ff".utf8), width: w64)
+    }
+
+    @Test("agrees with parse on random mutations of ADD lines")
+    func randomMutations() throws {
+        var rng = SplitMix64(seed: 5)
+        let w64 = try CodeWidth(bits: 64)
+        let alphabet = Array("ADDCODEaddcode 0123456789abcdefABCDEFxyz\r\t\u{7F}".utf8) + [0x80, 0xC3, 0xA9, 0xFF, 0x00]
+        for _ in 0..<20_000 {
+            let hex = String(rng.next(), radix: 16)
+            var line = Array("ADD key\(rng.next() % 100) CODE \(String(repeating: "0", count: 16 - hex.count) + hex)".utf8)
+            for _ in 0..<Int(rng.next() % 3) {
+                let i = Int(rng.next() % UInt64(line.count + 1))
+                switch rng.next() % 3 {
+                case 0: line.insert(alphabet[Int(rng.next() % UInt64(alphabet.count))], at: i)
+                case 1: if i < line.count { line.remove(at: i) }
+                default: if i < line.count { line[i] = alphabet[Int(rng.next() % UInt64(alphabet.count))] }
+                }
+            }
+            agree(line, width: w64)
+        }
+    }
+}
