@@ -93,7 +93,7 @@ final class Writer: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         if stopping { return false }
-        for job in jobs { queue.push(job) }
+        queue.push(contentsOf: jobs)
         condition.signal()
         return true
     }
@@ -300,23 +300,78 @@ final class Writer: @unchecked Sendable {
 /// The writer's batching rule, as a plain value: jobs are taken in arrival order; an
 /// administrative job is taken alone, in its place; otherwise every write waiting at the
 /// front, up to `maxBatch`, stopping before the next administrative job.
+///
+/// Jobs pushed together (a connection's read burst of writes) stay one array until taken:
+/// a batch that is one such array whole is handed over without copying its jobs.
 struct WriteQueue<Job> {
-    private var jobs = FIFO<Job>()
+    /// Arrivals in order, each the jobs pushed together (an admin job is always alone);
+    /// `segments[head...]` wait, and the first of them from `offset` on.
+    private var segments: [[Job]] = []
+    private var head = 0
+    private var offset = 0
     private let isAdmin: (Job) -> Bool
 
     init(isAdmin: @escaping (Job) -> Bool) { self.isAdmin = isAdmin }
 
-    var isEmpty: Bool { jobs.isEmpty }
+    var isEmpty: Bool { head == segments.count }
 
-    mutating func push(_ job: Job) { jobs.append(job) }
+    mutating func push(_ job: Job) { append([job]) }
+
+    /// Queues jobs that arrived together, in order.
+    mutating func push(contentsOf jobs: [Job]) {
+        guard !jobs.isEmpty else { return }
+        if jobs.contains(where: isAdmin) {
+            for j in jobs { push(j) }
+        } else {
+            append(jobs)
+        }
+    }
+
+    private mutating func append(_ jobs: [Job]) {
+        // Reclaim the consumed prefix once it is most of the array.
+        if head > 0 && head >= segments.count / 2 && segments.count >= 64 {
+            segments.removeFirst(head)
+            head = 0
+        }
+        segments.append(jobs)
+    }
+
+    /// The first waiting segment, moved out (its slot left empty), from `offset` on.
+    private mutating func popSegment() -> [Job] {
+        var s: [Job] = []
+        swap(&s, &segments[head])
+        head += 1
+        if head == segments.count {
+            segments.removeAll(keepingCapacity: true)
+            head = 0
+        }
+        if offset > 0 {
+            s.removeFirst(offset)
+            offset = 0
+        }
+        return s
+    }
 
     /// The next batch: one admin job, or 1 to `maxBatch` writes; empty when nothing waits.
     mutating func take(maxBatch: Int) -> [Job] {
-        guard let first = jobs.popFirst() else { return [] }
-        var batch = [first]
-        if isAdmin(first) { return batch }
-        while batch.count < maxBatch, let next = jobs.first, !isAdmin(next) {
-            batch.append(jobs.popFirst()!)
+        guard !isEmpty else { return [] }
+        if isAdmin(segments[head][offset]) { return popSegment() }
+        var batch: [Job]
+        if segments[head].count - offset <= maxBatch {
+            batch = popSegment()
+        } else {
+            batch = Array(segments[head][offset..<offset + maxBatch])
+            offset += maxBatch
+            return batch
+        }
+        while batch.count < maxBatch, !isEmpty, !isAdmin(segments[head][0]) {
+            let room = maxBatch - batch.count
+            if segments[head].count <= room {
+                batch.append(contentsOf: popSegment())
+            } else {
+                batch.append(contentsOf: segments[head][0..<room])
+                offset = room
+            }
         }
         return batch
     }

@@ -23,6 +23,26 @@ struct WriteQueueTests {
         #expect(q.take(maxBatch: 3) == [])
     }
 
+    @Test("jobs pushed together are taken whole, split at maxBatch, merged with later ones, and split at admin jobs")
+    func groups() {
+        var q = WriteQueue<Int>(isAdmin: { $0 < 0 })
+        q.push(contentsOf: [1, 2, 3, 4, 5])
+        q.push(contentsOf: [6, 7])
+        q.push(contentsOf: [8, -1, 9])
+        q.push(10)
+        #expect(q.take(maxBatch: 3) == [1, 2, 3])
+        #expect(q.take(maxBatch: 3) == [4, 5, 6])
+        #expect(q.take(maxBatch: 8) == [7, 8])
+        #expect(q.take(maxBatch: 8) == [-1])
+        #expect(q.take(maxBatch: 8) == [9, 10])
+        #expect(q.isEmpty)
+        q.push(contentsOf: [])
+        #expect(q.isEmpty)
+        q.push(contentsOf: [11, 12])
+        #expect(q.take(maxBatch: 2) == [11, 12])
+        #expect(q.take(maxBatch: 2) == [])
+    }
+
     @Test("random queues: order kept, every batch admin-alone or 1...max writes, nothing lost")
     func random() {
         var rng = SplitMix64(seed: 3)
@@ -34,9 +54,15 @@ struct WriteQueueTests {
             var taken: [Int] = []
             var pushed = 0
             while taken.count < n {
-                // Interleave arrivals and takes.
+                // Interleave arrivals (one job, or several pushed together) and takes.
                 let arrivals = Int(rng.next() % 5)
-                for _ in 0..<arrivals where pushed < n { q.push(jobs[pushed]); pushed += 1 }
+                if rng.next() % 2 == 0 {
+                    let end = min(n, pushed + arrivals)
+                    q.push(contentsOf: Array(jobs[pushed..<end]))
+                    pushed = end
+                } else {
+                    for _ in 0..<arrivals where pushed < n { q.push(jobs[pushed]); pushed += 1 }
+                }
                 let batch = q.take(maxBatch: maxBatch)
                 if batch.isEmpty { #expect(q.isEmpty); if pushed == n { break }; continue }
                 if batch[0] < 0 { #expect(batch.count == 1) } else {
