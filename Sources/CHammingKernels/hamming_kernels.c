@@ -168,3 +168,35 @@ size_t gdh_scan_leq_reference(const uint64_t *codes, size_t words, size_t n,
     return scan_leq_scalar(codes, words, n, q, threshold, out_index, out_dist);
 }
 
+
+/* The value of each byte as a hex digit, or 0x80 (not a digit). */
+static const uint8_t hex_values[256] = {
+#define X 0x80
+#define X16 X, X, X, X, X, X, X, X, X, X, X, X, X, X, X, X
+    X16, X16, X16,
+    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, X, X, X, X, X, X,
+    X, 10, 11, 12, 13, 14, 15, X, X, X, X, X, X, X, X, X, X16,
+    X, 10, 11, 12, 13, 14, 15, X, X, X, X, X, X, X, X, X, X16,
+    X16, X16, X16, X16, X16, X16, X16, X16,
+#undef X16
+#undef X
+};
+
+long gdh_hex_decode(const uint8_t *digits, size_t n, uint64_t *out) {
+    uint8_t bad = 0;
+    size_t w = 0;
+    for (size_t start = 0; start < n; start += 16, w++) {
+        size_t end = start + 16 < n ? start + 16 : n;
+        uint64_t v = 0;
+        for (size_t i = start; i < end; i++) {
+            uint8_t d = hex_values[digits[i]];
+            bad |= d;
+            v = (v << 4) | (d & 0x0F);
+        }
+        out[w] = v << (4 * (16 - (end - start)) & 63);
+    }
+    if (!(bad & 0x80)) return -1;
+    for (size_t i = 0; i < n; i++)
+        if (hex_values[digits[i]] & 0x80) return (long)i;
+    return -1;
+}

@@ -1,3 +1,5 @@
+import CHammingKernels
+
 /// Fixed-width binary codes: their width, hex text form and Hamming distance.
 ///
 /// A code of `bits` bits (32...1024, a multiple of 32) is held as `words` 64-bit
@@ -86,14 +88,12 @@ public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
         guard digits.count == width.hexDigits else {
             throw CodeError.badLength(expected: width.hexDigits, got: digits.count)
         }
-        var words = [UInt64](repeating: 0, count: width.words)
-        try words.withUnsafeMutableBufferPointer { out in
-            for i in 0..<digits.count {
-                guard let v = hexValue(digits[i]) else { throw CodeError.badDigit(position: i) }
-                let bit = i &* 4
-                out[bit >> 6] |= UInt64(v) << UInt64(60 - (bit & 63))
-            }
+        var bad = -1
+        let words = [UInt64](unsafeUninitializedCapacity: width.words) { out, count in
+            bad = gdh_hex_decode(digits.baseAddress!, digits.count, out.baseAddress!)
+            count = width.words
         }
+        if bad >= 0 { throw CodeError.badDigit(position: bad) }
         self.width = width
         self.words = words
     }
@@ -170,16 +170,6 @@ public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
         var c = self
         c.words[i >> 6] ^= UInt64(1) << UInt64(63 - (i & 63))
         return c
-    }
-}
-
-@inline(__always)
-func hexValue(_ c: UInt8) -> UInt8? {
-    switch c {
-    case UInt8(ascii: "0")...UInt8(ascii: "9"): return c &- UInt8(ascii: "0")
-    case UInt8(ascii: "a")...UInt8(ascii: "f"): return c &- UInt8(ascii: "a") &+ 10
-    case UInt8(ascii: "A")...UInt8(ascii: "F"): return c &- UInt8(ascii: "A") &+ 10
-    default: return nil
     }
 }
 

@@ -36,6 +36,36 @@ struct HammingCodeTests {
         #expect(throws: CodeError.self) { try HammingCode(hex: "0123456 ", width: w) }
     }
 
+    @Test("every byte at every position of a 96-bit code: hex digits decode to their bits, any other byte is refused at its offset")
+    func everyByte() throws {
+        let w = try CodeWidth(bits: 96)
+        let base = Array("0123456789abcdefFEDCBA98".utf8)
+        let reference = try HammingCode(hex: String(decoding: base, as: UTF8.self), width: w)
+        #expect(reference.words == [0x0123_4567_89ab_cdef, 0xfedc_ba98_0000_0000])
+        for position in 0..<base.count {
+            for byte in 0...255 {
+                var digits = base
+                digits[position] = UInt8(byte)
+                let value: UInt64? = switch UInt8(byte) {
+                case 0x30...0x39: UInt64(byte - 0x30)
+                case 0x41...0x46: UInt64(byte - 0x41 + 10)
+                case 0x61...0x66: UInt64(byte - 0x61 + 10)
+                default: nil
+                }
+                if let value {
+                    var words = reference.words
+                    let shift = UInt64(60 - (position * 4) % 64)
+                    words[position / 16] = words[position / 16] & ~(0xF << shift) | value << shift
+                    #expect(try HammingCode(hexUTF8: digits, width: w).words == words)
+                } else {
+                    #expect(throws: CodeError.badDigit(position: position)) { try HammingCode(hexUTF8: digits, width: w) }
+                }
+            }
+        }
+        // The first bad digit is the one reported.
+        #expect(throws: CodeError.badDigit(position: 2)) { try HammingCode(hex: "01x3456789abcdefFEDCBA9z", width: w) }
+    }
+
     @Test("distance is the popcount of the xor, padding never counts")
     func distance() throws {
         for bits in [32, 64, 96, 160, 1024] {

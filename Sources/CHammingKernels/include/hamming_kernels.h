@@ -20,6 +20,12 @@ size_t gdh_scan_leq_reference(const uint64_t *codes, size_t words, size_t n,
 /// Setting GDH_SCALAR_KERNELS=1 in the environment forces the scalar path.
 int gdh_kernels_vectorised(void);
 
+/* Parses n hex digits (0-9, a-f, A-F) into codes packed most significant digit first:
+ * digit i is bits 60 - 4 * (i % 16) .. of word i / 16; a last word with fewer than 16
+ * digits has them at its top. Writes (n + 15) / 16 words to out. Returns -1 when every
+ * digit is hex, otherwise the offset of the first one that is not (out is then unusable). */
+long gdh_hex_decode(const uint8_t *digits, size_t n, uint64_t *out);
+
 /* Asks the CPU to bring the cache line at p in for writing (a hint: never faults). */
 static inline void gdh_prefetch_write(const void *p) { __builtin_prefetch(p, 1, 3); }
 
