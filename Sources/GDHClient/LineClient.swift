@@ -69,8 +69,11 @@ public final class LineClient {
 
     /// Queues one request line (without `\n`); `flush` or `receive` sends it.
     public func send(_ line: String) {
-        reader.expect(requestLine: line.utf8)
-        outBuffer.append(contentsOf: line.utf8)
+        var line = line
+        line.withUTF8 { bytes in
+            reader.expect(multiLine: RequestParser.expectsList(bytes: bytes))
+            outBuffer.append(contentsOf: bytes)
+        }
         outBuffer.append(0x0A)
     }
 

@@ -65,18 +65,27 @@ public enum RequestParser {
     /// single-line `ERR`, which a reader expecting a list accepts too. A trailing `\n` or
     /// `\r\n` is ignored.
     public static func expectsList(requestLine: some Collection<UInt8>) -> Bool {
-        var word: [UInt8] = []
-        word.reserveCapacity(8)
-        for b in requestLine {
-            if b == 0x20 || b == 0x0A { break }
-            if word.count == 8 { return false }  // longer than "METRICS\r"
-            word.append(b)
+        if let r = requestLine.withContiguousStorageIfAvailable({ expectsList(bytes: $0) }) { return r }
+        return Array(requestLine).withUnsafeBufferPointer { expectsList(bytes: $0) }
+    }
+
+    /// `expectsList(requestLine:)` of a line's bytes.
+    public static func expectsList(bytes b: UnsafeBufferPointer<UInt8>) -> Bool {
+        var n = 0
+        while n < b.count && b[n] != 0x20 && b[n] != 0x0A {
+            if n == 8 { return false }  // longer than "METRICS\r"
+            n += 1
         }
-        if word.last == 0x0D { word.removeLast() }
-        switch foldedWord(word[...]) {
-        case "KNN", "RANGE", "STATS", "METRICS": return true
-        default: return false
+        if n > 0 && b[n - 1] == 0x0D { n -= 1 }
+        func isWord(_ w: StaticString) -> Bool {
+            guard n == w.utf8CodeUnitCount else { return false }
+            for i in 0..<n {
+                let c = b[i]
+                if (c >= 0x61 && c <= 0x7A ? c &- 0x20 : c) != w.utf8Start[i] { return false }
+            }
+            return true
         }
+        return isWord("KNN") || isWord("RANGE") || isWord("STATS") || isWord("METRICS")
     }
 
     public static func expectsList(requestLine: String) -> Bool {

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// One response of the daemon, as a client reads it.
 public enum Response: Equatable, Hashable, Sendable {
     /// `OK <text>` (single-line answer).
@@ -97,36 +101,36 @@ public struct ResponseReader: Sendable {
 
     /// The next complete response, or nil if more bytes are needed.
     public mutating func next() throws(ResponseReaderError) -> Response? {
-        while let line = try nextLine() {
+        defer { compact() }
+        while let r = try nextLine() {
             if collecting {
-                listLines.append(line)
+                listLines.append(string(r))
                 remaining -= 1
                 if remaining == 0 { return finishList() }
                 continue
             }
             guard head < expectations.count else {
-                throw .unexpectedResponse(line: line)
+                throw .unexpectedResponse(line: string(r))
             }
             let multiLine = expectations[head]
-            let utf8 = line.utf8
-            if utf8.starts(with: "ERR".utf8) && (utf8.count == 3 || utf8.dropFirst(3).first == 0x20) {
+            if startsWithWord(r, "ERR") {
                 popExpectation()
-                let rest = line.utf8.count > 4 ? Substring(line.utf8.dropFirst(4)) : ""
-                if let sp = rest.firstIndex(of: " ") {
-                    return .error(code: String(rest[..<sp]), message: String(rest[rest.index(after: sp)...]))
+                let rest = r.count > 4 ? r.lowerBound + 4..<r.upperBound : r.upperBound..<r.upperBound
+                if let sp = buffer[rest].firstIndex(of: 0x20) {
+                    return .error(code: string(rest.lowerBound..<sp), message: string(sp + 1..<rest.upperBound))
                 }
-                return .error(code: String(rest), message: "")
+                return .error(code: string(rest), message: "")
             }
-            guard utf8.starts(with: "OK".utf8) && (utf8.count == 2 || utf8.dropFirst(2).first == 0x20) else {
-                throw .malformed(line: line, reason: "expected OK or ERR")
+            guard startsWithWord(r, "OK") else {
+                throw .malformed(line: string(r), reason: "expected OK or ERR")
             }
-            let text = utf8.count > 3 ? String(Substring(utf8.dropFirst(3))) : ""
+            let text = r.count > 3 ? string(r.lowerBound + 3..<r.upperBound) : ""
             guard multiLine else {
                 popExpectation()
                 return .ok(text)
             }
             guard let n = Self.count(text) else {
-                throw .malformed(line: line, reason: "expected OK <count> for a list")
+                throw .malformed(line: string(r), reason: "expected OK <count> for a list")
             }
             if n == 0 {
                 popExpectation()
@@ -140,7 +144,6 @@ public struct ResponseReader: Sendable {
         return nil
     }
 
-    /// Every complete response available now (after feeding).
     public mutating func responses() throws(ResponseReaderError) -> [Response] {
         var out: [Response] = []
         while let r = try next() { out.append(r) }
@@ -180,9 +183,29 @@ public struct ResponseReader: Sendable {
     }
 
     /// The next complete line (without `\n` and one `\r`), consuming it.
-    private mutating func nextLine() throws(ResponseReaderError) -> String? {
+    /// The bytes of `r` in the buffer as a string (invalid UTF-8 repaired).
+    private func string(_ r: Range<Int>) -> String {
+        buffer.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[r]), as: UTF8.self) }
+    }
+
+    /// Whether line `r` is `word` alone or `word` and a space and more.
+    private func startsWithWord(_ r: Range<Int>, _ word: StaticString) -> Bool {
+        let n = word.utf8CodeUnitCount
+        guard r.count >= n, r.count == n || buffer[r.lowerBound + n] == 0x20 else { return false }
+        let w = word.utf8Start
+        for i in 0..<n where buffer[r.lowerBound + i] != w[i] { return false }
+        return true
+    }
+
+    /// The next complete line's bytes in the buffer (without its `\n` and one `\r`); they
+    /// stay in place until `compact` (at the end of `next`).
+    private mutating func nextLine() throws(ResponseReaderError) -> Range<Int>? {
         let from = max(start, scanned)
-        guard let nl = buffer[from...].firstIndex(of: 0x0A) else {
+        let found = buffer.withUnsafeBufferPointer { b -> Int? in
+            guard from < b.count, let p = memchr(b.baseAddress! + from, 0x0A, b.count - from) else { return nil }
+            return UnsafeRawPointer(p).assumingMemoryBound(to: UInt8.self) - b.baseAddress!
+        }
+        guard let nl = found else {
             scanned = buffer.count
             if buffer.count - start > maxLineBytes { throw .lineTooLong(limit: maxLineBytes) }
             return nil
@@ -190,9 +213,14 @@ public struct ResponseReader: Sendable {
         var end = nl
         if end > start && buffer[end - 1] == 0x0D { end -= 1 }
         guard end - start <= maxLineBytes else { throw .lineTooLong(limit: maxLineBytes) }
-        let line = String(decoding: buffer[start..<end], as: UTF8.self)
+        let line = start..<end
         start = nl + 1
         scanned = start
+        return line
+    }
+
+    /// Drops the bytes of the lines already read.
+    private mutating func compact() {
         if start == buffer.count {
             buffer.removeAll(keepingCapacity: true)
             start = 0
@@ -202,6 +230,5 @@ public struct ResponseReader: Sendable {
             scanned -= start
             start = 0
         }
-        return line
     }
 }
