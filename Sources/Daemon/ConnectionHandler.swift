@@ -147,8 +147,34 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
 
     /// The writer's outcomes for a batch of this connection's writes (on the event loop).
     func writesDone(_ outcomes: [(UInt64, Result<WriteOutcome, Error>)]) {
+        // The usual case of a pipelining client: successful writes that are the next
+        // answers to go out, with nothing held back. Their `OK <n>` lines are written here
+        // at once, without an answer and a write action each.
+        if let context, streaming == nil, !state.hasActions, let first = outcomes.first,
+           state.isNextToWrite(first.0), Self.consecutiveSuccesses(outcomes) {
+            if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
+            let now = DispatchTime.now().uptimeNanoseconds
+            for case (_, .success(let outcome)) in outcomes {
+                let bytes = Reply.writeOK(Service.number(outcome), into: &output!)
+                if let t = timing.popFirst() {
+                    observed.answered(command: t.command, seconds: Double(now &- t.start) / 1e9, bytes: bytes)
+                }
+            }
+            state.answerWrittenHead(outcomes.count)
+            performAndFlush()
+            return
+        }
         for (seq, result) in outcomes { state.answer(seq, service.reply(result)) }
         performAndFlush()
+    }
+
+    /// Whether every outcome succeeded and their requests follow one another.
+    private static func consecutiveSuccesses(_ outcomes: [(UInt64, Result<WriteOutcome, Error>)]) -> Bool {
+        guard let first = outcomes.first?.0 else { return false }
+        for (i, (seq, result)) in outcomes.enumerated() {
+            guard seq == first &+ UInt64(i), case .success = result else { return false }
+        }
+        return true
     }
 
     func collect(_ job: Writer.Job) {

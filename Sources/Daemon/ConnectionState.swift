@@ -140,8 +140,24 @@ struct ConnectionState<Request, Reply> {
         actions.append(.run(seq, request))
     }
 
-    private mutating func flushAnswers() {
-        var progressed = false
+    /// Whether request `seq` is the next one to be written.
+    func isNextToWrite(_ seq: UInt64) -> Bool { seq == written && !answers.isEmpty }
+
+    /// The `n` requests from the next one to be written on (none answered yet) are answered,
+    /// and the caller has written their answers itself, in order. What that lets run or be
+    /// written next follows as actions.
+    mutating func answerWrittenHead(_ n: Int) {
+        precondition(n <= answers.count, "more answers than requests in flight")
+        for _ in 0..<n {
+            guard case .some(nil) = answers.popFirst() else { preconditionFailure("request answered twice") }
+            written += 1
+            if closingSeq == written - 1 { actions.append(.close) }
+        }
+        flushAnswers(progressed: n > 0)
+    }
+
+    private mutating func flushAnswers(progressed wrote: Bool = false) {
+        var progressed = wrote
         while let first = answers.first, let reply = first {
             _ = answers.popFirst()
             actions.append(.write(reply))

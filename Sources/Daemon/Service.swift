@@ -244,7 +244,7 @@ final class Service: @unchecked Sendable {
 
     /// The number a successful write answers: the item's id for an ADD, whether the key
     /// existed (1 or 0) for a DEL, 0 for a REENCODE write that was skipped.
-    private static func number(_ outcome: WriteOutcome) -> UInt64 {
+    static func number(_ outcome: WriteOutcome) -> UInt64 {
         switch outcome {
         case .added(let id): return UInt64(id)
         case .deleted(let existed): return existed ? 1 : 0

@@ -166,9 +166,10 @@ struct ConnectionStateTests {
         }
     }
 
-    @Test("a write taken with receiveRunningWrite when writeWouldRun leaves the state as receive would")
+    @Test("a write taken with receiveRunningWrite when writeWouldRun, and answers written with answerWrittenHead, leave the state as receive and answer would")
     func runningWriteMatchesReceive() {
         var rng = SplitMix64(seed: 11)
+        var headRuns = 0
         for _ in 0..<200 {
             let limit = 2 + Int(rng.next() % 16)
             var general = Driver(maxInFlight: limit)
@@ -192,6 +193,18 @@ struct ConnectionStateTests {
                         fast.receive("r\(sent)", order)
                     }
                     sent += 1
+                } else if rng.next() % 2 == 0, let head = general.running.min(), fast.state.isNextToWrite(head),
+                          !fast.state.hasActions {
+                    // A run of running requests from the next one to be written on, answered
+                    // together: the handler writes them itself (answerWrittenHead).
+                    var n = 1
+                    while general.running.contains(head + UInt64(n)) && rng.next() % 4 != 0 { n += 1 }
+                    for i in 0..<n { general.answer(head + UInt64(i)) }
+                    fast.running.removeAll { $0 >= head && $0 < head + UInt64(n) }
+                    fast.writes += (0..<n).map { "A\(head + UInt64($0))" }
+                    fast.state.answerWrittenHead(n)
+                    fast.drain()
+                    headRuns += 1
                 } else {
                     let seq = general.running[Int(rng.next() % UInt64(general.running.count))]
                     general.answer(seq)
@@ -206,5 +219,6 @@ struct ConnectionStateTests {
             #expect(fast.writes.count == n)
             if n > 5 { #expect(taken > 0 || !general.ran.isEmpty) }
         }
+        #expect(headRuns > 100)
     }
 }
