@@ -103,6 +103,23 @@ public enum RequestParser {
         return nil
     }
 
+    /// `keyProblem` of a key given as its bytes: nil when they are a key the daemon
+    /// accepts (1 to `maxKeyBytes` bytes of UTF-8, no white space or control character).
+    public static func keyProblem(bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        guard !bytes.isEmpty, !bytes.contains(0x20) else {
+            return "a key is 1 to \(maxKeyBytes) bytes of UTF-8 without white space"
+        }
+        if let bad = firstInvalidUTF8(bytes) {
+            return "request is not valid UTF-8 (bad byte at offset \(bad + 4))"
+        }
+        do {
+            _ = try key(bytes, 0..<bytes.count)
+            return nil
+        } catch {
+            return error.message
+        }
+    }
+
     // MARK: - Implementation
 
     static func parse(buffer whole: UnsafeBufferPointer<UInt8>) -> Result<Command, ProtocolError> {

@@ -52,6 +52,54 @@ struct ImportFileTests {
         #expect(f.problems[4] == "line 6: the code must be 8 hex digits for this 32-bit database")
     }
 
+    /// The file's reading as first written: a split at every \n, then at spaces, the key
+    /// checked by parsing `GET <key>` (the reference for the reader on bytes).
+    static func reference(_ data: [UInt8], bits: Int) -> (entries: [ImportFile.Entry], problems: [String]) {
+        var entries: [ImportFile.Entry] = [], problems: [String] = []
+        var lineNumber = 0
+        var comments = true
+        for raw in data.split(separator: 0x0A, omittingEmptySubsequences: false) {
+            lineNumber += 1
+            var bytes = raw
+            if bytes.last == 0x0D { bytes = bytes.dropLast() }
+            if lineNumber == 1 && bytes.elementsEqual(ImportFile.dumpMarker.utf8) { comments = false; continue }
+            if bytes.isEmpty || (comments && bytes.first == UInt8(ascii: "#")) { continue }
+            let parts = bytes.split(separator: 0x20, omittingEmptySubsequences: false)
+            guard parts.count == 2, let key = String(validating: parts[0], as: UTF8.self),
+                  !key.isEmpty, !key.contains(" "), case .success = RequestParser.parse("GET " + key),
+                  // A key ending in CR passed `GET <key>` (the parser drops one final CR as
+                  // framing) and was then refused by the daemon as BADKEY; it is now refused
+                  // before anything is sent, like every other control character.
+                  key.utf8.last != 0x0D else {
+                problems.append("line \(lineNumber): expected `key hex` with a key of 1 to \(RequestParser.maxKeyBytes) bytes and no spaces")
+                continue
+            }
+            guard parts[1].count == bits / 4, parts[1].allSatisfy(ImportFile.isHexDigit) else {
+                problems.append("line \(lineNumber): the code must be \(bits / 4) hex digits for this \(bits)-bit database")
+                continue
+            }
+            entries.append(ImportFile.Entry(line: lineNumber, command: .add(key: key, from: .code(hexDigits: Array(parts[1])))))
+        }
+        return (entries, problems)
+    }
+
+    @Test("random files read as the split-based reference reads them")
+    func againstReference() {
+        var rng = UInt64(0x9E37_79B9_7F4A_7C15)
+        func next() -> UInt64 { rng = rng &* 6364136223846793005 &+ 1442695040888963407; return rng >> 33 }
+        let pieces: [[UInt8]] = [Array("k".utf8), Array("key-7".utf8), Array("é".utf8), Array("#".utf8), [0x20], [0x20, 0x20],
+                                 [0x0A], [0x0D, 0x0A], [0x0D], Array("0123abcd".utf8), Array("0123ABCD".utf8), Array("0000000g".utf8),
+                                 [0x09], [0x7F], [0xFF], [0xC2, 0xA0], Array(ImportFile.dumpMarker.utf8)]
+        for _ in 0..<3_000 {
+            var data: [UInt8] = []
+            for _ in 0..<Int(next() % 24) { data += pieces[Int(next() % UInt64(pieces.count))] }
+            let f = ImportFile(parsing: data, bits: 32)
+            let r = Self.reference(data, bits: 32)
+            #expect(f.entries == r.entries, "\(data)")
+            #expect(f.problems == r.problems, "\(data)")
+        }
+    }
+
     @Test("every request line parses back to the command it came from")
     func roundTrip() throws {
         let f = ImportFile(parsing: Array("é🐈 0000000000000000\nx ABCDEF0123456789\n".utf8), bits: 64)
