@@ -89,9 +89,17 @@ extension MultiIndex {
         for (k, id) in ids.enumerated() {
             if let src = current(k) {
                 if let q = s.position(of: id) {
-                    (s.codes + q * s.words).update(from: src, count: s.words)
-                    st.appendOnly = false
-                    index(q)
+                    // A write copied with its final code (a new id below the copy's end,
+                    // added while the copy went on) is already indexed where it is: by the
+                    // tables built over the copy, or by the delta of an earlier carry.
+                    // Only a code that differs is a replacement (which keeps the next fold
+                    // from merging into these tables).
+                    let dst = s.codes + q * s.words
+                    if (0..<s.words).contains(where: { dst[$0] != src[$0] }) {
+                        dst.update(from: src, count: s.words)
+                        st.appendOnly = false
+                        index(q)
+                    }
                 } else {
                     s.append(id, src)
                     st.live += 1

@@ -315,6 +315,51 @@ struct MultiIndexSnapshotTests {
         }
     }
 
+    @Test("adds copied by a snapshot in pieces and carried again with the same code leave the index append-only: the next fold merges")
+    func copiedAddsKeepMerging() throws {
+        var rng = SplitMix(seed: 41)
+        let w = try CodeWidth(bits: 64)
+        let index = try MultiIndex(width: w, m: 3)
+        var items: [UInt32: HammingCode] = [:]
+        let centre = randomCode(w, &rng)
+        func make() -> HammingCode { noisy(centre, p: 0.1, &rng) }
+        var next: UInt32 = 0
+        for _ in 0..<3000 { let c = make(); index.upsert(next, c); items[next] = c; next += 1 }
+        try index.rebuild()
+        for round in 0..<3 {
+            // New ids, in order, added between the pieces: the ones below the copy's end are
+            // copied too, and all of them are carried at the install.
+            var changed = Set<UInt32>()
+            let copy = try index.startSnapshot(m: index.m)
+            while !index.continueSnapshot(copy, ids: 250) {
+                for _ in 0..<40 { let c = make(); index.upsert(next, c); items[next] = c; changed.insert(next); next += 1 }
+            }
+            let snapshot = index.finishSnapshot(copy, changed: changed)
+            #expect(snapshot.merges, "round \(round)")
+            let staged = MultiIndex.stage(snapshot.build())
+            for _ in 0..<30 { let c = make(); index.upsert(next, c); items[next] = c; changed.insert(next); next += 1 }
+            index.install(staged, changedSince: changed)
+            #expect(try index.check() == 0)
+            #expect(try index.snapshotForTables(m: index.m).merges, "round \(round)")
+            for t in 0..<6 {
+                let q = t % 2 == 0 ? make() : randomCode(w, &rng)
+                let truth = bruteForce(items, q)
+                #expect(index.knn(q, k: 20) == Array(truth.prefix(20)), "round \(round)")
+                #expect(index.range(q, radius: 12) == truth.filter { $0.distance <= 12 }, "round \(round)")
+            }
+        }
+        // A copied id whose code changed before the install is a replacement: no merge after.
+        var changed = Set<UInt32>()
+        let copy = try index.startSnapshot(m: index.m)
+        _ = index.continueSnapshot(copy, ids: Int.max / 2)
+        let victim: UInt32 = 5
+        let c = make(); index.upsert(victim, c); items[victim] = c; changed.insert(victim)
+        let staged = MultiIndex.stage(index.finishSnapshot(copy, changed: changed).build())
+        index.install(staged, changedSince: changed)
+        #expect(try !index.snapshotForTables(m: index.m).merges)
+        #expect(index.codes.code(victim) == c)
+    }
+
     @Test("staged tables: changes captured in rounds and pieces and carried beside, the rest at the install; answers exact, positions in id order")
     func stagedInRounds() throws {
         for (seed, m) in [(UInt64(31), nil), (32, 3)] as [(UInt64, Int?)] {
