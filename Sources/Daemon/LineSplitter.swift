@@ -23,6 +23,8 @@ public struct LineSplitter {
     private var partial: [UInt8] = []
     /// True while discarding the rest of an over-long line.
     private var discarding = false
+    /// The most room kept for unfinished lines between two of them.
+    static let keptCapacity = 64 << 10
 
     public init(maxLength: Int) {
         self.maxLength = maxLength
@@ -30,6 +32,8 @@ public struct LineSplitter {
 
     /// Bytes held for a line not finished yet.
     public var heldBytes: Int { partial.count }
+    /// Room held for them.
+    var heldCapacity: Int { partial.capacity }
 
     /// Gives `body` each line finished by `bytes`, in order, and keeps the unfinished tail.
     /// When `body` returns false no further line is given, and the rest of `bytes` is
@@ -43,7 +47,7 @@ public struct LineSplitter {
                 if discarding { return }
                 if partial.count + n > maxLength {
                     discarding = true
-                    partial.removeAll(keepingCapacity: true)
+                    clearPartial()
                 } else {
                     partial.append(contentsOf: UnsafeRawBufferPointer(start: base, count: n))
                 }
@@ -53,12 +57,12 @@ public struct LineSplitter {
             let more: Bool
             if discarding || partial.count + nl > maxLength {
                 discarding = false
-                partial.removeAll(keepingCapacity: true)
+                clearPartial()
                 more = body(.tooLong)
             } else {
                 partial.append(contentsOf: UnsafeRawBufferPointer(start: base, count: nl))
                 more = partial.withUnsafeBytes { body(.line($0)) }
-                partial.removeAll(keepingCapacity: true)
+                clearPartial()
             }
             guard more else { return }
         }
@@ -76,10 +80,10 @@ public struct LineSplitter {
         }
     }
 
-    /// Forgets an unfinished line (end of input).
-    public mutating func reset() {
-        partial = []
-        discarding = false
+    /// Empties `partial`, keeping room for the usual short tail but not a large line's (an
+    /// inline image would otherwise hold megabytes per idle connection).
+    private mutating func clearPartial() {
+        if partial.capacity > Self.keptCapacity { partial = [] } else { partial.removeAll(keepingCapacity: true) }
     }
 
     @inline(__always)

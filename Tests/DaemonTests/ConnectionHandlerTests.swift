@@ -311,6 +311,24 @@ struct LineSplitterTests {
         #expect(out == [nil, "ok"])
     }
 
+    @Test("a large line read in pieces is given whole; the room it took is not kept")
+    func largeLineRoom() {
+        var splitter = LineSplitter(maxLength: 1 << 20)
+        let line = Array(repeating: UInt8(ascii: "x"), count: 300_000)
+        var lengths: [Int] = []
+        let take = { (frame: FramedLine) -> Bool in
+            if case .line(let b) = frame { lengths.append(b.count) }
+            return true
+        }
+        for start in stride(from: 0, to: line.count, by: 65_536) {
+            Array(line[start..<min(line.count, start + 65_536)]).withUnsafeBytes { splitter.split($0, take) }
+        }
+        #expect(lengths.isEmpty && splitter.heldBytes == line.count)
+        Array("\nPING\nGE".utf8).withUnsafeBytes { splitter.split($0, take) }
+        #expect(lengths == [300_000, 4])
+        #expect(splitter.heldBytes == 2 && splitter.heldCapacity <= LineSplitter.keptCapacity)
+    }
+
     @Test("when the taker says stop, no further line is given and the rest of the read is dropped")
     func stop() {
         var splitter = LineSplitter(maxLength: 64)
