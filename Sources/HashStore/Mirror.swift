@@ -16,8 +16,9 @@ extension HashStore {
         do {
             try env.read { txn in
                 let n = try txn.count(dbItems)
-                index.codes.reserve(Int(nextID))
-                _ = n
+                // Room for the items; the id → position map starts at the first id and is
+                // rebased for the live ids when the tables are loaded or built.
+                index.codes.reserve(n)
                 try txn.forEach(dbItems) { k, v in
                     let (id, code, key) = try ItemRecord.decode(key: k, value: v, width: width)
                     index.codes.set(id, code)
