@@ -176,6 +176,7 @@ final class KeyIndex {
         }
         used += 1
         filled += 1
+        reclaiming?.journal.append(id)
     }
 
     /// Sets an id's location word (in the array from `base` up, else in `older`).
@@ -207,6 +208,7 @@ final class KeyIndex {
             slots[i] = KeyIndex.tombstone
             setLoc(id, loc(id) | KeyIndex.removedBit)
             removed.append((id, generation))
+            reclaiming?.journal.append(id)
             liveBytes -= b.count
             deadBytes += b.count
             used -= 1
@@ -261,62 +263,210 @@ final class KeyIndex {
     /// them), packs the arena with the keys held (ascending id), rebases the id → location
     /// map, and sizes the key → id table for the keys left. Ids do not change.
     func reclaim(keepingRemovedAfter safe: UInt64) {
-        adopt(prepareReclaim(keepingRemovedAfter: safe))
+        startReclaim(keepingRemovedAfter: safe)
+        while !reclaimStep(budget: .max) {}
+        withExtendedLifetime(finishReclaim()) {}
     }
 
-    /// What `prepareReclaim` builds and `adopt` puts in use.
-    struct Reclaimed {
-        fileprivate var arena: [UInt8], location: [UInt64], base: Int, older: OlderLocations, slots: [UInt64]
-        fileprivate var removed: [(id: UInt32, generation: UInt64)], deadBytes: Int
-        /// The index's `used` and removes when it was prepared: nothing may change before `adopt`.
-        fileprivate let used: Int, removedBefore: Int
+    /// A reclaim under way: the packed index built beside this one a piece at a time
+    /// (`reclaimStep`), while this one goes on changing; every id inserted or removed
+    /// meanwhile is journaled and its current state carried over, so that the swap
+    /// (`finishReclaim`) has only the last few to carry.
+    final class Reclaim {
+        let safe: UInt64
+        /// One past the ids the array covered at the start (ids inserted later are above it,
+        /// and journaled).
+        let end: Int
+        /// A bit per id below `end`: the removes that may go.
+        var dropped: [UInt64]
+        /// The ids held at the scan, not dropped, ascending.
+        var held: [UInt32] = []
+        var olderScanned = false
+        /// The next array index (id - the index's base) to scan; then the next `held` to copy.
+        var scanNext = 0, copyNext = 0
+        var scanned = false
+        /// The packed index being built.
+        var arena: [UInt8] = [], location: [UInt64] = [], base = 0, older = OlderLocations(), slots: [UInt64] = []
+        var deadBytes = 0
+        /// Entries placed in `slots` and tombstones left there.
+        var placed = 0, tombstones = 0
+        /// Ids inserted or removed since the start and not carried over yet.
+        var journal: [UInt32] = []
+        /// Entries of `removed` at the start that stay (removed after `safe`), and how many
+        /// there were in all.
+        let kept: [(id: UInt32, generation: UInt64)]
+        let removedBefore: Int
+
+        init(safe: UInt64, end: Int, dropped: [UInt64], kept: [(id: UInt32, generation: UInt64)], removedBefore: Int) {
+            self.safe = safe
+            self.end = end
+            self.dropped = dropped
+            self.kept = kept
+            self.removedBefore = removedBefore
+        }
+
+        func isDropped(_ id: UInt32) -> Bool {
+            Int(id) < end && dropped[Int(id) >> 6] >> UInt64(id & 63) & 1 == 1
+        }
+
+        /// The word of an id in the packed index (0: not there).
+        func word(_ id: UInt32) -> UInt64 {
+            let i = Int(id) - base
+            return i >= 0 ? (i < location.count ? location[i] : 0) : older.get(id)
+        }
+
+        func setWord(_ id: UInt32, _ w: UInt64) {
+            let i = Int(id) - base
+            guard i >= 0 else { older.set(id, w); return }
+            if i >= location.count { location.append(contentsOf: repeatElement(0, count: i + 1 - location.count)) }
+            location[i] = w
+        }
+
+        /// Places `tag << 32 | id + 1` in the packed key → id table.
+        func place(_ entry: UInt64) {
+            let mask = slots.count - 1
+            var i = Int(truncatingIfNeeded: entry >> 32) & mask
+            while slots[i] != 0 { i = (i + 1) & mask }
+            slots[i] = entry
+            placed += 1
+        }
+
+        /// Turns an id's entry in the packed table into a tombstone (`tag`: its key's hash >> 32).
+        func unplace(_ id: UInt32, tag: UInt64) {
+            let mask = slots.count - 1
+            var i = Int(truncatingIfNeeded: tag) & mask
+            while slots[i] != 0 {
+                if slots[i] == tag << 32 | UInt64(id + 1) {
+                    slots[i] = KeyIndex.tombstone
+                    tombstones += 1
+                    return
+                }
+                i = (i + 1) & mask
+            }
+        }
     }
 
-    /// Builds the reclaimed index without changing this one, so that readers may go on
-    /// meanwhile (the one mutating thread must not change it before `adopt`).
-    /// O(ids held + array span + table slots).
-    func prepareReclaim(keepingRemovedAfter safe: UInt64) -> Reclaimed {
+    /// The reclaim under way, if any.
+    private(set) var reclaiming: Reclaim?
+
+    /// Starts a reclaim that drops the removed keys tagged with a generation ≤ `safe` (no
+    /// reader can still ask for them), packs the arena with the keys held (ascending id),
+    /// rebases the id → location map and sizes the key → id table for the keys left; ids do
+    /// not change. O(removes + id span / 64): the rest is `reclaimStep`'s.
+    func startReclaim(keepingRemovedAfter safe: UInt64) {
+        precondition(reclaiming == nil, "a reclaim is under way")
         let end = base + location.count
-        // A bit per id below `end`: the removes that may go.
         var dropped = [UInt64](repeating: 0, count: end / 64 + 1)
         var kept: [(id: UInt32, generation: UInt64)] = []
         for r in removed {
             if r.generation <= safe { dropped[Int(r.id) >> 6] |= 1 << UInt64(r.id & 63) } else { kept.append(r) }
         }
-        let isDropped = { (id: UInt32) in dropped[Int(id) >> 6] >> UInt64(id & 63) & 1 == 1 }
-        var held = older.entries().map(\.id).filter { !isDropped($0) }.sorted()
-        held.reserveCapacity(held.count + used + kept.count)
-        for (i, l) in location.enumerated() where l != 0 && !isDropped(UInt32(i + base)) { held.append(UInt32(i + base)) }
-        let newBase = KeyIndex.cheapestBase(held: held, end: end)
-        var r = Reclaimed(arena: [], location: [UInt64](repeating: 0, count: max(0, end - newBase)), base: newBase,
-                          older: OlderLocations(), slots: KeyIndex.rehashed(slots, size: used * 4),
-                          removed: kept, deadBytes: 0, used: used, removedBefore: removed.count)
-        r.arena.reserveCapacity(liveBytes + kept.count * 32)
-        arena.withUnsafeBufferPointer { ap in
-            for id in held {
-                let l = loc(id)
-                let off = Int((l & ~KeyIndex.removedBit) >> 9), len = Int(l & 0x1FF)
-                let moved = UInt64(r.arena.count) << 9 | (l & (KeyIndex.removedBit | 0x1FF))
-                r.arena.append(contentsOf: UnsafeBufferPointer(rebasing: ap[off..<(off + len)]))
-                if l & KeyIndex.removedBit != 0 { r.deadBytes += len }
-                if Int(id) >= newBase { r.location[Int(id) - newBase] = moved } else { r.older.set(id, moved) }
-            }
-        }
-        return r
+        reclaiming = Reclaim(safe: safe, end: end, dropped: dropped, kept: kept, removedBefore: removed.count)
     }
 
-    /// Puts a reclaim prepared from the current state in use.
-    func adopt(_ r: Reclaimed) {
-        precondition(r.used == used && r.removedBefore == removed.count, "key index changed during its reclaim")
-        arena = r.arena
-        location = r.location
-        base = r.base
-        older = r.older
-        slots = r.slots
-        filled = used
-        removed = r.removed
-        deadBytes = r.deadBytes
+    /// Does about `budget` ids' worth of the reclaim under way (scans the array, then copies
+    /// held keys to the packed index, then carries over the ids journaled so far), touching
+    /// this index only to read it. Returns true once `finishReclaim` has only the journal of
+    /// the last changes left.
+    func reclaimStep(budget: Int) -> Bool {
+        guard let w = reclaiming else { return true }
+        var left = budget
+        if !w.scanned {
+            if !w.olderScanned {
+                w.held = older.entries().map(\.id).filter { !w.isDropped($0) }.sorted()
+                w.olderScanned = true
+            }
+            // The array as it was at the start (ids above it are journaled).
+            let count = w.end - base
+            let stop = left >= count - w.scanNext ? count : w.scanNext + left
+            location.withUnsafeBufferPointer { lp in
+                for i in w.scanNext..<stop where lp[i] != 0 && !w.isDropped(UInt32(i + base)) { w.held.append(UInt32(i + base)) }
+            }
+            left -= stop - w.scanNext
+            w.scanNext = stop
+            guard stop == count else { return false }
+            // The scan is done: the new base, the array and the table's size.
+            w.scanned = true
+            w.base = KeyIndex.cheapestBase(held: w.held, end: w.end)
+            w.location = [UInt64](repeating: 0, count: max(0, w.end - w.base))
+            var c = 1024
+            while c < used * 4 { c <<= 1 }
+            w.slots = [UInt64](repeating: 0, count: c)
+            w.arena.reserveCapacity(liveBytes + w.kept.count * 32)
+            left -= w.location.count / 8 + c / 8
+        }
+        if w.copyNext < w.held.count {
+            // A copy costs about four ids of the scan.
+            guard left >= 4 else { return false }
+            let stop = left / 4 >= w.held.count - w.copyNext ? w.held.count : w.copyNext + left / 4
+            for k in w.copyNext..<stop { carry(w.held[k], into: w) }
+            left -= 4 * (stop - w.copyNext)
+            w.copyNext = stop
+            guard stop == w.held.count else { return false }
+        }
+        let journal = w.journal
+        w.journal.removeAll(keepingCapacity: true)
+        carry(journal, into: w)
+        // Few enough changes came in since the last step: the next ones are left to the swap.
+        return journal.count <= 1_000
+    }
+
+    /// Gives the packed index the current state of each id in `ids` (any order, repeats
+    /// allowed): copies a key not there yet, marks removed one removed since.
+    private func carry(_ ids: [UInt32], into w: Reclaim) {
+        // Room for the inserts among them without a table more than half full.
+        if (w.placed + ids.count + 1) * 2 > w.slots.count {
+            w.slots = KeyIndex.rehashed(w.slots, size: (w.placed - w.tombstones + ids.count) * 4)
+            w.placed -= w.tombstones
+            w.tombstones = 0
+        }
+        for id in ids { carry(id, into: w) }
+    }
+
+    /// `carry` of one id.
+    private func carry(_ id: UInt32, into w: Reclaim) {
+        let l = loc(id)
+        guard l != 0 else { return }
+        let off = Int((l & ~KeyIndex.removedBit) >> 9), len = Int(l & 0x1FF)
+        let isRemoved = l & KeyIndex.removedBit != 0
+        let nl = w.word(id)
+        arena.withUnsafeBufferPointer { ap in
+            let bytes = UnsafeBufferPointer(rebasing: ap[off..<(off + len)])
+            if nl == 0 {
+                let moved = UInt64(w.arena.count) << 9 | (l & (KeyIndex.removedBit | 0x1FF))
+                w.arena.append(contentsOf: bytes)
+                w.setWord(id, moved)
+                if isRemoved { w.deadBytes += len } else { w.place((KeyIndex.hash(bytes: bytes) >> 32) << 32 | UInt64(id + 1)) }
+            } else if isRemoved && nl & KeyIndex.removedBit == 0 {
+                w.setWord(id, nl | KeyIndex.removedBit)
+                w.deadBytes += len
+                w.unplace(id, tag: KeyIndex.hash(bytes: bytes) >> 32)
+            }
+        }
+    }
+
+    /// Carries over the last journaled ids and puts the packed index in use (under the
+    /// owner's write lock); O(journal). Returns the old buffers, to be dropped outside it.
+    func finishReclaim() -> AnyObject {
+        guard let w = reclaiming else { return [UInt8]() as AnyObject }
+        precondition(w.scanned && w.copyNext == w.held.count, "reclaim not prepared")
+        let journal = w.journal
+        w.journal = []
+        carry(journal, into: w)
+        precondition(w.placed - w.tombstones == used, "key index reclaim lost track of the keys")
+        let old = (arena, location, slots, older, removed) as AnyObject
+        // Moved out of `w`, so that this index holds them alone (no copy on the next write).
+        arena = w.arena; w.arena = []
+        location = w.location; w.location = []
+        base = w.base
+        older = w.older; w.older = OlderLocations()
+        slots = w.slots; w.slots = []
+        filled = w.placed
+        removed = w.kept + removed[w.removedBefore...]
+        deadBytes = w.deadBytes
+        reclaiming = nil
         garbageKept = garbageBytes
+        return old
     }
 
     /// The base id for which the array from it up to `end` (8 bytes an id) and the hash of

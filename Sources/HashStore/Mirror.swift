@@ -117,18 +117,26 @@ extension HashStore {
 
     /// Gives back the key index's garbage (removed keys' bytes, the id → location entries
     /// of ids no longer held) once it outweighs the keys held, keeping every removed key a
-    /// reader may still resolve: those removed after the oldest pinned generation. The new
-    /// index is built under the read lock (queries go on; the writer lock, held by the
-    /// caller, keeps it from changing) and swapped in under the write lock.
+    /// reader may still resolve: those removed after the oldest pinned generation. The
+    /// packed index is built beside the one in use a piece after each batch
+    /// (`KeyIndex.reclaimStep`, `keyReclaimPiece` ids, under the read lock: queries go on,
+    /// and the writer lock, held by the caller, keeps the index from changing meanwhile);
+    /// the ids written between the pieces are carried over to it, and the swap under the
+    /// write lock carries only the last batch's. The old buffers are freed outside the lock.
     func reclaimKeysIfNeeded() {
-        let prepared = rw.withReadLock { () -> KeyIndex.Reclaimed? in
-            guard keys.garbageBytes > 1 << 20 else { return nil }
-            let safe = keyPins.oldest ?? keyGeneration
-            guard keys.shouldReclaim(safe: safe) else { return nil }
-            return keys.prepareReclaim(keepingRemovedAfter: safe)
+        if keys.reclaiming == nil {
+            let started = rw.withReadLock { () -> Bool in
+                guard keys.garbageBytes > 1 << 20 else { return false }
+                let safe = keyPins.oldest ?? keyGeneration
+                guard keys.shouldReclaim(safe: safe) else { return false }
+                keys.startReclaim(keepingRemovedAfter: safe)
+                return true
+            }
+            guard started else { return }
         }
-        guard let prepared else { return }
-        rw.withWriteLock { keys.adopt(prepared) }
+        guard rw.withReadLock({ keys.reclaimStep(budget: keyReclaimPiece) }) else { return }
+        let old = rw.withWriteLock { keys.finishReclaim() }
+        withExtendedLifetime(old) {}
         keyReclaims += 1
     }
 
