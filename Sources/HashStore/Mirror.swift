@@ -121,8 +121,8 @@ extension HashStore {
     /// packed index is built beside the one in use a piece after each batch
     /// (`KeyIndex.reclaimStep`, `keyReclaimPiece` ids, under the read lock: queries go on,
     /// and the writer lock, held by the caller, keeps the index from changing meanwhile);
-    /// the ids written between the pieces are carried over to it, and the swap under the
-    /// write lock carries only the last batch's. The old buffers are freed outside the lock.
+    /// the ids written between the pieces are carried over to it by the last step, and the
+    /// swap under the write lock follows it at once. The old buffers are freed outside the lock.
     func reclaimKeysIfNeeded() {
         if keys.reclaiming == nil {
             let started = rw.withReadLock { () -> Bool in
@@ -136,8 +136,9 @@ extension HashStore {
         }
         guard rw.withReadLock({ keys.reclaimStep(budget: keyReclaimPiece) }) else { return }
         let old = rw.withWriteLock { keys.finishReclaim() }
-        withExtendedLifetime(old) {}
         keyReclaims += 1
+        // Freeing tens of MB takes milliseconds: not on the writer's time.
+        DispatchQueue.global(qos: .utility).async { withExtendedLifetime(old) {} }
     }
 
     /// Pins the keys of the ids live now: until the pin is released (dropped), every one of
