@@ -318,7 +318,7 @@ final class CodeStorage {
 
     // MARK: Rebasing the map
 
-    /// Bytes the map takes (dense part and `older`), for tests and STATS.
+    /// Bytes the map takes (dense part and `older`), for tests.
     var mapBytes: Int { idCapacity * 4 + olderCapacity * 8 }
 
     /// Whether the map holds much more than its live ids need: dead dense slots and dead
