@@ -83,6 +83,9 @@ public final class HashStore {
     /// `StoreOptions.tableChunkBytes` and `copyPieceIDs`.
     let tableChunkBytes: Int
     let copyPieceIDs: Int
+    /// Ids of the key index a reclaim goes through after each batch (`reclaimKeysIfNeeded`):
+    /// about a millisecond's work.
+    let keyReclaimPiece = 65_536
     /// While a fold builds tables beside the writes: the ids written since its snapshot
     /// (under `rw`).
     var foldChanged: Set<UInt32>?

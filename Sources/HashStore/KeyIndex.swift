@@ -176,6 +176,7 @@ final class KeyIndex {
         }
         used += 1
         filled += 1
+        reclaiming?.journal.append(id)
     }
 
     /// Sets an id's location word (in the array from `base` up, else in `older`).
@@ -207,6 +208,7 @@ final class KeyIndex {
             slots[i] = KeyIndex.tombstone
             setLoc(id, loc(id) | KeyIndex.removedBit)
             removed.append((id, generation))
+            reclaiming?.journal.append(id)
             liveBytes -= b.count
             deadBytes += b.count
             used -= 1
@@ -261,62 +263,255 @@ final class KeyIndex {
     /// them), packs the arena with the keys held (ascending id), rebases the id → location
     /// map, and sizes the key → id table for the keys left. Ids do not change.
     func reclaim(keepingRemovedAfter safe: UInt64) {
-        adopt(prepareReclaim(keepingRemovedAfter: safe))
+        startReclaim(keepingRemovedAfter: safe)
+        while !reclaimStep(budget: .max) {}
+        withExtendedLifetime(finishReclaim()) {}
     }
 
-    /// What `prepareReclaim` builds and `adopt` puts in use.
-    struct Reclaimed {
-        fileprivate var arena: [UInt8], location: [UInt64], base: Int, older: OlderLocations, slots: [UInt64]
-        fileprivate var removed: [(id: UInt32, generation: UInt64)], deadBytes: Int
-        /// The index's `used` and removes when it was prepared: nothing may change before `adopt`.
-        fileprivate let used: Int, removedBefore: Int
+    /// A reclaim under way: the packed index built beside this one a piece at a time
+    /// (`reclaimStep`), while this one goes on changing; every id inserted or removed
+    /// meanwhile is journaled and its current state carried over, so that the swap
+    /// (`finishReclaim`) has only the last few to carry. A value, worked on as a local
+    /// copy by each step (moved out and back: no copy of its arrays, no access checks).
+    struct Reclaim {
+        let safe: UInt64
+        /// One past the ids the array covered at the start (ids inserted later are above it,
+        /// and journaled).
+        let end: Int
+        /// A bit per id below `end`: the removes that may go.
+        var dropped: [UInt64]
+        /// The ids held at the scan, not dropped, ascending.
+        var held: [UInt32] = []
+        var olderScanned = false
+        /// The next array index (id - the index's base) to scan; then the next `held` to copy.
+        var scanNext = 0, copyNext = 0
+        var scanned = false
+        /// Words of `location` and then `slots` zeroed so far, until `zeroDone` (after which
+        /// both may grow or be replaced, with zeroed words).
+        var zeroed = 0, zeroDone = false
+        /// The packed index being built.
+        var arena: [UInt8] = [], location: [UInt64] = [], base = 0, older = OlderLocations(), slots: [UInt64] = []
+        var deadBytes = 0
+        /// Entries placed in `slots` and tombstones left there.
+        var placed = 0, tombstones = 0
+        /// Ids inserted or removed since the start and not carried over yet.
+        var journal: [UInt32] = []
+        /// Entries of `removed` at the start that stay (removed after `safe`), and how many
+        /// there were in all.
+        let kept: [(id: UInt32, generation: UInt64)]
+        let removedBefore: Int
+
+        @inline(__always)
+        func isDropped(_ id: UInt32) -> Bool {
+            Int(id) < end && dropped[Int(id) >> 6] >> UInt64(id & 63) & 1 == 1
+        }
+
+        /// The word of an id in the packed index (0: not there).
+        @inline(__always)
+        func word(_ id: UInt32) -> UInt64 {
+            let i = Int(id) - base
+            return i >= 0 ? (i < location.count ? location[i] : 0) : older.get(id)
+        }
+
+        @inline(__always)
+        mutating func setWord(_ id: UInt32, _ w: UInt64) {
+            let i = Int(id) - base
+            guard i >= 0 else { older.set(id, w); return }
+            if i >= location.count { location.append(contentsOf: repeatElement(0, count: i + 1 - location.count)) }
+            location[i] = w
+        }
+
+        /// Places `tag << 32 | id + 1` in the packed key → id table.
+        @inline(__always)
+        mutating func place(_ entry: UInt64) {
+            let mask = slots.count - 1
+            var i = Int(truncatingIfNeeded: entry >> 32) & mask
+            while slots[i] != 0 { i = (i + 1) & mask }
+            slots[i] = entry
+            placed += 1
+        }
+
+        /// Turns an id's entry in the packed table into a tombstone (`tag`: its key's hash >> 32).
+        mutating func unplace(_ id: UInt32, tag: UInt64) {
+            let mask = slots.count - 1
+            var i = Int(truncatingIfNeeded: tag) & mask
+            while slots[i] != 0 {
+                if slots[i] == tag << 32 | UInt64(id + 1) {
+                    slots[i] = KeyIndex.tombstone
+                    tombstones += 1
+                    return
+                }
+                i = (i + 1) & mask
+            }
+        }
+
+        /// Gives the packed index the current state of an id whose location word in the
+        /// index is `l` (key bytes in `arena`): copies a key not there yet, marks removed
+        /// one removed since.
+        @inline(__always)
+        mutating func carry(_ id: UInt32, _ l: UInt64, _ arena: UnsafeBufferPointer<UInt8>) {
+            guard l != 0 else { return }
+            let off = Int((l & ~KeyIndex.removedBit) >> 9), len = Int(l & 0x1FF)
+            let isRemoved = l & KeyIndex.removedBit != 0
+            let nl = word(id)
+            let bytes = UnsafeBufferPointer(rebasing: arena[off..<(off + len)])
+            if nl == 0 {
+                let moved = UInt64(self.arena.count) << 9 | (l & (KeyIndex.removedBit | 0x1FF))
+                self.arena.append(contentsOf: bytes)
+                setWord(id, moved)
+                if isRemoved { deadBytes += len } else { place((KeyIndex.hash(bytes: bytes) >> 32) << 32 | UInt64(id + 1)) }
+            } else if isRemoved && nl & KeyIndex.removedBit == 0 {
+                setWord(id, nl | KeyIndex.removedBit)
+                deadBytes += len
+                unplace(id, tag: KeyIndex.hash(bytes: bytes) >> 32)
+            }
+        }
     }
 
-    /// Builds the reclaimed index without changing this one, so that readers may go on
-    /// meanwhile (the one mutating thread must not change it before `adopt`).
-    /// O(ids held + array span + table slots).
-    func prepareReclaim(keepingRemovedAfter safe: UInt64) -> Reclaimed {
+    /// The reclaim under way, if any.
+    private(set) var reclaiming: Reclaim?
+
+    /// Starts a reclaim that drops the removed keys tagged with a generation ≤ `safe` (no
+    /// reader can still ask for them), packs the arena with the keys held (ascending id),
+    /// rebases the id → location map and sizes the key → id table for the keys left; ids do
+    /// not change. O(removes + id span / 64): the rest is `reclaimStep`'s.
+    func startReclaim(keepingRemovedAfter safe: UInt64) {
+        precondition(reclaiming == nil, "a reclaim is under way")
         let end = base + location.count
-        // A bit per id below `end`: the removes that may go.
         var dropped = [UInt64](repeating: 0, count: end / 64 + 1)
         var kept: [(id: UInt32, generation: UInt64)] = []
         for r in removed {
             if r.generation <= safe { dropped[Int(r.id) >> 6] |= 1 << UInt64(r.id & 63) } else { kept.append(r) }
         }
-        let isDropped = { (id: UInt32) in dropped[Int(id) >> 6] >> UInt64(id & 63) & 1 == 1 }
-        var held = older.entries().map(\.id).filter { !isDropped($0) }.sorted()
-        held.reserveCapacity(held.count + used + kept.count)
-        for (i, l) in location.enumerated() where l != 0 && !isDropped(UInt32(i + base)) { held.append(UInt32(i + base)) }
-        let newBase = KeyIndex.cheapestBase(held: held, end: end)
-        var r = Reclaimed(arena: [], location: [UInt64](repeating: 0, count: max(0, end - newBase)), base: newBase,
-                          older: OlderLocations(), slots: KeyIndex.rehashed(slots, size: used * 4),
-                          removed: kept, deadBytes: 0, used: used, removedBefore: removed.count)
-        r.arena.reserveCapacity(liveBytes + kept.count * 32)
-        arena.withUnsafeBufferPointer { ap in
-            for id in held {
-                let l = loc(id)
-                let off = Int((l & ~KeyIndex.removedBit) >> 9), len = Int(l & 0x1FF)
-                let moved = UInt64(r.arena.count) << 9 | (l & (KeyIndex.removedBit | 0x1FF))
-                r.arena.append(contentsOf: UnsafeBufferPointer(rebasing: ap[off..<(off + len)]))
-                if l & KeyIndex.removedBit != 0 { r.deadBytes += len }
-                if Int(id) >= newBase { r.location[Int(id) - newBase] = moved } else { r.older.set(id, moved) }
-            }
-        }
-        return r
+        reclaiming = Reclaim(safe: safe, end: end, dropped: dropped, kept: kept, removedBefore: removed.count)
     }
 
-    /// Puts a reclaim prepared from the current state in use.
-    func adopt(_ r: Reclaimed) {
-        precondition(r.used == used && r.removedBefore == removed.count, "key index changed during its reclaim")
-        arena = r.arena
-        location = r.location
-        base = r.base
-        older = r.older
-        slots = r.slots
-        filled = used
-        removed = r.removed
-        deadBytes = r.deadBytes
+    /// Does about `budget` ids' worth of the reclaim under way (scans the array, zeroes the
+    /// new array and table, copies held keys to the packed index, then carries over the ids
+    /// journaled so far), touching this index only to read it. Returns true once done:
+    /// `finishReclaim` then has only the changes made after this step to carry.
+    func reclaimStep(budget: Int) -> Bool {
+        guard var w = reclaiming else { return true }
+        // Worked on here and put back: `w` holds its arrays alone meanwhile.
+        reclaiming = nil
+        defer { reclaiming = w }
+        var left = budget
+        if !w.scanned {
+            if !w.olderScanned {
+                w.held = older.entries().map(\.id).filter { !w.isDropped($0) }.sorted()
+                w.olderScanned = true
+            }
+            // The array as it was at the start (ids above it are journaled).
+            let count = w.end - base
+            let stop = left >= count - w.scanNext ? count : w.scanNext + left
+            let base = self.base, end = w.end
+            var held = w.held
+            w.held = []
+            location.withUnsafeBufferPointer { lp in
+                w.dropped.withUnsafeBufferPointer { dp in
+                    for i in w.scanNext..<stop where lp[i] != 0 {
+                        let id = i + base
+                        if id < end && dp[id >> 6] >> UInt64(id & 63) & 1 == 1 { continue }
+                        held.append(UInt32(id))
+                    }
+                }
+            }
+            w.held = held
+            left -= stop - w.scanNext
+            w.scanNext = stop
+            guard stop == count else { return false }
+            // The scan is done: the new base, the array and the table's size. Both are
+            // zeroed a piece at a time below (tens of MB at millions of ids: their first
+            // touch alone takes milliseconds).
+            w.scanned = true
+            w.base = KeyIndex.cheapestBase(held: w.held, end: w.end)
+            var c = 1024
+            while c < used * 4 { c <<= 1 }
+            w.location = KeyIndex.unzeroed(max(0, w.end - w.base))
+            w.slots = KeyIndex.unzeroed(c)
+            w.arena.reserveCapacity(liveBytes + w.kept.count * 32)
+            left -= w.held.count / 8
+        }
+        while !w.zeroDone {
+            // Eight words cost about one id of the scan.
+            guard left > 0 else { return false }
+            let n = w.location.count
+            let from = w.zeroed, stop = from + min(w.location.count + w.slots.count - from, left >= Int.max / 8 ? Int.max / 8 : left * 8)
+            if from < n { w.location.withUnsafeMutableBufferPointer { $0[from..<min(n, stop)].update(repeating: 0) } }
+            if stop > n { w.slots.withUnsafeMutableBufferPointer { $0[max(0, from - n)..<(stop - n)].update(repeating: 0) } }
+            left -= (stop - from + 7) / 8
+            w.zeroed = stop
+            if stop == w.location.count + w.slots.count { w.zeroDone = true }
+        }
+        // The ids changed so far, then the next held ones. A carry or a copy costs about
+        // four ids of the scan, sixteen once the table is past 8 MB: its entry lands at a
+        // random place of it (a cache and a TLB miss).
+        let cost = w.slots.count > 1 << 20 ? 16 : 4
+        if !w.journal.isEmpty && left >= cost {
+            let n = min(w.journal.count, left / cost)
+            let part = Array(w.journal[..<n])
+            w.journal.removeFirst(n)
+            carryJournal(part, into: &w)
+            left -= cost * n
+        }
+        if w.copyNext < w.held.count && left >= cost {
+            let stop = left / cost >= w.held.count - w.copyNext ? w.held.count : w.copyNext + left / cost
+            carry(w.held[w.copyNext..<stop], into: &w)
+            left -= cost * (stop - w.copyNext)
+            w.copyNext = stop
+        }
+        // Ready once all is carried: the swap has only what changes after this step.
+        return w.copyNext == w.held.count && w.journal.isEmpty
+    }
+
+    /// An array of `n` words left unset, for `reclaimStep` to zero in pieces before any use.
+    private static func unzeroed(_ n: Int) -> [UInt64] {
+        [UInt64](unsafeUninitializedCapacity: n) { _, count in count = n }
+    }
+
+    /// Gives the packed index the current state of each id (any order, repeats allowed).
+    private func carry(_ ids: some Collection<UInt32>, into w: inout Reclaim) {
+        let base = self.base
+        arena.withUnsafeBufferPointer { ap in
+            location.withUnsafeBufferPointer { lp in
+                for id in ids {
+                    let i = Int(id) &- base
+                    w.carry(id, i >= 0 ? (i < lp.count ? lp[i] : 0) : older.get(id), ap)
+                }
+            }
+        }
+    }
+
+    /// `carry` of journaled ids: first room for the inserts among them in a table at most
+    /// half full.
+    private func carryJournal(_ ids: [UInt32], into w: inout Reclaim) {
+        if (w.placed + ids.count + 1) * 2 > w.slots.count {
+            w.slots = KeyIndex.rehashed(w.slots, size: (w.placed - w.tombstones + ids.count) * 4)
+            w.placed -= w.tombstones
+            w.tombstones = 0
+        }
+        carry(ids, into: &w)
+    }
+
+    /// Carries over the last journaled ids and puts the packed index in use (under the
+    /// owner's write lock); O(journal). Returns the old buffers, to be dropped outside it.
+    func finishReclaim() -> AnyObject {
+        guard var w = reclaiming else { return [UInt8]() as AnyObject }
+        reclaiming = nil
+        precondition(w.scanned && w.zeroDone && w.copyNext == w.held.count, "reclaim not prepared")
+        carryJournal(w.journal, into: &w)
+        precondition(w.placed - w.tombstones == used, "key index reclaim lost track of the keys")
+        let old = (arena, location, slots, older, removed) as AnyObject
+        arena = w.arena
+        location = w.location
+        base = w.base
+        older = w.older
+        slots = w.slots
+        filled = w.placed
+        removed = w.kept + removed[w.removedBefore...]
+        deadBytes = w.deadBytes
         garbageKept = garbageBytes
+        return old
     }
 
     /// The base id for which the array from it up to `end` (8 bytes an id) and the hash of

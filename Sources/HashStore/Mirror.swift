@@ -16,8 +16,9 @@ extension HashStore {
         do {
             try env.read { txn in
                 let n = try txn.count(dbItems)
-                index.codes.reserve(Int(nextID))
-                _ = n
+                // Room for the items; the id → position map starts at the first id and is
+                // rebased for the live ids when the tables are loaded or built.
+                index.codes.reserve(n)
                 try txn.forEach(dbItems) { k, v in
                     let (id, code, key) = try ItemRecord.decode(key: k, value: v, width: width)
                     index.codes.set(id, code)
@@ -116,19 +117,28 @@ extension HashStore {
 
     /// Gives back the key index's garbage (removed keys' bytes, the id → location entries
     /// of ids no longer held) once it outweighs the keys held, keeping every removed key a
-    /// reader may still resolve: those removed after the oldest pinned generation. The new
-    /// index is built under the read lock (queries go on; the writer lock, held by the
-    /// caller, keeps it from changing) and swapped in under the write lock.
+    /// reader may still resolve: those removed after the oldest pinned generation. The
+    /// packed index is built beside the one in use a piece after each batch
+    /// (`KeyIndex.reclaimStep`, `keyReclaimPiece` ids, under the read lock: queries go on,
+    /// and the writer lock, held by the caller, keeps the index from changing meanwhile);
+    /// the ids written between the pieces are carried over to it by the last step, and the
+    /// swap under the write lock follows it at once. The old buffers are freed outside the lock.
     func reclaimKeysIfNeeded() {
-        let prepared = rw.withReadLock { () -> KeyIndex.Reclaimed? in
-            guard keys.garbageBytes > 1 << 20 else { return nil }
-            let safe = keyPins.oldest ?? keyGeneration
-            guard keys.shouldReclaim(safe: safe) else { return nil }
-            return keys.prepareReclaim(keepingRemovedAfter: safe)
+        if keys.reclaiming == nil {
+            let started = rw.withReadLock { () -> Bool in
+                guard keys.garbageBytes > 1 << 20 else { return false }
+                let safe = keyPins.oldest ?? keyGeneration
+                guard keys.shouldReclaim(safe: safe) else { return false }
+                keys.startReclaim(keepingRemovedAfter: safe)
+                return true
+            }
+            guard started else { return }
         }
-        guard let prepared else { return }
-        rw.withWriteLock { keys.adopt(prepared) }
+        guard rw.withReadLock({ keys.reclaimStep(budget: keyReclaimPiece) }) else { return }
+        let old = rw.withWriteLock { keys.finishReclaim() }
         keyReclaims += 1
+        // Freeing tens of MB takes milliseconds: not on the writer's time.
+        DispatchQueue.global(qos: .utility).async { withExtendedLifetime(old) {} }
     }
 
     /// Pins the keys of the ids live now: until the pin is released (dropped), every one of

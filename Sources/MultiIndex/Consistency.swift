@@ -85,14 +85,11 @@ extension MultiIndex {
         return hi - lo
     }
 
-    /// The item pass of `checkStep`: about `budget` ids, each found in every table under
-    /// its current substring. Returns true after the last id.
+    /// The item pass of `checkStep`: about `budget` ids (entries of the id → position map),
+    /// each live one found in every table under its current substring, in ascending id
+    /// order. Returns true after the last id.
     private func checkItemsStep(_ p: inout CheckProgress, budget: Int) throws -> Bool {
-        let end = p.id + min(codes.storage.idCapacity - p.id, budget)
-        while p.id < end {
-            let id = UInt32(p.id)
-            p.id += 1
-            guard let i = codes.position(of: id) else { continue }
+        let (next, done) = try codes.storage.forEachMapped(from: p.id, below: Int.max, budget: budget) { id, i in
             let ptr = codes.pointer(position: i)
             for j in 0..<layout.count {
                 let v = layout.substring(j, of: ptr)
@@ -101,6 +98,7 @@ extension MultiIndex {
                 }
             }
         }
-        return p.id >= codes.storage.idCapacity
+        p.id = next
+        return done
     }
 }

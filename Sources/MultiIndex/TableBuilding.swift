@@ -79,6 +79,8 @@ extension MultiIndex {
         /// Builds the tables over the copy (any thread; reads nothing of the index but the
         /// old tables, which are never changed).
         public func build() -> PreparedTables {
+            // The copy's id → position map, rebased for its live ids (see `CodeStorage`).
+            if storage.unmapped { storage.rebuildMap() }
             let tables = mergeBase.map { base in
                 (0..<layout.count).map { BaseTable.merged(base[$0], codes: storage, layout: layout, table: $0) }
             } ?? MultiIndex.buildTables(storage, layout)
@@ -111,7 +113,8 @@ extension MultiIndex {
         fileprivate let layout: SubstringLayout
         fileprivate let storage: CodeStorage
         fileprivate let mergeBase: [BaseTable]?
-        /// Ids below this are copied (new ids above it are all among the changed ones).
+        /// Ids below this are copied: one past the highest id placed when the copy started
+        /// (new ids are above it, and all among the changed ones, carried in id order).
         fileprivate let idEnd: Int
         /// The next id to copy.
         fileprivate var nextID = 0
@@ -125,11 +128,11 @@ extension MultiIndex {
 
     /// How much room a snapshot of the current codes takes (the mutator's side).
     public struct SnapshotSizing: Sendable {
-        fileprivate let words: Int, live: Int, ids: Int
+        fileprivate let words: Int, live: Int
     }
 
     public var snapshotSizing: SnapshotSizing {
-        SnapshotSizing(words: codes.storage.words, live: codes.liveCount, ids: codes.storage.idCapacity)
+        SnapshotSizing(words: codes.storage.words, live: codes.liveCount)
     }
 
     /// Room for a snapshot's copy, allocated and zeroed on any thread (at millions of items
@@ -138,7 +141,8 @@ extension MultiIndex {
     public final class SnapshotRoom: @unchecked Sendable {
         fileprivate let storage: CodeStorage
         public init(_ z: SnapshotSizing) {
-            storage = CodeStorage(words: z.words, capacity: z.live + z.live / 8 + 1024, idCapacity: z.ids)
+            // No id map: the copy's is built for its live ids once it is complete.
+            storage = CodeStorage(words: z.words, capacity: z.live + z.live / 8 + 1024, idCapacity: 0)
         }
     }
 
@@ -151,19 +155,20 @@ extension MultiIndex {
             && base <= codes.positionCount && tables.allSatisfy { $0.count == base }
         let s = (room ?? SnapshotRoom(snapshotSizing)).storage
         precondition(s.count == 0 && s.words == codes.storage.words, "snapshot room in use or of another width")
-        return SnapshotCopy(layout: newLayout, storage: s, mergeBase: merge ? tables : nil, idEnd: codes.storage.idCapacity)
+        s.beginUnmapped()
+        return SnapshotCopy(layout: newLayout, storage: s, mergeBase: merge ? tables : nil, idEnd: codes.storage.idEnd)
     }
 
-    /// Copies the live codes of the next `count` ids of a snapshot in pieces, at the next
+    /// Copies the live codes of the next ids of a snapshot in pieces (about `count` entries
+    /// of the id → position map: live ids, and dead ids of its dense part), at the next
     /// dense positions (so in ascending id order); true once every id is copied.
     public func continueSnapshot(_ copy: SnapshotCopy, ids count: Int) -> Bool {
         let st = codes.storage
-        let end = min(copy.idEnd, copy.nextID + count)
-        for id in copy.nextID..<end {
-            if let p = st.position(of: UInt32(id)) { copy.storage.append(UInt32(id), st.codes + p * st.words) }
+        let (next, done) = st.forEachMapped(from: copy.nextID, below: copy.idEnd, budget: count) { id, p in
+            copy.storage.appendUnmapped(id, st.codes + p * st.words)
         }
-        copy.nextID = end
-        return end >= copy.idEnd
+        copy.nextID = done ? copy.idEnd : next
+        return done
     }
 
     /// The snapshot a copy in pieces made, given the ids changed since `startSnapshot`.
