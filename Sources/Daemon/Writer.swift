@@ -50,6 +50,8 @@ final class Writer: @unchecked Sendable {
     private let encoder: CodeEncoder?
     private let maxBatch: Int
     private let condition = NSCondition()
+    /// A key index reclaim was under way after the last batch (the writer's thread only).
+    private var idleReclaim = false
     private var queue = WriteQueue<Job>(isAdmin: { if case .admin = $0 { return true } else { return false } })
     private var stopping = false
     private var finished = false
@@ -111,12 +113,24 @@ final class Writer: @unchecked Sendable {
     private func take() -> [Job]? {
         condition.lock()
         defer { condition.unlock() }
-        while queue.isEmpty && !stopping { condition.wait() }
+        while queue.isEmpty && !stopping {
+            guard idleReclaim else { condition.wait(); continue }
+            // A key index reclaim under way goes a piece after each batch; with no batch
+            // coming it takes a piece every couple of milliseconds instead.
+            if !condition.wait(until: Date(timeIntervalSinceNow: 0.002)) && queue.isEmpty && !stopping {
+                condition.unlock()
+                idleReclaim = store.continueReclaim()
+                condition.lock()
+            }
+        }
         return queue.isEmpty ? nil : queue.take(maxBatch: maxBatch)
     }
 
     private func run() {
-        while let jobs = take() { perform(jobs) }
+        while let jobs = take() {
+            perform(jobs)
+            idleReclaim = store.reclaimUnderWay
+        }
         condition.lock()
         finished = true
         condition.broadcast()

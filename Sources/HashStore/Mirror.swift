@@ -141,6 +141,21 @@ extension HashStore {
         DispatchQueue.global(qos: .utility).async { withExtendedLifetime(old) {} }
     }
 
+    /// Whether a key index reclaim is under way (it goes a piece after each batch).
+    public var reclaimUnderWay: Bool { writerLock.withLock { keys.reclaiming != nil } }
+
+    /// Takes the next piece of a key index reclaim under way, as a batch does after its
+    /// commit: for the writer while no write comes, so that a reclaim begun by a burst of
+    /// deletes also finishes when the writes stop. Returns whether one is still under way.
+    @discardableResult
+    public func continueReclaim() -> Bool {
+        writerLock.lock()
+        defer { writerLock.unlock() }
+        guard keys.reclaiming != nil else { return false }
+        reclaimKeysIfNeeded()
+        return keys.reclaiming != nil
+    }
+
     /// Pins the keys of the ids live now: until the pin is released (dropped), every one of
     /// them still resolves by id (`forEachKey`), even if it is deleted meanwhile. Take it
     /// before a search whose results are resolved later (any thread).

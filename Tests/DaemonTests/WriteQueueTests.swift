@@ -1,4 +1,7 @@
+import Foundation
 import HammingCode
+import HashStore
+import Logging
 import Testing
 @testable import Daemon
 
@@ -79,5 +82,39 @@ struct WriteQueueTests {
             }
             #expect(taken == jobs)
         }
+    }
+}
+
+@Suite("Writer thread")
+struct WriterThreadTests {
+    @Test("a key index reclaim begun by deletes finishes while no write comes")
+    func idleReclaim() throws {
+        let dir = NSTemporaryDirectory() + "gdh-writer-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try HashStore(directory: dir, options: StoreOptions(bits: 64))
+        defer { store.close() }
+        var logger = Logger(label: "test")
+        logger.logLevel = .critical
+        let writer = Writer(store: store, logger: logger)
+        writer.start()
+        defer { writer.drainAndStop() }
+        let w = try CodeWidth(bits: 64)
+        var rng = SplitMix64(seed: 8)
+        let pad = String(repeating: "r", count: 120)
+        let n = 300_000
+        _ = try store.apply((0..<n).map { .add(key: "\(pad)-\($0)", code: SyntheticCodes.random(w, using: &rng)) })
+        let before = store.keyReclaims
+        // A batch of deletes starts a reclaim; one write through the writer takes its next
+        // piece, and nothing comes after it.
+        _ = try store.apply((1000..<n).map { .delete(key: "\(pad)-\($0)") })
+        #expect(store.reclaimUnderWay)
+        let done = DispatchSemaphore(value: 0)
+        #expect(writer.submit(.write(.add(key: "x", code: SyntheticCodes.random(w, using: &rng)), .callback { _ in done.signal() })))
+        done.wait()
+        let deadline = Date().addingTimeInterval(10)
+        while store.keyReclaims == before && Date() < deadline { usleep(10_000) }
+        #expect(store.keyReclaims > before)
+        #expect(!store.reclaimUnderWay)
+        #expect(store.id(of: "\(pad)-999") == 999 && store.id(of: "\(pad)-1000") == nil)
     }
 }

@@ -163,6 +163,34 @@ struct KeyReclaimTests {
         #expect(KeyIndex.cheapestBase(held: [UInt32](), end: 5000) == 5000)
     }
 
+    @Test("a reclaim begun by a batch of deletes finishes with continueReclaim alone, no further batch")
+    func reclaimWithoutBatches() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SplitMix64(seed: 6)
+        let w = try CodeWidth(bits: 64)
+        let pad = String(repeating: "q", count: 120)
+        let store = try HashStore(directory: dir, options: StoreOptions(bits: 64))
+        defer { store.close() }
+        let n = 300_000
+        for start in stride(from: 0, to: n, by: 50_000) {
+            _ = try store.apply((start..<start + 50_000).map { .add(key: "\(pad)-\($0)", code: code(w, &rng)) })
+        }
+        #expect(!store.reclaimUnderWay)
+        #expect(!store.continueReclaim())
+        let before = store.keyReclaims
+        _ = try store.apply((1000..<n).map { .delete(key: "\(pad)-\($0)") })
+        // Begun after the deletes' batch, a piece at a time (the ids span several pieces).
+        #expect(store.reclaimUnderWay)
+        var pieces = 0
+        while store.continueReclaim() && pieces < 1000 { pieces += 1 }
+        #expect(!store.reclaimUnderWay)
+        #expect(store.keyReclaims == before + 1)
+        for i in [0, 500, 999] { #expect(store.id(of: "\(pad)-\(i)") == UInt32(i)) }
+        #expect(store.id(of: "\(pad)-1000") == nil)
+        #expect(try store.apply([.add(key: "new", code: code(w, &rng))]) == [.added(id: UInt32(n))])
+    }
+
     @Test("a pinned reader's deleted keys survive reclaims until the pin is dropped; ids stay unique across a reopen")
     func pinnedStore() throws {
         let dir = tempDir()
