@@ -144,7 +144,8 @@ extension HashStore {
         let ((copy, watermark), first) = try FoldSteps.held(writerLock) { () throws -> (MultiIndex.SnapshotCopy, UInt32) in
             if setting, let m { try storeSubstringSetting(m) }
             let c: MultiIndex.SnapshotCopy
-            do { c = try index.startSnapshot(m: m, room: room) } catch { throw StoreError.invalid("\(error)") }
+            // Ids from `nextID` on are all recorded (`ChangedIDs`) and carried over later.
+            do { c = try index.startSnapshot(m: m, room: room, below: nextID) } catch { throw StoreError.invalid("\(error)") }
             // Every id below `nextID` now is in the copy unless a write changes it from here
             // on, and each such write puts its `pending` record (`pendingBelow`).
             foldWatermark = nextID
