@@ -3,10 +3,11 @@
  * `ADD <key> CODE <hex>` of new keys, with the same commit sizes and the same syncs, and
  * nothing else (no socket, no parsing, no in-memory index, no table folds).
  *
- * Per item: `items` id -> code bytes + key (MDB_APPEND), `pending` id -> empty
- * (MDB_APPEND). Per commit: `meta` next_id, then mdb_txn_commit, which syncs the data
- * file (no MDB_NOSYNC) as gdhd's commits do. Environment flags as gdhd's: MDB_NOSUBDIR,
- * MDB_NOTLS.
+ * Per item: `items` id -> code bytes + key (MDB_APPEND). A new id is at or above the
+ * stored tables' watermark (meta `tables_next_id`), so gdhd puts no `pending` record for
+ * it (Docs/design.md, "Stored layout, pending ids and folds"). Per commit: `meta` next_id,
+ * then mdb_txn_commit, which syncs the data file (no MDB_NOSYNC) as gdhd's commits do.
+ * Environment flags as gdhd's: MDB_NOSUBDIR, MDB_NOTLS.
  *
  *   cc -O2 -o lmdb_loader Tools/lmdb_loader.c -llmdb
  *   lmdb_loader CODES_FILE BITS BATCH DB_FILE [KEY_PREFIX]
@@ -60,11 +61,10 @@ int main(int argc, char **argv) {
     check(mdb_env_set_mapsize(env, (size_t)64 << 30), "mdb_env_set_mapsize");
     check(mdb_env_open(env, db_path, MDB_NOSUBDIR | MDB_NOTLS, 0600), "mdb_env_open");
     MDB_txn *txn;
-    MDB_dbi meta, items, pending;
+    MDB_dbi meta, items;
     check(mdb_txn_begin(env, NULL, 0, &txn), "mdb_txn_begin");
     check(mdb_dbi_open(txn, "meta", MDB_CREATE, &meta), "open meta");
     check(mdb_dbi_open(txn, "items", MDB_CREATE | MDB_INTEGERKEY, &items), "open items");
-    check(mdb_dbi_open(txn, "pending", MDB_CREATE | MDB_INTEGERKEY, &pending), "open pending");
     check(mdb_txn_commit(txn), "commit");
 
     struct timespec t0, t1;
@@ -80,9 +80,8 @@ int main(int argc, char **argv) {
             int klen = snprintf(key, sizeof key, "%s%zu", prefix, i);
             memcpy(record, codes + i * code_bytes, code_bytes);
             memcpy(record + code_bytes, key, (size_t)klen);
-            MDB_val k = {sizeof id, &id}, v = {code_bytes + (size_t)klen, record}, e = {0, record};
+            MDB_val k = {sizeof id, &id}, v = {code_bytes + (size_t)klen, record};
             check(mdb_put(txn, items, &k, &v, MDB_APPEND), "put items");
-            check(mdb_put(txn, pending, &k, &e, MDB_APPEND), "put pending");
         }
         int len = snprintf(next_text, sizeof next_text, "%u", id);
         MDB_val mk = {7, "next_id"}, mv = {(size_t)len, next_text};

@@ -42,44 +42,49 @@ extension HashStore {
     /// steps, each under `writerLock` (`lastFoldSteps` has the longest of each kind):
     ///
     /// 1. Copy the live codes in pieces (`copyCodesBeside`), recording the ids written from
-    ///    the first piece on (`foldChanged`).
+    ///    the first piece on (`foldChanged`). The next id then is the new tables' watermark
+    ///    W (`PendingIDs`): from then on writes put a `pending` record for every id below W.
     /// 2. No lock: build the tables from the copy; carry the ids written so far over to it
     ///    and to the new tables' delta (`catchUp`: only their capture holds the lock).
     /// 3. Store the tables as a new generation of chunks (`TableChunks`), one small
     ///    transaction per chunk (`writeGenerationBeside`): until the switch the old tables
     ///    and `pending` stay the truth, and a crash leaves the new chunks as strays that
     ///    open removes. Then catch up again, until few ids are left.
-    /// 4. Under the lock (`switchGeneration`): one transaction switches `tables_generation`
-    ///    and `tables_m`; the install carries over the last few ids and swaps the tables in.
-    ///    `pending` already holds every id written since the snapshot (each write puts it),
-    ///    and more: the new tables are the truth with it from the commit on.
-    /// 5. `pending` is trimmed to the ids written since the snapshot (`trimPendingBeside`),
-    ///    and the old generation's chunks deleted (`deleteGenerationsBeside`), a piece per
-    ///    transaction; a crash before leaves a larger `pending` and strays open removes.
+    /// 4. Under the lock (`switchGeneration`): one transaction switches `tables_generation`,
+    ///    `tables_m` and the watermark `tables_next_id` = W; the install carries over the
+    ///    last few ids and swaps the tables in. Every id below W written since the snapshot
+    ///    has its `pending` record (step 1), every id from W on is pending without one, and
+    ///    `pending` may hold more: the new tables are the truth with it from the commit on.
+    /// 5. `pending` is trimmed to the ids below W written since the snapshot
+    ///    (`trimPendingBeside`), and the old generation's chunks deleted
+    ///    (`deleteGenerationsBeside`), a piece per transaction; a crash before leaves a
+    ///    larger `pending` and strays open removes.
     ///
     /// With `setting`, m (when given) becomes the database's substring setting first.
     func foldBeside(m: Int?, setting: Bool) throws {
         foldLock.lock()
         defer { foldLock.unlock() }
         var steps = FoldSteps()
-        let snapshot = try copyCodesBeside(m: m, setting: setting, steps: &steps)
-        // From here on, whatever happens, recording stops when the fold ends.
-        defer { writerLock.withLock { rw.withWriteLock { foldChanged = nil } } }
+        let (snapshot, watermark) = try copyCodesBeside(m: m, setting: setting, steps: &steps)
+        // From here on, whatever happens, recording stops when the fold ends, and writes put
+        // `pending` records below the stored watermark only.
+        defer { writerLock.withLock { foldWatermark = nil; rw.withWriteLock { foldChanged = nil } } }
         testPause("copied")
         let prepared = snapshot.build()
         testPause("built")
         steps.step("build")
         let staged = MultiIndex.stage(prepared)
+        // The ids below the watermark carried over (the ones `pending` keeps).
         var carried = Set<UInt32>()
-        catchUp(staged, &carried, rounds: 1, steps: &steps, name: "catch_up_built")
+        catchUp(staged, &carried, below: watermark, rounds: 1, steps: &steps, name: "catch_up_built")
         let gens = try writeGenerationBeside(prepared, steps: &steps)
         testPause("written")
-        catchUp(staged, &carried, rounds: 4, steps: &steps, name: "catch_up")
-        let retired = try switchGeneration(staged, to: gens.new, carried: &carried, steps: &steps)
+        catchUp(staged, &carried, below: watermark, rounds: 4, steps: &steps, name: "catch_up")
+        let retired = try switchGeneration(staged, to: gens.new, watermark: watermark, carried: &carried, steps: &steps)
         // The old codes and tables are freed here, with no lock held.
         withExtendedLifetime(retired) {}
         testPause("switched")
-        try trimPendingBeside(keep: carried, steps: &steps)
+        try trimPendingBeside(keep: carried, watermark: watermark, steps: &steps)
         try deleteGenerationsBeside(keep: gens.new, steps: &steps)
         writerLock.withLock { lastFoldSteps = steps.list }
     }
@@ -126,19 +131,26 @@ extension HashStore {
     /// Step 1 of `foldBeside`: the map grown ahead (`growMapAhead`), then the snapshot of
     /// the live codes, copied a piece at a time under the writer lock into room allocated
     /// with no lock held; the first piece starts
-    /// recording `foldChanged` (and with `setting` stores m as the substring setting).
-    private func copyCodesBeside(m: Int?, setting: Bool, steps: inout FoldSteps) throws -> MultiIndex.TableSnapshot {
+    /// recording `foldChanged` (and with `setting` stores m as the substring setting) and
+    /// sets the fold's watermark (`foldWatermark`), the next id then, which it returns with
+    /// the snapshot.
+    private func copyCodesBeside(m: Int?, setting: Bool, steps: inout FoldSteps) throws
+        -> (MultiIndex.TableSnapshot, UInt32) {
         // Room ahead in the map for the new generation's chunks, so that no write batch
         // meanwhile has to grow it (which remaps, and waits for readers of the environment).
         let (_, grown) = try FoldSteps.held(writerLock) { try growMapAhead() }
         steps.note("grow_map", grown)
         let room = MultiIndex.SnapshotRoom(writerLock.withLock { index.snapshotSizing })
-        let (copy, first) = try FoldSteps.held(writerLock) { () throws -> MultiIndex.SnapshotCopy in
+        let ((copy, watermark), first) = try FoldSteps.held(writerLock) { () throws -> (MultiIndex.SnapshotCopy, UInt32) in
             if setting, let m { try storeSubstringSetting(m) }
             let c: MultiIndex.SnapshotCopy
-            do { c = try index.startSnapshot(m: m, room: room) } catch { throw StoreError.invalid("\(error)") }
-            rw.withWriteLock { foldChanged = [] }
-            return c
+            // Ids from `nextID` on are all recorded (`ChangedIDs`) and carried over later.
+            do { c = try index.startSnapshot(m: m, room: room, below: nextID) } catch { throw StoreError.invalid("\(error)") }
+            // Every id below `nextID` now is in the copy unless a write changes it from here
+            // on, and each such write puts its `pending` record (`pendingBelow`).
+            foldWatermark = nextID
+            rw.withWriteLock { foldChanged = ChangedIDs(next: nextID) }
+            return (c, nextID)
         }
         var longest = first
         var done = false
@@ -149,39 +161,36 @@ extension HashStore {
             longest = max(longest, held)
         }
         let (snapshot, held) = FoldSteps.held(writerLock) {
-            index.finishSnapshot(copy, changed: rw.withReadLock { foldChanged ?? [] })
+            index.finishSnapshot(copy, changed: rw.withReadLock { foldChanged?.ids(next: nextID) ?? [] })
         }
         steps.step("copy")
         steps.note("copy_max_hold", max(longest, held))
-        return snapshot
+        return (snapshot, watermark)
     }
 
     /// Carries the ids written since the last capture over to staged tables: the recorded
     /// ids are taken under the writer lock (recording then starts afresh), their codes
     /// captured 16,384 ids per hold of the lock (an id changed after the take is recorded
     /// again, so capturing it late is as good), and carried with no lock held. At most
-    /// `rounds` rounds, fewer once one finds at most 1,000 ids. `carried` collects the ids.
-    private func catchUp(_ staged: MultiIndex.StagedTables, _ carried: inout Set<UInt32>, rounds: Int,
-                         steps: inout FoldSteps, name: String) {
+    /// `rounds` rounds, fewer once one finds at most 1,000 ids. `carried` collects the ids
+    /// below `watermark`.
+    private func catchUp(_ staged: MultiIndex.StagedTables, _ carried: inout Set<UInt32>, below watermark: UInt32,
+                         rounds: Int, steps: inout FoldSteps, name: String) {
         var longest = 0.0
         for _ in 0..<rounds {
-            let (ids, took) = FoldSteps.held(writerLock) {
-                rw.withWriteLock { () -> Set<UInt32> in
-                    defer { foldChanged = [] }
-                    return foldChanged ?? []
-                }
+            // Ascending (across the pieces too): new ids must take positions in id order.
+            let (list, took) = FoldSteps.held(writerLock) {
+                rw.withWriteLock { foldChanged?.take(next: nextID) ?? [] }
             }
             longest = max(longest, took)
-            // Ascending across the pieces too: new ids must take positions in id order.
-            let list = ids.sorted()
             for start in stride(from: 0, to: list.count, by: 16_384) {
                 yieldToWriter()
                 let (captured, held) = FoldSteps.held(writerLock) { index.capture(list[start..<min(list.count, start + 16_384)]) }
                 longest = max(longest, held)
                 MultiIndex.carry(captured, into: staged)
             }
-            carried.formUnion(ids)
-            if ids.count <= 1_000 { break }
+            carried.formUnion(list.prefix { $0 < watermark })
+            if list.count <= 1_000 { break }
         }
         steps.step(name)
         steps.note(name + "_max_hold", longest)
@@ -222,53 +231,59 @@ extension HashStore {
     }
 
     /// Step 4 of `foldBeside`, under the writer lock: one transaction makes generation `new`
-    /// the stored tables; then the staged tables are installed, the ids written since the
-    /// last catch-up carried over (and added to `carried`). Recording goes on, for the
-    /// trim of `pending`. Returns what the install replaced.
-    private func switchGeneration(_ staged: MultiIndex.StagedTables, to new: Int, carried: inout Set<UInt32>,
-                                  steps: inout FoldSteps) throws -> MultiIndex.Retired {
+    /// the stored tables, with their watermark; then the staged tables are installed, the
+    /// ids written since the last catch-up carried over (those below the watermark added to
+    /// `carried`). Recording goes on, for the trim of `pending`. Returns what the install
+    /// replaced.
+    private func switchGeneration(_ staged: MultiIndex.StagedTables, to new: Int, watermark: UInt32,
+                                  carried: inout Set<UInt32>, steps: inout FoldSteps) throws -> MultiIndex.Retired {
         let m = staged.layout.count
         let ((retired, final, switched), held) = try FoldSteps.held(writerLock) {
-            () throws -> (MultiIndex.Retired, Set<UInt32>, Double) in
+            () throws -> (MultiIndex.Retired, [UInt32], Double) in
             let t0 = DispatchTime.now().uptimeNanoseconds
             try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
                 try txn.putString(dbMeta, "tables_generation", String(new))
                 try txn.putString(dbMeta, "tables_m", String(m))
+                try PendingIDs.setWatermark(txn, meta: dbMeta, watermark)
             } } }
+            storedWatermark = watermark
             commits += 1
             folds += 1
             let switched = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            return rw.withWriteLock { () -> (MultiIndex.Retired, Set<UInt32>, Double) in
-                let final = foldChanged ?? []
-                foldChanged = []
+            return rw.withWriteLock { () -> (MultiIndex.Retired, [UInt32], Double) in
+                let final = foldChanged?.take(next: nextID) ?? []
                 return (index.install(staged, changedSince: final), final, switched)
             }
         }
-        carried.formUnion(final)
+        carried.formUnion(final.prefix { $0 < watermark })
         steps.step("switch_install")
         steps.note("switch", switched)
         steps.note("install", held - switched)
         return retired
     }
 
-    /// Step 5 of `foldBeside`: deletes from `pending` the ids written before the snapshot,
-    /// 2,048 records per transaction under the writer lock, keeping those written since
-    /// (`keep`, and those recorded in `foldChanged` since the switch).
-    private func trimPendingBeside(keep: Set<UInt32>, steps: inout FoldSteps) throws {
+    /// Step 5 of `foldBeside`: deletes from `pending` the records the new tables cover,
+    /// 2,048 records per transaction under the writer lock: every id from the watermark on
+    /// (pending without a record), and below it the ids written before the snapshot. Keeps
+    /// the ids below the watermark written since (`keep`, and those recorded in
+    /// `foldChanged` since the switch, all below its `rangeStart`).
+    private func trimPendingBeside(keep: Set<UInt32>, watermark: UInt32, steps: inout FoldSteps) throws {
         var from: UInt32 = 0
         var more = true
         var longest = 0.0
         while more {
             yieldToWriter()
             let (m, held) = try FoldSteps.held(writerLock) { () throws -> Bool in
-                let since = rw.withReadLock { foldChanged ?? [] }
+                let since = rw.withReadLock { foldChanged ?? ChangedIDs(next: 0) }
                 return try storing { try env.write { txn in
                     var ids: [UInt32] = []
                     try txn.forEachKey(dbPending, from: from) { k in
                         ids.append(k)
                         return ids.count < 2_048
                     }
-                    for id in ids where !keep.contains(id) && !since.contains(id) { try txn.delete(dbPending, id: id) }
+                    for id in ids where id >= watermark || (!keep.contains(id) && !since.containsBelow(id)) {
+                        try txn.delete(dbPending, id: id)
+                    }
                     guard ids.count == 2_048, let last = ids.last, last < UInt32.max else { return false }
                     from = last + 1
                     return true
@@ -306,7 +321,8 @@ extension HashStore {
     }
 
     /// Builds tables from the current codes (m: the given one, else the setting),
-    /// stores them with an empty `pending` in one transaction, then swaps them in.
+    /// stores them with an empty `pending` and the next id as their watermark in one
+    /// transaction, then swaps them in.
     func foldTables(m: Int?) throws {
         let prepared: MultiIndex.PreparedTables
         do {
@@ -318,9 +334,9 @@ extension HashStore {
         rw.withWriteLock { index.install(prepared) }
     }
 
-    /// Stores prepared tables as the next generation, with `pending` emptied, and deletes
-    /// every other generation, in one transaction (writer lock held); counts the commit
-    /// and the fold.
+    /// Stores prepared tables (built from every current code) as the next generation, with
+    /// `pending` emptied and the next id as their watermark, and deletes every other
+    /// generation, in one transaction (writer lock held); counts the commit and the fold.
     func storeTables(_ prepared: MultiIndex.PreparedTables) throws {
         let encoded = (0..<prepared.layout.count).map { HashStore.encodedTable(prepared, $0) }
         try storing { try retryingWhenMapFull(grow: growMap) { try env.write { txn in
@@ -333,8 +349,10 @@ extension HashStore {
             try HashStore.replacePending(txn, dbPending, with: [])
             try txn.putString(dbMeta, "tables_m", String(prepared.layout.count))
             try txn.putString(dbMeta, "tables_generation", String(new))
+            try PendingIDs.setWatermark(txn, meta: dbMeta, nextID)
             try TableChunks.removeOthers(txn, dbTables, keep: new)
         } } }
+        storedWatermark = nextID
         commits += 1
         folds += 1
     }

@@ -123,6 +123,8 @@ extension HashStore {
         var changes: [Change] = []
         /// The id the next new key gets.
         var nextID: UInt32
+        /// Ids below this get a `pending` record (`HashStore.pendingBelow`).
+        var pendingBelow: UInt32
         /// Whether a write of the batch stored a source.
         var storedSource = false
         /// The model identity and the number of items with a source after the batch.
@@ -137,7 +139,7 @@ extension HashStore {
     func writeBatch(_ batch: [WriteOp], codesModel: String?, _ phases: inout ApplyPhases) throws -> BatchWrite {
         try env.write { txn in
             defer { phases.mark(\.puts) }
-            var b = BatchWrite(nextID: nextID, model: recordedModel)
+            var b = BatchWrite(nextID: nextID, pendingBelow: pendingBelow, model: recordedModel)
             // Keys touched earlier in this batch: id, or nil when deleted.
             batchKeys.reset(for: batch.count)
             b.outcomes.reserveCapacity(batch.count)
@@ -180,14 +182,17 @@ extension HashStore {
         batchKeys.state(of: k.key, hash: k.hash) ?? keys.lookup(k.key, hash: k.hash)
     }
 
-    /// The item record (code, then key) and its `pending` mark.
+    /// The item record (code, then key) and, for an id below `pendingBelow`, its `pending`
+    /// record (an id at or above the watermark is pending without one: `PendingIDs`).
     private func putItem(_ txn: Transaction, _ id: UInt32, _ key: String, _ code: HammingCode, flags: UInt32,
                          _ b: inout BatchWrite) throws {
         b.record.removeAll(keepingCapacity: true)
         ItemRecord.encode(code: code, key: key, into: &b.record)
         try b.record.withUnsafeBytes { try txn.put(dbItems, id: id, value: $0, flags: flags) }
-        let empty: [UInt8] = []
-        try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
+        if id < b.pendingBelow {
+            let empty: [UInt8] = []
+            try empty.withUnsafeBytes { try txn.put(dbPending, id: id, value: $0, flags: flags) }
+        }
     }
 
     private func writeAdd(_ txn: Transaction, key k: HashedKey, code: HammingCode, source: ItemSource?,

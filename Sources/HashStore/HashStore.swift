@@ -42,7 +42,9 @@ public struct StoreOptions: Sendable {
 /// - `tables`: (generation, chunk, table) as a u32 (`TableChunks`) → a chunk of a table's
 ///   stored form (`StoredTable`): ids grouped by substring value, ascending per bucket,
 ///   and the bucket sizes in unary; meta `tables_generation` names the generation in use;
-/// - `pending`: ids added or changed since the tables were written.
+/// - `pending`: ids below the tables' watermark (meta `tables_next_id`, the next id when the
+///   tables' codes were taken) changed since the tables were written. Every item id at or
+///   above the watermark counts as pending without a record (`PendingIDs`).
 ///
 /// and an exact in-memory mirror (codes by id, multi-index tables, keys) that all
 /// queries read, so no query touches LMDB. LMDB is the durable truth: the mirror is
@@ -88,7 +90,19 @@ public final class HashStore {
     let keyReclaimPiece = 65_536
     /// While a fold builds tables beside the writes: the ids written since its snapshot
     /// (under `rw`).
-    var foldChanged: Set<UInt32>?
+    var foldChanged: ChangedIDs?
+    /// The watermark of the stored tables (meta `tables_next_id`): item ids at or above it
+    /// count as pending without a `pending` record. `UInt32.max` for a database whose
+    /// tables were stored before watermarks (every pending id has its record). Under
+    /// `writerLock`.
+    var storedWatermark = UInt32.max
+    /// The watermark of the tables a fold beside the writes is building (the next id when
+    /// its snapshot began), until the fold ends. Under `writerLock`.
+    var foldWatermark: UInt32?
+    /// Writes put a `pending` record for the ids below this: the stored watermark, or a
+    /// running fold's when higher (its tables become the stored ones at its switch, and
+    /// every id they may miss below their watermark must be in `pending` by then).
+    var pendingBelow: UInt32 { max(storedWatermark, foldWatermark ?? 0) }
     /// One fold beside the writes at a time (automatic, or REBUILD).
     let foldLock = NSLock()
     /// An automatic fold thread has been started and not finished (under `writerLock`).
@@ -186,6 +200,7 @@ public final class HashStore {
         }
         keys = KeyIndex()
         nextID = settings.nextID
+        storedWatermark = settings.tablesNextID ?? UInt32.max
         recordedModel = settings.model
         imageItemCount = settings.imageItems
         mapBytes = env.mapSize

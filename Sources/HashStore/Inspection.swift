@@ -152,7 +152,8 @@ public final class ReadOnlyStore {
             return StoreReport(
                 format: HashStore.formatVersion, bits: s.bits, items: try txn.count(dbItems), nextID: s.nextID,
                 substrings: s.tablesM, substringsSetting: s.substrings.map { String($0) } ?? "auto",
-                pending: try txn.count(dbPending), imageItems: s.imageItems,
+                pending: try PendingIDs.all(txn, items: dbItems, pending: dbPending, watermark: s.tablesNextID).count,
+                tablesNextID: s.tablesNextID, imageItems: s.imageItems,
                 codesModel: HashStore.codesModel(identity: s.model, imageItems: s.imageItems),
                 fileBytes: HashStore.fileSize(directory + "/data.mdb"), mapBytes: info.me_mapsize,
                 pageBytes: env.pageSize, pagesUsed: info.me_last_pgno + 1, freePages: try txn.freePages(),
@@ -211,10 +212,7 @@ public final class ReadOnlyStore {
                     tables.append(StoredTables.Table(offset: layout.offsets[j], bits: layout.sizes[j], offsets: t.offsets, ids: t.ids))
                 }
             }
-            var pending: [UInt32] = []
-            try txn.forEach(dbPending) { k, _ in
-                if k.count == 4 { pending.append(k.loadUnaligned(as: UInt32.self)) }
-            }
+            let pending = try PendingIDs.all(txn, items: dbItems, pending: dbPending, watermark: s.tablesNextID)
             return StoredTables(tables: tables, pending: pending)
         }
     }
@@ -267,7 +265,8 @@ public struct StoredTables: Sendable, Equatable {
 
     /// Table j of the stored tables (none when the database stores no tables).
     public let tables: [Table]
-    /// The `pending` ids, ascending: items added or re-coded since the tables were stored.
+    /// The pending ids, ascending: items added or re-coded since the tables were stored (the
+    /// records of `pending` and the item ids from the watermark on, `PendingIDs`).
     public let pending: [UInt32]
 
     /// The text of `gdh dump --tables` (Docs/operations.md):
@@ -343,8 +342,12 @@ public struct StoreReport: Sendable, Equatable {
     /// m of the stored tables (meta `tables_m`), the m gdhd uses at open; nil: none stored.
     public let substrings: Int?
     public let substringsSetting: String
-    /// Items added or re-coded since the tables were stored (records in `pending`).
+    /// Items added or re-coded since the tables were stored: the records in `pending` and
+    /// the item ids from the watermark on (`PendingIDs`).
     public let pending: Int
+    /// The stored tables' watermark (meta `tables_next_id`); nil when none is recorded
+    /// (tables stored before watermarks: every pending id has a record in `pending`).
+    public let tablesNextID: UInt32?
     public let imageItems: Int
     public let codesModel: String
     public let fileBytes: Int
@@ -371,6 +374,7 @@ public struct StoreReport: Sendable, Equatable {
             ("substrings", substrings.map { String($0) } ?? "none"),
             ("substrings_setting", substringsSetting),
             ("pending", String(pending)),
+            ("tables_next_id", tablesNextID.map { String($0) } ?? "none"),
             ("image_items", String(imageItems)),
             ("codes_model", codesModel),
             ("file_bytes", String(fileBytes)),
@@ -405,7 +409,7 @@ public struct StoreReport: Sendable, Equatable {
         var o: [String: Any] = [
             "format": format, "bits": bits, "items": items, "next_id": Int(nextID),
             "substrings": substrings.map { $0 as Any } ?? NSNull(), "substrings_setting": substringsSetting,
-            "pending": pending, "image_items": imageItems, "codes_model": codesModel,
+            "pending": pending, "tables_next_id": tablesNextID.map { Int($0) as Any } ?? NSNull(), "image_items": imageItems, "codes_model": codesModel,
             "file_bytes": fileBytes, "map_bytes": mapBytes, "page_bytes": pageBytes,
             "pages_used": pagesUsed, "free_pages": freePages, "lock_file": lockFile,
         ]

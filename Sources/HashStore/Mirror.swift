@@ -8,9 +8,12 @@ import Glibc
 
 extension HashStore {
     /// Fills the mirror from LMDB: codes and keys from `items`, tables from `tables`
-    /// plus `pending` (or rebuilt, when the stored tables do not fit the setting).
+    /// plus the pending ids (`PendingIDs`: the records of `pending` and every item id from
+    /// the watermark `storedWatermark` on), or rebuilt when the stored tables do not fit the
+    /// setting or their watermark is past the next id.
     func loadMirror(tablesM: Int?, generation: Int) throws {
         var pending = [UInt32]()
+        let watermark = storedWatermark
         var stored: [(offsets: [UInt32], ids: [UInt32])] = []
         var storedLayout: SubstringLayout?
         do {
@@ -19,17 +22,21 @@ extension HashStore {
                 // Room for the items; the id → position map starts at the first id and is
                 // rebased for the live ids when the tables are loaded or built.
                 index.codes.reserve(n)
+                var implicit: [UInt32] = []
                 try txn.forEach(dbItems) { k, v in
                     let (id, code, key) = try ItemRecord.decode(key: k, value: v, width: width)
                     index.codes.set(id, code)
                     keys.insert(key, id: id)
+                    if id >= watermark { implicit.append(id) }
                 }
                 // Ids deleted before this start leave gaps in the id → key array.
                 if keys.shouldReclaim(safe: 0) { keys.reclaim(keepingRemovedAfter: 0) }
-                try txn.forEach(dbPending) { k, _ in
-                    if k.count == 4 { pending.append(k.loadUnaligned(as: UInt32.self)) }
-                }
-                if let tm = tablesM, index.fixedM == nil || index.fixedM == tm,
+                pending = try PendingIDs.explicit(txn, pending: dbPending)
+                pending += implicit
+                // A watermark past the next id would let later ids go without their record
+                // below it: the tables are built again below (with a new watermark).
+                if let tm = tablesM, watermark == UInt32.max || watermark <= nextID,
+                   index.fixedM == nil || index.fixedM == tm,
                    let layout = try? SubstringLayout(width: width, count: tm) {
                     // Tables that cannot be read are built again below.
                     guard (try? StoredTable.forEach(txn, dbTables, generation: generation, layout: layout, { _, table in
@@ -61,13 +68,14 @@ extension HashStore {
     }
 
     /// Adds the ids of committed changes to whichever of `verifyChanged` and `foldChanged`
-    /// is recording (under the write lock).
+    /// is recording (under the write lock). A fold needs no record of the new ids
+    /// (`ChangedIDs`).
     func recordChanged(_ changes: [Change]) {
         for change in changes {
             switch change {
             case .insert(let id, _, _), .replace(let id, _), .remove(let id, _):
                 verifyChanged?.insert(id)
-                foldChanged?.insert(id)
+                foldChanged?.record(id)
             }
         }
     }

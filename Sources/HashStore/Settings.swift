@@ -80,6 +80,9 @@ struct StoredSettings {
     /// The generation of the stored tables in `tables` (`TableChunks`; 0: the layout of one
     /// value per table written before chunks).
     var tablesGeneration = 0
+    /// The stored tables' watermark (meta `tables_next_id`, `PendingIDs`); nil for tables
+    /// stored before watermarks, or none stored.
+    var tablesNextID: UInt32?
     /// The identity of the model that made the image codes (`model_identity`).
     var model: String?
     /// Items with a stored source (records in `sources`).
@@ -101,6 +104,7 @@ struct StoredSettings {
             bits: bits, substrings: mText == "auto" ? nil : Int(mText), nextID: next,
             tablesM: try txn.getString(meta, "tables_m").flatMap { Int($0) },
             tablesGeneration: try TableChunks.generation(txn, meta: meta),
+            tablesNextID: try PendingIDs.watermark(txn, meta: meta),
             model: try txn.getString(meta, HashStore.modelIdentityKey),
             imageItems: try txn.count(sources))
     }

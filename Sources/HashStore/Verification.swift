@@ -43,8 +43,7 @@ extension HashStore {
                 guard keyCount == stored else {
                     throw StoreError.corrupt("\(stored) items stored but \(keyCount) keys in the key index")
                 }
-                var pending = Set<UInt32>()
-                try txn.forEach(dbPending) { k, _ in pending.insert(k.loadUnaligned(as: UInt32.self)) }
+                let pending = try storedPending(txn)
                 let notPending = try verifyItems(txn, pending: pending)
                 let stale = try verifyStoredTables(txn, pending: pending, notPending: notPending)
                 // The mirror's own check, in pieces: writes go on between them.
@@ -61,10 +60,36 @@ extension HashStore {
         }
     }
 
+    /// The pending ids of the snapshot (`PendingIDs`): the records of `pending`, and every
+    /// id from the watermark on. `corrupt` for a watermark that is not an id or lies past
+    /// `next_id` (ids given out later would be taken as covered by the tables).
+    private func storedPending(_ txn: Transaction) throws -> StoredPending {
+        var explicit = Set<UInt32>()
+        try txn.forEach(dbPending) { k, _ in
+            guard k.count == 4 else { throw StoreError.corrupt("a key of \(k.count) bytes in pending") }
+            explicit.insert(k.loadUnaligned(as: UInt32.self))
+        }
+        let watermark = try PendingIDs.watermark(txn, meta: dbMeta)
+        if let watermark {
+            guard let text = try txn.getString(dbMeta, "next_id"), let next = UInt32(text), watermark <= next else {
+                throw StoreError.corrupt("meta \(PendingIDs.watermarkKey) \(watermark) is past next_id")
+            }
+        }
+        return StoredPending(explicit: explicit, watermark: watermark ?? UInt32.max)
+    }
+
+    /// The pending ids of a snapshot: the records, and every id from `watermark` on.
+    struct StoredPending {
+        let explicit: Set<UInt32>
+        let watermark: UInt32
+
+        func contains(_ id: UInt32) -> Bool { id >= watermark || explicit.contains(id) }
+    }
+
     /// Every stored item is well formed and, unless a write changed it since the snapshot,
     /// has the mirror's code and a key that leads back to it. Compared a chunk at a time
-    /// under the read lock. Returns the items not in `pending`.
-    private func verifyItems(_ txn: Transaction, pending: Set<UInt32>) throws -> Int {
+    /// under the read lock. Returns the items not pending.
+    private func verifyItems(_ txn: Transaction, pending: StoredPending) throws -> Int {
         let bytes = width.bytes
         var notPending = 0
         // Record pointers stay valid for the transaction.
@@ -98,7 +123,7 @@ extension HashStore {
 
     /// The stored tables are well formed and every item not pending is in each of them.
     /// Returns the stale entries (an item no longer in that bucket).
-    private func verifyStoredTables(_ txn: Transaction, pending: Set<UInt32>, notPending: Int) throws -> Int {
+    private func verifyStoredTables(_ txn: Transaction, pending: StoredPending, notPending: Int) throws -> Int {
         guard let tmText = try txn.getString(dbMeta, "tables_m"), let tm = Int(tmText),
               let layout = try? SubstringLayout(width: width, count: tm) else {
             throw StoreError.corrupt("the stored tables are missing")
@@ -120,7 +145,7 @@ extension HashStore {
     /// from the mirror unless a write changed the item since the snapshot (then from the
     /// snapshot's record). Pending items are skipped.
     private func verifyStoredTable(_ txn: Transaction, _ j: Int, layout: SubstringLayout, offsets: [UInt32],
-                                   ids: [UInt32], pending: Set<UInt32>) throws -> (seen: Int, stale: Int) {
+                                   ids: [UInt32], pending: StoredPending) throws -> (seen: Int, stale: Int) {
         let bytes = width.bytes
         var seen = 0, stale = 0
         var v = 0

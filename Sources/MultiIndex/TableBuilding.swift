@@ -147,8 +147,11 @@ extension MultiIndex {
     }
 
     /// Starts a snapshot in pieces (m as for `snapshotForTables`) in `room` (allocated here
-    /// when nil); copies nothing yet.
-    public func startSnapshot(m newM: Int? = nil, room: SnapshotRoom? = nil) throws -> SnapshotCopy {
+    /// when nil); copies nothing yet. With `below`, only ids below it are copied: the caller
+    /// records every id from `below` on as changed (new ids given out in ascending order),
+    /// so they reach the snapshot's positions by `install`'s carry, appended in id order,
+    /// which keeps the tables fit for the next fold's merge.
+    public func startSnapshot(m newM: Int? = nil, room: SnapshotRoom? = nil, below: UInt32? = nil) throws -> SnapshotCopy {
         let newLayout = try foldLayout(m: newM)
         let base = tables.first?.count ?? 0
         let merge = appendOnly && codes.ordered && codes.holes == 0 && newLayout.sizes == layout.sizes
@@ -156,7 +159,8 @@ extension MultiIndex {
         let s = (room ?? SnapshotRoom(snapshotSizing)).storage
         precondition(s.count == 0 && s.words == codes.storage.words, "snapshot room in use or of another width")
         s.beginUnmapped()
-        return SnapshotCopy(layout: newLayout, storage: s, mergeBase: merge ? tables : nil, idEnd: codes.storage.idEnd)
+        let end = min(codes.storage.idEnd, below.map { Int($0) } ?? Int.max)
+        return SnapshotCopy(layout: newLayout, storage: s, mergeBase: merge ? tables : nil, idEnd: end)
     }
 
     /// Copies the live codes of the next ids of a snapshot in pieces (about `count` entries

@@ -44,7 +44,7 @@ struct Inspect: ParsableCommand {
         abstract: "Print a database's settings, counts, LMDB page figures and table shapes.",
         discussion: """
         Prints `name value` lines named as in `gdh stats` (format, bits, items, next_id, \
-        substrings, substrings_setting, pending, image_items, codes_model, file_bytes, \
+        substrings, substrings_setting, pending, tables_next_id, image_items, codes_model, file_bytes, \
         map_bytes, page_bytes, pages_used, free_pages, lock_file), then LMDB's figures for \
         each named database and the shape of each stored multi-index table. \
         Docs/operations.md describes every field.

@@ -360,6 +360,38 @@ struct MultiIndexSnapshotTests {
         #expect(index.codes.code(victim) == c)
     }
 
+    @Test("a snapshot in pieces copying only the ids below the next id: adds between the pieces reach it by the install's carry, and the next fold still merges")
+    func copiedBelowTheNextID() throws {
+        for below in [false, true] {
+            var rng = SplitMix(seed: 25)
+            let w = try CodeWidth(bits: 64)
+            let index = try MultiIndex(width: w, m: 4)
+            var items: [UInt32: HammingCode] = [:]
+            let centre = randomCode(w, &rng)
+            func make() -> HammingCode { noisy(centre, p: 0.1, &rng) }
+            for i in 0..<5000 { let c = make(); index.upsert(UInt32(i), c); items[UInt32(i)] = c }
+            try index.rebuild()
+            var next: UInt32 = 5000
+            let copy = try index.startSnapshot(m: 4, below: below ? next : nil)
+            var changed = [UInt32]()
+            // New ids right after the last one, inside the id capacity the copy would reach.
+            while !index.continueSnapshot(copy, ids: 700) {
+                for _ in 0..<40 { let c = make(); index.upsert(next, c); items[next] = c; changed.append(next); next += 1 }
+            }
+            let snapshot = index.finishSnapshot(copy, changed: changed)
+            #expect(snapshot.merges)
+            index.install(snapshot.build(), changedSince: changed)
+            #expect(try index.check() == 0)
+            for t in 0..<6 {
+                let q = t % 2 == 0 ? make() : randomCode(w, &rng)
+                #expect(index.knn(q, k: 25) == Array(bruteForce(items, q).prefix(25)), "below \(below)")
+            }
+            // Carried only, or copied too and carried with the same code (`copiedAddsKeepMerging`),
+            // an add keeps the tables fit for a merge.
+            #expect(try index.snapshotForTables(m: 4).merges, "below \(below)")
+        }
+    }
+
     @Test("staged tables: changes captured in rounds and pieces and carried beside, the rest at the install; answers exact, positions in id order")
     func stagedInRounds() throws {
         for (seed, m) in [(UInt64(31), nil), (32, 3)] as [(UInt64, Int?)] {
