@@ -182,15 +182,29 @@ final class KeyIndex {
     /// Sets an id's location word (in the array from `base` up, else in `older`).
     @inline(__always)
     private func setLoc(_ id: UInt32, _ value: UInt64) {
+        KeyIndex.setLocation(id, value, base: base, location: &location, older: &older)
+    }
+
+    /// Puts a slot value (tag << 32 | id + 1) in the first empty slot of its run.
+    @inline(__always)
+    private func place(_ entry: UInt64) {
+        KeyIndex.place(entry, in: &slots)
+    }
+
+    /// Sets the location word of `id` in `location` (which describes the ids from `base`
+    /// up, and grows to hold `id`), or in `older` for an id below `base`: for the index in
+    /// use and for the packed one a reclaim builds.
+    @inline(__always)
+    static func setLocation(_ id: UInt32, _ value: UInt64, base: Int, location: inout [UInt64], older: inout OlderLocations) {
         let i = Int(id) - base
         guard i >= 0 else { older.set(id, value); return }
         if i >= location.count { location.append(contentsOf: repeatElement(0, count: i + 1 - location.count)) }
         location[i] = value
     }
 
-    /// Puts a slot value (tag << 32 | id + 1) in the first empty slot of its run.
+    /// Puts `entry` (tag << 32 | id + 1) in the first empty slot of its run in `slots`.
     @inline(__always)
-    private func place(_ entry: UInt64) {
+    static func place(_ entry: UInt64, in slots: inout [UInt64]) {
         let mask = slots.count - 1
         var i = Int(truncatingIfNeeded: entry >> 32) & mask
         while slots[i] != 0 { i = (i + 1) & mask }
@@ -315,19 +329,13 @@ final class KeyIndex {
 
         @inline(__always)
         mutating func setWord(_ id: UInt32, _ w: UInt64) {
-            let i = Int(id) - base
-            guard i >= 0 else { older.set(id, w); return }
-            if i >= location.count { location.append(contentsOf: repeatElement(0, count: i + 1 - location.count)) }
-            location[i] = w
+            KeyIndex.setLocation(id, w, base: base, location: &location, older: &older)
         }
 
         /// Places `tag << 32 | id + 1` in the packed key → id table.
         @inline(__always)
         mutating func place(_ entry: UInt64) {
-            let mask = slots.count - 1
-            var i = Int(truncatingIfNeeded: entry >> 32) & mask
-            while slots[i] != 0 { i = (i + 1) & mask }
-            slots[i] = entry
+            KeyIndex.place(entry, in: &slots)
             placed += 1
         }
 

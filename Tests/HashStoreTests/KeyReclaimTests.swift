@@ -6,96 +6,85 @@ import MultiIndex
 
 /// Giving back the key index's garbage: removed keys' bytes and the id → location entries of
 /// ids no longer held (ids are never reused, so without this both grow with every id).
+/// A `KeyIndex` under random inserts, removes and look-ups, with a dictionary beside it.
+private struct KeyModel {
+    let keys = KeyIndex()
+    var oracle: [String: UInt32] = [:]
+    var keyOfID: [UInt32: String] = [:]
+    var removedAt: [UInt32: UInt64] = [:]
+    var next: UInt32 = 0
+    var generation: UInt64 = 0
+
+    /// Op 0-2 inserts `key` when absent, 3-4 removes it, any other looks it up; each
+    /// checked against the dictionary.
+    mutating func step(_ op: UInt64, _ key: String, at step: Int) {
+        switch op {
+        case 0, 1, 2:
+            if oracle[key] == nil {
+                keys.insert(key.utf8, id: next)
+                oracle[key] = next
+                keyOfID[next] = key
+                next += 1
+            }
+        case 3, 4:
+            generation += 1
+            let id = keys.remove(key.utf8, generation: generation)
+            #expect(id == oracle.removeValue(forKey: key), "remove \(key) at step \(step)")
+            if let id { removedAt[id] = generation }
+        default:
+            #expect(keys.lookup(key) == oracle[key], "lookup \(key) at step \(step)")
+        }
+    }
+
+    /// Every key held resolves both ways; every key removed after `safe` still resolves by id.
+    func expectAgrees(safe: UInt64, _ label: String) {
+        #expect(keys.count == oracle.count, "\(label)")
+        for (key, id) in oracle {
+            #expect(keys.lookup(key) == id, "\(label) lookup \(key)")
+            #expect(keys.key(id) == key, "\(label) key \(id)")
+        }
+        for (id, g) in removedAt where g > safe {
+            #expect(keys.withKeyBytes(ofAnyID: id) { String(decoding: $0, as: UTF8.self) } == keyOfID[id], "\(label) removed \(id)")
+            #expect(keys.key(id) == nil)
+        }
+    }
+}
+
 @Suite("Key index reclamation")
 struct KeyReclaimTests {
     @Test("random inserts and removes with reclaims in between agree with a dictionary", arguments: [1, 2, 3])
     func againstDictionary(seed: UInt64) {
         var rng = SplitMix64(seed: seed)
-        let keys = KeyIndex()
-        var oracle: [String: UInt32] = [:]
-        var keyOfID: [UInt32: String] = [:]
-        var removedAt: [UInt32: UInt64] = [:]
-        var next: UInt32 = 0
-        var generation: UInt64 = 0
+        var m = KeyModel()
         var safe: UInt64 = 0
         for step in 0..<60_000 {
             let key = "key-\(rng.next() % 4000)-" + String(repeating: "x", count: Int(rng.next() % 40))
-            switch rng.next() % 8 {
-            case 0, 1, 2:
-                if oracle[key] == nil {
-                    keys.insert(key.utf8, id: next)
-                    oracle[key] = next
-                    keyOfID[next] = key
-                    next += 1
-                }
-            case 3, 4:
-                generation += 1
-                let id = keys.remove(key.utf8, generation: generation)
-                #expect(id == oracle.removeValue(forKey: key), "remove \(key) at step \(step)")
-                if let id { removedAt[id] = generation }
-            case 5 where step % 97 == 0:
+            let op = rng.next() % 8
+            if op == 5 && step % 97 == 0 {
                 // A reader pinned a generation a little while ago.
-                safe = generation > 20 ? generation - 20 : 0
-                keys.reclaim(keepingRemovedAfter: safe)
-            default:
-                #expect(keys.lookup(key) == oracle[key], "lookup \(key) at step \(step)")
+                safe = m.generation > 20 ? m.generation - 20 : 0
+                m.keys.reclaim(keepingRemovedAfter: safe)
+            } else {
+                m.step(op, key, at: step)
             }
         }
-        #expect(keys.count == oracle.count)
-        for (key, id) in oracle {
-            #expect(keys.lookup(key) == id)
-            #expect(keys.key(id) == key)
-        }
         // Removed ids still resolve while a reclaim may not drop them (removed after `safe`).
-        for (id, g) in removedAt where g > safe {
-            #expect(keys.withKeyBytes(ofAnyID: id) { String(decoding: $0, as: UTF8.self) } == keyOfID[id])
-            #expect(keys.key(id) == nil)
-        }
+        m.expectAgrees(safe: safe, "end")
     }
 
     @Test("reclaims built in small pieces while keys are inserted and removed between the pieces agree with a dictionary",
           arguments: [UInt64(7), 8, 9])
     func inPiecesAgainstDictionary(seed: UInt64) {
         var rng = SplitMix64(seed: seed)
-        let keys = KeyIndex()
-        var oracle: [String: UInt32] = [:]
-        var keyOfID: [UInt32: String] = [:]
-        var removedAt: [UInt32: UInt64] = [:]
-        var next: UInt32 = 0
-        var generation: UInt64 = 0
+        var m = KeyModel()
+        let keys = m.keys
         var safe: UInt64 = 0
         var finished = 0, maxSteps = 0, steps = 0
-        func expectAgrees(_ label: String) {
-            #expect(keys.count == oracle.count, "\(label)")
-            for (key, id) in oracle {
-                #expect(keys.lookup(key) == id, "\(label) lookup \(key)")
-                #expect(keys.key(id) == key, "\(label) key \(id)")
-            }
-            for (id, g) in removedAt where g > safe {
-                #expect(keys.withKeyBytes(ofAnyID: id) { String(decoding: $0, as: UTF8.self) } == keyOfID[id], "\(label) removed \(id)")
-                #expect(keys.key(id) == nil)
-            }
-        }
         for step in 0..<40_000 {
             let key = "key-\(rng.next() % 3000)-" + String(repeating: "y", count: Int(rng.next() % 30))
-            switch rng.next() % 8 {
-            case 0, 1, 2:
-                if oracle[key] == nil {
-                    keys.insert(key.utf8, id: next)
-                    oracle[key] = next
-                    keyOfID[next] = key
-                    next += 1
-                }
-            case 3, 4:
-                generation += 1
-                let id = keys.remove(key.utf8, generation: generation)
-                #expect(id == oracle.removeValue(forKey: key), "remove \(key) at step \(step)")
-                if let id { removedAt[id] = generation }
-            default:
-                #expect(keys.lookup(key) == oracle[key], "lookup \(key) at step \(step)")
-            }
-            if keys.reclaiming == nil, step % 301 == 0 {
-                safe = generation > 30 ? generation - 30 : 0
+            m.step(rng.next() % 8, key, at: step)
+        if keys.reclaiming == nil, step % 301 == 0 {
+                safe = m.generation > 30 ? m.generation - 30 : 0
                 keys.startReclaim(keepingRemovedAfter: safe)
                 steps = 0
             } else if keys.reclaiming != nil, step % 3 == 0 {
@@ -107,7 +96,7 @@ struct KeyReclaimTests {
                     withExtendedLifetime(keys.finishReclaim()) {}
                     finished += 1
                     maxSteps = max(maxSteps, steps)
-                    if finished % 10 == 0 { expectAgrees("after reclaim \(finished) at step \(step)") }
+                    if finished % 10 == 0 { m.expectAgrees(safe: safe, "after reclaim \(finished) at step \(step)") }
                 }
             }
         }
@@ -116,12 +105,12 @@ struct KeyReclaimTests {
             withExtendedLifetime(keys.finishReclaim()) {}
         }
         #expect(finished > 20 && maxSteps > 3, "reclaims \(finished), longest \(maxSteps) steps")
-        expectAgrees("end")
+        m.expectAgrees(safe: safe, "end")
         // A whole reclaim (no reader pinned) leaves no removed key.
-        safe = generation
+        safe = m.generation
         keys.reclaim(keepingRemovedAfter: safe)
-        expectAgrees("after a whole reclaim")
-        #expect(keys.garbageBytes < 8 * Int(next) / 2)
+        m.expectAgrees(safe: safe, "after a whole reclaim")
+        #expect(keys.garbageBytes < 8 * Int(m.next) / 2)
     }
 
     @Test("a reclaim drops removed keys up to the safe generation only, and memory follows the keys held")
