@@ -152,13 +152,9 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
         // at once, without an answer and a write action each.
         if let context, streaming == nil, !state.hasActions, let first = outcomes.first,
            state.isNextToWrite(first.0), Self.consecutiveSuccesses(outcomes) {
-            if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
             let now = DispatchTime.now().uptimeNanoseconds
             for case (_, .success(let outcome)) in outcomes {
-                let bytes = Reply.writeOK(Service.number(outcome), into: &output!)
-                if let t = timing.popFirst() {
-                    observed.answered(command: t.command, seconds: Double(now &- t.start) / 1e9, bytes: bytes)
-                }
+                writeOK(Service.number(outcome), context: context, now: now)
             }
             state.answerWrittenHead(outcomes.count)
             performAndFlush()
@@ -207,10 +203,10 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
     private func perform(context: ChannelHandlerContext?) {
         // One clock read for the answers written by this call.
         var answeredAt: UInt64?
-        func elapsed(since start: UInt64) -> Double {
+        func now() -> UInt64 {
             let now = answeredAt ?? DispatchTime.now().uptimeNanoseconds
             answeredAt = now
-            return Double(now &- start) / 1e9
+            return now
         }
         while streaming == nil, let action = state.nextAction() {
             switch action {
@@ -218,18 +214,13 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
                 run(seq, cmd)
             case .write(.text(let text)):
                 if let t = timing.popFirst() {
-                    observed.answered(command: t.command, seconds: elapsed(since: t.start), text: text)
+                    observed.answered(command: t.command, seconds: Double(now() &- t.start) / 1e9, text: text)
                 }
                 guard let context else { break }
                 if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
                 output!.writeString(text)
             case .write(.ok(let n)):
-                var bytes = 0
-                if let context {
-                    if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
-                    bytes = Reply.writeOK(n, into: &output!)
-                }
-                if let t = timing.popFirst() { observed.answered(command: t.command, seconds: elapsed(since: t.start), bytes: bytes) }
+                writeOK(n, context: context, now: now())
             case .write(.stream(let stream)):
                 let t = timing.popFirst()
                 guard let context else { break }
@@ -248,6 +239,19 @@ final class ConnectionHandler: ChannelInboundHandler, WriteSink, @unchecked Send
             let waiters = drainWaiters
             drainWaiters.removeAll()
             for p in waiters { p.succeed(()) }
+        }
+    }
+
+    /// Writes the next answer, `OK <n>`, into the output (nowhere when the channel is gone)
+    /// and records its request as answered at `now`.
+    private func writeOK(_ n: UInt64, context: ChannelHandlerContext?, now: UInt64) {
+        var bytes = 0
+        if let context {
+            if output == nil { output = context.channel.allocator.buffer(capacity: 4096) }
+            bytes = Reply.writeOK(n, into: &output!)
+        }
+        if let t = timing.popFirst() {
+            observed.answered(command: t.command, seconds: Double(now &- t.start) / 1e9, bytes: bytes)
         }
     }
 

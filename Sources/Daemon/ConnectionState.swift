@@ -86,10 +86,7 @@ struct ConnectionState<Request, Reply> {
         } else {
             waiting.append((seq, request, order))
         }
-        if !readingPaused && inFlight >= maxInFlight {
-            readingPaused = true
-            actions.append(.pauseReading)
-        }
+        pauseIfFull()
         return seq
     }
 
@@ -108,13 +105,17 @@ struct ConnectionState<Request, Reply> {
         let seq = received
         received += 1
         answers.append(nil)
-        lastRun = seq
-        lastRunWasWrite = true
+        ran(seq, write: true)
+        pauseIfFull()
+        return seq
+    }
+
+    /// Past `maxInFlight` unanswered requests, reading pauses.
+    private mutating func pauseIfFull() {
         if !readingPaused && inFlight >= maxInFlight {
             readingPaused = true
             actions.append(.pauseReading)
         }
-        return seq
     }
 
     /// Request `seq` finished with this answer.
@@ -135,9 +136,14 @@ struct ConnectionState<Request, Reply> {
     }
 
     private mutating func start(_ seq: UInt64, _ request: Request, _ order: RequestOrder<Reply>) {
-        lastRun = seq
-        lastRunWasWrite = order.isPipelinedWrite
+        ran(seq, write: order.isPipelinedWrite)
         actions.append(.run(seq, request))
+    }
+
+    /// Request `seq` starts (`write`: a pipelined write).
+    private mutating func ran(_ seq: UInt64, write: Bool) {
+        lastRun = seq
+        lastRunWasWrite = write
     }
 
     /// Whether request `seq` is the next one to be written.

@@ -43,10 +43,10 @@ final class Service: @unchecked Sendable {
     func connectionOpened() { counters.withLockedValue { $0.connections += 1 } }
     func connectionClosed() { counters.withLockedValue { $0.connections -= 1 } }
 
-    /// The code a request names: parsed hex, or the encoder's output for an image or sketch.
     /// The width of the database's codes.
     var codeWidth: CodeWidth { store.width }
 
+    /// The code a request names: parsed hex, or the encoder's output for an image or sketch.
     private func code(for source: CodeSource) throws -> HammingCode {
         if source.isCode { return try source.code(width: store.width) }
         guard let encoder else { throw ProtocolError.noModel(for: source) }

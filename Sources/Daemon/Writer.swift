@@ -319,17 +319,16 @@ final class Writer: @unchecked Sendable {
 /// a batch that is one such array whole is handed over without copying its jobs.
 struct WriteQueue<Job> {
     /// Arrivals in order, each the jobs pushed together (an admin job is always alone);
-    /// `segments[head...]` wait, and the first of them from `offset` on.
-    private var segments: [[Job]] = []
-    private var head = 0
+    /// the first of them waits from `offset` on.
+    private var segments = FIFO<[Job]>()
     private var offset = 0
     private let isAdmin: (Job) -> Bool
 
     init(isAdmin: @escaping (Job) -> Bool) { self.isAdmin = isAdmin }
 
-    var isEmpty: Bool { head == segments.count }
+    var isEmpty: Bool { segments.isEmpty }
 
-    mutating func push(_ job: Job) { append([job]) }
+    mutating func push(_ job: Job) { segments.append([job]) }
 
     /// Queues jobs that arrived together, in order.
     mutating func push(contentsOf jobs: [Job]) {
@@ -337,28 +336,16 @@ struct WriteQueue<Job> {
         if jobs.contains(where: isAdmin) {
             for j in jobs { push(j) }
         } else {
-            append(jobs)
+            segments.append(jobs)
         }
     }
 
-    private mutating func append(_ jobs: [Job]) {
-        // Reclaim the consumed prefix once it is most of the array.
-        if head > 0 && head >= segments.count / 2 && segments.count >= 64 {
-            segments.removeFirst(head)
-            head = 0
-        }
-        segments.append(jobs)
-    }
-
-    /// The first waiting segment, moved out (its slot left empty), from `offset` on.
+    /// The first waiting segment from `offset` on, moved out: its slot is emptied first,
+    /// so the array is not shared and nothing is copied.
     private mutating func popSegment() -> [Job] {
-        var s: [Job] = []
-        swap(&s, &segments[head])
-        head += 1
-        if head == segments.count {
-            segments.removeAll(keepingCapacity: true)
-            head = 0
-        }
+        var s = segments[0]
+        segments[0] = []
+        _ = segments.popFirst()
         if offset > 0 {
             s.removeFirst(offset)
             offset = 0
@@ -368,22 +355,23 @@ struct WriteQueue<Job> {
 
     /// The next batch: one admin job, or 1 to `maxBatch` writes; empty when nothing waits.
     mutating func take(maxBatch: Int) -> [Job] {
-        guard !isEmpty else { return [] }
-        if isAdmin(segments[head][offset]) { return popSegment() }
+        // No segment is held in a local across `popSegment`: it would share the array.
+        guard !segments.isEmpty else { return [] }
+        if isAdmin(segments[0][offset]) { return popSegment() }
         var batch: [Job]
-        if segments[head].count - offset <= maxBatch {
+        if segments[0].count - offset <= maxBatch {
             batch = popSegment()
         } else {
-            batch = Array(segments[head][offset..<offset + maxBatch])
+            batch = Array(segments[0][offset..<offset + maxBatch])
             offset += maxBatch
             return batch
         }
-        while batch.count < maxBatch, !isEmpty, !isAdmin(segments[head][0]) {
+        while batch.count < maxBatch, !segments.isEmpty, !isAdmin(segments[0][0]) {
             let room = maxBatch - batch.count
-            if segments[head].count <= room {
+            if segments[0].count <= room {
                 batch.append(contentsOf: popSegment())
             } else {
-                batch.append(contentsOf: segments[head][0..<room])
+                batch.append(contentsOf: segments[0][0..<room])
                 offset = room
             }
         }
