@@ -33,17 +33,11 @@ public enum RequestParser {
         let whole = bytes.assumingMemoryBound(to: UInt8.self)
         var n = whole.count
         if n > 0 && whole[n - 1] == 0x0D { n -= 1 }
-        // "ADD " in any case of letters.
-        guard n > 4, whole[0] & 0xDF == 0x41, whole[1] & 0xDF == 0x44, whole[2] & 0xDF == 0x44, whole[3] == 0x20 else {
-            return nil
-        }
         let p = UnsafeBufferPointer(rebasing: whole[0..<n])
-        guard firstInvalidUTF8(p) == nil else { return nil }
+        // "ADD " in any case of letters, checked before anything else is looked at.
+        guard n > 4, isWord(p, 0..<3, "ADD"), p[3] == 0x20, firstInvalidUTF8(p) == nil else { return nil }
         var tokens = Tokens()
-        guard let count = try? tokenize(p, into: &tokens), count == 4 else { return nil }
-        let w = tokens[2]
-        guard w.count == 4, p[w.lowerBound] & 0xDF == 0x43, p[w.lowerBound + 1] & 0xDF == 0x4F,
-              p[w.lowerBound + 2] & 0xDF == 0x44, p[w.lowerBound + 3] & 0xDF == 0x45,
+        guard let count = try? tokenize(p, into: &tokens), count == 4, isWord(p, tokens[2], "CODE"),
               let k = try? key(p, tokens[1]),
               let code = try? HammingCode(hexBytes: UnsafeBufferPointer(rebasing: p[tokens[3]]), width: width)
         else { return nil }
@@ -77,15 +71,7 @@ public enum RequestParser {
             n += 1
         }
         if n > 0 && b[n - 1] == 0x0D { n -= 1 }
-        func isWord(_ w: StaticString) -> Bool {
-            guard n == w.utf8CodeUnitCount else { return false }
-            for i in 0..<n {
-                let c = b[i]
-                if (c >= 0x61 && c <= 0x7A ? c &- 0x20 : c) != w.utf8Start[i] { return false }
-            }
-            return true
-        }
-        return isWord("KNN") || isWord("RANGE") || isWord("STATS") || isWord("METRICS")
+        return isWord(b, 0..<n, "KNN") || isWord(b, 0..<n, "RANGE") || isWord(b, 0..<n, "STATS") || isWord(b, 0..<n, "METRICS")
     }
 
     public static func expectsList(requestLine: String) -> Bool {
@@ -94,23 +80,22 @@ public enum RequestParser {
 
     /// Why `key` is not a key the daemon accepts (BADKEY's message, or the rule for an
     /// empty key or one with a space), or nil when it is one. Clients check keys with it
-    /// before sending anything.
+    /// before sending anything. (A key ending in CR is refused too: `GET <key>\r` would
+    /// parse, the final CR being framing, but `ADD <key> ...` with it is a BADKEY.)
     public static func keyProblem(_ key: String) -> String? {
-        guard !key.isEmpty, !key.contains(" ") else {
-            return "a key is 1 to \(maxKeyBytes) bytes of UTF-8 without white space"
-        }
-        if case .failure(let e) = parse("GET " + key) { return e.message }
-        return nil
+        var key = key
+        return key.withUTF8 { keyProblem(bytes: $0) }
     }
 
     /// `keyProblem` of a key given as its bytes: nil when they are a key the daemon
-    /// accepts (1 to `maxKeyBytes` bytes of UTF-8, no white space or control character).
+    /// accepts (1 to `maxKeyBytes` bytes of UTF-8, no white space or control character:
+    /// the parser's own check of a key token).
     public static func keyProblem(bytes: UnsafeBufferPointer<UInt8>) -> String? {
         guard !bytes.isEmpty, !bytes.contains(0x20) else {
             return "a key is 1 to \(maxKeyBytes) bytes of UTF-8 without white space"
         }
         if let bad = firstInvalidUTF8(bytes) {
-            return "request is not valid UTF-8 (bad byte at offset \(bad + 4))"
+            return "key is not valid UTF-8 (bad byte at offset \(bad))"
         }
         do {
             _ = try key(bytes, 0..<bytes.count)
@@ -333,6 +318,18 @@ public enum RequestParser {
 
     static func quote(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>) -> String {
         LineSafety.quote(UnsafeBufferPointer(rebasing: p[r]))
+    }
+
+    /// Whether token `r` of `p` is `word` (upper case) in any case of its ASCII letters, as
+    /// `foldedWord(p, r) == word` says, without making a string.
+    @inline(__always)
+    static func isWord(_ p: UnsafeBufferPointer<UInt8>, _ r: Range<Int>, _ word: StaticString) -> Bool {
+        guard r.count == word.utf8CodeUnitCount else { return false }
+        for i in 0..<r.count {
+            let c = p[r.lowerBound + i]
+            if (c >= 0x61 && c <= 0x7A ? c &- 0x20 : c) != word.utf8Start[i] { return false }
+        }
+        return true
     }
 
     /// The token with ASCII letters upper-cased, if it is at most 8 bytes (every command

@@ -307,6 +307,8 @@ struct NeighborTests {
         #expect(RequestParser.keyProblem("a b") != nil)
         #expect(RequestParser.keyProblem(String(repeating: "k", count: RequestParser.maxKeyBytes + 1))?.contains("limit is 256") == true)
         #expect(RequestParser.keyProblem("a\u{7}b")?.contains("control character") == true)
+        // A final CR would pass as framing in `GET <key>`; in a key it is a control character.
+        #expect(RequestParser.keyProblem("a\r")?.contains("control character") == true)
     }
 
     @Test("requestLine parses back to its command")
