@@ -75,13 +75,16 @@ public final class MultiIndex {
     /// A hint before `upsert` of this code a little later: starts loading the delta's
     /// cache lines its entries will touch (a bulk load's appends then overlap their misses).
     public func prefetchDelta(for code: HammingCode) {
-        // One read of the layout and of the delta array, and tables borrowed through a
-        // buffer: no copies (retains) per table of the per-table structs.
-        let layout = self.layout
-        code.words.withUnsafeBufferPointer { p in
-            delta.withUnsafeBufferPointer { d in
-                for j in 0..<layout.count { d[j].prefetch(layout.substring(j, of: p.baseAddress!)) }
-            }
+        code.words.withUnsafeBufferPointer { MultiIndex.prefetch(delta, layout: layout, code: $0.baseAddress!) }
+    }
+
+    /// Starts loading what appending `code`'s substrings to `delta` touches first (the
+    /// bitmap word and hash slot of each table), borrowing the tables through a buffer: no
+    /// copy (retain) of a table's struct.
+    @inline(__always)
+    static func prefetch(_ delta: [DeltaTable], layout: SubstringLayout, code: UnsafePointer<UInt64>) {
+        delta.withUnsafeBufferPointer { d in
+            for j in 0..<layout.count { d[j].prefetch(layout.substring(j, of: code)) }
         }
     }
 

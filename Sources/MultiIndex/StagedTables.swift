@@ -92,9 +92,7 @@ extension MultiIndex {
         let ahead = 8
         func prefetch(_ k: Int) {
             guard k < ids.count, let src = current(k) else { return }
-            st.delta.withUnsafeBufferPointer { d in
-                for j in 0..<layout.count { d[j].prefetch(layout.substring(j, of: src)) }
-            }
+            MultiIndex.prefetch(st.delta, layout: layout, code: src)
         }
         for k in 0..<min(ahead, ids.count) { prefetch(k) }
         for (k, id) in ids.enumerated() {
