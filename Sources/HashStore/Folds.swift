@@ -10,7 +10,7 @@ extension HashStore {
     /// Folds the delta into new tables once it has grown past the threshold, or once
     /// deletes have left as many holes in the code positions (a fold compacts them).
     func foldIfNeeded() throws {
-        let limit = foldThreshold ?? max(262_144, index.count / 8)
+        let limit = foldThreshold ?? max(262_144, index.count / 4)
         // Holes cost scan time whatever the delta holds, so they are folded away sooner.
         let holeLimit = foldThreshold ?? max(16_384, index.count / 8)
         if index.deltaEntries > limit * max(1, index.m) || index.codes.holes > holeLimit
@@ -374,7 +374,8 @@ extension HashStore {
         let w = prepared.layout.sizes[j]
         let size = StoredTable.encodedSize(bits: w, ids: ids.count)
         return [UInt8](unsafeUninitializedCapacity: size) { out, count in
-            StoredTable.encode(offsets: offsets, ids: ids, bits: w, idAt: prepared.idAtPosition, into: UnsafeMutableRawBufferPointer(out))
+            StoredTable.encode(offsets: offsets, ids: ids, bits: w, idAt: prepared.idAtPosition, idOffset: prepared.idOffset,
+                               into: UnsafeMutableRawBufferPointer(out))
             count = size
         }
     }

@@ -1,3 +1,4 @@
+import CHammingKernels
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -23,15 +24,24 @@ enum StoredTable {
     }
 
     /// Writes the table into `out` (exactly `encodedSize` bytes). With `idAt`, the table's
-    /// entries are positions and `idAt[p]` the id stored for position p.
+    /// entries are positions and `idAt[p]` the id stored for position p; with `idOffset` d
+    /// as well, `idAt[p]` is p + d for every p (`PreparedTables.idOffset`) and is not read.
     static func encode(offsets: UnsafeBufferPointer<UInt32>, ids: UnsafeBufferPointer<UInt32>, bits w: Int,
-                       idAt: UnsafePointer<UInt32>? = nil, into out: UnsafeMutableRawBufferPointer) {
+                       idAt: UnsafePointer<UInt32>? = nil, idOffset: UInt32? = nil, into out: UnsafeMutableRawBufferPointer) {
         let n = ids.count
         out.storeBytes(of: format.littleEndian, toByteOffset: 0, as: UInt32.self)
         out.storeBytes(of: UInt32(w).littleEndian, toByteOffset: 4, as: UInt32.self)
         out.storeBytes(of: UInt32(n).littleEndian, toByteOffset: 8, as: UInt32.self)
-        if let idAt {
-            for i in 0..<n { out.storeBytes(of: idAt[Int(ids[i])].littleEndian, toByteOffset: 12 + 4 * i, as: UInt32.self) }
+        if idAt != nil, let d = idOffset {
+            // The id at position p is p + d.
+            for i in 0..<n { out.storeBytes(of: (ids[i] &+ d).littleEndian, toByteOffset: 12 + 4 * i, as: UInt32.self) }
+        } else if let idAt {
+            // A bucket's positions are scattered over all the codes: fetch ahead.
+            let ahead = 32
+            for i in 0..<n {
+                if i + ahead < n { gdh_prefetch(idAt + Int(ids[i + ahead])) }
+                out.storeBytes(of: idAt[Int(ids[i])].littleEndian, toByteOffset: 12 + 4 * i, as: UInt32.self)
+            }
         } else {
             for i in 0..<n { out.storeBytes(of: ids[i].littleEndian, toByteOffset: 12 + 4 * i, as: UInt32.self) }
         }

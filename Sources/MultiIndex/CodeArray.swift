@@ -335,7 +335,7 @@ final class CodeStorage {
     /// the id above which a dense array (4 bytes an id up to `idEnd`) and below which the
     /// sorted side table (`olderEntryCost` an id) cost least. O(live ids + dense span);
     /// only this storage is touched, so it runs beside readers of other storage.
-    func rebuildMap() {
+    func rebuildMap(room extra: Int? = nil) {
         // The live (id, position) pairs, ascending by id.
         var pairs = [UInt64]()
         pairs.reserveCapacity(liveCount)
@@ -348,9 +348,9 @@ final class CodeStorage {
             if cost < best { best = cost; base = Int(e >> 32); below = k }
         }
         if pairs.isEmpty { base = idEnd; below = 0 }
-        // Room for new ids: a quarter of the span, at least 1,024.
+        // Room for new ids: a quarter of the span, at least 1,024 (or what the caller asks).
         let span = idEnd - base
-        let cap = span + max(1024, span / 4)
+        let cap = span + max(1024, span / 4, extra ?? 0)
         positionOf.deallocate()
         positionOf = .allocate(capacity: cap)
         positionOf.initialize(repeating: CodeStorage.none, count: cap)

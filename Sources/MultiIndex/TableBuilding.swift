@@ -26,6 +26,13 @@ extension MultiIndex {
         /// is not mutated: these positions may be the index's own (always once installed),
         /// whose arrays move when an add grows them.
         public var idAtPosition: UnsafePointer<UInt32> { UnsafePointer(view.ids) }
+        /// d when the id at every position p is p + d (positions in id order, no holes, no
+        /// id skipped: a database only ever added to), so that `idAtPosition` need not be read.
+        public var idOffset: UInt32? {
+            let n = view.count
+            guard n > 0, view.ascending, view.liveCount == n, Int(view.ids[n - 1]) - Int(view.ids[0]) == n - 1 else { return nil }
+            return view.ids[0]
+        }
     }
 
     /// The layout of a fold: m = `newM`, else the fixed m, else m chosen from N and b.
@@ -80,7 +87,7 @@ extension MultiIndex {
         /// old tables, which are never changed).
         public func build() -> PreparedTables {
             // The copy's id → position map, rebased for its live ids (see `CodeStorage`).
-            if storage.unmapped { storage.rebuildMap() }
+            if storage.unmapped { storage.rebuildMap(room: SnapshotRoom.headroom(storage.liveCount)) }
             let tables = mergeBase.map { base in
                 (0..<layout.count).map { BaseTable.merged(base[$0], codes: storage, layout: layout, table: $0) }
             } ?? MultiIndex.buildTables(storage, layout)
@@ -142,8 +149,14 @@ extension MultiIndex {
         fileprivate let storage: CodeStorage
         public init(_ z: SnapshotSizing) {
             // No id map: the copy's is built for its live ids once it is complete.
-            storage = CodeStorage(words: z.words, capacity: z.live + z.live / 8 + 1024, idCapacity: 0)
+            storage = CodeStorage(words: z.words, capacity: z.live + SnapshotRoom.headroom(z.live), idCapacity: 0)
         }
+
+        /// Room for the ids added after a fold's snapshot of `live` items, up to the next
+        /// fold (which comes after at most a quarter of the items, or 262,144 new ids, in
+        /// the delta): the writer then never grows the codes or their id map between two
+        /// folds, each growth a copy of all of them under the writer's lock.
+        static func headroom(_ live: Int) -> Int { live / 4 + min(live, 1 << 19) + 1024 }
     }
 
     /// Starts a snapshot in pieces (m as for `snapshotForTables`) in `room` (allocated here

@@ -61,6 +61,36 @@ struct TableChunksTests {
         }
     }
 
+    @Test("positions turned into ids: a gather through idAt and p + idOffset give the same bytes as the ids themselves")
+    func positionsToIDs() throws {
+        var rng = SystemRandomNumberGenerator()
+        for (n, w) in [(0, 4), (1, 3), (1_000, 6), (5_000, 10)] {
+            // A table of positions 0..<n in random buckets, ascending within each.
+            let values = (0..<n).map { _ in Int.random(in: 0..<(1 << w), using: &rng) }
+            var offsets = [UInt32](repeating: 0, count: (1 << w) + 1)
+            for v in values { offsets[v + 1] += 1 }
+            for v in 0..<(1 << w) { offsets[v + 1] += offsets[v] }
+            let positions = (0..<n).sorted { (values[$0], $0) < (values[$1], $1) }.map { UInt32($0) }
+            let d = UInt32.random(in: 0...1_000_000, using: &rng)
+            let idAt = (0..<max(1, n)).map { UInt32($0) + d }
+            func encode(_ ids: [UInt32], idAt: UnsafePointer<UInt32>?, idOffset: UInt32?) -> [UInt8] {
+                [UInt8](unsafeUninitializedCapacity: StoredTable.encodedSize(bits: w, ids: n)) { out, count in
+                    offsets.withUnsafeBufferPointer { o in ids.withUnsafeBufferPointer { i in
+                        StoredTable.encode(offsets: o, ids: i, bits: w, idAt: idAt, idOffset: idOffset, into: UnsafeMutableRawBufferPointer(out))
+                    } }
+                    count = StoredTable.encodedSize(bits: w, ids: n)
+                }
+            }
+            let plain = encode(positions.map { $0 + d }, idAt: nil, idOffset: nil)
+            idAt.withUnsafeBufferPointer { a in
+                #expect(encode(positions, idAt: a.baseAddress!, idOffset: nil) == plain)
+                #expect(encode(positions, idAt: a.baseAddress!, idOffset: d) == plain)
+            }
+            let back = try plain.withUnsafeBytes { try StoredTable.decode($0, bits: w) }
+            #expect(back.offsets == offsets && back.ids == positions.map { $0 + d })
+        }
+    }
+
     @Test("keys: generations are contiguous ranges, legacy keys are generation 0, generations wrap past 0")
     func keys() {
         #expect(TableChunks.key(generation: 0, chunk: 0, table: 5) == 5)

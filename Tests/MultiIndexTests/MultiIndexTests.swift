@@ -445,6 +445,31 @@ struct MultiIndexSnapshotTests {
         }
     }
 
+    @Test("idOffset: p + d for every position of adds in id order from any first id; nil after a delete, a gap or an out-of-order add")
+    func preparedIDOffset() throws {
+        let w = try CodeWidth(bits: 32)
+        var rng = SplitMix(seed: 9)
+        func check(_ prepared: MultiIndex.PreparedTables, _ n: Int) -> UInt32? {
+            guard let d = prepared.idOffset else { return nil }
+            for p in 0..<n { #expect(prepared.idAtPosition[p] == UInt32(p) + d) }
+            return d
+        }
+        let index = try MultiIndex(width: w, m: 2)
+        for id in UInt32(17)..<1017 { index.upsert(id, randomCode(w, &rng)) }
+        #expect(check(try index.prepareTables(), 1000) == 17)
+        index.upsert(1018, randomCode(w, &rng))  // 1017 skipped
+        #expect(check(try index.prepareTables(), 1001) == nil)
+        let gapless = try MultiIndex(width: w, m: 2)
+        for id in UInt32(0)..<500 { gapless.upsert(id, randomCode(w, &rng)) }
+        gapless.remove(250)
+        #expect(check(try gapless.prepareTables(), 499) == nil)
+        let shuffled = try MultiIndex(width: w, m: 2)
+        for id in (UInt32(0)..<500).shuffled(using: &rng) { shuffled.upsert(id, randomCode(w, &rng)) }
+        // Out of order: positions follow the adds until a compaction puts them in id order.
+        let prepared = try shuffled.prepareTables()
+        if let d = prepared.idOffset { for p in 0..<500 { #expect(prepared.idAtPosition[p] == UInt32(p) + d) } }
+    }
+
     @Test("a fold after adds only merges into the old tables: the same tables as a build from scratch; a replace or delete builds afresh")
     func mergedFolds() throws {
         for (seed, m) in [(UInt64(4), nil), (5, 3), (6, 4)] as [(UInt64, Int?)] {

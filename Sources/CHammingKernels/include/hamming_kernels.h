@@ -29,4 +29,7 @@ long gdh_hex_decode(const uint8_t *digits, size_t n, uint64_t *out);
 /* Asks the CPU to bring the cache line at p in for writing (a hint: never faults). */
 static inline void gdh_prefetch_write(const void *p) { __builtin_prefetch(p, 1, 3); }
 
+/* Asks the CPU to bring the cache line at p in for reading (a hint: never faults). */
+static inline void gdh_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
+
 #endif
