@@ -70,9 +70,16 @@ public final class LineClient {
     /// Queues one request line (without `\n`); `flush` or `receive` sends it.
     public func send(_ line: String) {
         var line = line
-        line.withUTF8 { bytes in
-            reader.expect(multiLine: RequestParser.expectsList(bytes: bytes))
-            outBuffer.append(contentsOf: bytes)
+        line.withUTF8 { bytes in send { $0.append(contentsOf: bytes) } }
+    }
+
+    /// Queues one request line that `write` appends to the buffer it is given (without
+    /// `\n`): no String made.
+    public func send(_ write: (inout [UInt8]) -> Void) {
+        let start = outBuffer.count
+        write(&outBuffer)
+        outBuffer.withUnsafeBufferPointer { b in
+            reader.expect(multiLine: RequestParser.expectsList(bytes: UnsafeBufferPointer(rebasing: b[start...])))
         }
         outBuffer.append(0x0A)
     }
@@ -118,11 +125,21 @@ public final class LineClient {
     /// `response(i, r)` in order. The daemon batches such a stream into shared commits.
     public func pipeline(count: Int, window: Int, line: (Int) -> String,
                          response: (Int, Response) throws -> Void) throws {
+        try pipeline(count: count, window: window, bytes: { i, out in
+            var s = line(i)
+            s.withUTF8 { out.append(contentsOf: $0) }
+        }, response: response)
+    }
+
+    /// `pipeline` with request i written by `line(i, &buffer)`, which appends its bytes
+    /// (without `\n`) to the buffer: no String per request.
+    public func pipeline(count: Int, window: Int, bytes line: (Int, inout [UInt8]) -> Void,
+                         response: (Int, Response) throws -> Void) throws {
         var sent = 0, received = 0
         while received < count {
             while sent < count && sent - received < window {
                 let end = min(count, sent + max(1, window / 4))
-                for i in sent..<end { send(line(i)) }
+                for i in sent..<end { send { line(i, &$0) } }
                 sent = end
                 try flush()
             }

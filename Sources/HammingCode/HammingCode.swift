@@ -143,10 +143,17 @@ public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
 
     /// Appends the hex text form's UTF-8 bytes to `out`, without an intermediate string.
     public func appendHex(to out: inout [UInt8]) {
-        for i in 0..<width.hexDigits {
-            let bit = i * 4
-            let nibble = UInt8(truncatingIfNeeded: (words[bit >> 6] >> UInt64(60 - (bit & 63))) & 0xF)
-            out.append(nibble < 10 ? 48 + nibble : 87 + nibble)
+        let n = width.hexDigits
+        // The digits into a small buffer, then one append (not one per digit).
+        words.withUnsafeBufferPointer { w in
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: n) { d in
+                for i in 0..<n {
+                    let bit = i * 4
+                    let nibble = UInt8(truncatingIfNeeded: (w[bit >> 6] >> UInt64(60 - (bit & 63))) & 0xF)
+                    d[i] = nibble < 10 ? 48 + nibble : 87 + nibble
+                }
+                out.append(contentsOf: d)
+            }
         }
     }
 

@@ -84,7 +84,7 @@ public final class MultiIndex {
     @inline(__always)
     static func prefetch(_ delta: [DeltaTable], layout: SubstringLayout, code: UnsafePointer<UInt64>) {
         delta.withUnsafeBufferPointer { d in
-            for j in 0..<layout.count { d[j].prefetch(layout.substring(j, of: code)) }
+            for j in 0..<layout.count { DeltaTable.prefetch(d.baseAddress! + j, layout.substring(j, of: code)) }
         }
     }
 

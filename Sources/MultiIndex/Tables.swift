@@ -269,14 +269,17 @@ struct DeltaTable {
 
     /// Starts loading the cache lines `append(v, _)` will touch first (the bitmap word and
     /// the value's home slot), so that a batch's appends overlap their cache misses.
+    /// Reads the table in place through `t`: a copy of the struct would retain and release
+    /// each of its arrays, per table and per code.
     @inline(__always)
-    func prefetch(_ v: UInt32) {
-        present.withUnsafeBufferPointer { p in
+    static func prefetch(_ t: UnsafePointer<DeltaTable>, _ v: UInt32) {
+        t.pointee.present.withUnsafeBufferPointer { p in
             if let base = p.baseAddress { gdh_prefetch_write(base + Int(v >> 6)) }
         }
-        guard slotBits > 0 else { return }
-        let s = Int(truncatingIfNeeded: (UInt64(v) &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - slotBits))
-        slots.withUnsafeBufferPointer { p in gdh_prefetch_write(p.baseAddress! + s) }
+        let bits = t.pointee.slotBits
+        guard bits > 0 else { return }
+        let s = Int(truncatingIfNeeded: (UInt64(v) &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - bits))
+        t.pointee.slots.withUnsafeBufferPointer { p in gdh_prefetch_write(p.baseAddress! + s) }
     }
 
     mutating func append(_ v: UInt32, _ id: UInt32) {

@@ -115,6 +115,22 @@ public enum Command: Equatable, Hashable, Sendable {
     }
 
     /// The request in wire form, without the line feed (for clients and tests).
+    /// Appends `requestLine`'s bytes to `out` (an ADD of a code without a String made).
+    public func appendRequestLine(to out: inout [UInt8]) {
+        if case .add(var key, .code(let digits)) = self {
+            out.append(contentsOf: Command.addWord)
+            key.withUTF8 { out.append(contentsOf: $0) }
+            out.append(contentsOf: Command.codeWord)
+            out.append(contentsOf: digits)
+        } else {
+            var line = requestLine
+            line.withUTF8 { out.append(contentsOf: $0) }
+        }
+    }
+
+    /// "ADD " and " CODE ", as `appendRequestLine` writes them.
+    public static let addWord = Array("ADD ".utf8), codeWord = Array(" CODE ".utf8)
+
     public var requestLine: String {
         switch self {
         case .ping, .quit, .stats, .metrics, .compact, .verify, .reencode, .rebuild(nil): return name
@@ -126,5 +142,20 @@ public enum Command: Equatable, Hashable, Sendable {
         case .range(let r, let s): return "RANGE \(r) \(s.word) \(s.argument)"
         case .backup(let path): return "BACKUP \(path)"
         }
+    }
+}
+
+/// Appends n's decimal digits (n >= 0) to `out`.
+public func appendDecimal(_ n: Int, to out: inout [UInt8]) {
+    precondition(n >= 0, "appendDecimal of a negative number")
+    var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // room for 24 digits
+    var v = n, k = 0
+    withUnsafeMutableBytes(of: &digits) { d in
+        repeat {
+            d[23 - k] = UInt8(48 + v % 10)
+            v /= 10
+            k += 1
+        } while v > 0
+        out.append(contentsOf: UnsafeRawBufferPointer(rebasing: d[(24 - k)...]))
     }
 }

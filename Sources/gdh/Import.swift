@@ -59,7 +59,7 @@ struct Import: ParsableCommand {
         var received = 0, errors = 0
         var firstError: String?
         do {
-            try client.pipeline(count: entries.count, window: window, line: { entries[$0].command.requestLine }) { i, r in
+            try client.pipeline(count: entries.count, window: window, bytes: { entries[$0].command.appendRequestLine(to: &$1) }) { i, r in
                 received = i + 1
                 if case .error(let code, let message) = r {
                     errors += 1

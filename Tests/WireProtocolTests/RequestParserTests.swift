@@ -141,7 +141,17 @@ struct ParserHappyPaths {
         ]
         for c in cmds {
             #expect(parse(c.requestLine) == .success(c), "\(c.requestLine)")
+            var bytes: [UInt8] = [0x41]
+            c.appendRequestLine(to: &bytes)
+            #expect(bytes == [0x41] + Array(c.requestLine.utf8), "\(c.requestLine)")
         }
+    }
+
+    @Test("appendDecimal writes what String(n) does", arguments: [0, 1, 9, 10, 99, 100, 4_294_967_295, Int.max])
+    func decimal(_ n: Int) {
+        var out: [UInt8] = [0x2D]
+        appendDecimal(n, to: &out)
+        #expect(out == [0x2D] + Array(String(n).utf8))
     }
 
     @Test("isWrite and isMultiLineResponse")
@@ -512,6 +522,9 @@ struct ErrorMessages {
             }
             switch parseBytes(bytes) {
             case .success(let c):
+                var appended: [UInt8] = []
+                c.appendRequestLine(to: &appended)
+                #expect(appended == Array(c.requestLine.utf8))
                 // Whatever parses re-serializes to an equivalent request (a value ending
                 // in CR cannot be re-sent without another CR, as one final CR is framing).
                 if c.requestLine.utf8.last != 0x0D { #expect(parse(c.requestLine) == .success(c)) }
