@@ -52,6 +52,10 @@ final class Writer: @unchecked Sendable {
     private let condition = NSCondition()
     /// A key index reclaim was under way after the last batch (the writer's thread only).
     private var idleReclaim = false
+    /// The store would fold its delta after the last batch if no write came for
+    /// `idleFoldDelay` seconds (`HashStore.foldWhenIdle`; the writer's thread only).
+    private var idleFold = false
+    static let idleFoldDelay: TimeInterval = 1
     private var queue = WriteQueue<Job>(isAdmin: { if case .admin = $0 { return true } else { return false } })
     private var stopping = false
     private var finished = false
@@ -114,13 +118,24 @@ final class Writer: @unchecked Sendable {
         condition.lock()
         defer { condition.unlock() }
         while queue.isEmpty && !stopping {
-            guard idleReclaim else { condition.wait(); continue }
-            // A key index reclaim under way goes a piece after each batch; with no batch
-            // coming it takes a piece every couple of milliseconds instead.
-            if !condition.wait(until: Date(timeIntervalSinceNow: 0.002)) && queue.isEmpty && !stopping {
-                condition.unlock()
-                idleReclaim = store.continueReclaim()
-                condition.lock()
+            if idleReclaim {
+                // A key index reclaim under way goes a piece after each batch; with no batch
+                // coming it takes a piece every couple of milliseconds instead.
+                if !condition.wait(until: Date(timeIntervalSinceNow: 0.002)) && queue.isEmpty && !stopping {
+                    condition.unlock()
+                    idleReclaim = store.continueReclaim()
+                    condition.lock()
+                }
+            } else if idleFold {
+                // After a second with no write, the delta is folded into the tables.
+                if !condition.wait(until: Date(timeIntervalSinceNow: Writer.idleFoldDelay)) && queue.isEmpty && !stopping {
+                    condition.unlock()
+                    store.foldWhenIdle()
+                    condition.lock()
+                    idleFold = false
+                }
+            } else {
+                condition.wait()
             }
         }
         return queue.isEmpty ? nil : queue.take(maxBatch: maxBatch)
@@ -130,6 +145,7 @@ final class Writer: @unchecked Sendable {
         while let jobs = take() {
             perform(jobs)
             idleReclaim = store.reclaimUnderWay
+            idleFold = store.wantsIdleFold
         }
         condition.lock()
         finished = true

@@ -9,6 +9,15 @@ import Glibc
 extension HashStore {
     /// Folds the delta into new tables once it has grown past the threshold, or once
     /// deletes have left as many holes in the code positions (a fold compacts them).
+    ///
+    /// The automatic threshold is a quarter of the items (at least 262,144 per table): a
+    /// bulk load folds less often (each fold reads all the codes and writes all the tables)
+    /// at the price of a larger delta, which searches look up entry by entry (at 10M items
+    /// a k-NN query takes about 25% longer with an eighth of them in the delta, 57% with a
+    /// quarter; `gdh bench search --delta`). So that the delta does not stay that large
+    /// under a trickle of writes, a sixteenth (at least 65,536 per table) is enough once a
+    /// minute has passed since the last fold, or once the writer has been idle for a
+    /// second (`foldWhenIdle`): after a load, searches find nearly everything in the tables.
     func foldIfNeeded() throws {
         let limit = foldThreshold ?? max(262_144, index.count / 4)
         // Holes cost scan time whatever the delta holds, so they are folded away sooner.
@@ -16,25 +25,57 @@ extension HashStore {
         if index.deltaEntries > limit * max(1, index.m) || index.codes.holes > holeLimit
             || (index.fixedM == nil && index.count >= 65_536
             && SubstringLayout.automaticCount(for: width, items: index.count) != index.m
-            && index.deltaEntries > index.count / 8) {
+            && index.deltaEntries > index.count / 8)
+            || (deltaPastSmallLimit && DispatchTime.now().uptimeNanoseconds - lastFoldEnded >= trickleFoldNanoseconds) {
             guard backgroundFolds else { try foldTables(m: nil); return }
-            // Beside the writes; the delta keeps answers exact meanwhile.
-            guard !foldScheduled, foldChanged == nil else { return }
-            foldScheduled = true
-            foldThreads.enter()
-            let t = Thread { [self] in
-                defer { foldThreads.leave() }
-                var failure: String?
-                do { try foldBeside(m: nil, setting: false) } catch { failure = "\(error)" }
-                HashStore.releaseFreeMemory()
-                writerLock.lock()
-                foldScheduled = false
-                lastFoldError = failure
-                writerLock.unlock()
-            }
-            t.name = "gdhd-fold"
-            t.start()
+            startFoldBeside()
         }
+    }
+
+    /// Whether the delta holds more than a sixteenth of the items (at least 65,536 entries
+    /// per table): the automatic threshold of a fold after a minute, or after a second with
+    /// no write. Never with a fixed `foldThreshold` (tests). Under `writerLock`.
+    private var deltaPastSmallLimit: Bool {
+        foldThreshold == nil && index.deltaEntries > max(65_536, index.count / 16) * max(1, index.m)
+    }
+
+    /// Whether `foldWhenIdle` would start a fold now (the writer asks after each batch).
+    public var wantsIdleFold: Bool {
+        writerLock.withLock { backgroundFolds && deltaPastSmallLimit && !foldScheduled && foldChanged == nil }
+    }
+
+    /// For the writer once it has had no write for a while: starts a fold beside the
+    /// writes if the delta holds more than a sixteenth of the items (`foldIfNeeded`).
+    /// Returns whether it started one.
+    @discardableResult
+    public func foldWhenIdle() -> Bool {
+        writerLock.withLock {
+            guard backgroundFolds, deltaPastSmallLimit else { return false }
+            return startFoldBeside()
+        }
+    }
+
+    /// Starts an automatic fold on a thread of its own unless one is under way (writer lock
+    /// held); the delta keeps answers exact meanwhile. Returns whether it started one.
+    @discardableResult
+    private func startFoldBeside() -> Bool {
+        guard !foldScheduled, foldChanged == nil else { return false }
+        foldScheduled = true
+        foldThreads.enter()
+        let t = Thread { [self] in
+            defer { foldThreads.leave() }
+            var failure: String?
+            do { try foldBeside(m: nil, setting: false) } catch { failure = "\(error)" }
+            HashStore.releaseFreeMemory()
+            writerLock.lock()
+            foldScheduled = false
+            lastFoldError = failure
+            lastFoldEnded = DispatchTime.now().uptimeNanoseconds
+            writerLock.unlock()
+        }
+        t.name = "gdhd-fold"
+        t.start()
+        return true
     }
 
     /// A fold that lets writes go on while the tables are built and stored (any thread but

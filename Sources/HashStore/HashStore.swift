@@ -15,7 +15,8 @@ public struct StoreOptions: Sendable {
     /// Initial map size in bytes; the map doubles whenever it fills up.
     public var initialMapSize: Int = 64 << 20
     /// Delta entries (per table, on average) after which the writer folds the tables.
-    /// nil: max(65,536, N / 8).
+    /// nil: max(262,144, N / 4), and a sixteenth (at least 65,536) once the writer has been
+    /// idle a second or a minute has passed since the last fold (`HashStore.foldIfNeeded`).
     public var foldThreshold: Int?
     /// Fold beside the writes: the tables are built from a copy of the codes on a thread of
     /// their own, and the writer pauses only for the copy and for storing and installing
@@ -107,6 +108,12 @@ public final class HashStore {
     let foldLock = NSLock()
     /// An automatic fold thread has been started and not finished (under `writerLock`).
     var foldScheduled = false
+    /// When the last automatic fold ended (or the store opened), in `DispatchTime` nanoseconds
+    /// (under `writerLock`).
+    var lastFoldEnded = DispatchTime.now().uptimeNanoseconds
+    /// How long after the last automatic fold a write folds a delta past the small limit
+    /// (`foldIfNeeded`): a minute; tests shorten it. Under `writerLock`.
+    var trickleFoldNanoseconds: UInt64 = 60_000_000_000
     /// The last fold beside the writes: seconds of its steps (the copy and the store and
     /// install pause the writer; the build does not).
     public internal(set) var lastFoldSteps: [(String, Double)] = []

@@ -19,7 +19,13 @@ struct BenchSearch: ParsableCommand {
     @Option(help: "Planner: auto, mih or scan.") var planner: String = "auto"
     @Option(name: .customLong("substrings"), help: "Fixed substring count m (default automatic).") var m: Int?
     @Option(help: "A uint16 little-endian (queries x k) file of true k-NN distances to check against.") var truth: String?
+    @Option(help: "Fraction of the codes (0 to 0.9) added after the tables are built, so that searches also look them up in the delta, as between two folds of gdhd.")
+    var delta: Double = 0
     @Flag(help: "Print one JSON object.") var json = false
+
+    func validate() throws {
+        guard delta >= 0 && delta <= 0.9 else { throw ValidationError("--delta must be 0 to 0.9") }
+    }
 
     func run() throws {
         let width = try CodeWidth(bits: bits)
@@ -29,9 +35,11 @@ struct BenchSearch: ParsableCommand {
         let t0 = now()
         let index = try MultiIndex(width: width, m: m)
         index.codes.reserve(db.count)
-        for (i, c) in db.enumerated() { index.codes.set(UInt32(i), c) }
-        try index.rebuild()
+        let inTables = db.count - Int(Double(db.count) * delta)
+        for (i, c) in db.prefix(inTables).enumerated() { index.codes.set(UInt32(i), c) }
+        try index.rebuild(m: m ?? SubstringLayout.automaticCount(for: width, items: db.count))
         let buildSeconds = Double(now() - t0) / 1e9
+        for i in inTables..<db.count { index.upsert(UInt32(i), db[i]) }
         index.planner = mode
         var truthRows: [UInt16] = []
         if let truth, let d = FileManager.default.contents(atPath: truth) {
@@ -64,7 +72,7 @@ struct BenchSearch: ParsableCommand {
             }
         }
         var out: [String: Any] = [
-            "n": db.count, "bits": bits, "m": index.m, "k": k, "build_s": buildSeconds,
+            "n": db.count, "bits": bits, "m": index.m, "k": k, "build_s": buildSeconds, "delta_items": db.count - inTables,
             "knn_ms": summary(times), "paths": paths, "mismatches": mismatches,
             "checked": !truthRows.isEmpty, "planner": planner,
         ]

@@ -225,6 +225,36 @@ struct RegressionTests {
         #expect(listLines(try d.client().request("STATS"))?.contains("substrings_setting auto") == true)
     }
 
+    @Test("a second with no write folds a delta past a sixteenth of the items: STATS shows the fold and an empty delta, answers stay exact")
+    func idleFold() throws {
+        let d = try TestDaemon(bits: 32, m: 2)
+        let c = try d.client()
+        func figure(_ name: String) throws -> Int? {
+            listLines(try c.request("STATS"))?.first { $0.hasPrefix(name + " ") }.flatMap { Int($0.split(separator: " ")[1]) }
+        }
+        let folds0 = try figure("folds") ?? -1
+        var codes: [UInt32] = []
+        try c.pipeline(count: 70_000, window: 2000, line: { i in
+            let v = UInt32(truncatingIfNeeded: UInt64(i) &* 0x9E37_79B9_7F4A_7C15 >> 32)
+            codes.append(v)
+            return "ADD i\(i) CODE \(String(format: "%08x", v))"
+        }) { _, r in #expect(r.isOK) }
+        // 140,000 delta entries (2 tables): past 65,536 a table, under the bulk threshold.
+        var folds = try figure("folds") ?? -1
+        for _ in 0..<500 where folds == folds0 {
+            usleep(20_000)
+            folds = try figure("folds") ?? -1
+        }
+        #expect(folds == folds0 + 1)
+        #expect(try figure("delta_entries") == 0)
+        let q: UInt32 = 0x1234_5678
+        let want = codes.map { ($0 ^ q).nonzeroBitCount }.sorted().prefix(10)
+        guard let lines = listLines(try c.request("KNN 10 CODE \(String(format: "%08x", q))")) else {
+            Issue.record("KNN did not answer a list"); return
+        }
+        #expect(lines.map { Int($0.split(separator: " ")[1])! } == Array(want))
+    }
+
     @Test("BACKUP under write load: the restored copy holds every write acknowledged before it, a prefix of the concurrent ones, and passes VERIFY")
     func backupUnderWriteLoad() throws {
         let d = try TestDaemon()

@@ -342,6 +342,78 @@ struct HashStoreTests {
         store.close()
     }
 
+    @Test("idle and trickle folds: a delta past a sixteenth of the items (at least 65,536 entries a table) is folded when the writer has been idle, or at a write once the interval since the last fold has passed; a smaller one is not")
+    func idleAndTrickleFolds() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var rng = SplitMix64(seed: 41)
+        let w = try CodeWidth(bits: 32)
+        var opts = StoreOptions(bits: 32, substrings: 2)
+        opts.backgroundFolds = true
+        let store = try HashStore(directory: dir, options: opts)
+        var model: [String: HammingCode] = [:]
+        func add(_ n: Int) throws {
+            for start in stride(from: model.count, to: model.count + n, by: 5_000) {
+                var ops = [WriteOp]()
+                for i in start..<min(start + 5_000, model.count + n) {
+                    let c = code(w, &rng)
+                    ops.append(.add(key: "k\(i)", code: c))
+                    model["k\(i)"] = c
+                }
+                _ = try store.apply(ops)
+            }
+        }
+        func figure(_ name: String) -> Int { Int(store.statistics().first { $0.0 == name }!.1)! }
+        func waitForFolds(_ n: Int) {
+            for _ in 0..<1_000 where figure("folds") < n { usleep(10_000) }
+        }
+        func exact() {
+            for _ in 0..<5 {
+                let q = code(w, &rng)
+                let want = model.values.map { $0.distance(to: q) }.sorted().prefix(20)
+                var st = SearchStats()
+                #expect(store.knn(q, k: 20, stats: &st).map(\.distance) == Array(want))
+            }
+        }
+        let folds0 = figure("folds")
+        // 60,000 entries a table: under the floor of 65,536.
+        try add(60_000)
+        #expect(!store.wantsIdleFold)
+        #expect(!store.foldWhenIdle())
+        #expect(figure("delta_entries") == 120_000)
+        // 70,000: past the small limit, under the bulk one (262,144).
+        try add(10_000)
+        #expect(figure("folds") == folds0)
+        #expect(store.wantsIdleFold)
+        #expect(store.foldWhenIdle())
+        waitForFolds(folds0 + 1)
+        #expect(figure("folds") == folds0 + 1)
+        #expect(figure("delta_entries") == 0)
+        #expect(!store.wantsIdleFold)
+        exact()
+        // A trickle: past the small limit again, no fold at the writes within the interval,
+        // one at the first write after it.
+        try add(70_000)
+        #expect(figure("folds") == folds0 + 1)
+        store.writerLock.withLock { store.trickleFoldNanoseconds = 0 }
+        try add(10)
+        waitForFolds(folds0 + 2)
+        #expect(figure("folds") == folds0 + 2)
+        #expect(figure("delta_entries") < 100)
+        exact()
+        store.close()
+        // The folded tables were stored: a reopen finds the same items and answers.
+        let again = try HashStore(directory: dir, options: opts)
+        #expect(try again.verify().items == model.count)
+        for _ in 0..<5 {
+            let q = code(w, &rng)
+            let want = model.values.map { $0.distance(to: q) }.sorted().prefix(20)
+            var st = SearchStats()
+            #expect(again.knn(q, k: 20, stats: &st).map(\.distance) == Array(want))
+        }
+        again.close()
+    }
+
     @Test("folds and REBUILD beside the writes: answers exact throughout, stored tables and pending right after a reopen")
     func foldsBesideWrites() throws {
         let dir = tempDir()
