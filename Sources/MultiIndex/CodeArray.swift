@@ -22,7 +22,8 @@ final class CodeStorage {
     /// Positions in use (live ones and holes).
     var count = 0
     private(set) var capacity: Int
-    /// capacity * words words; a hole's code is zero.
+    /// capacity * words words (those of positions from `count` on not initialised); a
+    /// hole's code is zero.
     private(set) var codes: UnsafeMutablePointer<UInt64>
     /// The id at each position (a hole keeps the id it had).
     private(set) var ids: UnsafeMutablePointer<UInt32>
@@ -62,10 +63,10 @@ final class CodeStorage {
         self.words = words
         self.capacity = max(64, capacity)
         self.idCapacity = max(64, idCapacity)
+        // Codes and ids are written before they are read (positions from `count` on never
+        // are): left untouched, room that is never used costs no memory.
         codes = .allocate(capacity: self.capacity * words)
-        codes.initialize(repeating: 0, count: self.capacity * words)
         ids = .allocate(capacity: self.capacity)
-        ids.initialize(repeating: 0, count: self.capacity)
         live = .allocate(capacity: self.capacity / 64 + 1)
         live.initialize(repeating: 0, count: self.capacity / 64 + 1)
         positionOf = .allocate(capacity: self.idCapacity)
@@ -90,13 +91,21 @@ final class CodeStorage {
         return q
     }
 
+    /// `p`'s first `used` elements moved to new room for `new`, the rest left untouched.
+    private static func moved<T>(_ p: UnsafeMutablePointer<T>, used: Int, to new: Int) -> UnsafeMutablePointer<T> {
+        let q = UnsafeMutablePointer<T>.allocate(capacity: new)
+        q.moveInitialize(from: p, count: used)
+        p.deallocate()
+        return q
+    }
+
     /// Grows by half (not doubling: the codes are most of the mirror's memory).
     func reservePositions(_ n: Int) {
         guard n > capacity else { return }
         var cap = capacity
         while cap < n { cap += cap / 2 }
-        codes = CodeStorage.grown(codes, from: capacity * words, to: cap * words, fill: 0)
-        ids = CodeStorage.grown(ids, from: capacity, to: cap, fill: 0)
+        codes = CodeStorage.moved(codes, used: count * words, to: cap * words)
+        ids = CodeStorage.moved(ids, used: count, to: cap)
         live = CodeStorage.grown(live, from: capacity / 64 + 1, to: cap / 64 + 1, fill: 0)
         capacity = cap
     }

@@ -28,7 +28,9 @@ extension MultiIndex {
             marks[n / 64] = n % 64 == 0 ? 0 : (UInt64(1) << UInt64(n % 64)) - 1
             self.marks = marks
             live = n
-            delta = prepared.layout.sizes.map { DeltaTable(bits: $0) }
+            // Room for the entries until the next fold, as for the codes (`SnapshotRoom`).
+            let room = SnapshotRoom.headroom(n)
+            delta = prepared.layout.sizes.map { DeltaTable(bits: $0, room: room) }
         }
     }
 

@@ -142,9 +142,9 @@ extension MultiIndex {
         SnapshotSizing(words: codes.storage.words, live: codes.liveCount)
     }
 
-    /// Room for a snapshot's copy, allocated and zeroed on any thread (at millions of items
-    /// that takes tens of milliseconds the mutator need not wait for). It grows if the codes
-    /// have grown since the sizing.
+    /// Room for a snapshot's copy, allocated on any thread (its bitmap of live positions
+    /// zeroed: at millions of items the mutator need not wait for that). It grows if the
+    /// codes have grown since the sizing.
     public final class SnapshotRoom: @unchecked Sendable {
         fileprivate let storage: CodeStorage
         public init(_ z: SnapshotSizing) {
@@ -152,11 +152,13 @@ extension MultiIndex {
             storage = CodeStorage(words: z.words, capacity: z.live + SnapshotRoom.headroom(z.live), idCapacity: 0)
         }
 
-        /// Room for the ids added after a fold's snapshot of `live` items, up to the next
-        /// fold (which comes after at most a quarter of the items, or 262,144 new ids, in
-        /// the delta): the writer then never grows the codes or their id map between two
-        /// folds, each growth a copy of all of them under the writer's lock.
-        static func headroom(_ live: Int) -> Int { live / 4 + min(live, 1 << 19) + 1024 }
+        /// Room for the ids added after a fold's snapshot of `live` items until the next
+        /// fold is installed: the next fold starts after at most a quarter of the items (or
+        /// 262,144) in the delta, and the writes go on while it runs. The writer then never
+        /// grows the codes or their id map between two folds, each growth a copy of all of
+        /// them under the writer's lock. Room for codes that is never used costs no memory
+        /// (it is not touched); the id map's costs 4 bytes an id.
+        static func headroom(_ live: Int) -> Int { live / 2 + min(live, 1 << 20) + 1024 }
     }
 
     /// Starts a snapshot in pieces (m as for `snapshotForTables`) in `room` (allocated here

@@ -228,6 +228,14 @@ struct DeltaTable {
         self.bits = bits
     }
 
+    /// An empty delta with room for `entries` entries set aside (not touched: room never
+    /// used costs no memory), so that the appends until the next fold do not copy the
+    /// entries each time their array doubles.
+    init(bits: Int, room entries: Int) {
+        self.bits = bits
+        self.entries.reserveCapacity(entries)
+    }
+
     @inline(__always)
     private func isPresent(_ v: UInt32) -> Bool {
         !present.isEmpty && (present[Int(v >> 6)] >> UInt64(v & 63)) & 1 == 1
