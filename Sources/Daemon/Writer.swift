@@ -52,8 +52,9 @@ final class Writer: @unchecked Sendable {
     private let condition = NSCondition()
     /// A key index reclaim was under way after the last batch (the writer's thread only).
     private var idleReclaim = false
-    /// The store would fold its delta after the last batch if no write came for
-    /// `idleFoldDelay` seconds (`HashStore.foldWhenIdle`; the writer's thread only).
+    /// The store would fold its delta if no write came for `idleFoldDelay` seconds
+    /// (`HashStore.wantsIdleFold`, asked after each batch and each idle fold; the writer's
+    /// thread only).
     private var idleFold = false
     static let idleFoldDelay: TimeInterval = 1
     private var queue = WriteQueue<Job>(isAdmin: { if case .admin = $0 { return true } else { return false } })
@@ -127,12 +128,14 @@ final class Writer: @unchecked Sendable {
                     condition.lock()
                 }
             } else if idleFold {
-                // After a second with no write, the delta is folded into the tables.
+                // After a second with no write, the delta is folded into the tables; while a
+                // fold runs, the writer asks again every second (the delta may hold what the
+                // writes added during it).
                 if !condition.wait(until: Date(timeIntervalSinceNow: Writer.idleFoldDelay)) && queue.isEmpty && !stopping {
                     condition.unlock()
                     store.foldWhenIdle()
+                    idleFold = store.wantsIdleFold
                     condition.lock()
-                    idleFold = false
                 }
             } else {
                 condition.wait()

@@ -39,14 +39,19 @@ extension HashStore {
         foldThreshold == nil && index.deltaEntries > max(65_536, index.count / 16) * max(1, index.m)
     }
 
-    /// Whether `foldWhenIdle` would start a fold now (the writer asks after each batch).
+    /// Whether the writer should call `foldWhenIdle` once it has had no write for a while
+    /// (it asks after each batch, and again after each call): the delta is past the small
+    /// limit, and the last fold beside the writes did not fail (a fold that fails, for a
+    /// full disk, is tried again after the next batch, not every second). Still true while
+    /// a fold runs: the writer asks again after it, when the delta may hold what the
+    /// writes added meanwhile.
     public var wantsIdleFold: Bool {
-        writerLock.withLock { backgroundFolds && deltaPastSmallLimit && !foldScheduled && foldChanged == nil }
+        writerLock.withLock { backgroundFolds && deltaPastSmallLimit && lastFoldError == nil }
     }
 
     /// For the writer once it has had no write for a while: starts a fold beside the
-    /// writes if the delta holds more than a sixteenth of the items (`foldIfNeeded`).
-    /// Returns whether it started one.
+    /// writes if the delta holds more than a sixteenth of the items (`foldIfNeeded`) and
+    /// none is under way. Returns whether it started one.
     @discardableResult
     public func foldWhenIdle() -> Bool {
         writerLock.withLock {

@@ -386,6 +386,9 @@ struct HashStoreTests {
         #expect(figure("folds") == folds0)
         #expect(store.wantsIdleFold)
         #expect(store.foldWhenIdle())
+        // One fold at a time; the writer is told to ask again until it is installed.
+        #expect(!store.foldWhenIdle())
+        #expect(store.wantsIdleFold)
         waitForFolds(folds0 + 1)
         #expect(figure("folds") == folds0 + 1)
         #expect(figure("delta_entries") == 0)
