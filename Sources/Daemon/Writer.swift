@@ -145,6 +145,9 @@ final class Writer: @unchecked Sendable {
     }
 
     private func run() {
+        // A delta past the small limit at start (the pending ids of a database that stopped
+        // before its fold) is folded after a quiet second too.
+        idleFold = store.wantsIdleFold
         while let jobs = take() {
             perform(jobs)
             idleReclaim = store.reclaimUnderWay

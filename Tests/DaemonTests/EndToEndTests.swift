@@ -255,6 +255,40 @@ struct RegressionTests {
         #expect(lines.map { Int($0.split(separator: " ")[1])! } == Array(want))
     }
 
+    @Test("a database opened with a delta past a sixteenth of the items (pending ids) is folded after a quiet second, with no write")
+    func idleFoldAtStart() throws {
+        let dir = NSTemporaryDirectory() + "gdh-e2e-idle-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Written by the store itself, inline folds only, the bulk threshold not reached: the
+        // 70,000 items are above the stored tables' watermark, pending at the next open.
+        var opts = StoreOptions(bits: 32, substrings: 2)
+        opts.backgroundFolds = false
+        let store = try HashStore(directory: dir, options: opts)
+        let w = try CodeWidth(bits: 32)
+        for start in stride(from: 0, to: 70_000, by: 10_000) {
+            _ = try store.apply(try (start..<start + 10_000).map { i in
+                let v = UInt32(truncatingIfNeeded: UInt64(i) &* 0x9E37_79B9_7F4A_7C15 >> 32)
+                return .add(key: "p\(i)", code: try HammingCode(hex: String(format: "%08x", v), width: w))
+            })
+        }
+        store.close()
+        let d = try TestDaemon(bits: 32, m: 2, dir: dir)
+        let c = try d.client()
+        func figure(_ name: String) throws -> Int? {
+            listLines(try c.request("STATS"))?.first { $0.hasPrefix(name + " ") }.flatMap { Int($0.split(separator: " ")[1]) }
+        }
+        let folds0 = try figure("folds") ?? -1
+        var delta = try figure("delta_entries") ?? -1
+        #expect(delta == 140_000)
+        for _ in 0..<500 where delta != 0 {
+            usleep(20_000)
+            delta = try figure("delta_entries") ?? -1
+        }
+        #expect(delta == 0)
+        #expect(try figure("folds") == folds0 + 1)
+        #expect(try figure("items") == 70_000)
+    }
+
     @Test("BACKUP under write load: the restored copy holds every write acknowledged before it, a prefix of the concurrent ones, and passes VERIFY")
     func backupUnderWriteLoad() throws {
         let d = try TestDaemon()
