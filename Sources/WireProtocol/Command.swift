@@ -114,7 +114,6 @@ public enum Command: Equatable, Hashable, Sendable {
         }
     }
 
-    /// The request in wire form, without the line feed (for clients and tests).
     /// Appends `requestLine`'s bytes to `out` (an ADD of a code without a String made).
     public func appendRequestLine(to out: inout [UInt8]) {
         if case .add(var key, .code(let digits)) = self {
@@ -131,6 +130,7 @@ public enum Command: Equatable, Hashable, Sendable {
     /// "ADD " and " CODE ", as `appendRequestLine` writes them.
     public static let addWord = Array("ADD ".utf8), codeWord = Array(" CODE ".utf8)
 
+    /// The request in wire form, without the line feed (for clients and tests).
     public var requestLine: String {
         switch self {
         case .ping, .quit, .stats, .metrics, .compact, .verify, .reencode, .rebuild(nil): return name
