@@ -91,6 +91,14 @@ final class CodeStorage {
         return q
     }
 
+    /// Zeroes the codes and ids of the first `n` positions (at most the capacity) ahead of
+    /// their use, so that their pages are in place before a copy under a lock fills them.
+    func touch(positions n: Int) {
+        let k = min(n, capacity)
+        codes.initialize(repeating: 0, count: k * words)
+        ids.initialize(repeating: 0, count: k)
+    }
+
     /// `p`'s first `used` elements moved to new room for `new`, the rest left untouched.
     private static func moved<T>(_ p: UnsafeMutablePointer<T>, used: Int, to new: Int) -> UnsafeMutablePointer<T> {
         let q = UnsafeMutablePointer<T>.allocate(capacity: new)

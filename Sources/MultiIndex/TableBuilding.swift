@@ -142,14 +142,16 @@ extension MultiIndex {
         SnapshotSizing(words: codes.storage.words, live: codes.liveCount)
     }
 
-    /// Room for a snapshot's copy, allocated on any thread (its bitmap of live positions
-    /// zeroed: at millions of items the mutator need not wait for that). It grows if the
-    /// codes have grown since the sizing.
+    /// Room for a snapshot's copy, allocated on any thread, and the part the copy will fill
+    /// zeroed there (at millions of items its page faults take tens of milliseconds, which
+    /// the copy's pieces under the mutator's lock need not spend); the headroom is left
+    /// untouched. It grows if the codes have grown since the sizing.
     public final class SnapshotRoom: @unchecked Sendable {
         fileprivate let storage: CodeStorage
         public init(_ z: SnapshotSizing) {
             // No id map: the copy's is built for its live ids once it is complete.
             storage = CodeStorage(words: z.words, capacity: z.live + SnapshotRoom.headroom(z.live), idCapacity: 0)
+            storage.touch(positions: z.live)
         }
 
         /// Room for the ids added after a fold's snapshot of `live` items until the next
