@@ -102,6 +102,18 @@ public enum Siblings {
             + "nor on PATH; build it with: swift build --product \(v.executable)"
     }
 
+    /// Replaces this process with itself (/proc/self/exe, same arguments) with the
+    /// environment variable `name` set to `value`, unless it is set already. Returns only
+    /// when it did not (the variable was set, or the exec failed: the caller goes on as it is).
+    public static func reexecSelf(setting name: String, to value: String) {
+        guard getenv(name) == nil, let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else {
+            return
+        }
+        setenv(name, value, 1)
+        var cArgs = CommandLine.arguments.map { strdup($0) } + [nil]
+        execv(exe, &cArgs)
+    }
+
     /// If `arguments` (without argv[0]) are a sibling's, replaces this process with the
     /// sibling (its output and exit status are then the command's), or prints why it
     /// cannot and exits 1. Returns only when the arguments are not a sibling's.
