@@ -1,7 +1,4 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// OpenBLAS 0.3.21 (Debian 12) does not recognise some recent CPUs and falls back to its
 /// Prescott (SSE3) kernels, which made training steps 1.4x slower here. It reads
@@ -17,19 +14,15 @@ public enum BLASCoreType {
         return nil
     }
 
-    /// Re-executes this process (/proc/self/exe, same arguments) with OPENBLAS_CORETYPE
-    /// set to `best(cpuFlags:)`, unless the variable or GDH_NO_BLAS_REEXEC is set or there
-    /// is nothing better to choose. Returns only when it did not re-execute.
-    public static func reexecIfNeeded() {
+    /// The core type the training commands re-execute themselves with
+    /// (`Siblings.reexecSelf(setting: "OPENBLAS_CORETYPE", to:)`): `best(cpuFlags:)` for
+    /// this CPU, or nil when OPENBLAS_CORETYPE or GDH_NO_BLAS_REEXEC is set or there is
+    /// nothing better to choose.
+    public static func wantedForThisCPU() -> String? {
         let env = ProcessInfo.processInfo.environment
         guard env["OPENBLAS_CORETYPE"] == nil, env["GDH_NO_BLAS_REEXEC"] == nil,
               let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-              let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-              let core = best(cpuFlags: Set(flagsLine.split(separator: " ").map(String.init))) else { return }
-        setenv("OPENBLAS_CORETYPE", core, 1)
-        guard let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") else { return }
-        var cArgs = CommandLine.arguments.map { strdup($0) } + [nil]
-        execv(exe, &cArgs)
-        // execv returned: carry on with the kernels OpenBLAS chose.
+              let flagsLine = cpuinfo.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        return best(cpuFlags: Set(flagsLine.split(separator: " ").map(String.init)))
     }
 }

@@ -30,7 +30,7 @@ struct BenchTrain: ParsableCommand {
     }
 
     func run() throws {
-        BLASCoreType.reexecIfNeeded()
+        if let core = BLASCoreType.wantedForThisCPU() { Siblings.reexecSelf(setting: "OPENBLAS_CORETYPE", to: core) }
         setTrainingThreads(threads)
         guard let c = GDHConfiguration.named(config, bits: bits) else { throw Failure("unknown configuration \(config)") }
         let model = try GDHModel(configuration: c, training: true)

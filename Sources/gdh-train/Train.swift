@@ -107,7 +107,7 @@ struct Train: ParsableCommand {
     }
 
     func run() throws {
-        BLASCoreType.reexecIfNeeded()
+        if let core = BLASCoreType.wantedForThisCPU() { Siblings.reexecSelf(setting: "OPENBLAS_CORETYPE", to: core) }
         setTrainingThreads(threads)
         let settings = try self.settings
         let (resolved, splitFile) = try loadSplit()

@@ -229,9 +229,7 @@ struct RegressionTests {
     func idleFold() throws {
         let d = try TestDaemon(bits: 32, m: 2)
         let c = try d.client()
-        func figure(_ name: String) throws -> Int? {
-            listLines(try c.request("STATS"))?.first { $0.hasPrefix(name + " ") }.flatMap { Int($0.split(separator: " ")[1]) }
-        }
+        func figure(_ name: String) throws -> Int? { try statsOf(c)[name].flatMap { Int($0) } }
         let folds0 = try figure("folds") ?? -1
         var codes: [UInt32] = []
         try c.pipeline(count: 70_000, window: 2000, line: { i in
@@ -274,9 +272,7 @@ struct RegressionTests {
         store.close()
         let d = try TestDaemon(bits: 32, m: 2, dir: dir)
         let c = try d.client()
-        func figure(_ name: String) throws -> Int? {
-            listLines(try c.request("STATS"))?.first { $0.hasPrefix(name + " ") }.flatMap { Int($0.split(separator: " ")[1]) }
-        }
+        func figure(_ name: String) throws -> Int? { try statsOf(c)[name].flatMap { Int($0) } }
         let folds0 = try figure("folds") ?? -1
         var delta = try figure("delta_entries") ?? -1
         #expect(delta == 140_000)

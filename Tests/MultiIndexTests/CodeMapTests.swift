@@ -119,10 +119,7 @@ struct CodeMapTests {
             window.append(next)
             next += 1
             if window.count > 5000 {
-                let k = Int.random(in: 0..<window.count, using: &rng)
-                let id = window[k]
-                window[k] = window[window.count - 1]
-                window.removeLast()
+                let id = takeRandom(&window, &rng)
                 codes.remove(id); oracle[id] = nil
             }
         }
@@ -216,10 +213,7 @@ struct MultiIndexSparseIDTests {
                 window.append(next)
                 next += 1
                 if window.count > 2000 {
-                    let k = Int.random(in: 0..<window.count, using: &rng)
-                    let id = window[k]
-                    window[k] = window[window.count - 1]
-                    window.removeLast()
+                    let id = takeRandom(&window, &rng)
                     index.remove(id); items[id] = nil; changed.insert(id)
                 }
                 if Int.random(in: 0..<50, using: &rng) == 0 {
@@ -275,4 +269,14 @@ struct MultiIndexSparseIDTests {
         #expect(index.codes.storage.mapBytes < 64 * 1024)
         #expect(try index.check() == 0)
     }
+}
+
+/// Removes and returns a random id of `window` (the last one takes its place): the churn
+/// tests' sliding window of ids that may be deleted.
+private func takeRandom(_ window: inout [UInt32], _ rng: inout SplitMix) -> UInt32 {
+    let k = Int.random(in: 0..<window.count, using: &rng)
+    let id = window[k]
+    window[k] = window[window.count - 1]
+    window.removeLast()
+    return id
 }
