@@ -46,24 +46,74 @@ public struct CodeWidth: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "\(bits) bits" }
 }
 
-/// One code, owning its words.
+/// One code, owning its words: up to 256 bits in place (a code is then a plain value,
+/// with no allocation: the write path makes one per request), wider codes in an array.
 public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
     public let width: CodeWidth
-    /// `width.words` words, most significant bit first.
-    public private(set) var words: [UInt64]
+    /// The words of a code of up to `inlineWords` words; the unused ones zero.
+    private var small: (UInt64, UInt64, UInt64, UInt64) = (0, 0, 0, 0)
+    /// The words of a wider code; empty otherwise.
+    private var large: [UInt64] = []
+    /// Words held in place.
+    static let inlineWords = 4
+
+    /// `width.words` words, most significant bit first (a new array: hot paths read them
+    /// through `withWords`).
+    public var words: [UInt64] { withWords { Array($0) } }
+
+    /// Calls `body` with the code's `width.words` words, most significant bit first.
+    @inline(__always)
+    public func withWords<R>(_ body: (UnsafeBufferPointer<UInt64>) throws -> R) rethrows -> R {
+        let n = width.words
+        guard n <= HammingCode.inlineWords else { return try large.withUnsafeBufferPointer(body) }
+        var s = small
+        return try withUnsafeMutableBytes(of: &s) { raw in
+            try body(UnsafeBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt64.self), count: n))
+        }
+    }
+
+    /// Calls `body` with the code's words to change them in place.
+    @inline(__always)
+    private mutating func withMutableWords<R>(_ body: (UnsafeMutableBufferPointer<UInt64>) throws -> R) rethrows -> R {
+        let n = width.words
+        guard n <= HammingCode.inlineWords else { return try large.withUnsafeMutableBufferPointer { try body($0) } }
+        return try withUnsafeMutableBytes(of: &small) { raw in
+            try body(UnsafeMutableBufferPointer(start: raw.baseAddress!.assumingMemoryBound(to: UInt64.self), count: n))
+        }
+    }
+
+    /// A code of `width` whose words `fill` writes (all `width.words` of them; they start zero).
+    @inline(__always)
+    init(width: CodeWidth, filling fill: (UnsafeMutableBufferPointer<UInt64>) throws -> Void) rethrows {
+        self.width = width
+        if width.words > HammingCode.inlineWords { large = [UInt64](repeating: 0, count: width.words) }
+        try withMutableWords(fill)
+        // Padding bits (a width not a multiple of 64) are zero.
+        if width.bits % 64 != 0 { withMutableWords { $0[$0.count - 1] &= ~UInt64(0) << 32 } }
+    }
 
     public init(width: CodeWidth, words: [UInt64]) {
         precondition(words.count == width.words, "word count does not match the width")
-        self.width = width
-        var w = words
-        if width.bits % 64 != 0 { w[w.count - 1] &= ~UInt64(0) << 32 }
-        self.words = w
+        self.init(width: width) { out in _ = out.initialize(from: words) }
+    }
+
+    /// A code from `width.words` packed words (most significant bit first).
+    public init(width: CodeWidth, copying source: UnsafePointer<UInt64>) {
+        self.init(width: width) { out in out.baseAddress!.update(from: source, count: out.count) }
     }
 
     /// The all-zero code.
     public init(zeroOf width: CodeWidth) {
-        self.width = width
-        self.words = Array(repeating: 0, count: width.words)
+        self.init(width: width) { _ in }
+    }
+
+    public static func == (a: HammingCode, b: HammingCode) -> Bool {
+        a.width == b.width && a.withWords { x in b.withWords { y in x.elementsEqual(y) } }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(width)
+        withWords { for w in $0 { hasher.combine(w) } }
     }
 
     /// Parses the hex text form (exactly `bits / 4` digits).
@@ -89,13 +139,8 @@ public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
             throw CodeError.badLength(expected: width.hexDigits, got: digits.count)
         }
         var bad = -1
-        let words = [UInt64](unsafeUninitializedCapacity: width.words) { out, count in
-            bad = gdh_hex_decode(digits.baseAddress!, digits.count, out.baseAddress!)
-            count = width.words
-        }
+        self.init(width: width) { out in bad = gdh_hex_decode(digits.baseAddress!, digits.count, out.baseAddress!) }
         if bad >= 0 { throw CodeError.badDigit(position: bad) }
-        self.width = width
-        self.words = words
     }
 
     /// Builds a code from its packed bytes (`bits / 8` bytes, most significant first).
@@ -103,23 +148,26 @@ public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
         guard bytes.count == width.bytes else {
             throw CodeError.badLength(expected: width.hexDigits, got: bytes.count * 2)
         }
-        var words = [UInt64](repeating: 0, count: width.words)
-        words.withUnsafeMutableBufferPointer { out in
+        self.init(width: width) { out in
             let fill = { (b: UnsafeBufferPointer<UInt8>) in
                 for i in 0..<b.count { out[i >> 3] |= UInt64(b[i]) << UInt64(56 - 8 * (i & 7)) }
             }
             // Contiguous bytes take the specialised loop (see init(hexUTF8:width:)).
             if bytes.withContiguousStorageIfAvailable(fill) == nil { Array(bytes).withUnsafeBufferPointer(fill) }
         }
-        self.width = width
-        self.words = words
     }
 
     /// Appends the packed bytes (most significant first) to `out`, without an
     /// intermediate array.
     public func appendBytes(to out: inout [UInt8]) {
-        for i in 0..<width.bytes {
-            out.append(UInt8(truncatingIfNeeded: words[i >> 3] >> UInt64(56 - 8 * (i & 7))))
+        withWords { w in
+            // A word's bytes at a time (the last word of a width not a multiple of 64 has 4).
+            var left = width.bytes
+            for x in w {
+                let n = min(8, left)
+                withUnsafeBytes(of: x.bigEndian) { out.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0.prefix(n))) }
+                left -= n
+            }
         }
     }
 
@@ -127,9 +175,7 @@ public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
     public var bytes: [UInt8] {
         var out = [UInt8]()
         out.reserveCapacity(width.bytes)
-        for i in 0..<width.bytes {
-            out.append(UInt8(truncatingIfNeeded: words[i >> 3] >> UInt64(56 - 8 * (i & 7))))
-        }
+        appendBytes(to: &out)
         return out
     }
 
@@ -145,7 +191,7 @@ public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
     public func appendHex(to out: inout [UInt8]) {
         let n = width.hexDigits
         // The digits into a small buffer, then one append (not one per digit).
-        words.withUnsafeBufferPointer { w in
+        withWords { w in
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: n) { d in
                 for i in 0..<n {
                     let bit = i * 4
@@ -162,20 +208,18 @@ public struct HammingCode: Hashable, Sendable, CustomStringConvertible {
     /// Hamming distance to another code of the same width.
     public func distance(to other: HammingCode) -> Int {
         precondition(width == other.width, "codes of different widths")
-        var d = 0
-        for i in 0..<words.count { d &+= (words[i] ^ other.words[i]).nonzeroBitCount }
-        return d
+        return withWords { a in other.withWords { b in hammingDistance(a.baseAddress!, b.baseAddress!, words: a.count) } }
     }
 
     /// The value of bit `i` (0 is the most significant).
     public func bit(_ i: Int) -> Bool {
-        (words[i >> 6] >> UInt64(63 - (i & 63))) & 1 == 1
+        withWords { ($0[i >> 6] >> UInt64(63 - (i & 63))) & 1 == 1 }
     }
 
     /// A copy with bit `i` flipped.
     public func flipping(_ i: Int) -> HammingCode {
         var c = self
-        c.words[i >> 6] ^= UInt64(1) << UInt64(63 - (i & 63))
+        c.withMutableWords { $0[i >> 6] ^= UInt64(1) << UInt64(63 - (i & 63)) }
         return c
     }
 }

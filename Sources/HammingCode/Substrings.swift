@@ -65,7 +65,7 @@ public struct SubstringLayout: Hashable, Sendable {
 
     /// All m substrings of a code.
     public func substrings(of code: HammingCode) -> [UInt32] {
-        code.words.withUnsafeBufferPointer { p in
+        code.withWords { p in
             (0..<count).map { substring($0, of: p.baseAddress!) }
         }
     }

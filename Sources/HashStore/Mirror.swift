@@ -92,34 +92,46 @@ extension HashStore {
             if b.changes.contains(where: { if case .remove = $0 { return true } else { return false } }) {
                 keyGeneration += 1
             }
-            // The key slot and delta entries of the change a few places ahead are fetched
-            // while this one is applied.
+            // The codes go to the index a run at a time (`MultiIndex.upsert(ids:words:)`,
+            // which fetches the delta's cache lines ahead); a delete ends a run, so that
+            // the changes apply in order. The key slot of the change a few places ahead
+            // is fetched while this one is applied.
+            let w = width.words
+            var ids = [UInt32](), words = [UInt64]()
+            ids.reserveCapacity(b.changes.count)
+            words.reserveCapacity(b.changes.count * w)
+            func flush() {
+                ids.withUnsafeBufferPointer { i in words.withUnsafeBufferPointer { index.upsert(ids: i, words: $0.baseAddress!) } }
+                ids.removeAll(keepingCapacity: true)
+                words.removeAll(keepingCapacity: true)
+            }
             let ahead = 8
             for (i, change) in b.changes.enumerated() {
-                if i + ahead < b.changes.count { prefetch(b.changes[i + ahead]) }
+                if i + ahead < b.changes.count { prefetchKey(b.changes[i + ahead]) }
                 switch change {
                 case .insert(let id, let k, let code):
                     keys.insert(k.key.utf8, id: id, hash: k.hash)
-                    index.upsert(id, code)
+                    ids.append(id)
+                    code.withWords { words.append(contentsOf: $0) }
                 case .replace(let id, let code):
-                    index.upsert(id, code)
+                    ids.append(id)
+                    code.withWords { words.append(contentsOf: $0) }
                 case .remove(let id, let k):
+                    flush()
                     keys.remove(k.key.utf8, generation: keyGeneration, hash: k.hash)
                     index.remove(id)
                 }
             }
+            flush()
             nextID = b.nextID
         }
     }
 
     @inline(__always)
-    private func prefetch(_ change: Change) {
+    private func prefetchKey(_ change: Change) {
         switch change {
-        case .insert(_, let k, let code):
-            keys.prefetch(hash: k.hash)
-            index.prefetchDelta(for: code)
-        case .replace(_, let code): index.prefetchDelta(for: code)
-        case .remove(_, let k): keys.prefetch(hash: k.hash)
+        case .insert(_, let k, _), .remove(_, let k): keys.prefetch(hash: k.hash)
+        case .replace: break
         }
     }
 

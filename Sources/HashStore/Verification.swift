@@ -161,7 +161,7 @@ extension HashStore {
                     if verifyChanged!.contains(id) {
                         sub = try txn.get(dbItems, id: id).flatMap { rec in
                             (try? HammingCode(bytes: rec[0..<bytes], width: width)).map { c in
-                                c.words.withUnsafeBufferPointer { layout.substring(j, of: $0.baseAddress!) }
+                                c.withWords { layout.substring(j, of: $0.baseAddress!) }
                             }
                         }
                     } else {

@@ -439,22 +439,26 @@ public final class CodeArray {
 
     public func code(_ id: UInt32) -> HammingCode? {
         guard let p = storage.position(of: id) else { return nil }
-        return HammingCode(width: width, words: Array(UnsafeBufferPointer(start: storage.codes + p * words, count: words)))
+        return HammingCode(width: width, copying: storage.codes + p * words)
     }
 
     /// Stores a code under an id (new or live); returns whether the id was live before.
     @discardableResult
     public func set(_ id: UInt32, _ code: HammingCode) -> Bool {
         precondition(code.width == width, "code width does not match")
-        return code.words.withUnsafeBufferPointer { src in
-            if let p = storage.position(of: id) {
-                (storage.codes + p * words).update(from: src.baseAddress!, count: words)
-                return true
-            }
-            storage.append(id, src.baseAddress!)
-            liveCount += 1
-            return false
+        return code.withWords { set(id, words: $0.baseAddress!) }
+    }
+
+    /// `set` of a code given as `width.words` packed words.
+    @discardableResult
+    public func set(_ id: UInt32, words src: UnsafePointer<UInt64>) -> Bool {
+        if let p = storage.position(of: id) {
+            (storage.codes + p * words).update(from: src, count: words)
+            return true
         }
+        storage.append(id, src)
+        liveCount += 1
+        return false
     }
 
     /// Removes an id (its position becomes a hole); returns whether it was live.

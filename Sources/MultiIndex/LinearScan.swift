@@ -46,7 +46,7 @@ public final class LinearScan {
     public func knn(_ query: HammingCode, k: Int) -> [Neighbor] {
         precondition(query.width == width, "query width does not match the index")
         guard k > 0, count > 0 else { return [] }
-        return query.words.withUnsafeBufferPointer { knnPacked(words: $0.baseAddress!, k: k) }.map(Neighbor.init(packed:))
+        return query.withWords { knnPacked(words: $0.baseAddress!, k: k) }.map(Neighbor.init(packed:))
     }
 
     /// Every live item within distance ≤ r of `query`, ordered by (distance, id).
@@ -54,7 +54,7 @@ public final class LinearScan {
         precondition(query.width == width, "query width does not match the index")
         guard r >= 0, count > 0 else { return [] }
         let r = min(r, width.bits)
-        return query.words.withUnsafeBufferPointer { rangePacked(words: $0.baseAddress!, radius: r) }.map(Neighbor.init(packed:))
+        return query.withWords { rangePacked(words: $0.baseAddress!, radius: r) }.map(Neighbor.init(packed:))
     }
 
     // MARK: The scan (packed results `distance << 32 | id`, ascending)

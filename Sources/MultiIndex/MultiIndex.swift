@@ -72,20 +72,45 @@ public final class MultiIndex {
         indexInDelta(position: codes.position(of: id)!)
     }
 
-    /// A hint before `upsert` of this code a little later: starts loading the delta's
-    /// cache lines its entries will touch (a bulk load's appends then overlap their misses).
-    public func prefetchDelta(for code: HammingCode) {
-        code.words.withUnsafeBufferPointer { MultiIndex.prefetch(delta, layout: layout, code: $0.baseAddress!) }
-    }
-
-    /// Starts loading what appending `code`'s substrings to `delta` touches first (the
-    /// bitmap word and hash slot of each table), borrowing the tables through a buffer: no
-    /// copy (retain) of a table's struct.
-    @inline(__always)
-    static func prefetch(_ delta: [DeltaTable], layout: SubstringLayout, code: UnsafePointer<UInt64>) {
-        delta.withUnsafeBufferPointer { d in
-            for j in 0..<layout.count { DeltaTable.prefetch(d.baseAddress! + j, layout.substring(j, of: code)) }
+    /// `upsert` of `ids.count` codes in order: id k's code is the `width.words` packed words
+    /// at `words + k * width.words`. For a batch of writes: the tables, the delta and the
+    /// layout are borrowed once for the batch (no retain and release of each per code), and
+    /// the delta's cache lines of the code a few places ahead are fetched while one is
+    /// indexed (a bulk load's appends then overlap their misses).
+    public func upsert(ids: UnsafeBufferPointer<UInt32>, words: UnsafePointer<UInt64>) {
+        guard !ids.isEmpty else { return }
+        let w = codes.storage.words, n = ids.count
+        let lay = layout
+        var d = [DeltaTable]()
+        var marks = [UInt64]()
+        // Moved out for the batch (no search runs during a mutation), so that each stays
+        // uniquely referenced while it is changed through a pointer.
+        swap(&d, &delta)
+        swap(&marks, &mayHaveEntries)
+        defer {
+            swap(&d, &delta)
+            swap(&marks, &mayHaveEntries)
         }
+        var added = 0
+        for j in d.indices { d[j].reserve(n) }
+        let hints = d.map { $0.hints() }
+        tables.withUnsafeBufferPointer { t in
+            d.withUnsafeMutableBufferPointer { dp in
+                let ahead = 8
+                func prefetch(_ k: Int) {
+                    let code = words + k * w
+                    for j in 0..<lay.count { hints[j].prefetch(lay.substring(j, of: code)) }
+                }
+                for k in 0..<min(ahead, n) { prefetch(k) }
+                for k in 0..<n {
+                    if k + ahead < n { prefetch(k + ahead) }
+                    if codes.set(ids[k], words: words + k * w) { appendOnly = false }
+                    added += MultiIndex.indexInDelta(position: codes.storage.position(of: ids[k])!, storage: codes.storage,
+                                                     layout: lay, tables: t, delta: dp, marks: &marks)
+                }
+            }
+        }
+        deltaEntries += added
     }
 
     /// Deletes an id; returns whether it was live. Its position becomes a hole and its
@@ -108,6 +133,18 @@ public final class MultiIndex {
     /// an install); returns the delta entries it added.
     static func indexInDelta(position i: Int, storage s: CodeStorage, layout: SubstringLayout, tables: [BaseTable],
                              delta: inout [DeltaTable], marks: inout [UInt64]) -> Int {
+        tables.withUnsafeBufferPointer { t in
+            delta.withUnsafeMutableBufferPointer { d in
+                indexInDelta(position: i, storage: s, layout: layout, tables: t, delta: d, marks: &marks)
+            }
+        }
+    }
+
+    /// `indexInDelta` over borrowed tables and delta (one borrow for a batch of positions).
+    @inline(__always)
+    static func indexInDelta(position i: Int, storage s: CodeStorage, layout: SubstringLayout,
+                             tables: UnsafeBufferPointer<BaseTable>, delta: UnsafeMutableBufferPointer<DeltaTable>,
+                             marks: inout [UInt64]) -> Int {
         guard s.isLive(position: i) else { return 0 }
         let p = UnsafePointer(s.codes + i * s.words)
         let id = UInt32(i)

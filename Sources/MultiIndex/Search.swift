@@ -95,7 +95,7 @@ extension MultiIndex {
     private func search(_ query: HammingCode, stats: inout SearchStats,
                         byProbing: (UnsafePointer<UInt64>, inout SearchStats, Bool) -> [UInt64]?,
                         byScan: (UnsafePointer<UInt64>) -> [UInt64]) -> [UInt64] {
-        query.words.withUnsafeBufferPointer { qp in
+        query.withWords { qp in
             let q = qp.baseAddress!
             if planner != .linearScan, codes.positionCount > 64 {
                 if let r = byProbing(q, &stats, planner == .automatic) {

@@ -275,19 +275,38 @@ struct DeltaTable {
         return found
     }
 
-    /// Starts loading the cache lines `append(v, _)` will touch first (the bitmap word and
-    /// the value's home slot), so that a batch's appends overlap their cache misses.
-    /// Reads the table in place through `t`: a copy of the struct would retain and release
-    /// each of its arrays, per table and per code.
-    @inline(__always)
-    static func prefetch(_ t: UnsafePointer<DeltaTable>, _ v: UInt32) {
-        t.pointee.present.withUnsafeBufferPointer { p in
-            if let base = p.baseAddress { gdh_prefetch_write(base + Int(v >> 6)) }
+    /// Makes room for `n` more entries without growing the hash or the entries on the way
+    /// (so that the addresses `hints()` gives stay those of the table until then).
+    mutating func reserve(_ n: Int) {
+        if present.isEmpty { present = [UInt64](repeating: 0, count: ((1 << bits) + 63) / 64) }
+        while slots.isEmpty || 2 * (slotsUsed + n) > slots.count { growSlots() }
+        if entries.capacity < entries.count + n { entries.reserveCapacity(max(entries.count + n, 2 * entries.count)) }
+    }
+
+    /// The addresses `append(v, _)` touches first (the bitmap word and the value's home
+    /// slot), for a batch of appends to fetch them ahead: taken once for the batch, after
+    /// `reserve` of its entries, instead of borrowing the arrays (a retain and a release)
+    /// for each hint.
+    struct Hints {
+        fileprivate let present: UnsafePointer<UInt64>
+        fileprivate let slots: UnsafePointer<UInt64>
+        fileprivate let shift: UInt64
+
+        /// Starts loading the cache lines of appending value v.
+        @inline(__always)
+        func prefetch(_ v: UInt32) {
+            gdh_prefetch_write(present + Int(v >> 6))
+            gdh_prefetch_write(slots + Int(truncatingIfNeeded: (UInt64(v) &* 0x9E37_79B9_7F4A_7C15) >> shift))
         }
-        let bits = t.pointee.slotBits
-        guard bits > 0 else { return }
-        let s = Int(truncatingIfNeeded: (UInt64(v) &* 0x9E37_79B9_7F4A_7C15) >> UInt64(64 - bits))
-        t.pointee.slots.withUnsafeBufferPointer { p in gdh_prefetch_write(p.baseAddress! + s) }
+    }
+
+    /// `Hints` for the appends of a batch, valid until more entries are appended than
+    /// `reserve` made room for (a hint is only a hint: a stale one never faults).
+    func hints() -> Hints {
+        precondition(!present.isEmpty && !slots.isEmpty, "hints before reserve")
+        return Hints(present: present.withUnsafeBufferPointer { $0.baseAddress! },
+                     slots: slots.withUnsafeBufferPointer { $0.baseAddress! },
+                     shift: UInt64(64 - slotBits))
     }
 
     mutating func append(_ v: UInt32, _ id: UInt32) {

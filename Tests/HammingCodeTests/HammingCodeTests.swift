@@ -27,6 +27,40 @@ struct HammingCodeTests {
         #expect(one.bytes[0] == 0x80)
     }
 
+    @Test("codes held in place (up to 256 bits) and in an array (wider) behave alike", arguments: [32, 64, 96, 128, 160, 192, 224, 256, 288, 512, 1024])
+    func storage(bits: Int) throws {
+        let w = try CodeWidth(bits: bits)
+        var rng = SplitMix64(seed: UInt64(bits))
+        for _ in 0..<20 {
+            let raw = (0..<w.words).map { _ in rng.next() }
+            let c = HammingCode(width: w, words: raw)
+            // Padding bits are cleared whichever way the code is made.
+            var padded = raw
+            if bits % 64 != 0 { padded[padded.count - 1] &= ~UInt64(0) << 32 }
+            #expect(c.words == padded)
+            #expect(c.withWords { Array($0) } == padded)
+            // Packed bytes: most significant first, `bits / 8` of them.
+            let packed: [UInt8] = (0..<w.bytes).map { (i: Int) -> UInt8 in
+                UInt8(truncatingIfNeeded: padded[i >> 3] >> UInt64(56 - 8 * (i & 7)))
+            }
+            #expect(c.bytes == packed)
+            let copied = raw.withUnsafeBufferPointer { HammingCode(width: w, copying: $0.baseAddress!) }
+            let parsed = try HammingCode(hex: c.hex, width: w)
+            let fromBytes = try HammingCode(bytes: c.bytes, width: w)
+            for other in [copied, parsed, fromBytes] {
+                #expect(other == c)
+                #expect(other.hashValue == c.hashValue)
+                #expect(other.distance(to: c) == 0)
+            }
+            let i = Int(rng.next() % UInt64(bits))
+            let flipped = c.flipping(i)
+            #expect(flipped != c && flipped.distance(to: c) == 1 && flipped.bit(i) != c.bit(i))
+            #expect(flipped.flipping(i) == c)
+            #expect(Set([c, parsed, flipped]).count == 2)
+        }
+        #expect(HammingCode(zeroOf: w).words == [UInt64](repeating: 0, count: w.words))
+    }
+
     @Test("bad hex is refused with its reason")
     func badHex() throws {
         let w = try CodeWidth(bits: 32)

@@ -71,6 +71,42 @@ struct MultiIndexTests {
         }
     }
 
+    @Test("a batch of upserts (new ids, replacements, across a rebuild and deletes) leaves the index as upserts one at a time do", arguments: [64, 96, 128])
+    func batchUpsert(bits: Int) throws {
+        var rng = SplitMix(seed: UInt64(bits) &* 31)
+        let w = try CodeWidth(bits: bits)
+        let m = SubstringLayout.minimumCount(for: w)
+        let single = try MultiIndex(width: w, m: m), batched = try MultiIndex(width: w, m: m)
+        var items: [UInt32: HammingCode] = [:]
+        var next: UInt32 = 0
+        // Clustered codes, so that k-NN probes stay near the query in multi-index mode.
+        let centres = (0..<4).map { _ in randomCode(w, &rng) }
+        func make() -> HammingCode { noisy(centres[Int(rng.next() % 4)], p: 0.06, &rng) }
+        for round in 0..<6 {
+            // New ids, then replacements of earlier ones (some twice in one batch), mixed.
+            var ids: [UInt32] = [], codes: [HammingCode] = []
+            for _ in 0..<(300 + round * 50) {
+                let id = next > 0 && Int(rng.next() % 3) == 0 ? UInt32(rng.next() % UInt64(next)) : { next += 1; return next - 1 }()
+                ids.append(id)
+                codes.append(make())
+            }
+            for (id, c) in zip(ids, codes) { single.upsert(id, c); items[id] = c }
+            let words = codes.flatMap(\.words)
+            ids.withUnsafeBufferPointer { i in words.withUnsafeBufferPointer { batched.upsert(ids: i, words: $0.baseAddress!) } }
+            if round == 2 { try single.rebuild(); try batched.rebuild() }
+            if round == 4 { for id in [UInt32(1), 5, 9] { single.remove(id); batched.remove(id); items[id] = nil } }
+            #expect(batched.count == single.count && batched.deltaEntries == single.deltaEntries)
+            #expect(try batched.check() >= 0)
+            for mode in PlannerMode.allCases {
+                batched.planner = mode
+                let q = make()
+                #expect(batched.knn(q, k: 10) == Array(bruteForce(items, q).prefix(10)))
+                #expect(batched.range(q, radius: bits / 8) == bruteForce(items, q).filter { $0.distance <= bits / 8 })
+            }
+        }
+        for id in items.keys { #expect(batched.codes.code(id) == items[id]) }
+    }
+
     @Test("rebuild with another m keeps answers exact")
     func rebuildOtherM() throws {
         var rng = SplitMix(seed: 42)
