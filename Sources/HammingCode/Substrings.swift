@@ -57,8 +57,9 @@ public struct SubstringLayout: Hashable, Sendable {
         self.sizes = sizes
     }
 
-    /// Substring j of a packed code, as an unsigned integer of `sizes[j]` bits.
-    @inline(__always)
+    /// Substring j of a packed code, as an unsigned integer of `sizes[j]` bits. Inlinable:
+    /// the tables' indexing and probing call it per code and table from other modules.
+    @inlinable @inline(__always)
     public func substring(_ j: Int, of code: UnsafePointer<UInt64>) -> UInt32 {
         extractBits(code, offset: offsets[j], size: sizes[j])
     }
@@ -72,7 +73,7 @@ public struct SubstringLayout: Hashable, Sendable {
 }
 
 /// Bits [offset, offset+size) of a most-significant-first packed code; size ≤ 32.
-@inline(__always)
+@inlinable @inline(__always)
 public func extractBits(_ code: UnsafePointer<UInt64>, offset: Int, size: Int) -> UInt32 {
     let w = offset >> 6, o = offset & 63
     let mask = (UInt64(1) << UInt64(size)) &- 1
