@@ -147,13 +147,15 @@ extension HashStore {
             // one is applied.
             // Each key is hashed once, a few writes ahead (`hashes` is a ring).
             let ahead = 8
+            // The key index does not change during the transaction: one `hints` serves it.
+            let hints = keys.hints
             var hashes = (0..<min(ahead, batch.count)).map { KeyIndex.hash(batch[$0].key.utf8) }
-            for h in hashes { keys.prefetch(hash: h) }
+            for h in hashes { hints.prefetch(hash: h) }
             for (i, op) in batch.enumerated() {
                 let hash = hashes[i % ahead]
                 if i + ahead < batch.count {
                     hashes[i % ahead] = KeyIndex.hash(batch[i + ahead].key.utf8)
-                    keys.prefetch(hash: hashes[i % ahead])
+                    hints.prefetch(hash: hashes[i % ahead])
                 }
                 let key = HashedKey(key: op.key, hash: hash)
                 switch op {

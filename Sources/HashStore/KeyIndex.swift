@@ -138,12 +138,28 @@ final class KeyIndex {
         return Array(key).withUnsafeBufferPointer(body)
     }
 
-    /// A hint before a look-up or insert of `key` a little later: starts loading its home
-    /// slot's cache line, so that a batch's look-ups overlap their misses.
-    @inline(__always)
-    func prefetch(hash: UInt64) {
-        let i = Int(truncatingIfNeeded: hash >> 32) & (slots.count - 1)
-        slots.withUnsafeBufferPointer { gdh_prefetch_write($0.baseAddress! + i) }
+    /// Makes room for `n` more keys, so that the slots do not move before n inserts
+    /// (the address `hints` gives stays the table's until then).
+    func reserve(_ n: Int) {
+        if (filled + n) * 2 > slots.count { rehash(to: max(slots.count, (used + n) * 4)) }
+    }
+
+    /// Hints before a batch's look-ups or inserts: each starts loading a key's home slot a
+    /// little before it is needed, so that the batch overlaps its misses. Taken once for
+    /// a batch (after `reserve` of its inserts): borrowing the slots for each hint would
+    /// retain and release them, atomic operations that each wait for the stores before them.
+    struct Hints {
+        let slots: UnsafePointer<UInt64>
+        let mask: Int
+
+        @inline(__always)
+        func prefetch(hash: UInt64) { gdh_prefetch_write(slots + (Int(truncatingIfNeeded: hash >> 32) & mask)) }
+    }
+
+    /// `Hints` valid until the table grows (no sooner than `reserve` allows; a stale hint
+    /// never faults).
+    var hints: Hints {
+        slots.withUnsafeBufferPointer { Hints(slots: $0.baseAddress!, mask: $0.count - 1) }
     }
 
     func lookup(_ key: some Collection<UInt8>) -> UInt32? {

@@ -106,8 +106,10 @@ extension HashStore {
                 words.removeAll(keepingCapacity: true)
             }
             let ahead = 8
+            keys.reserve(b.changes.count)
+            let hints = keys.hints
             for (i, change) in b.changes.enumerated() {
-                if i + ahead < b.changes.count { prefetchKey(b.changes[i + ahead]) }
+                if i + ahead < b.changes.count { prefetchKey(b.changes[i + ahead], hints) }
                 switch change {
                 case .insert(let id, let k, let code):
                     keys.insert(k.key.utf8, id: id, hash: k.hash)
@@ -128,9 +130,9 @@ extension HashStore {
     }
 
     @inline(__always)
-    private func prefetchKey(_ change: Change) {
+    private func prefetchKey(_ change: Change, _ hints: KeyIndex.Hints) {
         switch change {
-        case .insert(_, let k, _), .remove(_, let k): keys.prefetch(hash: k.hash)
+        case .insert(_, let k, _), .remove(_, let k): hints.prefetch(hash: k.hash)
         case .replace: break
         }
     }

@@ -54,6 +54,23 @@ struct KeyIndexTests {
         #expect(keys.lookup("never-added") == nil)
     }
 
+    @Test("reserve(n) makes room for n inserts: the address hints give stays the table's, and every key is found")
+    func reserveKeepsHints() {
+        let keys = KeyIndex()
+        var next: UInt32 = 0
+        for n in [1, 700, 5_000, 40_000] {
+            keys.reserve(n)
+            let before = keys.hints
+            for _ in 0..<n {
+                keys.insert("r\(next)".utf8, id: next)
+                next += 1
+            }
+            #expect(keys.hints.slots == before.slots && keys.hints.mask == before.mask)
+        }
+        for id in 0..<next { #expect(keys.lookup("r\(id)") == id) }
+        #expect(keys.lookup("r\(next)") == nil)
+    }
+
     @Test("the empty key is a key like any other")
     func emptyKey() {
         let keys = KeyIndex()
