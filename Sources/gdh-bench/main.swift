@@ -15,7 +15,7 @@ struct GDHBench: ParsableCommand {
         subcommands: [
             BenchSearch.self, BenchSocket.self, BenchIngest.self, BenchSoak.self,
             BenchEncode.self, BenchTrain.self, BenchDepthwise.self,
-            BenchDeletes.self, BenchCompact.self,
+            BenchDeletes.self, BenchCompact.self, BenchWrites.self,
         ]
     )
 }

@@ -118,11 +118,39 @@ struct ExecutableTests {
     func benchHelp() throws {
         let r = try gdh(["bench", "--help"])
         #expect(r.status == 0, "\(r.err)")
-        for bench in ["search", "socket", "ingest", "soak", "encode", "train", "depthwise", "compact", "deletes"] {
+        for bench in ["search", "socket", "ingest", "soak", "encode", "train", "depthwise", "compact", "deletes", "writes"] {
             #expect(listing(bench, in: r.out) != nil, "gdh bench --help does not list \(bench)")
         }
         let search = try gdh(["bench", "search", "--help"])
         #expect(search.status == 0 && search.out.contains("USAGE: gdh-bench search") && search.out.contains("--planner"))
+    }
+
+    @Test("gdh bench writes applies every code of a file to a store in process and reports its phases; a file of partial codes is refused")
+    func benchWrites() throws {
+        let fm = FileManager.default
+        let dir = NSTemporaryDirectory() + "gdh-bench-writes-\(UUID().uuidString.prefix(8))"
+        try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? fm.removeItem(atPath: dir) }
+        var rng = SystemRandomNumberGenerator()
+        let codes = (0..<(3_000 * 8)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        fm.createFile(atPath: dir + "/codes", contents: Data(codes))
+        let r = try gdh(["bench", "writes", "--codes", dir + "/codes", "--bits", "64", "--batch", "700", "--runs", "2",
+                         "--dir", dir, "--json"])
+        #expect(r.status == 0, "\(r.err)")
+        let out = try #require(try JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        #expect(out["writes"] as? Int == 3_000 && out["batch"] as? Int == 700)
+        let runs = try #require(out["runs"] as? [[String: Any]])
+        #expect(runs.count == 2)
+        for run in runs {
+            #expect((run["writes_per_second"] as? Double ?? 0) > 0)
+            let phases = try #require(run["phase_us_per_write"] as? [String: Double])
+            #expect(Set(phases.keys).isSuperset(of: ["puts", "commit", "mirror", "fold"]))
+        }
+        // The temporary stores are gone.
+        #expect(try fm.contentsOfDirectory(atPath: dir) == ["codes"])
+        fm.createFile(atPath: dir + "/odd", contents: Data(codes.prefix(13)))
+        let bad = try gdh(["bench", "writes", "--codes", dir + "/odd", "--bits", "64"])
+        #expect(bad.status != 0 && bad.err.contains("not a whole number"), "\(bad.err)")
     }
 
     @Test("Usage errors exit 64, in gdh and in the siblings it runs")
