@@ -82,6 +82,8 @@ extension MultiIndex {
     /// `current(k)`: the code of `ids[k]`, nil when it is not live) and indexes each touched
     /// position in the staged delta.
     private static func carry(ids: [UInt32], into st: StagedTables, current: (Int) -> UnsafePointer<UInt64>?) {
+        // Nothing to carry: the delta stays as it is (`reserve` would allocate its bitmap).
+        guard !ids.isEmpty else { return }
         let s = st.prepared.view
         let layout = st.prepared.layout
         // The delta and marks are moved out for the carry and borrowed once (no retain and
