@@ -59,16 +59,17 @@ struct HashStoreTests {
         #expect(try store.verify().items == model.count)
     }
 
-    @Test("create, write, reopen: items, ids and answers persist")
-    func persistence() throws {
+    @Test("create, write, reopen: items, ids and answers persist (codes in place and wider ones in an array)",
+          arguments: [128, 288, 512])
+    func persistence(bits: Int) throws {
         let dir = tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        var rng = SplitMix64(seed: 1)
-        let w = try CodeWidth(bits: 128)
+        var rng = SplitMix64(seed: UInt64(bits))
+        let w = try CodeWidth(bits: bits)
         var items: [String: HammingCode] = [:]
         var ids: [String: UInt32] = [:]
         do {
-            let store = try HashStore(directory: dir, options: StoreOptions(bits: 128))
+            let store = try HashStore(directory: dir, options: StoreOptions(bits: bits))
             defer { store.close() }
             var batch = [WriteOp]()
             for i in 0..<3000 {
@@ -95,7 +96,7 @@ struct HashStoreTests {
         }
         let store = try HashStore(directory: dir)
         defer { store.close() }
-        #expect(store.width.bits == 128)
+        #expect(store.width.bits == bits)
         #expect(store.count == items.count)
         #expect(store.get("k5") == items["k5"])
         #expect(store.id(of: "x") == 3001)
