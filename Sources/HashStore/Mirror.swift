@@ -101,6 +101,7 @@ extension HashStore {
             ids.reserveCapacity(b.changes.count)
             words.reserveCapacity(b.changes.count * w)
             func flush() {
+                guard !ids.isEmpty else { return }
                 ids.withUnsafeBufferPointer { i in words.withUnsafeBufferPointer { index.upsert(ids: i, words: $0.baseAddress!) } }
                 ids.removeAll(keepingCapacity: true)
                 words.removeAll(keepingCapacity: true)

@@ -88,6 +88,8 @@ struct HashStoreTests {
             items["k5"] = c
             #expect(try store.apply([.delete(key: "k6"), .delete(key: "k6"), .delete(key: "nope")]) == [.deleted(true), .deleted(false), .deleted(false)])
             items["k6"] = nil
+            // A batch that changes nothing (the mirror gets no change at all).
+            #expect(try store.apply([.delete(key: "absent"), .delete(key: "k6")]) == [.deleted(false), .deleted(false)])
             // Add then delete then add again in one batch: a new id.
             #expect(try store.apply([.add(key: "x", code: c), .delete(key: "x"), .add(key: "x", code: c)]) == [.added(id: 3000), .deleted(true), .added(id: 3001)])
             items["x"] = c; ids["x"] = 3001
