@@ -120,7 +120,7 @@ extension HashStore {
     /// needs of it (`applyToMirror`).
     struct BatchWrite {
         var outcomes: [WriteOutcome] = []
-        var changes: [Change] = []
+        var changes = Changes()
         /// The id the next new key gets.
         var nextID: UInt32
         /// Ids below this get a `pending` record (`HashStore.pendingBelow`).
@@ -143,6 +143,7 @@ extension HashStore {
             // Keys touched earlier in this batch: id, or nil when deleted.
             batchKeys.reset(for: batch.count)
             b.outcomes.reserveCapacity(batch.count)
+            b.changes.reserve(batch.count, words: width.words)
             // The key index slot of the write a few places ahead is fetched while this
             // one is applied.
             // Each key is hashed once, a few writes ahead (`hashes` is a ring).
@@ -209,13 +210,13 @@ extension HashStore {
         var flags: UInt32 = 0
         if let existing {
             id = existing
-            b.changes.append(.replace(id, code))
+            b.changes.replace(id, code)
         } else {
             guard b.nextID < UInt32.max else { throw StoreError.full("the database has used all 2^32 - 1 ids") }
             id = b.nextID
             b.nextID += 1
             flags = UInt32(MDB_APPEND)
-            b.changes.append(.insert(id, k, code))
+            b.changes.insert(id, k, code)
         }
         try putItem(txn, id, key, code, flags: flags, &b)
         if let source {
@@ -237,7 +238,7 @@ extension HashStore {
             return
         }
         try putItem(txn, id, key, code, flags: 0, &b)
-        b.changes.append(.replace(id, code))
+        b.changes.replace(id, code)
         b.outcomes.append(.added(id: id))
     }
 
@@ -250,7 +251,7 @@ extension HashStore {
         try txn.delete(dbItems, id: id)
         try txn.delete(dbPending, id: id)
         try txn.delete(dbSources, id: id)
-        b.changes.append(.remove(id, k))
+        b.changes.remove(id, k)
         batchKeys.set(key, hash: k.hash, nil)
         b.outcomes.append(.deleted(true))
     }

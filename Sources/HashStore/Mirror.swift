@@ -59,24 +59,60 @@ extension HashStore {
         try foldTables(m: nil)
     }
 
-    /// A committed change, as the mirror applies it.
-    enum Change {
-        /// Keys come with their `KeyIndex.hash`, computed once in the transaction.
-        case insert(UInt32, HashedKey, HammingCode)
-        case replace(UInt32, HammingCode)
-        case remove(UInt32, HashedKey)
+    /// A batch's committed changes, in order, as the mirror applies them: an insert (a new
+    /// id with its key and code), a replace (an id's new code) or a remove (an id and its
+    /// key). Kept as parallel arrays, the codes packed one after another (`width.words`
+    /// words each, in the order of the inserts and replaces), so that a run of them goes to
+    /// the index as it is (`MultiIndex.upsert(ids:words:)`) and nothing is copied per write.
+    struct Changes {
+        enum Kind: UInt8 { case insert, replace, remove }
+        private(set) var kinds: [Kind] = []
+        private(set) var ids: [UInt32] = []
+        /// The key of each insert and remove, with its `KeyIndex.hash` (computed once in
+        /// the transaction); nil for a replace.
+        private(set) var keys: [HashedKey?] = []
+        /// The codes of the inserts and replaces.
+        private(set) var words: [UInt64] = []
+        private(set) var removes = 0
+
+        var count: Int { kinds.count }
+
+        mutating func reserve(_ n: Int, words w: Int) {
+            kinds.reserveCapacity(n)
+            ids.reserveCapacity(n)
+            keys.reserveCapacity(n)
+            words.reserveCapacity(n * w)
+        }
+
+        mutating func insert(_ id: UInt32, _ key: HashedKey, _ code: HammingCode) {
+            append(.insert, id, key)
+            code.withWords { words.append(contentsOf: $0) }
+        }
+
+        mutating func replace(_ id: UInt32, _ code: HammingCode) {
+            append(.replace, id, nil)
+            code.withWords { words.append(contentsOf: $0) }
+        }
+
+        mutating func remove(_ id: UInt32, _ key: HashedKey) {
+            append(.remove, id, key)
+            removes += 1
+        }
+
+        private mutating func append(_ kind: Kind, _ id: UInt32, _ key: HashedKey?) {
+            kinds.append(kind)
+            ids.append(id)
+            keys.append(key)
+        }
     }
 
     /// Adds the ids of committed changes to whichever of `verifyChanged` and `foldChanged`
     /// is recording (under the write lock). A fold needs no record of the new ids
     /// (`ChangedIDs`).
-    func recordChanged(_ changes: [Change]) {
-        for change in changes {
-            switch change {
-            case .insert(let id, _, _), .replace(let id, _), .remove(let id, _):
-                verifyChanged?.insert(id)
-                foldChanged?.record(id)
-            }
+    func recordChanged(_ changes: Changes) {
+        for id in changes.ids {
+            verifyChanged?.insert(id)
+            foldChanged?.record(id)
         }
     }
 
@@ -89,52 +125,49 @@ extension HashStore {
             recordedModel = b.model
             imageItemCount = b.imageItems
             if verifyChanged != nil || foldChanged != nil { recordChanged(b.changes) }
-            if b.changes.contains(where: { if case .remove = $0 { return true } else { return false } }) {
-                keyGeneration += 1
-            }
-            // The codes go to the index a run at a time (`MultiIndex.upsert(ids:words:)`,
-            // which fetches the delta's cache lines ahead); a delete ends a run, so that
-            // the changes apply in order. The key slot of the change a few places ahead
-            // is fetched while this one is applied.
+            let c = b.changes
+            if c.removes > 0 { keyGeneration += 1 }
+            // The codes go to the index a run at a time, straight from the batch's packed
+            // words (`MultiIndex.upsert(ids:words:)`, which fetches the delta's cache lines
+            // ahead); a remove ends a run, so that the changes apply in order. The key slot
+            // of the change a few places ahead is fetched while this one is applied (after
+            // `reserve`, so that the hints' address stays the table's).
             let w = width.words
-            var ids = [UInt32](), words = [UInt64]()
-            ids.reserveCapacity(b.changes.count)
-            words.reserveCapacity(b.changes.count * w)
-            func flush() {
-                guard !ids.isEmpty else { return }
-                ids.withUnsafeBufferPointer { i in words.withUnsafeBufferPointer { index.upsert(ids: i, words: $0.baseAddress!) } }
-                ids.removeAll(keepingCapacity: true)
-                words.removeAll(keepingCapacity: true)
-            }
-            let ahead = 8
-            keys.reserve(b.changes.count)
+            keys.reserve(c.count)
             let hints = keys.hints
-            for (i, change) in b.changes.enumerated() {
-                if i + ahead < b.changes.count { prefetchKey(b.changes[i + ahead], hints) }
-                switch change {
-                case .insert(let id, let k, let code):
-                    keys.insert(k.key.utf8, id: id, hash: k.hash)
-                    ids.append(id)
-                    code.withWords { words.append(contentsOf: $0) }
-                case .replace(let id, let code):
-                    ids.append(id)
-                    code.withWords { words.append(contentsOf: $0) }
-                case .remove(let id, let k):
-                    flush()
-                    keys.remove(k.key.utf8, generation: keyGeneration, hash: k.hash)
-                    index.remove(id)
+            let ahead = 8
+            c.ids.withUnsafeBufferPointer { ids in
+                c.words.withUnsafeBufferPointer { words in
+                    // The run of inserts and replaces not yet given to the index: changes
+                    // runStart ..< i, whose codes start at word runWords.
+                    var runStart = 0, runWords = 0, nextWords = 0
+                    func flush(upTo i: Int) {
+                        if i > runStart {
+                            index.upsert(ids: UnsafeBufferPointer(rebasing: ids[runStart..<i]), words: words.baseAddress! + runWords)
+                        }
+                        runStart = i + 1
+                        runWords = nextWords
+                    }
+                    for i in 0..<c.count {
+                        if i + ahead < c.count, let k = c.keys[i + ahead] { hints.prefetch(hash: k.hash) }
+                        switch c.kinds[i] {
+                        case .insert:
+                            let k = c.keys[i]!
+                            keys.insert(k.key.utf8, id: ids[i], hash: k.hash)
+                            nextWords += w
+                        case .replace:
+                            nextWords += w
+                        case .remove:
+                            flush(upTo: i)
+                            let k = c.keys[i]!
+                            keys.remove(k.key.utf8, generation: keyGeneration, hash: k.hash)
+                            index.remove(ids[i])
+                        }
+                    }
+                    flush(upTo: c.count)
                 }
             }
-            flush()
             nextID = b.nextID
-        }
-    }
-
-    @inline(__always)
-    private func prefetchKey(_ change: Change, _ hints: KeyIndex.Hints) {
-        switch change {
-        case .insert(_, let k, _), .remove(_, let k): hints.prefetch(hash: k.hash)
-        case .replace: break
         }
     }
 
