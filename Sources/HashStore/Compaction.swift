@@ -139,17 +139,23 @@ extension HashStore {
 
     /// Step 2, no lock: replays the logged changes on the copy while writes go on, until
     /// little is left for the pause (a round takes about as long as the writes it replays
-    /// took to arrive, so the rounds shrink), then syncs the copy. Returns the changes
+    /// took to arrive, so the rounds shrink), then syncs the copy, and replays again what
+    /// the writes added during that sync (without syncing: the pause's sync covers it), so
+    /// that the pause replays only the writes of the last short round. Returns the changes
     /// replayed.
     private func catchUp(_ log: ChangeLog, into target: Environment, dbis: [MDB_dbi: MDB_dbi]) throws -> Int {
         var caughtUp = 0
-        for _ in 0..<50 {
-            if log.count < 256 && log.bytes < 256 << 10 { break }
-            caughtUp += try replay(log.take(), into: target, dbis: dbis)
+        func replayRounds() throws {
+            for _ in 0..<50 {
+                if log.count < 256 && log.bytes < 256 << 10 { break }
+                caughtUp += try replay(log.take(), into: target, dbis: dbis)
+            }
         }
+        try replayRounds()
         do { try target.sync() } catch {
             throw StoreError.storage(error, "compaction catch-up failed, the database is unchanged", dataPath: target.path)
         }
+        try replayRounds()
         return caughtUp
     }
 
