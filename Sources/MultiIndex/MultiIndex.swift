@@ -74,43 +74,21 @@ public final class MultiIndex {
 
     /// `upsert` of `ids.count` codes in order: id k's code is the `width.words` packed words
     /// at `words + k * width.words`. For a batch of writes: the tables, the delta and the
-    /// layout are borrowed once for the batch (no retain and release of each per code), and
-    /// the delta's cache lines of the code a few places ahead are fetched while one is
-    /// indexed (a bulk load's appends then overlap their misses).
+    /// layout are borrowed once for the batch (`DeltaBatch`: no retain and release of each
+    /// per code), and the delta's cache lines of the code a few places ahead are fetched
+    /// while one is indexed (a bulk load's appends then overlap their misses).
     public func upsert(ids: UnsafeBufferPointer<UInt32>, words: UnsafePointer<UInt64>) {
         guard !ids.isEmpty else { return }
         let w = codes.storage.words, n = ids.count
-        let lay = layout
-        var d = [DeltaTable]()
-        var marks = [UInt64]()
-        // Moved out for the batch (no search runs during a mutation), so that each stays
-        // uniquely referenced while it is changed through a pointer.
-        swap(&d, &delta)
-        swap(&marks, &mayHaveEntries)
-        defer {
-            swap(&d, &delta)
-            swap(&marks, &mayHaveEntries)
-        }
-        var added = 0
-        for j in d.indices { d[j].reserve(n) }
-        let hints = d.map { $0.hints() }
-        tables.withUnsafeBufferPointer { t in
-            d.withUnsafeMutableBufferPointer { dp in
-                let ahead = 8
-                func prefetch(_ k: Int) {
-                    let code = words + k * w
-                    for j in 0..<lay.count { hints[j].prefetch(lay.substring(j, of: code)) }
-                }
-                for k in 0..<min(ahead, n) { prefetch(k) }
-                for k in 0..<n {
-                    if k + ahead < n { prefetch(k + ahead) }
-                    if codes.set(ids[k], words: words + k * w) { appendOnly = false }
-                    added += MultiIndex.indexInDelta(position: codes.storage.position(of: ids[k])!, storage: codes.storage,
-                                                     layout: lay, tables: t, delta: dp, marks: &marks)
-                }
+        deltaEntries += MultiIndex.withDeltaBatch(delta: &delta, marks: &mayHaveEntries, tables: tables,
+                                                  storage: codes.storage, layout: layout, reserving: n) { batch in
+            for k in 0..<min(DeltaBatch.ahead, n) { batch.prefetch(words + k * w) }
+            for k in 0..<n {
+                if k + DeltaBatch.ahead < n { batch.prefetch(words + (k + DeltaBatch.ahead) * w) }
+                if codes.set(ids[k], words: words + k * w) { appendOnly = false }
+                batch.index(position: codes.storage.position(of: ids[k])!)
             }
         }
-        deltaEntries += added
     }
 
     /// Deletes an id; returns whether it was live. Its position becomes a hole and its
@@ -162,6 +140,57 @@ public final class MultiIndex {
         }
         marks[i >> 6] |= UInt64(1) << UInt64(i & 63)
         return added
+    }
+
+    /// Delta appends of a batch of positions over parts borrowed once for the batch
+    /// (`withDeltaBatch`): the live index's own (`upsert(ids:words:)`) or tables staged for
+    /// an install (their carry).
+    struct DeltaBatch {
+        /// How many codes ahead a batch's loop prefetches.
+        static let ahead = 8
+        fileprivate let storage: CodeStorage
+        fileprivate let layout: SubstringLayout
+        fileprivate let tables: UnsafeBufferPointer<BaseTable>
+        fileprivate let delta: UnsafeMutableBufferPointer<DeltaTable>
+        fileprivate let hints: [DeltaTable.Hints]
+        fileprivate var marks: [UInt64]
+        fileprivate(set) var added = 0
+
+        /// Starts loading the delta's lines that indexing `code` will touch (its bitmap word
+        /// and hash slot in each table).
+        @inline(__always)
+        func prefetch(_ code: UnsafePointer<UInt64>) {
+            for j in 0..<layout.count { hints[j].prefetch(layout.substring(j, of: code)) }
+        }
+
+        /// `indexInDelta` of live position `q` of the storage.
+        @inline(__always)
+        mutating func index(position q: Int) {
+            added += MultiIndex.indexInDelta(position: q, storage: storage, layout: layout, tables: tables,
+                                             delta: delta, marks: &marks)
+        }
+    }
+
+    /// Runs `body` with a `DeltaBatch` over `delta`, `marks` and `tables`, after making room
+    /// for `n` entries per table (so that the prefetch addresses stay the delta's); returns
+    /// the delta entries it added. The delta and marks are moved out for the batch, so that
+    /// each stays uniquely referenced while it is changed through a pointer, and put back.
+    static func withDeltaBatch(delta: inout [DeltaTable], marks: inout [UInt64], tables: [BaseTable], storage: CodeStorage,
+                               layout: SubstringLayout, reserving n: Int, _ body: (inout DeltaBatch) -> Void) -> Int {
+        var d = [DeltaTable]()
+        swap(&d, &delta)
+        defer { swap(&d, &delta) }
+        for j in d.indices { d[j].reserve(n) }
+        let hints = d.map { $0.hints() }
+        return tables.withUnsafeBufferPointer { t in
+            d.withUnsafeMutableBufferPointer { dp in
+                var batch = DeltaBatch(storage: storage, layout: layout, tables: t, delta: dp, hints: hints, marks: [])
+                swap(&batch.marks, &marks)
+                body(&batch)
+                swap(&batch.marks, &marks)
+                return batch.added
+            }
+        }
     }
 
     /// Puts new tables in use with an empty delta, the one place a fold or a load changes

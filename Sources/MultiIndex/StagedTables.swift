@@ -85,62 +85,43 @@ extension MultiIndex {
         // Nothing to carry: the delta stays as it is (`reserve` would allocate its bitmap).
         guard !ids.isEmpty else { return }
         let s = st.prepared.view
-        let layout = st.prepared.layout
-        // The delta and marks are moved out for the carry and borrowed once (no retain and
-        // release of each per id), then put back.
-        var delta = [DeltaTable](), marks = [UInt64]()
-        swap(&delta, &st.delta)
-        swap(&marks, &st.marks)
-        defer {
-            swap(&delta, &st.delta)
-            swap(&marks, &st.marks)
-        }
-        var added = 0
-        for j in delta.indices { delta[j].reserve(ids.count) }
-        let hints = delta.map { $0.hints() }
-        st.prepared.tables.withUnsafeBufferPointer { tables in
-            delta.withUnsafeMutableBufferPointer { d in
-                func index(_ q: Int) {
-                    added += indexInDelta(position: q, storage: s, layout: layout, tables: tables, delta: d, marks: &marks)
-                }
-                // The delta's bitmap word and hash slot of each table, eight ids ahead: at
-                // millions of items these are cache misses, and a fold beside a bulk load
-                // carries every id written while it ran.
-                let ahead = 8
-                func prefetch(_ k: Int) {
-                    guard k < ids.count, let src = current(k) else { return }
-                    for j in 0..<layout.count { hints[j].prefetch(layout.substring(j, of: src)) }
-                }
-                for k in 0..<min(ahead, ids.count) { prefetch(k) }
-                for (k, id) in ids.enumerated() {
-                    prefetch(k + ahead)
-                    if let src = current(k) {
-                        if let q = s.position(of: id) {
-                            // A write copied with its final code (a new id below the copy's
-                            // end, added while the copy went on) is already indexed where it
-                            // is: by the tables built over the copy, or by the delta of an
-                            // earlier carry. Only a code that differs is a replacement (which
-                            // keeps the next fold from merging into these tables).
-                            let dst = s.codes + q * s.words
-                            if (0..<s.words).contains(where: { dst[$0] != src[$0] }) {
-                                dst.update(from: src, count: s.words)
-                                st.appendOnly = false
-                                index(q)
-                            }
-                        } else {
-                            s.append(id, src)
-                            st.live += 1
-                            index(s.count - 1)
+        st.deltaEntries += withDeltaBatch(delta: &st.delta, marks: &st.marks, tables: st.prepared.tables, storage: s,
+                                          layout: st.prepared.layout, reserving: ids.count) { batch in
+            // The delta's bitmap word and hash slot of each table, a few ids ahead: at
+            // millions of items these are cache misses, and a fold beside a bulk load carries
+            // every id written while it ran.
+            func prefetch(_ k: Int) {
+                guard k < ids.count, let src = current(k) else { return }
+                batch.prefetch(src)
+            }
+            for k in 0..<min(DeltaBatch.ahead, ids.count) { prefetch(k) }
+            for (k, id) in ids.enumerated() {
+                prefetch(k + DeltaBatch.ahead)
+                if let src = current(k) {
+                    if let q = s.position(of: id) {
+                        // A write copied with its final code (a new id below the copy's end,
+                        // added while the copy went on) is already indexed where it is: by the
+                        // tables built over the copy, or by the delta of an earlier carry.
+                        // Only a code that differs is a replacement (which keeps the next fold
+                        // from merging into these tables).
+                        let dst = s.codes + q * s.words
+                        if (0..<s.words).contains(where: { dst[$0] != src[$0] }) {
+                            dst.update(from: src, count: s.words)
+                            st.appendOnly = false
+                            batch.index(position: q)
                         }
-                    } else if let q = s.position(of: id), s.isLive(position: q) {
-                        s.clear(position: q)
-                        st.live -= 1
-                        st.appendOnly = false
+                    } else {
+                        s.append(id, src)
+                        st.live += 1
+                        batch.index(position: s.count - 1)
                     }
+                } else if let q = s.position(of: id), s.isLive(position: q) {
+                    s.clear(position: q)
+                    st.live -= 1
+                    st.appendOnly = false
                 }
             }
         }
-        st.deltaEntries += added
     }
 
     /// Puts staged tables in use (the mutator's side; once). `changed` holds every id added,
