@@ -25,7 +25,7 @@ struct GDHBench: ParsableCommand {
 // cores that took about 0.15 s of CPU from a 1M ingest. Unless the caller chose, they run
 // with one OpenBLAS thread (this process again, with OPENBLAS_NUM_THREADS=1).
 if let verb = CommandLine.arguments.dropFirst().first,
-   ["search", "socket", "ingest", "soak", "deletes", "compact"].contains(verb) {
+   ["search", "socket", "ingest", "soak", "deletes", "compact", "writes"].contains(verb) {
     Siblings.reexecSelf(setting: "OPENBLAS_NUM_THREADS", to: "1")
 }
 GDHBench.main()
