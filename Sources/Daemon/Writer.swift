@@ -118,24 +118,26 @@ final class Writer: @unchecked Sendable {
     private func take() -> [Job]? {
         condition.lock()
         defer { condition.unlock() }
+        // Runs `work` without the condition's lock once `delay` has passed with no job
+        // coming and no stop asked for.
+        func whenIdle(for delay: TimeInterval, _ work: () -> Void) {
+            guard !condition.wait(until: Date(timeIntervalSinceNow: delay)) && queue.isEmpty && !stopping else { return }
+            condition.unlock()
+            work()
+            condition.lock()
+        }
         while queue.isEmpty && !stopping {
             if idleReclaim {
                 // A key index reclaim under way goes a piece after each batch; with no batch
                 // coming it takes a piece every couple of milliseconds instead.
-                if !condition.wait(until: Date(timeIntervalSinceNow: 0.002)) && queue.isEmpty && !stopping {
-                    condition.unlock()
-                    idleReclaim = store.continueReclaim()
-                    condition.lock()
-                }
+                whenIdle(for: 0.002) { idleReclaim = store.continueReclaim() }
             } else if idleFold {
                 // After a second with no write, the delta is folded into the tables; while a
                 // fold runs, the writer asks again every second (the delta may hold what the
                 // writes added during it).
-                if !condition.wait(until: Date(timeIntervalSinceNow: Writer.idleFoldDelay)) && queue.isEmpty && !stopping {
-                    condition.unlock()
+                whenIdle(for: Writer.idleFoldDelay) {
                     store.foldWhenIdle()
                     idleFold = store.wantsIdleFold
-                    condition.lock()
                 }
             } else {
                 condition.wait()
