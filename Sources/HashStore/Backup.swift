@@ -7,8 +7,8 @@ import Glibc
 #endif
 
 extension HashStore {
-    /// Writes a consistent, compacted copy of the database to `path` (a new file, never
-    /// an existing one) while writes go on: LMDB's copy reads one snapshot in a read
+    /// Writes a consistent, packed copy of the database to `path` (a new file, never an
+    /// existing one) while writes go on: `writePackedCopy` reads one snapshot in a read
     /// transaction. The copy is written beside the destination, synced, then hard-linked
     /// into place (which fails rather than replace a file that appeared meanwhile) and the
     /// directory synced, so `path` never holds a partial copy. Any thread;
@@ -28,7 +28,11 @@ extension HashStore {
         let tmp = path + ".partial"
         unlink(tmp)
         do {
-            try envSwap.withReadLock { try env.copyCompacted(to: tmp) }
+            try envSwap.withReadLock {
+                let copy = try writePackedCopy(to: tmp, mapSize: env.mapSize)
+                defer { copy.close() }
+                try copy.sync()
+            }
             chmod(tmp, 0o600)
             try HashStore.fsyncPath(tmp)
             guard link(tmp, path) == 0 else {

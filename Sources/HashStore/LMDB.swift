@@ -48,16 +48,18 @@ final class Environment {
     var log: ChangeLog?
 
     /// How an environment is opened: for writing (with a map size, optionally without
-    /// syncing commits), or read-only (MDB_RDONLY: the map size is the file's own, and
-    /// nothing is written to the data file; with `lockFile` false also MDB_NOLOCK, so that
-    /// not even LMDB's lock file is created or written).
+    /// syncing commits, and with `lockFile` false MDB_NOLOCK: no lock file, for a file
+    /// only this environment uses), or read-only (MDB_RDONLY: the map size is the file's
+    /// own, and nothing is written to the data file; with `lockFile` false also
+    /// MDB_NOLOCK, so that not even LMDB's lock file is created or written).
     enum Access {
-        case readWrite(mapSize: Int, noSync: Bool)
+        case readWrite(mapSize: Int, noSync: Bool, lockFile: Bool = true)
         case readOnly(lockFile: Bool)
     }
 
-    convenience init(path: String, mapSize: Int, maxDatabases: UInt32, noSync: Bool = false) throws {
-        try self.init(path: path, access: .readWrite(mapSize: mapSize, noSync: noSync), maxDatabases: maxDatabases)
+    convenience init(path: String, mapSize: Int, maxDatabases: UInt32, noSync: Bool = false, lockFile: Bool = true) throws {
+        try self.init(path: path, access: .readWrite(mapSize: mapSize, noSync: noSync, lockFile: lockFile),
+                      maxDatabases: maxDatabases)
     }
 
     init(path: String, access: Access, maxDatabases: UInt32) throws {
@@ -70,9 +72,10 @@ final class Environment {
             try check(mdb_env_set_maxdbs(e, maxDatabases), "mdb_env_set_maxdbs")
             var flags = UInt32(MDB_NOSUBDIR) | UInt32(MDB_NOTLS)
             switch access {
-            case .readWrite(let mapSize, let noSync):
+            case .readWrite(let mapSize, let noSync, let lockFile):
                 try check(mdb_env_set_mapsize(e, mapSize), "mdb_env_set_mapsize")
                 if noSync { flags |= UInt32(MDB_NOSYNC) }
+                if !lockFile { flags |= UInt32(MDB_NOLOCK) }
             case .readOnly(let lockFile):
                 flags |= UInt32(MDB_RDONLY)
                 if !lockFile { flags |= UInt32(MDB_NOLOCK) }
@@ -110,6 +113,16 @@ final class Environment {
     /// Flushes every committed transaction to disk (for an environment opened with noSync).
     func sync() throws {
         try check(mdb_env_sync(env, 1), "mdb_env_sync")
+    }
+
+    /// For an environment opened with noSync: waits for the data file's writeback already
+    /// under way, then starts it for every page written since, without waiting for that
+    /// (sync_file_range), so that dirty pages do not pile up for one long sync at the end.
+    /// Best effort: `sync` still makes the file durable.
+    func flushBehind() {
+        var fd: Int32 = -1
+        guard mdb_env_get_fd(env, &fd) == 0, fd >= 0 else { return }
+        _ = gdh_flush_behind(fd)
     }
 
     /// Writes a compacted copy of the environment to `path` (a file).

@@ -9,6 +9,7 @@ import MultiIndex
 /// Space after deletes (issue 9): a store that held N items and lost most of them against a
 /// store built with the survivors only. Both are durable stores on disk in a temporary
 /// directory; the scans are timed in alternating rounds, so drift of the machine hits both.
+/// Then both files are compacted (after a REBUILD of each) and their sizes compared.
 struct BenchDeletes: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "deletes",
@@ -72,6 +73,14 @@ struct BenchDeletes: ParsableCommand {
 
         var tb = [UInt64](), ts = [UInt64]()
         let ratios = try timeScans(big, small, width: width, big: &tb, small: &ts)
+        // The files: both stores' tables rebuilt (so that neither holds a delta or a
+        // stale generation), then COMPACT on each.
+        _ = try big.rebuild()
+        _ = try small.rebuild()
+        let c0 = now()
+        let (fileBefore, fileAfter) = try big.compact()
+        let compactSeconds = Double(now() - c0) / 1e9
+        let (_, fileSurvivors) = try small.compact()
         let out: [String: Any] = [
             "n": n, "bits": bits, "kept": small.count, "deleted": deleted,
             "load_codes_per_s": Double(n) / loadSeconds, "delete_per_s": Double(deleted) / deleteSeconds,
@@ -79,6 +88,8 @@ struct BenchDeletes: ParsableCommand {
             "scan_ms_after_deletes": median(tb) / 1e6, "scan_ms_survivors_only": median(ts) / 1e6,
             "ratio_median": median(ratios), "ratio_min": ratios.min()!, "ratio_max": ratios.max()!,
             "rounds": rounds, "queries": queries,
+            "file_before_compact": fileBefore, "file_after_compact": fileAfter, "compact_s": compactSeconds,
+            "file_survivors_only_compacted": fileSurvivors, "file_ratio": Double(fileAfter) / Double(fileSurvivors),
         ]
         if json {
             printJSON(out)
@@ -86,6 +97,8 @@ struct BenchDeletes: ParsableCommand {
             print(String(format: "n=%d kept=%d  scan after deletes %.3f ms (%d positions)  survivors only %.3f ms (%d)  ratio %.3f (%.3f-%.3f)",
                          n, small.count, median(tb) / 1e6, big.scanPositions, median(ts) / 1e6, small.scanPositions,
                          median(ratios), ratios.min()!, ratios.max()!))
+            print(String(format: "file %d bytes, after COMPACT %d (%.2f s); survivors only, compacted: %d; ratio %.3f",
+                         fileBefore, fileAfter, compactSeconds, fileSurvivors, Double(fileAfter) / Double(fileSurvivors)))
         }
     }
 

@@ -1,3 +1,4 @@
+import CLMDB
 import Foundation
 import Testing
 import HammingCode
@@ -500,6 +501,89 @@ struct HashStoreTests {
         #expect(again.count == 5001)
         #expect(again.get("late") == kept[0].1)
         #expect(try again.verify().items == 5001)
+    }
+}
+
+@Suite("Packed copies: COMPACT and BACKUP")
+struct PackedCopyTests {
+    /// A store with `keys` (code of key i from a seeded generator), its tables rebuilt.
+    func filled(_ dir: String, _ keys: some Sequence<Int>, deleting doomed: [Int] = []) throws -> HashStore {
+        let w = try CodeWidth(bits: 64)
+        let store = try HashStore(directory: dir, options: StoreOptions(bits: 64))
+        var batch = [WriteOp]()
+        for i in keys {
+            var r = SplitMix64(seed: UInt64(i) &* 0x9E37_79B9_7F4A_7C15)
+            batch.append(.add(key: "item-\(i)", code: code(w, &r)))
+            if batch.count == 5000 { _ = try store.apply(batch); batch.removeAll() }
+        }
+        if !batch.isEmpty { _ = try store.apply(batch) }
+        for start in stride(from: 0, to: doomed.count, by: 5000) {
+            _ = try store.apply(doomed[start..<min(doomed.count, start + 5000)].map { .delete(key: "item-\($0)") })
+        }
+        _ = try store.rebuild()
+        return store
+    }
+
+    @Test("COMPACT after deleting 90% at random leaves the file of a store built with the survivors only")
+    func compactAfterDeletes() throws {
+        let dirA = tempDir(), dirB = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dirA); try? FileManager.default.removeItem(atPath: dirB) }
+        var rng = SplitMix64(seed: 5)
+        let n = 40_000
+        let survivors = Set((0..<n).filter { _ in rng.next() % 10 == 0 })
+        let a = try filled(dirA, 0..<n, deleting: (0..<n).filter { !survivors.contains($0) })
+        defer { a.close() }
+        let b = try filled(dirB, survivors.sorted())
+        defer { b.close() }
+        let (before, after) = try a.compact()
+        let (_, alone) = try b.compact()
+        // LMDB's own compacting copy kept the quarter-full pages the deletes left: about
+        // three times the survivors' file.
+        #expect(after * 10 <= alone * 11 + 10 * 16 * 4096, "after deletes \(after), survivors only \(alone)")
+        #expect(after < before / 3, "before \(before) after \(after)")
+        #expect(try a.verify().items == survivors.count)
+        let w = try CodeWidth(bits: 64)
+        for i in survivors {
+            var r = SplitMix64(seed: UInt64(i) &* 0x9E37_79B9_7F4A_7C15)
+            #expect(a.get("item-\(i)") == code(w, &r))
+        }
+        // A backup is the same packed copy.
+        let backup = tempDir() + ".mdb"
+        defer { unlink(backup) }
+        let size = try a.backup(to: backup)
+        #expect(size * 10 <= alone * 11 + 10 * 16 * 4096, "backup \(size), survivors only \(alone)")
+        #expect(!FileManager.default.fileExists(atPath: backup + ".partial-lock"))
+        let restoredDir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: restoredDir) }
+        try FileManager.default.createDirectory(atPath: restoredDir, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: backup, toPath: restoredDir + "/data.mdb")
+        let restored = try HashStore(directory: restoredDir)
+        defer { restored.close() }
+        #expect(restored.count == survivors.count)
+        #expect(try restored.verify().items == survivors.count)
+    }
+
+    @Test("a file with a database the store does not know is compacted by LMDB's copy, which keeps it")
+    func foreignDatabaseKept() throws {
+        let dir = tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try filled(dir, 0..<3000, deleting: Array(0..<2000))
+        store.close()
+        let extra = try Environment(path: dir + "/data.mdb", mapSize: 64 << 20, maxDatabases: HashStore.maxDatabases)
+        try extra.write { t in
+            let dbi = try t.openDatabase("notes", flags: UInt32(MDB_CREATE))
+            try t.putString(dbi, "hello", "world")
+        }
+        extra.close()
+        let again = try HashStore(directory: dir)
+        _ = try again.compact()
+        #expect(again.count == 1000)
+        #expect(try again.verify().items == 1000)
+        again.close()
+        let check = try Environment(path: dir + "/data.mdb", mapSize: 64 << 20, maxDatabases: HashStore.maxDatabases)
+        defer { check.close() }
+        let value = try check.read { t in try t.getString(try t.openDatabase("notes", flags: 0), "hello") }
+        #expect(value == "world")
     }
 }
 
