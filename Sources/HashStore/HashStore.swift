@@ -159,6 +159,9 @@ public final class HashStore {
     /// Batches of `apply` waiting for `writerLock`: a fold beside the writes lets them in
     /// between its pieces (`yieldToWriter`).
     let writesWaiting = Guarded(0)
+    /// COMPACT's pause waiting for `writerLock`: the next batch of `apply` lets it in
+    /// first (`yieldToPause`).
+    let pauseWaiting = Guarded(0)
     /// One COMPACT at a time; VERIFY holds it too (its snapshot must outlive no swap).
     let compactLock = NSLock()
     /// While a VERIFY runs: the ids written since its snapshot (under `rw`).
