@@ -80,9 +80,14 @@ extension HashStore {
         var rc = mdb_cursor_get(c, &k, &v, MDB_FIRST)
         while rc == 0 {
             try target.write { t in
+                // One cursor for the transaction's puts: it stays on the last page, where
+                // `mdb_put` would search down from the root for every record.
+                var w: OpaquePointer?
+                try check(mdb_cursor_open(t.txn, to, &w), "mdb_cursor_open")
+                defer { mdb_cursor_close(w) }
                 var bytes = 0
                 while rc == 0 && bytes < chunkBytes {
-                    try check(mdb_put(t.txn, to, &k, &v, UInt32(MDB_APPEND)), "mdb_put (packed copy)")
+                    try check(mdb_cursor_put(w, &k, &v, UInt32(MDB_APPEND)), "mdb_cursor_put (packed copy)")
                     bytes += k.mv_size + v.mv_size
                     rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)
                 }
