@@ -245,12 +245,12 @@ extension HashStore {
         } }
     }
 
-    /// For the crash tests only: `GDH_TEST_COMPACT_PAUSE=<phase>` makes COMPACT sleep 0.5 s
+    /// For the crash tests only: `GDH_TEST_COMPACT_PAUSE=<phase>` makes COMPACT sleep 1 s
     /// at that point (started, copied, caught-up, replayed, renamed), so that a test can
     /// kill the process there.
     private static let testPause = ProcessInfo.processInfo.environment["GDH_TEST_COMPACT_PAUSE"]
     func testPoint(_ phase: String) {
-        if HashStore.testPause == phase { usleep(500_000) }
+        if HashStore.testPause == phase { usleep(1_000_000) }
     }
 
     /// Frees the old data file after the swap. Unlinking hundreds of MB at once makes the

@@ -463,7 +463,7 @@ extension HashStore {
     }
 
     /// For the crash tests only: `GDH_TEST_FOLD_PAUSE=<phase>` makes a fold beside the writes
-    /// sleep 0.5 s, holding no lock, at that point: `copied`, `built`, `writing` (one chunk
+    /// sleep 1 s, holding no lock, at that point: `copied`, `built`, `writing` (one chunk
     /// of the new generation written), `written` (all of them, before the switch) or
     /// `switched` (the new generation in use, the old one not yet deleted). On entering the
     /// pause it creates `fold-paused` in the database directory, so that a test can wait for
@@ -474,7 +474,7 @@ extension HashStore {
         guard HashStore.foldTestPause == phase else { return }
         let fd = open(directory + "/fold-paused", O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         if fd >= 0 { Glibc.close(fd) }
-        usleep(500_000)
+        usleep(1_000_000)
     }
 
     /// The default of `StoreOptions.tableChunkBytes`: 1 MiB, or for the crash tests

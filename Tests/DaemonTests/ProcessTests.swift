@@ -243,7 +243,7 @@ struct ProcessTests {
                          twoGenerations: ["writing", "written", "switched"], marker: "fold-paused")
     }
 
-    /// Starts `command` on a daemon whose environment variable `pause` makes it wait 0.5 s at
+    /// Starts `command` on a daemon whose environment variable `pause` makes it wait 1 s at
     /// a phase, writes (new keys, replacements, deletes) until a SIGKILL lands in that
     /// pause, restarts, and checks every acknowledged write and VERIFY; for each of
     /// `phases`. In the `writesGoOn` phases more than 1,000 writes must be acknowledged.
@@ -271,7 +271,7 @@ struct ProcessTests {
             let admin = try LineClient(socketPath: d.socket)
             admin.send(command)
             try admin.flush()
-            // The pause at the phase lasts 0.5 s from within a few ms of here: the kill
+            // The pause at the phase lasts 1 s from within a few ms of here: the kill
             // lands in it. Writes (new keys, replacements, deletes) go on until then; each
             // acknowledged one must survive.
             let pid = d.process!.processIdentifier
@@ -279,7 +279,7 @@ struct ProcessTests {
                 let path = d.dir + "/" + marker
                 DispatchQueue.global().async {
                     for _ in 0..<3000 where !FileManager.default.fileExists(atPath: path) { usleep(10_000) }
-                    // Halfway through the pause, as without a marker.
+                    // A quarter into the pause, as without a marker (0.75 s left for a late kill).
                     usleep(250_000)
                     kill(pid, SIGKILL)
                 }
