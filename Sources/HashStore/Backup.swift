@@ -28,13 +28,7 @@ extension HashStore {
         let tmp = path + ".partial"
         unlink(tmp)
         do {
-            try envSwap.withReadLock {
-                let copy = try writePackedCopy(to: tmp, mapSize: env.mapSize)
-                defer { copy.close() }
-                try copy.sync()
-            }
-            chmod(tmp, 0o600)
-            try HashStore.fsyncPath(tmp)
+            try envSwap.withReadLock { try writePackedCopy(to: tmp, mapSize: env.mapSize).close() }
             guard link(tmp, path) == 0 else {
                 throw StoreError.invalid("cannot create \(path): \(String(cString: strerror(errno)))")
             }

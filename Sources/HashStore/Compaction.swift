@@ -124,15 +124,9 @@ extension HashStore {
     /// page full), synced (the bulk of the copy reaches the disk now, not in the pause),
     /// left open without syncing commits (the catch-up syncs it as a whole).
     private func writeCompactedCopy(to tmp: String, mapSize: Int) throws -> Environment {
-        var copy: Environment?
         do {
-            copy = try envSwap.withReadLock { try writePackedCopy(to: tmp, mapSize: mapSize) }
-            try copy!.sync()
-            chmod(tmp, 0o600)
-            try HashStore.fsyncPath(tmp)
-            return copy!
+            return try envSwap.withReadLock { try writePackedCopy(to: tmp, mapSize: mapSize) }
         } catch {
-            copy?.close()
             throw StoreError.storage(error, "compaction copy failed, the database is unchanged", dataPath: tmp)
         }
     }

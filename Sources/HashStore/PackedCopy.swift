@@ -6,9 +6,9 @@ import Glibc
 
 extension HashStore {
     /// Writes a packed copy of one snapshot of the database (a read transaction; writes go
-    /// on) to a new environment at `path`, opened without syncing commits and without a
-    /// lock file, and returns it open: the caller syncs it (`Environment.sync`, then
-    /// `fsyncPath`) and closes it.
+    /// on) to a new file at `path` (mode 0600), synced, and returns its environment open
+    /// (without syncing commits and without a lock file) for the caller to close. On
+    /// failure the file is removed.
     ///
     /// LMDB's compacting copy (`mdb_env_copy2` with `MDB_CP_COMPACT`) leaves out the free
     /// pages but copies the others as they are, and after many deletes LMDB's B-tree pages
@@ -44,14 +44,24 @@ extension HashStore {
             unlink(path)
             throw error
         }
-        if packed { return target }
-        target.close()
-        unlink(path)
+        var copy: Environment?
         do {
-            try env.copyCompacted(to: path)
-            return try Environment(path: path, mapSize: mapSize, maxDatabases: HashStore.maxDatabases, noSync: true,
-                                   lockFile: false)
+            if packed {
+                copy = target
+            } else {
+                target.close()
+                unlink(path)
+                try env.copyCompacted(to: path)
+                // LMDB's copy creates the file with mode 0666 less the umask.
+                chmod(path, 0o600)
+                copy = try Environment(path: path, mapSize: mapSize, maxDatabases: HashStore.maxDatabases, noSync: true,
+                                       lockFile: false)
+            }
+            try copy!.sync()
+            try HashStore.fsyncPath(path)
+            return copy!
         } catch {
+            copy?.close()
             unlink(path)
             throw error
         }
