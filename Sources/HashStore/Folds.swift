@@ -167,11 +167,7 @@ extension HashStore {
     /// while a batch still waits for the lock (at most 50 ms more).
     private func yieldToWriter() {
         usleep(1_000)
-        var waits = 0
-        while waits < 100, writesWaiting.withLock({ $0 }) > 0 {
-            usleep(500)
-            waits += 1
-        }
+        writesWaiting.waitWhilePositive(pollingEvery: 500, atMost: 100)
     }
 
     /// Step 1 of `foldBeside`: the map grown ahead (`growMapAhead`), then the snapshot of
@@ -494,5 +490,17 @@ final class Guarded<Value> {
         lock.lock()
         defer { lock.unlock() }
         return body(&value)
+    }
+}
+
+extension Guarded where Value == Int {
+    /// Sleeps `interval` µs at a time, at most `times` times, while the count is above
+    /// zero (a thread giving way to the ones it counts).
+    func waitWhilePositive(pollingEvery interval: useconds_t, atMost times: Int) {
+        var waits = 0
+        while waits < times, withLock({ $0 }) > 0 {
+            usleep(interval)
+            waits += 1
+        }
     }
 }

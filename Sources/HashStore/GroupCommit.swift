@@ -88,11 +88,7 @@ extension HashStore {
     /// while the writes it must replay in the pause piled up (9,165 of them, a pause of
     /// 80 ms). Waits at most 10 ms.
     private func yieldToPause() {
-        var waits = 0
-        while waits < 40, pauseWaiting.withLock({ $0 }) > 0 {
-            usleep(250)
-            waits += 1
-        }
+        pauseWaiting.waitWhilePositive(pollingEvery: 250, atMost: 40)
     }
 
     /// For diagnosis: `GDH_TRACE_SLOW_WRITES=<ms>` prints to standard error every write batch
