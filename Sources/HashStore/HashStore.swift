@@ -333,14 +333,18 @@ public final class HashStore {
     /// The handles of meta, items, tables, pending and sources, in that order.
     typealias Databases = (MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi, MDB_dbi)
 
+    /// The names of the databases, in the order of `Databases`.
+    static let databaseNames = ["meta", "items", "tables", "pending", "sources"]
+
     /// Opens the five databases (meta, items, tables, pending, sources), the one list of
     /// their names and flags: at open (creating them), after COMPACT's swap, on its copy.
     static func openDatabases(_ txn: Transaction, create: Bool) throws -> Databases {
         let c = create ? UInt32(MDB_CREATE) : 0
         let ints = c | UInt32(MDB_INTEGERKEY)
-        return (try txn.openDatabase("meta", flags: c), try txn.openDatabase("items", flags: ints),
-                try txn.openDatabase("tables", flags: ints), try txn.openDatabase("pending", flags: ints),
-                try txn.openDatabase("sources", flags: ints))
+        let n = databaseNames
+        return (try txn.openDatabase(n[0], flags: c), try txn.openDatabase(n[1], flags: ints),
+                try txn.openDatabase(n[2], flags: ints), try txn.openDatabase(n[3], flags: ints),
+                try txn.openDatabase(n[4], flags: ints))
     }
 
     static func fsyncPath(_ path: String) throws {

@@ -70,7 +70,7 @@ extension HashStore {
     /// Whether the named databases of the file are exactly the store's (`openDatabases`):
     /// the keys of LMDB's main database are their names.
     static func onlyOwnDatabases(_ txn: Transaction) throws -> Bool {
-        let own: Set<String> = ["meta", "items", "tables", "pending", "sources"]
+        let own = Set(HashStore.databaseNames)
         var ok = true
         try txn.forEach(1) { k, _ in
             if !own.contains(String(decoding: k, as: UTF8.self)) { ok = false }
