@@ -12,7 +12,10 @@ Steps (all on the same generated codes):
    commit sizes and syncs, and the ratio. ``--pairs P`` alternates the two P times (each
    ingest into a fresh daemon and database, each load into a fresh file: daemon, loader,
    daemon, loader, ...) and reports every pair and the medians, so that the ratio holds on
-   a machine whose speed drifts; the last pair's daemon serves the steps below;
+   a machine whose speed drifts; the last pair's daemon serves the steps below. ``--windows
+   W1,W2,...`` repeats this step for each number of requests kept in flight by the client
+   (default 4000, its largest): the daemon's commits, and with them the peer's, are larger
+   the more requests wait while a commit syncs;
 4. 10-NN latency percentiles and queries/s over the socket with 1 and with 8 clients
    (``gdh bench socket``), one query in flight per client;
 5. the database file size after COMPACT against the raw bytes of codes + keys + table ids;
@@ -24,6 +27,7 @@ Example::
 
     python3 Tools/bench_socket.py --n 1M
     python3 Tools/bench_socket.py --n 10M --skip-queries --out Docs/benchmarks.md   # REBUILD at 10M
+    python3 Tools/bench_socket.py --n 1M --skip-queries --windows 250,500,1000,2000,4000
 """
 from __future__ import annotations
 
@@ -97,6 +101,10 @@ def main() -> int:
     ap.add_argument("--data-dir", default=str(ROOT / "bench-data"), help="where codes are kept")
     ap.add_argument("--skip-queries", action="store_true", help="only ingest, compact and rebuild")
     ap.add_argument("--pairs", type=int, default=3, help="ingest / loader pairs, alternated (default 3)")
+    ap.add_argument("--windows", default="4000",
+                    help="requests kept in flight by the ingest client, a comma-separated list for a sweep "
+                         "(default 4000, the client's largest and fastest); the peer loader commits as many "
+                         "codes at once as the daemon did at each window")
     ap.add_argument("--out", help="append the Markdown report to this file")
     args = ap.parse_args()
 
@@ -115,66 +123,80 @@ def main() -> int:
 
     if args.pairs < 1:
         ap.error("--pairs must be at least 1")
+    try:
+        windows = [int(w) for w in args.windows.split(",")]
+    except ValueError:
+        ap.error("--windows must be a comma-separated list of integers")
+    if not windows or any(not 1 <= w <= 4000 for w in windows):
+        ap.error("--windows: each window must be 1 to 4000")
     work = Path(tempfile.mkdtemp(prefix="gdh-bench-"))
     loader = work / "lmdb_loader"
     subprocess.run(["cc", "-O2", "-o", str(loader), str(TOOLS / "lmdb_loader.c"), "-llmdb"], check=True)
     daemon = None
     try:
-        pairs = []
-        for p in range(args.pairs):
-            if daemon is not None:
-                daemon.send_signal(signal.SIGTERM)
-                daemon.wait(timeout=120)
-                shutil.rmtree(work / f"db{p - 1}", ignore_errors=True)
-            sock = str(work / f"gdh{p}.sock")
-            daemon = subprocess.Popen([args.gdhd, "--db", str(work / f"db{p}"), "--socket", sock,
-                                       "--bits", str(args.bits), "--log-level", "warning"])
-            for _ in range(200):
-                if os.path.exists(sock):
-                    try:
-                        gdh(args.gdh, sock, "ping")
-                        break
-                    except subprocess.CalledProcessError:
-                        pass
-                time.sleep(0.05)
-            cpu_before = daemon_cpu_seconds(daemon.pid)
-            ingest = run_json([args.gdh, "bench", "ingest", "--codes", str(codes), "--bits", str(args.bits),
-                               "--socket", sock, "--json"])
-            cpu = daemon_cpu_seconds(daemon.pid) - cpu_before
-            # The peer: a plain LMDB loader with the same puts, the same commit sizes (the
-            # daemon's mean batch in this run) and a sync per commit (Tools/lmdb_loader.c).
-            commits = int(dict(line.split(" ", 1) for line in gdh(args.gdh, sock, "stats").splitlines())["commits"])
-            batch = max(1, round(ingest["codes"] / max(1, commits)))
-            plain_db = work / "plain.mdb"
-            plain = json.loads(subprocess.run([str(loader), str(codes), str(args.bits), str(batch), str(plain_db)],
-                                              check=True, capture_output=True, text=True).stdout)
-            for f in (plain_db, Path(str(plain_db) + "-lock")):
-                if f.is_dir():
-                    shutil.rmtree(f, ignore_errors=True)
-                elif f.exists():
-                    f.unlink()
-            pairs.append((ingest["codes_per_second"], cpu * 1e6 / ingest["codes"], plain["codes_per_second"],
-                          plain["commits"], batch))
-            log(f"pair {p + 1}: {pairs[-1][0]:,.0f} codes/s, {pairs[-1][1]:.2f} µs/code; "
-                f"loader {pairs[-1][2]:,.0f} codes/s; ratio {pairs[-1][0] / pairs[-1][2]:.2f}x")
-
         def med(xs: list[float]) -> float:
             return statistics.median(xs)
 
         def each(xs: list[float], fmt: str) -> str:
             return "" if len(xs) == 1 else " (" + ", ".join(fmt.format(x) for x in xs) + ")"
 
-        rates, cpus, plains = [x[0] for x in pairs], [x[1] for x in pairs], [x[2] for x in pairs]
-        ratios = [x[0] / x[2] for x in pairs]
-        which = "" if len(pairs) == 1 else f", median of {len(pairs)} alternated pairs"
-        rows.append((f"ingest over the socket (pipelined ADD, durable acks{which})",
-                     f"{med(rates):,.0f} codes/s{each(rates, '{:,.0f}')}", "≥ 300,000 codes/s"))
-        rows.append(("daemon CPU (user + system) per ingested code",
-                     f"{med(cpus):.2f} µs{each(cpus, '{:.2f}')}", "< 2 µs"))
-        rows.append((f"plain LMDB loader, same puts, {pairs[-1][3]:,} commits of {pairs[-1][4]:,} (one sync each)",
-                     f"{med(plains):,.0f} codes/s{each(plains, '{:,.0f}')}", ""))
-        rows.append(("ratio socket ingest / plain LMDB loader (median of the pairs' ratios)",
-                     f"{med(ratios):.2f}x{each(ratios, '{:.2f}x')}", "≥ 0.5x"))
+        run = 0
+        for window in windows:
+            pairs = []
+            for p in range(args.pairs):
+                if daemon is not None:
+                    daemon.send_signal(signal.SIGTERM)
+                    daemon.wait(timeout=120)
+                    shutil.rmtree(work / f"db{run - 1}", ignore_errors=True)
+                sock = str(work / f"gdh{run}.sock")
+                daemon = subprocess.Popen([args.gdhd, "--db", str(work / f"db{run}"), "--socket", sock,
+                                           "--bits", str(args.bits), "--log-level", "warning"])
+                run += 1
+                for _ in range(200):
+                    if os.path.exists(sock):
+                        try:
+                            gdh(args.gdh, sock, "ping")
+                            break
+                        except subprocess.CalledProcessError:
+                            pass
+                    time.sleep(0.05)
+                cpu_before = daemon_cpu_seconds(daemon.pid)
+                ingest = run_json([args.gdh, "bench", "ingest", "--codes", str(codes), "--bits", str(args.bits),
+                                   "--window", str(window), "--socket", sock, "--json"])
+                cpu = daemon_cpu_seconds(daemon.pid) - cpu_before
+                # The peer: a plain LMDB loader with the same puts, the same commit sizes (the
+                # daemon's mean batch in this run) and a sync per commit (Tools/lmdb_loader.c).
+                commits = int(dict(line.split(" ", 1) for line in gdh(args.gdh, sock, "stats").splitlines())["commits"])
+                batch = max(1, round(ingest["codes"] / max(1, commits)))
+                plain_db = work / "plain.mdb"
+                plain = json.loads(subprocess.run([str(loader), str(codes), str(args.bits), str(batch), str(plain_db)],
+                                                  check=True, capture_output=True, text=True).stdout)
+                for f in (plain_db, Path(str(plain_db) + "-lock")):
+                    if f.is_dir():
+                        shutil.rmtree(f, ignore_errors=True)
+                    elif f.exists():
+                        f.unlink()
+                pairs.append((ingest["codes_per_second"], cpu * 1e6 / ingest["codes"], plain["codes_per_second"],
+                              plain["commits"], batch))
+                log(f"window {window}, pair {p + 1}: {pairs[-1][0]:,.0f} codes/s, {pairs[-1][1]:.2f} µs/code, "
+                    f"commits of {batch:,}; loader {pairs[-1][2]:,.0f} codes/s; "
+                    f"ratio {pairs[-1][0] / pairs[-1][2]:.2f}x")
+
+            rates, cpus, plains = [x[0] for x in pairs], [x[1] for x in pairs], [x[2] for x in pairs]
+            batches = [x[4] for x in pairs]
+            ratios = [x[0] / x[2] for x in pairs]
+            which = "" if len(pairs) == 1 else f", median of {len(pairs)} alternated pairs"
+            at = f"{window:,} in flight"
+            rows.append((f"ingest over the socket (pipelined ADD, durable acks, {at}{which})",
+                         f"{med(rates):,.0f} codes/s{each(rates, '{:,.0f}')}", "≥ 300,000 codes/s"))
+            rows.append((f"daemon CPU (user + system) per ingested code, {at}",
+                         f"{med(cpus):.2f} µs{each(cpus, '{:.2f}')}", "< 2 µs"))
+            rows.append((f"plain LMDB loader, same puts, the daemon's commit sizes at {at} "
+                         f"(one sync each; last pair {pairs[-1][3]:,} commits of {pairs[-1][4]:,})",
+                         f"{med(plains):,.0f} codes/s{each(plains, '{:,.0f}')}; commits of "
+                         f"{med(batches):,.0f}{each(batches, '{:,}')}", ""))
+            rows.append((f"ratio socket ingest / plain LMDB loader, {at} (median of the pairs' ratios)",
+                         f"{med(ratios):.2f}x{each(ratios, '{:.2f}x')}", "≥ 0.5x"))
         if not args.skip_queries:
             for clients in (1, 8):
                 r = run_json([args.gdh, "bench", "socket", "--queries", str(queries), "--bits", str(args.bits),

@@ -41,8 +41,36 @@ struct BenchSoak: ParsableCommand {
         var histograms = [LatencyHistogram](repeating: LatencyHistogram(), count: BenchSoak.commands.count)
         var errors: [String: Int] = [:]
         var failure: String?
-        var compacts: [Double] = []
+        /// Each COMPACT: when it was sent (seconds from the start) and how long it took.
+        var compacts: [(at: Double, seconds: Double)] = []
+        /// The slowest writes of the run, slowest first.
+        var slowWrites = SlowWrites()
         var samples: [(t: Double, rssMiB: Double, items: Int, fileMiB: Double)] = []
+    }
+
+    /// The slowest waits of the run, at most `limit`, no two of them overlapping in time
+    /// (the writes of one slow batch wait together: the slowest stands for them): latency and
+    /// when each was sent (seconds from the start), so that a long wait can be put beside what
+    /// the daemon was doing then.
+    struct SlowWrites {
+        static let limit = 5
+        private(set) var writes: [(nanoseconds: UInt64, at: Double, command: String)] = []
+
+        mutating func record(_ nanoseconds: UInt64, at: Double, command: String) {
+            guard writes.count < Self.limit || nanoseconds > writes[writes.count - 1].nanoseconds else { return }
+            let end = at + Double(nanoseconds) / 1e9
+            if let j = writes.firstIndex(where: { $0.at < end && at < $0.at + Double($0.nanoseconds) / 1e9 }) {
+                if writes[j].nanoseconds >= nanoseconds { return }
+                writes.remove(at: j)
+            }
+            let i = writes.firstIndex { $0.nanoseconds < nanoseconds } ?? writes.count
+            writes.insert((nanoseconds, at, command), at: i)
+            if writes.count > Self.limit { writes.removeLast() }
+        }
+
+        mutating func merge(_ other: SlowWrites) {
+            for w in other.writes { record(w.nanoseconds, at: w.at, command: w.command) }
+        }
     }
 
     func run() throws {
@@ -71,7 +99,7 @@ struct BenchSoak: ParsableCommand {
         let shared = Shared()
         let start = now()
         let deadline = start + UInt64(seconds * 1e9)
-        let group = startClients(shared, deadline: deadline, weights: weights, width: width, radius: r)
+        let group = startClients(shared, start: start, deadline: deadline, weights: weights, width: width, radius: r)
         try administer(admin, pid: pid, shared, start: start, deadline: deadline)
         group.wait()
         let elapsed = Double(now() - start) / 1e9
@@ -79,13 +107,14 @@ struct BenchSoak: ParsableCommand {
         shared.samples.append((elapsed, Double(residentKiB(pid)) / 1024, Int(end["items"] ?? "") ?? 0,
                                (Double(end["file_bytes"] ?? "") ?? 0) / 1_048_576))
         if let f = shared.failure { throw Failure("a client failed: \(f)") }
-        report(shared.histograms, errors: shared.errors, compacts: shared.compacts, samples: shared.samples,
+        report(shared.histograms, errors: shared.errors, compacts: shared.compacts, slowWrites: shared.slowWrites,
+               samples: shared.samples,
                elapsed: elapsed, preload: pre, preloadSeconds: preloadSeconds, bits: bits, radius: r)
     }
 
     /// The client threads: each keeps one request in flight on its connection until the
     /// deadline, picking commands by the mix; their latencies go into `shared` at the end.
-    func startClients(_ shared: Shared, deadline: UInt64, weights: [Int], width: CodeWidth, radius r: Int) -> DispatchGroup {
+    func startClients(_ shared: Shared, start: UInt64, deadline: UInt64, weights: [Int], width: CodeWidth, radius r: Int) -> DispatchGroup {
         let socketPath = connection.socketPath
         let group = DispatchGroup()
         let total = weights.reduce(0, +)
@@ -99,6 +128,7 @@ struct BenchSoak: ParsableCommand {
                 var g = SplitMix64(seed: clientSeed)
                 var local = [LatencyHistogram](repeating: LatencyHistogram(), count: BenchSoak.commands.count)
                 var errors: [String: Int] = [:]
+                var slow = SlowWrites()
                 var failure: String?
                 do {
                     let client = try LineClient(socketPath: socketPath)
@@ -114,7 +144,9 @@ struct BenchSoak: ParsableCommand {
                         }
                         let t = now()
                         let resp = try client.request(line)
-                        local[op].record(now() - t)
+                        let took = now() - t
+                        local[op].record(took)
+                        if op < 2 { slow.record(took, at: Double(t - start) / 1e9, command: BenchSoak.commands[op]) }
                         if case .error(let code, _) = resp { errors["\(BenchSoak.commands[op]) \(code)", default: 0] += 1 }
                     }
                 } catch {
@@ -123,6 +155,7 @@ struct BenchSoak: ParsableCommand {
                 shared.lock.lock()
                 for i in local.indices { shared.histograms[i].merge(local[i]) }
                 for (e, n) in errors { shared.errors[e, default: 0] += n }
+                shared.slowWrites.merge(slow)
                 if let failure, shared.failure == nil { shared.failure = failure }
                 shared.lock.unlock()
             }.start()
@@ -150,7 +183,7 @@ struct BenchSoak: ParsableCommand {
                 let resp = try admin.request("COMPACT")
                 if case .error(let code, let m) = resp { throw Failure("COMPACT: ERR \(code) \(m)") }
                 shared.lock.lock()
-                shared.compacts.append(Double(now() - c0) / 1e9)
+                shared.compacts.append((Double(c0 - start) / 1e9, Double(now() - c0) / 1e9))
                 shared.lock.unlock()
                 nextCompact += UInt64(compactEvery * 1e9)
             }
@@ -158,7 +191,8 @@ struct BenchSoak: ParsableCommand {
         }
     }
 
-    private func report(_ h: [LatencyHistogram], errors: [String: Int], compacts: [Double],
+    private func report(_ h: [LatencyHistogram], errors: [String: Int], compacts: [(at: Double, seconds: Double)],
+                        slowWrites: SlowWrites,
                         samples: [(t: Double, rssMiB: Double, items: Int, fileMiB: Double)],
                         elapsed: Double, preload: Int, preloadSeconds: Double, bits: Int, radius: Int) {
         let ops = h.reduce(0) { $0 + $1.count }
@@ -168,6 +202,11 @@ struct BenchSoak: ParsableCommand {
         let finalItems = samples.last?.items ?? 0
         let steady = samples.first { Double($0.items) >= 0.98 * Double(finalItems) }
         let steadyRSS = samples.filter { $0.t >= (steady?.t ?? 0) }.map(\.rssMiB)
+        // Which COMPACT (1-based) a slow write overlapped, if any.
+        func duringCompact(_ w: (nanoseconds: UInt64, at: Double, command: String)) -> Int? {
+            let end = w.at + Double(w.nanoseconds) / 1e9
+            return compacts.firstIndex { $0.at < end && w.at < $0.at + $0.seconds }.map { $0 + 1 }
+        }
         if json {
             var commands: [String: Any] = [:]
             for (i, name) in Self.commands.enumerated() {
@@ -178,8 +217,13 @@ struct BenchSoak: ParsableCommand {
             printJSON([
                 "clients": clients, "seconds": elapsed, "keys": keys, "preload": preload, "preload_seconds": preloadSeconds,
                 "bits": bits, "radius": radius, "k": k, "mix": mix, "ops": ops, "ops_per_second": Double(ops) / elapsed,
-                "commands": commands, "errors": errors, "compact_seconds": compacts,
+                "commands": commands, "errors": errors, "compact_seconds": compacts.map(\.seconds),
+                "compact_started_s": compacts.map(\.at),
                 "longest_write_ms": Double(writeMax) / 1e6,
+                "slowest_writes": slowWrites.writes.map { w -> [String: Any] in
+                    ["command": w.command, "ms": Double(w.nanoseconds) / 1e6, "sent_s": w.at,
+                     "during_compact": duringCompact(w).map { $0 as Any } ?? NSNull()]
+                },
                 "samples": samples.map { ["t": $0.t, "rss_mib": $0.rssMiB, "items": $0.items, "file_mib": $0.fileMiB] },
                 "steady_from_s": steady?.t ?? 0,
                 "steady_rss_min_mib": steadyRSS.min() ?? 0, "steady_rss_max_mib": steadyRSS.max() ?? 0,
@@ -194,7 +238,12 @@ struct BenchSoak: ParsableCommand {
                          h[i].quantile(0.999) / 1e6, Double(h[i].max) / 1e6))
         }
         print(String(format: "longest write wait %.1f ms; COMPACTs %@ s", Double(writeMax) / 1e6,
-                     compacts.map { String(format: "%.2f", $0) }.joined(separator: ", ")))
+                     compacts.map { String(format: "%.2f", $0.seconds) }.joined(separator: ", ")))
+        for w in slowWrites.writes {
+            let during = duringCompact(w).map { c in String(format: ", during COMPACT %d (sent at %.1f s)", c, compacts[c - 1].at) } ?? ""
+            print(String(format: "slow write: %@ %.1f ms, sent at %.3f s%@", w.command as NSString, Double(w.nanoseconds) / 1e6,
+                         w.at, during as NSString))
+        }
         if !errors.isEmpty { print("errors: \(errors)") }
         for s in samples { print(String(format: "t %6.0f s  rss %7.1f MiB  items %9d  file %7.1f MiB", s.t, s.rssMiB, s.items, s.fileMiB)) }
         print(String(format: "steady from %.0f s: rss %.1f-%.1f MiB", steady?.t ?? 0, steadyRSS.min() ?? 0, steadyRSS.max() ?? 0))
