@@ -43,34 +43,9 @@ struct BenchSoak: ParsableCommand {
         var failure: String?
         /// Each COMPACT: when it was sent (seconds from the start) and how long it took.
         var compacts: [(at: Double, seconds: Double)] = []
-        /// The slowest writes of the run, slowest first.
-        var slowWrites = SlowWrites()
+        /// The slowest writes of the run (ADD and DEL), slowest first.
+        var slowWrites = SlowestWaits()
         var samples: [(t: Double, rssMiB: Double, items: Int, fileMiB: Double)] = []
-    }
-
-    /// The slowest waits of the run, at most `limit`, no two of them overlapping in time
-    /// (the writes of one slow batch wait together: the slowest stands for them): latency and
-    /// when each was sent (seconds from the start), so that a long wait can be put beside what
-    /// the daemon was doing then.
-    struct SlowWrites {
-        static let limit = 5
-        private(set) var writes: [(nanoseconds: UInt64, at: Double, command: String)] = []
-
-        mutating func record(_ nanoseconds: UInt64, at: Double, command: String) {
-            guard writes.count < Self.limit || nanoseconds > writes[writes.count - 1].nanoseconds else { return }
-            let end = at + Double(nanoseconds) / 1e9
-            if let j = writes.firstIndex(where: { $0.at < end && at < $0.at + Double($0.nanoseconds) / 1e9 }) {
-                if writes[j].nanoseconds >= nanoseconds { return }
-                writes.remove(at: j)
-            }
-            let i = writes.firstIndex { $0.nanoseconds < nanoseconds } ?? writes.count
-            writes.insert((nanoseconds, at, command), at: i)
-            if writes.count > Self.limit { writes.removeLast() }
-        }
-
-        mutating func merge(_ other: SlowWrites) {
-            for w in other.writes { record(w.nanoseconds, at: w.at, command: w.command) }
-        }
     }
 
     func run() throws {
@@ -128,7 +103,7 @@ struct BenchSoak: ParsableCommand {
                 var g = SplitMix64(seed: clientSeed)
                 var local = [LatencyHistogram](repeating: LatencyHistogram(), count: BenchSoak.commands.count)
                 var errors: [String: Int] = [:]
-                var slow = SlowWrites()
+                var slow = SlowestWaits()
                 var failure: String?
                 do {
                     let client = try LineClient(socketPath: socketPath)
@@ -146,7 +121,7 @@ struct BenchSoak: ParsableCommand {
                         let resp = try client.request(line)
                         let took = now() - t
                         local[op].record(took)
-                        if op < 2 { slow.record(took, at: Double(t - start) / 1e9, command: BenchSoak.commands[op]) }
+                        if op < 2 { slow.record(took, sentAt: Double(t - start) / 1e9, command: BenchSoak.commands[op]) }
                         if case .error(let code, _) = resp { errors["\(BenchSoak.commands[op]) \(code)", default: 0] += 1 }
                     }
                 } catch {
@@ -192,7 +167,7 @@ struct BenchSoak: ParsableCommand {
     }
 
     private func report(_ h: [LatencyHistogram], errors: [String: Int], compacts: [(at: Double, seconds: Double)],
-                        slowWrites: SlowWrites,
+                        slowWrites: SlowestWaits,
                         samples: [(t: Double, rssMiB: Double, items: Int, fileMiB: Double)],
                         elapsed: Double, preload: Int, preloadSeconds: Double, bits: Int, radius: Int) {
         let ops = h.reduce(0) { $0 + $1.count }
@@ -203,9 +178,8 @@ struct BenchSoak: ParsableCommand {
         let steady = samples.first { Double($0.items) >= 0.98 * Double(finalItems) }
         let steadyRSS = samples.filter { $0.t >= (steady?.t ?? 0) }.map(\.rssMiB)
         // Which COMPACT (1-based) a slow write overlapped, if any.
-        func duringCompact(_ w: (nanoseconds: UInt64, at: Double, command: String)) -> Int? {
-            let end = w.at + Double(w.nanoseconds) / 1e9
-            return compacts.firstIndex { $0.at < end && w.at < $0.at + $0.seconds }.map { $0 + 1 }
+        func duringCompact(_ w: SlowestWaits.Wait) -> Int? {
+            compacts.firstIndex { w.overlaps(from: $0.at, to: $0.at + $0.seconds) }.map { $0 + 1 }
         }
         if json {
             var commands: [String: Any] = [:]
@@ -220,8 +194,8 @@ struct BenchSoak: ParsableCommand {
                 "commands": commands, "errors": errors, "compact_seconds": compacts.map(\.seconds),
                 "compact_started_s": compacts.map(\.at),
                 "longest_write_ms": Double(writeMax) / 1e6,
-                "slowest_writes": slowWrites.writes.map { w -> [String: Any] in
-                    ["command": w.command, "ms": Double(w.nanoseconds) / 1e6, "sent_s": w.at,
+                "slowest_writes": slowWrites.waits.map { w -> [String: Any] in
+                    ["command": w.command, "ms": Double(w.nanoseconds) / 1e6, "sent_s": w.sentAt,
                      "during_compact": duringCompact(w).map { $0 as Any } ?? NSNull()]
                 },
                 "samples": samples.map { ["t": $0.t, "rss_mib": $0.rssMiB, "items": $0.items, "file_mib": $0.fileMiB] },
@@ -239,10 +213,10 @@ struct BenchSoak: ParsableCommand {
         }
         print(String(format: "longest write wait %.1f ms; COMPACTs %@ s", Double(writeMax) / 1e6,
                      compacts.map { String(format: "%.2f", $0.seconds) }.joined(separator: ", ")))
-        for w in slowWrites.writes {
+        for w in slowWrites.waits {
             let during = duringCompact(w).map { c in String(format: ", during COMPACT %d (sent at %.1f s)", c, compacts[c - 1].at) } ?? ""
             print(String(format: "slow write: %@ %.1f ms, sent at %.3f s%@", w.command as NSString, Double(w.nanoseconds) / 1e6,
-                         w.at, during as NSString))
+                         w.sentAt, during as NSString))
         }
         if !errors.isEmpty { print("errors: \(errors)") }
         for s in samples { print(String(format: "t %6.0f s  rss %7.1f MiB  items %9d  file %7.1f MiB", s.t, s.rssMiB, s.items, s.fileMiB)) }
