@@ -26,15 +26,16 @@ public struct SlowestWaits: Sendable {
     public let limit: Int
     /// Slowest first.
     public private(set) var waits: [Wait] = []
-    /// A wait that overlaps a kept one is dropped unless it is slower, in which case it takes
-    /// the place of every kept wait it overlaps; so waits that overlap one another in a chain
-    /// count as one moment, the slowest of them. When the moments are apart, the list is
-    /// exactly the `limit` slowest ones.
+
     public init(limit: Int = 5) {
         precondition(limit > 0)
         self.limit = limit
     }
 
+    /// A wait that overlaps a kept one is dropped unless it is slower, in which case it takes
+    /// the place of every kept wait it overlaps; so waits that overlap one another in a chain
+    /// count as one moment, the slowest of them. When the moments are apart, the list is
+    /// exactly the `limit` slowest ones.
     public mutating func record(_ wait: Wait) {
         if waits.count == limit, wait.nanoseconds <= waits[limit - 1].nanoseconds { return }
         if waits.contains(where: { $0.overlaps(wait) && $0.nanoseconds >= wait.nanoseconds }) { return }
